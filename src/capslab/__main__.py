@@ -1,0 +1,3 @@
+from capslab.cli.main import main
+
+main()

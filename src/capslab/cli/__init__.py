@@ -1,0 +1,1 @@
+"""The ``capslab`` command line (typer). One module per command or command group."""

@@ -1,0 +1,78 @@
+"""Fully connected capsule layer with routing (DigitCaps / ClassCaps)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from capslab.ops import safe_norm
+from capslab.routing import dynamic_routing, scaled_distance_agreement
+
+ROUTINGS = ("rba", "sda")
+
+
+class ClassCaps(nn.Module):
+    """``[B, n_in, d_in] -> [B, n_out, d_out]`` with one ``d_out x d_in`` matrix per (input, output).
+
+    Args:
+        num_in: input capsules ``n_in``.
+        in_dim: input capsule dimension.
+        num_out: output capsules (classes for the last layer).
+        out_dim: output capsule dimension.
+        routing: ``"rba"`` (routing-by-agreement) or ``"sda"`` (scaled-distance-agreement).
+        num_iterations: routing iterations.
+        share_types: if set, the number of input capsule TYPES; one matrix per (type, output)
+            is shared across the ``n_in / share_types`` grid positions of that type (FasTrCaps
+            weight sharing). Inputs must be type-major as produced by :class:`PrimaryCaps`.
+        init_std: standard deviation of the normal initialisation of the matrices.
+    """
+
+    def __init__(
+        self,
+        num_in: int,
+        in_dim: int,
+        num_out: int,
+        out_dim: int,
+        routing: str = "rba",
+        num_iterations: int = 3,
+        share_types: int | None = None,
+        init_std: float = 0.01,
+    ):
+        super().__init__()
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if share_types is not None and num_in % share_types:
+            raise ValueError(f"{num_in} input capsules do not split into {share_types} types")
+        self.num_in, self.in_dim, self.num_out, self.out_dim = num_in, in_dim, num_out, out_dim
+        self.routing = routing
+        self.num_iterations = num_iterations
+        self.share_types = share_types
+        n_mat = share_types if share_types is not None else num_in
+        # [n_mat, d_in, n_out * d_out]: one batched matmul per forward, no big temporaries
+        self.weight = nn.Parameter(torch.randn(n_mat, in_dim, num_out * out_dim) * init_std)
+
+    def predictions(self, u: Tensor) -> Tensor:
+        """``[B, n_in, d_in] -> u_hat [B, n_in, n_out, d_out]``."""
+        b = u.shape[0]
+        if self.share_types is None:
+            # [n_in, B, d_in] @ [n_in, d_in, n_out*d_out]
+            u_hat = torch.bmm(u.transpose(0, 1), self.weight).transpose(0, 1)
+        else:
+            t = self.share_types
+            # group the positions of a type into the matmul's rows: [T, B*P, d_in]
+            ut = u.reshape(b, t, -1, self.in_dim).transpose(0, 1).reshape(t, -1, self.in_dim)
+            u_hat = torch.bmm(ut, self.weight).reshape(t, b, -1, self.num_out * self.out_dim)
+            u_hat = u_hat.transpose(0, 1)
+        return u_hat.reshape(b, self.num_in, self.num_out, self.out_dim)
+
+    def forward(self, u: Tensor) -> Tensor:
+        u_hat = self.predictions(u)
+        if self.routing == "sda":
+            return scaled_distance_agreement(u_hat, safe_norm(u, dim=-1), self.num_iterations)
+        return dynamic_routing(u_hat, self.num_iterations)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_in}x{self.in_dim} -> {self.num_out}x{self.out_dim}, routing={self.routing}"
+        if self.share_types:
+            s += f", shared over {self.share_types} types"
+        return s

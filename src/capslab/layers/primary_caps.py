@@ -1,0 +1,53 @@
+"""The convolutional stem and the PrimaryCaps layer of Sabour et al."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from capslab.ops import squash
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """Spatial size after a convolution."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class ConvStem(nn.Module):
+    """Plain convolution + ReLU: ``[B, C_in, H, W] -> [B, C_out, H', W']`` (valid padding)."""
+
+    def __init__(self, in_channels: int, out_channels: int = 256, kernel_size: int = 9, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(x))
+
+
+class PrimaryCaps(nn.Module):
+    """Convolution whose channels are read as ``num_types`` capsule types of ``capsule_dim``.
+
+    ``[B, C_in, H, W] -> [B, num_types * H' * W', capsule_dim]``, squashed. Capsules are ordered
+    type-major (all grid positions of type 0, then type 1, ...), so capsule ``i`` has type
+    ``i // (H' * W')``; weight sharing in :class:`ClassCaps` relies on this order.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 256,
+        num_types: int = 32,
+        capsule_dim: int = 8,
+        kernel_size: int = 9,
+        stride: int = 2,
+    ):
+        super().__init__()
+        self.num_types = num_types
+        self.capsule_dim = capsule_dim
+        self.conv = nn.Conv2d(in_channels, num_types * capsule_dim, kernel_size, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)  # [B, T*D, H, W]
+        b, _, h, w = y.shape
+        # channel c = t*D + d: type-major capsules of D dims
+        y = y.view(b, self.num_types, self.capsule_dim, h * w).transpose(2, 3)
+        return squash(y.reshape(b, self.num_types * h * w, self.capsule_dim))

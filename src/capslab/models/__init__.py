@@ -1,0 +1,10 @@
+"""Model registry and the models that register themselves in it."""
+
+from capslab.models import capsnet  # noqa: F401  (registers "capsnet")
+from capslab.models.base import CapsuleClassifier, CapsuleOutput
+from capslab.models.registry import create_model, list_models, model_options, register_model
+
+__all__ = [
+    "CapsuleClassifier", "CapsuleOutput", "create_model", "list_models", "model_options",
+    "register_model",
+]

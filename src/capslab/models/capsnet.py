@@ -1,0 +1,62 @@
+"""The baseline CapsNet of Sabour, Frosst and Hinton (2017), with FasTrCaps' options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from capslab.layers import ClassCaps, ConvStem, PrimaryCaps
+from capslab.layers.primary_caps import conv_output_size
+from capslab.models.base import CapsuleClassifier
+from capslab.models.registry import register_model
+
+
+class CapsNet(CapsuleClassifier):
+    """Conv 9x9/256 -> PrimaryCaps 9x9/2 (32 x 8-D) -> ClassCaps (C x 16-D, routing) -> decoder.
+
+    ``[B, channels, H, W] -> CapsuleOutput`` (28x28 gives 6x6x32 = 1,152 primary capsules,
+    32x32 gives 8x8x32 = 2,048).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        conv_channels: int = 256,
+        primary_types: int = 32,
+        primary_dim: int = 8,
+        class_dim: int = 16,
+        routing: str = "rba",
+        routing_iterations: int = 3,
+        weight_sharing: bool = False,
+        small_decoder: bool = False,
+        decoder: bool = True,
+        normalization: str = "dataset",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
+        super().__init__(
+            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
+            normalization, mean, std,
+        )
+        self.conv = ConvStem(in_channels, conv_channels, 9, 1)
+        self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)
+        grid = conv_output_size(conv_output_size(image_size, 9, 1), 9, 2)
+        if grid < 1:
+            raise ValueError(f"image_size {image_size} is too small for two 9x9 convolutions")
+        self.class_caps = ClassCaps(
+            primary_types * grid * grid, primary_dim, num_classes, class_dim, routing,
+            routing_iterations, share_types=primary_types if weight_sharing else None,
+        )
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.class_caps(self.primary(self.conv(x)))
+
+
+@register_model("capsnet")
+def capsnet(**options) -> CapsNet:
+    """Sabour et al.'s CapsNet; see :class:`CapsNet` for the options."""
+    return CapsNet(**options)

@@ -1,0 +1,108 @@
+"""Routing algorithms between a layer of input capsules and a layer of output capsules.
+
+All functions take the prediction vectors ``u_hat`` of shape ``[B, n_in, n_out, D]``
+(``u_hat[b, i, j]`` is input capsule ``i``'s prediction for output capsule ``j``) and return
+the output capsules ``v`` of shape ``[B, n_out, D]``. Coupling coefficients are always a softmax
+over the OUTPUT capsules ``j`` (dim 2), never over the inputs: that axis is pinned by a test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from capslab.ops import safe_norm, squash
+
+
+def coupling_coefficients(logits: Tensor) -> Tensor:
+    """``[B, n_in, n_out] -> [B, n_in, n_out]``: softmax of the routing logits over outputs."""
+    return torch.softmax(logits, dim=2)
+
+
+def dynamic_routing(
+    u_hat: Tensor,
+    num_iterations: int = 3,
+    detach_intermediate: bool = True,
+    return_couplings: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Routing-by-agreement (Sabour et al. 2017).
+
+    Args:
+        u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
+        num_iterations: routing iterations r >= 1.
+        detach_intermediate: run the first r-1 iterations on detached predictions so that the
+            gradient flows only through the last iteration (the usual, stable formulation).
+        return_couplings: also return the final coupling coefficients ``[B, n_in, n_out]``.
+    Returns:
+        ``v`` of shape ``[B, n_out, D]`` (and the couplings when asked).
+    """
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    u_detached = u_hat.detach() if detach_intermediate else u_hat
+    logits = u_hat.new_zeros(u_hat.shape[:3])
+    for it in range(num_iterations):
+        last = it == num_iterations - 1
+        u = u_hat if last else u_detached
+        c = coupling_coefficients(logits)
+        v = squash(torch.einsum("bij,bijd->bjd", c, u))
+        if not last:
+            logits = logits + torch.einsum("bijd,bjd->bij", u, v)
+    if return_couplings:
+        return v, c
+    return v
+
+
+def sda_inverse_temperature(d_o: Tensor, d_p: Tensor, num_outputs: int, p: float = 0.9) -> Tensor:
+    """Inverse temperature ``t`` of scaled-distance-agreement routing (Peer et al. 2018).
+
+    Chosen so that an output at distance ``d_p`` gets coupling ``p`` when all others are at
+    ``d_o``: ``t = (ln(p (k-1)) - ln(1-p)) / (d_p - d_o)``. With ``d_p < d_o`` it is negative,
+    so larger distances give smaller logits. (The momentum paper's code dropped the brackets
+    around the numerator, which flips the sign for large distances.)
+    """
+    k = num_outputs
+    if k < 2:
+        raise ValueError("scaled-distance-agreement needs at least 2 output capsules")
+    numerator = math.log(p * (k - 1)) - math.log(1.0 - p)
+    return numerator / (d_p - d_o)
+
+
+def scaled_distance_agreement(
+    u_hat: Tensor,
+    u_norm: Tensor,
+    num_iterations: int = 3,
+    p: float = 0.9,
+    detach_intermediate: bool = True,
+) -> Tensor:
+    """Scaled-distance-agreement routing (SDA).
+
+    Args:
+        u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
+        u_norm: ``[B, n_in]`` lengths of the input capsules; predictions are clipped so that
+            ``|u_hat[j|i]| <= |u_i|``.
+        num_iterations: routing iterations.
+        p: coupling that an agreeing output should receive.
+    Returns:
+        ``v`` of shape ``[B, n_out, D]``.
+    """
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    n_out = u_hat.shape[2]
+    pred_norm = safe_norm(u_hat, dim=-1, keepdim=True)  # [B, n_in, n_out, 1]
+    limit = u_norm[:, :, None, None]
+    u_hat = u_hat * torch.clamp(limit / pred_norm, max=1.0)
+    u_detached = u_hat.detach() if detach_intermediate else u_hat
+    logits = u_hat.new_zeros(u_hat.shape[:3])
+    for it in range(num_iterations):
+        last = it == num_iterations - 1
+        u = u_hat if last else u_detached
+        c = coupling_coefficients(logits)
+        v = squash(torch.einsum("bij,bijd->bjd", c, u))
+        if not last:
+            d = safe_norm(v.unsqueeze(1) - u, dim=-1)  # [B, n_in, n_out]
+            d_o = d.mean(dim=(1, 2), keepdim=True)
+            d_p = d_o / 2
+            logits = sda_inverse_temperature(d_o, d_p, n_out, p) * d
+    return v
