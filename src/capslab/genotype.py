@@ -1,0 +1,532 @@
+"""Genotypes: a network described as a list of NASCaps layer descriptors.
+
+A genotype is what the architecture search manipulates and what the model builder and the
+hardware model read. It is pure data (no torch) so the search loop and the hardware model stay
+cheap to import and to run.
+
+Exchange format (the NASCaps authors' chromosomes): a JSON list of 9-int genes
+``[type, insize, inch, incaps, k, stride, outsize, outch, outcaps]`` followed by ``[xtraskip]``
+and ``[resize]``. Type 0 is a convolution, 1 a Sabour capsule layer (the last one is the class
+capsule layer), 2 a DeepCaps cell (the last one is the flatten + class capsule stage). For
+capsule genes ``outch`` is the number of capsule types and ``outcaps`` the capsule dimension.
+
+Readable format (this project's): ``{"format": "capslab-genotype", "version": 1,
+"layers": [{"kind": "conv", "in_size": ..., ...}, ...], "skip": -1, "resize": 1}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from capslab.io import atomic_write_text
+
+__all__ = [
+    "CAPSNET_GENOTYPE",
+    "DEEPCAPS_GENOTYPE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Genotype",
+    "GenotypeError",
+    "LayerDescriptor",
+    "LayerKind",
+    "load_genotype",
+    "repair",
+    "save_genotype",
+    "validate",
+]
+
+FORMAT_NAME = "capslab-genotype"
+FORMAT_VERSION = 1
+
+
+class GenotypeError(ValueError):
+    """A genotype that is malformed or describes an impossible network."""
+
+
+class LayerKind(IntEnum):
+    CONV = 0  # plain convolution (same padding)
+    CAPS = 1  # Sabour-style convolutional capsule layer; the last one is the class layer
+    CELL = 2  # DeepCaps CapsCell; the last one is the flatten + class capsule stage
+
+
+_KIND_NAMES = {LayerKind.CONV: "conv", LayerKind.CAPS: "caps", LayerKind.CELL: "cell"}
+_KIND_BY_NAME = {v: k for k, v in _KIND_NAMES.items()}
+
+# Order of the fields in a NASCaps gene (after the type).
+GENE_FIELDS = (
+    "in_size",
+    "in_channels",
+    "in_capsules",
+    "kernel",
+    "stride",
+    "out_size",
+    "out_channels",
+    "out_capsules",
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerDescriptor:
+    """One NASCaps gene. For capsule genes ``out_channels`` = capsule types and
+    ``out_capsules`` = capsule dimension (likewise for the inputs)."""
+
+    kind: LayerKind
+    in_size: int
+    in_channels: int
+    in_capsules: int
+    kernel: int
+    stride: int
+    out_size: int
+    out_channels: int
+    out_capsules: int
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.kind) or self.kind not in (0, 1, 2):
+            raise GenotypeError(
+                f"layer kind must be 0 (conv), 1 (caps) or 2 (cell), got {self.kind!r}"
+            )
+        object.__setattr__(self, "kind", LayerKind(self.kind))
+        for name in GENE_FIELDS:
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise GenotypeError(f"field {name} must be an integer, got {value!r}")
+
+    @property
+    def kind_name(self) -> str:
+        return _KIND_NAMES[self.kind]
+
+    def to_gene(self) -> list[int]:
+        """The 9-int NASCaps gene."""
+        return [int(self.kind), *(getattr(self, n) for n in GENE_FIELDS)]
+
+    @classmethod
+    def from_gene(cls, gene: Sequence[int]) -> LayerDescriptor:
+        if not isinstance(gene, (list, tuple)) or len(gene) != 9:
+            raise GenotypeError(f"a layer gene is a list of 9 integers, got {gene!r}")
+        return cls(*gene)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind_name, **{n: getattr(self, n) for n in GENE_FIELDS}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerDescriptor:
+        if not isinstance(d, dict):
+            raise GenotypeError(f"a layer is an object with keys kind, {', '.join(GENE_FIELDS)}")
+        valid = ("kind", *GENE_FIELDS)
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise GenotypeError(f"unknown layer key(s) {unknown}; valid keys: {list(valid)}")
+        missing = [k for k in valid if k not in d]
+        if missing:
+            raise GenotypeError(f"layer is missing key(s) {missing}")
+        kind = d["kind"]
+        if isinstance(kind, str):
+            if kind not in _KIND_BY_NAME:
+                raise GenotypeError(f"unknown layer kind {kind!r}; valid: {list(_KIND_BY_NAME)}")
+            kind = _KIND_BY_NAME[kind]
+        return cls(kind, *(d[n] for n in GENE_FIELDS))
+
+
+@dataclass(frozen=True, slots=True)
+class Genotype:
+    """A whole network: layer genes, the extra skip (index of a cell, or -1) and the resize flag
+    (1 = native input size, 2 = input scaled up 2x)."""
+
+    layers: tuple[LayerDescriptor, ...]
+    skip: int = -1
+    resize: int = 1
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, LayerDescriptor):
+                raise GenotypeError(f"layer {i} is not a LayerDescriptor: {layer!r}")
+        object.__setattr__(self, "layers", layers)
+        for name in ("skip", "resize"):
+            if not _is_int(getattr(self, name)):
+                raise GenotypeError(f"{name} must be an integer, got {getattr(self, name)!r}")
+
+    # ------------------------------------------------------------------ formats
+    @classmethod
+    def from_nascaps(cls, genes: Sequence[Sequence[int]]) -> Genotype:
+        """Parse the authors' list: genes, then ``[xtraskip]``, then ``[resize]``."""
+        if not isinstance(genes, (list, tuple)) or len(genes) < 3:
+            raise GenotypeError(
+                "a NASCaps genotype is a list of 9-int layer genes followed by [skip] and [resize]"
+            )
+        *layer_genes, skip, resize = genes
+        for name, tail in (("skip", skip), ("resize", resize)):
+            if not isinstance(tail, (list, tuple)) or len(tail) != 1 or not _is_int(tail[0]):
+                raise GenotypeError(f"the {name} entry must be a one-integer list, got {tail!r}")
+        layers = []
+        for i, gene in enumerate(layer_genes):
+            try:
+                layers.append(LayerDescriptor.from_gene(gene))
+            except GenotypeError as e:
+                raise GenotypeError(f"layer {i}: {e}") from None
+        return cls(tuple(layers), skip=skip[0], resize=resize[0])
+
+    def to_nascaps(self) -> list[list[int]]:
+        return [layer.to_gene() for layer in self.layers] + [[self.skip], [self.resize]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "skip": self.skip,
+            "resize": self.resize,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Genotype:
+        if not isinstance(d, dict):
+            raise GenotypeError("a capslab genotype is a JSON object")
+        valid = ("format", "version", "layers", "skip", "resize")
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise GenotypeError(f"unknown genotype key(s) {unknown}; valid keys: {list(valid)}")
+        if d.get("format", FORMAT_NAME) != FORMAT_NAME:
+            raise GenotypeError(f"format must be {FORMAT_NAME!r}, got {d.get('format')!r}")
+        if d.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise GenotypeError(
+                f"unsupported genotype version {d.get('version')!r} (this is version {FORMAT_VERSION})"
+            )
+        if not isinstance(d.get("layers"), list):
+            raise GenotypeError("a capslab genotype needs a 'layers' list")
+        layers = []
+        for i, ld in enumerate(d["layers"]):
+            try:
+                layers.append(LayerDescriptor.from_dict(ld))
+            except GenotypeError as e:
+                raise GenotypeError(f"layer {i}: {e}") from None
+        return cls(tuple(layers), skip=d.get("skip", -1), resize=d.get("resize", 1))
+
+    # ------------------------------------------------------------- conveniences
+    @property
+    def num_capsule_layers(self) -> int:
+        """Number of capsule genes (type 1 or 2), the final class stage included."""
+        return sum(1 for layer in self.layers if layer.kind != LayerKind.CONV)
+
+    @property
+    def num_conv_layers(self) -> int:
+        return sum(1 for layer in self.layers if layer.kind == LayerKind.CONV)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the network's input images: the first gene's in_size (resize included)."""
+        if not self.layers:
+            raise GenotypeError("the genotype has no layers")
+        return self.layers[0].in_size
+
+    @property
+    def in_channels(self) -> int:
+        if not self.layers:
+            raise GenotypeError("the genotype has no layers")
+        return self.layers[0].in_channels
+
+    @property
+    def num_classes(self) -> int:
+        """Class capsules of the final stage."""
+        if not self.layers:
+            raise GenotypeError("the genotype has no layers")
+        return self.layers[-1].out_channels
+
+    def describe(self) -> str:
+        """One line, e.g. ``conv9/1x256 -> caps9/2:32x8D -> class:10x16D (28px, skip -1, resize 1)``."""
+        parts = []
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            if layer.kind == LayerKind.CONV:
+                parts.append(f"conv{layer.kernel}/{layer.stride}x{layer.out_channels}")
+            elif i == n - 1:
+                parts.append(f"class:{layer.out_channels}x{layer.out_capsules}D")
+            else:
+                name = "caps" if layer.kind == LayerKind.CAPS else "cell"
+                parts.append(
+                    f"{name}{layer.kernel}/{layer.stride}:{layer.out_channels}x{layer.out_capsules}D"
+                )
+        size = self.layers[0].in_size if self.layers else 0
+        return f"{' -> '.join(parts)} ({size}px, skip {self.skip}, resize {self.resize})"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+# --------------------------------------------------------------------------- validation
+def _allowed_out_sizes(layer: LayerDescriptor, is_last: bool) -> tuple[int, ...]:
+    """Same padding gives ceil(in/stride); the final class stage may also be fully connected
+    (kernel == in_size) with a 1x1 output, as in the published DeepCaps genotype."""
+    same = -(-layer.in_size // layer.stride) if layer.stride > 0 else 0
+    if is_last and layer.kind != LayerKind.CONV and layer.kernel == layer.in_size:
+        return (same, 1)
+    return (same,)
+
+
+def _chains(prev: LayerDescriptor, layer: LayerDescriptor) -> bool:
+    """Do ``layer``'s input channels/capsules match ``prev``'s output?
+
+    Exact equality, except at the convolution -> capsule boundary, where the convolution's
+    feature maps may be regrouped into capsules (DeepCaps: 128 maps = 32 types x 4-D).
+    """
+    if (layer.in_channels, layer.in_capsules) == (prev.out_channels, prev.out_capsules):
+        return True
+    return (
+        prev.kind == LayerKind.CONV
+        and layer.kind != LayerKind.CONV
+        and layer.in_channels * layer.in_capsules == prev.out_channels * prev.out_capsules
+    )
+
+
+def validate(
+    g: Genotype,
+    *,
+    in_channels: int | None = None,
+    image_size: int | None = None,
+    kernels: Iterable[int] | None = None,
+    strides: Iterable[int] | None = None,
+) -> Genotype:
+    """Raise :class:`GenotypeError` naming the layer and the field if ``g`` is not a buildable
+    network; return ``g`` otherwise.
+
+    ``in_channels`` / ``image_size`` check the first layer against the data (``image_size`` is
+    the native size; the resize flag is applied), ``kernels`` / ``strides`` restrict the allowed
+    values (the NASCaps search space uses kernels {3, 5, 9} and strides {1, 2}).
+    """
+    if not isinstance(g, Genotype):
+        raise GenotypeError(f"expected a Genotype, got {type(g).__name__}")
+    layers = g.layers
+    n = len(layers)
+    if n < 3:
+        raise GenotypeError(
+            f"a genotype needs at least 3 layers (a convolution and two capsule layers), got {n}"
+        )
+    allowed_k = frozenset(kernels) if kernels is not None else None
+    allowed_s = frozenset(strides) if strides is not None else None
+
+    for i, layer in enumerate(layers):
+        for name in GENE_FIELDS:
+            if getattr(layer, name) <= 0:
+                raise GenotypeError(
+                    f"layer {i}: field {name} must be positive, got {getattr(layer, name)}"
+                )
+    first = layers[0]
+    if first.kind != LayerKind.CONV:
+        raise GenotypeError(f"layer 0: field kind must be conv (0), got {first.kind_name}")
+    if first.in_capsules != 1:
+        raise GenotypeError(
+            f"layer 0: field in_capsules must be 1 (image input), got {first.in_capsules}"
+        )
+    if in_channels is not None and first.in_channels != in_channels:
+        raise GenotypeError(
+            f"layer 0: field in_channels is {first.in_channels} but the images have {in_channels} channel(s)"
+        )
+    if g.resize not in (1, 2):
+        raise GenotypeError(f"field resize must be 1 or 2, got {g.resize}")
+    if image_size is not None and first.in_size != image_size * g.resize:
+        raise GenotypeError(
+            f"layer 0: field in_size is {first.in_size} but the images are {image_size}px "
+            f"x resize {g.resize} = {image_size * g.resize}"
+        )
+
+    seen_caps = False
+    caps_kinds = set()
+    for i, layer in enumerate(layers):
+        is_last = i == n - 1
+        if layer.kind == LayerKind.CONV:
+            if seen_caps:
+                raise GenotypeError(
+                    f"layer {i}: field kind: a convolution cannot follow a capsule layer"
+                )
+        else:
+            seen_caps = True
+            caps_kinds.add(layer.kind)
+        if i > 0:
+            prev = layers[i - 1]
+            if layer.in_size != prev.out_size:
+                raise GenotypeError(
+                    f"layer {i}: field in_size is {layer.in_size} but layer {i - 1} outputs {prev.out_size}"
+                )
+            if not _chains(prev, layer):
+                if layer.in_channels != prev.out_channels:
+                    name, have, want = "in_channels", layer.in_channels, prev.out_channels
+                else:
+                    name, have, want = "in_capsules", layer.in_capsules, prev.out_capsules
+                raise GenotypeError(
+                    f"layer {i}: field {name} is {have} but layer {i - 1} outputs {want}"
+                )
+        if layer.kernel > layer.in_size:
+            raise GenotypeError(
+                f"layer {i}: field kernel {layer.kernel} is larger than the input size {layer.in_size}"
+            )
+        if (
+            allowed_k is not None
+            and layer.kernel not in allowed_k
+            and not (is_last and layer.kernel == layer.in_size)
+        ):
+            raise GenotypeError(
+                f"layer {i}: field kernel {layer.kernel} is not one of {sorted(allowed_k)}"
+            )
+        if allowed_s is not None and layer.stride not in allowed_s:
+            raise GenotypeError(
+                f"layer {i}: field stride {layer.stride} is not one of {sorted(allowed_s)}"
+            )
+        outs = _allowed_out_sizes(layer, is_last)
+        if layer.out_size not in outs:
+            raise GenotypeError(
+                f"layer {i}: field out_size is {layer.out_size}, expected "
+                + " or ".join(str(o) for o in outs)
+                + f" (ceil(in_size {layer.in_size} / stride {layer.stride}))"
+            )
+
+    if g.num_capsule_layers < 2:
+        raise GenotypeError(
+            f"layer {n - 1}: field kind: at least two capsule layers are needed, got {g.num_capsule_layers}"
+        )
+    if len(caps_kinds) > 1:
+        i = next(
+            j
+            for j, layer in enumerate(layers)
+            if layer.kind != LayerKind.CONV and layer.kind != layers[-1].kind
+        )
+        raise GenotypeError(
+            f"layer {i}: field kind: capsule layers (1) and DeepCaps cells (2) cannot be mixed"
+        )
+    if not -1 <= g.skip <= n - 1:
+        raise GenotypeError(f"field skip must be -1 or a layer index 0..{n - 1}, got {g.skip}")
+    if g.skip >= 0:
+        if layers[g.skip].kind != LayerKind.CELL:
+            raise GenotypeError(
+                f"field skip points at layer {g.skip}, a {layers[g.skip].kind_name}, not a cell"
+            )
+        if g.skip == n - 1:
+            raise GenotypeError(
+                f"field skip points at layer {g.skip}, the final class stage; it must be an earlier cell"
+            )
+    return g
+
+
+def is_valid(g: Genotype, **kwargs: Any) -> bool:
+    try:
+        validate(g, **kwargs)
+    except GenotypeError:
+        return False
+    return True
+
+
+def repair(g: Genotype) -> Genotype:
+    """Return a new genotype whose shapes chain: every layer's inputs are set to its
+    predecessor's outputs (keeping a valid conv -> capsule regrouping), out_size is recomputed
+    (same padding; a fully connected class stage keeps its 1x1 output), kernels are clamped to
+    the input size, the skip is clamped to a cell before the final stage (or -1) and resize to
+    {1, 2}. Structural problems (kinds, non-positive fields) are left for :func:`validate`.
+    """
+    out: list[LayerDescriptor] = []
+    n = len(g.layers)
+    for i, layer in enumerate(g.layers):
+        if out:
+            prev = out[-1]
+            layer = replace(layer, in_size=prev.out_size)
+            if not _chains(prev, layer):
+                layer = replace(layer, in_channels=prev.out_channels, in_capsules=prev.out_capsules)
+        if 0 < layer.in_size < layer.kernel:
+            layer = replace(layer, kernel=layer.in_size)
+        if layer.stride > 0:
+            outs = _allowed_out_sizes(layer, i == n - 1)
+            if layer.out_size not in outs:
+                layer = replace(layer, out_size=outs[0])
+        out.append(layer)
+
+    skip = g.skip
+    cells = [i for i, layer in enumerate(out[:-1]) if layer.kind == LayerKind.CELL]
+    if skip < 0 or not cells:
+        skip = -1
+    elif skip not in cells:
+        skip = min(cells, key=lambda c: (abs(c - skip), c))  # the nearest earlier cell
+    resize = g.resize if g.resize in (1, 2) else min((1, 2), key=lambda r: abs(r - g.resize))
+    return Genotype(tuple(out), skip=skip, resize=resize)
+
+
+# --------------------------------------------------------------------------- files
+def parse_genotype(obj: Any) -> Genotype:
+    """A genotype from decoded JSON in either format (list = NASCaps, object = capslab)."""
+    if isinstance(obj, Genotype):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return Genotype.from_nascaps(obj)
+    if isinstance(obj, dict):
+        return Genotype.from_dict(obj)
+    raise GenotypeError(
+        "a genotype is a NASCaps list of genes or a capslab object, got " + type(obj).__name__
+    )
+
+
+def load_genotype(path: str | os.PathLike, *, check: bool = True) -> Genotype:
+    """Read a genotype file in either format (detected); validate it unless ``check=False``.
+    Every error is a :class:`GenotypeError` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GenotypeError(f"{path}: cannot read genotype file ({e.strerror or e})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+    try:
+        g = parse_genotype(obj)
+        if check:
+            validate(g)
+    except GenotypeError as e:
+        raise GenotypeError(f"{path}: {e}") from None
+    return g
+
+
+def save_genotype(g: Genotype, path: str | os.PathLike, format: str = "capslab") -> None:
+    """Write ``g`` atomically as JSON: ``format="capslab"`` (readable object) or ``"nascaps"``
+    (the authors' list, one gene per line)."""
+    if format == "capslab":
+        text = json.dumps(g.to_dict(), indent=2) + "\n"
+    elif format == "nascaps":
+        rows = [json.dumps(row, separators=(", ", ": ")) for row in g.to_nascaps()]
+        text = "[\n  " + ",\n  ".join(rows) + "\n]\n"
+    else:
+        raise GenotypeError(f"unknown genotype format {format!r}; valid: 'capslab', 'nascaps'")
+    atomic_write_text(path, text)
+
+
+# --------------------------------------------------------------------------- baselines
+CAPSNET_GENOTYPE = Genotype.from_nascaps(
+    [
+        [0, 28, 1, 1, 9, 1, 28, 256, 1],
+        [1, 28, 256, 1, 9, 2, 14, 32, 8],
+        [1, 14, 32, 8, 9, 2, 7, 10, 16],
+        [-1],
+        [1],
+    ]
+)
+"""The published CapsNet genotype (same padding: 28 -> 28 -> 14 -> 7)."""
+
+DEEPCAPS_GENOTYPE = Genotype.from_nascaps(
+    [
+        [0, 64, 3, 1, 3, 1, 64, 128, 1],
+        [2, 64, 32, 4, 3, 2, 32, 32, 4],
+        [2, 32, 32, 4, 3, 2, 16, 32, 8],
+        [2, 16, 32, 8, 3, 2, 8, 32, 8],
+        [2, 8, 32, 8, 3, 2, 4, 32, 8],
+        [2, 4, 32, 8, 4, 1, 1, 10, 16],
+        [4],
+        [2],
+    ]
+)
+"""The published DeepCaps genotype (CIFAR-10 sized: 32px x resize 2 = 64)."""
