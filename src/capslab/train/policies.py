@@ -626,9 +626,9 @@ def build_schedule(
 
 def schedule_from_dict(d: dict) -> Schedule:
     """Rebuild a schedule from :meth:`Schedule.to_dict` (e.g. from a checkpoint's config)."""
-    return build_schedule(
-        d["policy"], d["epochs"], d["train_size"], d.get("batch_size", 128), None, **d.get("options", {})
-    )
+    cls = _schedule_class(d["policy"])
+    options = make_policy_options(d["policy"], d.get("options", {}))
+    return cls(d["epochs"], d["train_size"], d.get("batch_size", 128), options)
 
 
 _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
