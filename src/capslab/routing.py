@@ -106,3 +106,78 @@ def scaled_distance_agreement(
             d_p = d_o / 2
             logits = sda_inverse_temperature(d_o, d_p, n_out, p) * d
     return v
+
+
+# --- routing over capsule grids (convolutional capsules) ---------------------------------------
+#
+# Votes on a grid are ``[B, n_in, n_out, D, H, W]``: ``votes[b, i, j, :, y, x]`` is input capsule
+# TYPE ``i``'s prediction for output type ``j`` at output position ``(y, x)``. Couplings are
+# ``[B, n_in, n_out, H, W]``.
+
+COUPLING_MODES_3D = ("types", "types+positions")
+
+
+def grid_coupling_coefficients(logits: Tensor, mode: str = "types") -> Tensor:
+    """``[B, n_in, n_out, H, W] -> [B, n_in, n_out, H, W]``: softmax of grid routing logits.
+
+    ``mode="types"``: softmax over the OUTPUT types (dim 2), separately at every position, so
+    ``c.sum(2) == 1`` everywhere (CapsLab's default and DeepCaps' Algorithm 1 read per position).
+    ``mode="types+positions"``: one softmax over output types AND positions jointly for every
+    input type, so ``c.sum((2, 3, 4)) == 1`` (what the DeepCaps authors' Keras code computes).
+    """
+    if mode == "types":
+        return torch.softmax(logits, dim=2)
+    if mode == "types+positions":
+        b, n_in = logits.shape[:2]
+        return torch.softmax(logits.reshape(b, n_in, -1), dim=2).reshape(logits.shape)
+    raise ValueError(f"coupling mode must be one of {COUPLING_MODES_3D}, got {mode!r}")
+
+
+def dynamic_routing_3d(
+    votes: Tensor,
+    num_iterations: int = 3,
+    bias: Tensor | None = None,
+    mode: str = "types",
+    detach_intermediate: bool = True,
+    return_couplings: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Routing-by-agreement on a capsule grid (DeepCaps' 3-D routing, per position).
+
+    For every output position ``(y, x)`` the votes of the ``n_in`` input types are routed to
+    the ``n_out`` output types exactly as :func:`dynamic_routing` routes ``[n_in, n_out, D]``
+    predictions: ``s_j = sum_i c_ij votes_ij + bias_j``, ``v_j = squash(s_j)`` over ``D``,
+    ``b_ij += <votes_ij, v_j>``.
+
+    Args:
+        votes: ``[B, n_in, n_out, D, H, W]`` predictions.
+        num_iterations: routing iterations r >= 1.
+        bias: optional ``[n_out, D]`` added to every ``s_j`` (DeepCaps' ConvCaps3D has one).
+        mode: coupling softmax, see :func:`grid_coupling_coefficients` (default: over output
+            types, per position).
+        detach_intermediate: gradient only through the last iteration (as in
+            :func:`dynamic_routing`).
+        return_couplings: also return the final couplings ``[B, n_in, n_out, H, W]``.
+    Returns:
+        ``v`` of shape ``[B, n_out, D, H, W]``, squashed over ``D`` (and the couplings).
+    """
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    if votes.dim() != 6:
+        raise ValueError(f"votes must be [B, n_in, n_out, D, H, W], got shape {tuple(votes.shape)}")
+    bias_grid = None if bias is None else bias[:, :, None, None]  # [n_out, D, 1, 1]
+    v_detached = votes.detach() if detach_intermediate else votes
+    b, n_in, n_out, _, h, w = votes.shape
+    logits = votes.new_zeros(b, n_in, n_out, h, w)
+    for it in range(num_iterations):
+        last = it == num_iterations - 1
+        u = votes if last else v_detached
+        c = grid_coupling_coefficients(logits, mode)
+        s = torch.einsum("bijyx,bijdyx->bjdyx", c, u)
+        if bias_grid is not None:
+            s = s + (bias_grid if last or not detach_intermediate else bias_grid.detach())
+        v = squash(s, dim=2)
+        if not last:
+            logits = logits + torch.einsum("bijdyx,bjdyx->bijyx", u, v)
+    if return_couplings:
+        return v, c
+    return v
