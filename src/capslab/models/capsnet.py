@@ -56,7 +56,4 @@ class CapsNet(CapsuleClassifier):
         return self.class_caps(self.primary(self.conv(x)))
 
 
-@register_model("capsnet")
-def capsnet(**options) -> CapsNet:
-    """Sabour et al.'s CapsNet; see :class:`CapsNet` for the options."""
-    return CapsNet(**options)
+register_model("capsnet")(CapsNet)

@@ -44,13 +44,19 @@ def create_model(name: str, **options) -> nn.Module:
     factory = _get(name)
     params = inspect.signature(factory).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        params = {k: v for k, v in params.items() if k != "self"}
         unknown = sorted(set(options) - set(params))
         if unknown:
             raise ValueError(
                 f"model {name!r} has no option(s) {', '.join(unknown)}; "
                 f"valid options: {', '.join(params)}"
             )
-    model = factory(**options)
+    try:
+        model = factory(**options)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise ValueError(f"model {name!r}: {exc}") from None
+        raise
     model.model_name = name  # type: ignore[attr-defined]
     model.model_options = dict(options)  # type: ignore[attr-defined]
     return model

@@ -1,0 +1,82 @@
+"""Checkpoints: plain state dicts and metadata (no pickled objects), written atomically."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from capslab.io import atomic_torch_save
+
+FORMAT = "capslab-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or belongs to another model or config."""
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": json.dumps(random.getstate()),
+        "numpy": json.dumps(np.random.get_state(legacy=True), default=_np_default),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _np_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.integer):
+        return int(o)
+    raise TypeError(type(o))
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = json.loads(state["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, **payload: Any) -> None:
+    """Write ``payload`` (state dicts, config, history, rng) with a format marker."""
+    atomic_torch_save({"format": FORMAT, "version": VERSION, **payload}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a CapsLab checkpoint; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, foreign pickle
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a CapsLab checkpoint")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer CapsLab (format {ckpt['version']})")
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: str | Path) -> None:
+    """Refuse to continue from a checkpoint of another model or configuration."""
+    saved = ckpt.get("identity", {})
+    diff = [k for k in sorted(set(saved) | set(identity)) if saved.get(k) != identity.get(k)]
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {identity.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another model or config ({lines}); "
+            "use a new --out folder or the same settings"
+        )

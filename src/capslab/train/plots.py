@@ -1,0 +1,56 @@
+"""PNG plots of a training run (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
+    """Accuracy and losses per epoch, side by side."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", label="test")
+    if all("train_accuracy" in h for h in history):
+        ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "s--", label="train")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax_acc.legend()
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "s--", label="train")
+    ax_loss.plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss", yscale="log")
+    ax_loss.legend()
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reconstructions(images: torch.Tensor, reconstructions: torch.Tensor, path: str | Path) -> Path:
+    """Inputs (top row) beside their reconstructions (bottom row); ``[N, C, H, W]`` in [0, 1]."""
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
+    for row, batch in enumerate((images, reconstructions)):
+        for i in range(n):
+            img = batch[i].detach().float().cpu().clamp(0, 1)
+            ax = axes[row][i]
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img.permute(1, 2, 0))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel("input" if row == 0 else "recon.")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests run on the CPU with few threads and small data subsets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+_DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def data_root() -> Path | None:
+    """The folder holding the MNIST/Fashion-MNIST originals, or None."""
+    root = Path(os.environ.get("CAPSLAB_DATA", _DEFAULT_DATA))
+    return root if (root / "mnist" / "train-images-idx3-ubyte.gz").exists() else None
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = data_root()
+    if root is None:
+        pytest.skip("MNIST originals not found: set CAPSLAB_DATA to the datasets folder")
+    os.environ.setdefault("CAPSLAB_DATA", str(root))
+    return root
