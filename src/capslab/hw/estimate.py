@@ -1,0 +1,209 @@
+"""Energy, latency and weight memory of one inference of a genotype on an accelerator.
+
+``estimate`` is called by the architecture search for every candidate, so the totals are
+accumulated as plain integers (total cycles, total accumulator-cycles, total weights) and the
+per-layer breakdown is built only when someone reads ``HardwareEstimate.layers``. Because
+every layer's power is ``array + M * acc_power``, the total energy is exactly
+``(array * sum(cycles) + acc_power * sum(M * cycles)) * clock``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from capslab.genotype import Genotype, parse_genotype, validate
+from capslab.hw.accelerator import CAPSACC, Accelerator
+from capslab.hw.cost import ROUTING_KINDS
+from capslab.hw.expand import HardwareLayer, expand
+
+__all__ = ["HardwareEstimate", "LayerEstimate", "estimate"]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerEstimate:
+    """Cost of one hardware layer. ``weights``/``sums_per_out``/``data_per_weight`` are the
+    Table 1 quantities, ``accumulators`` the registers in use (Eq. 6)."""
+
+    name: str
+    kind: str
+    gene: int
+    weights: int
+    sums_per_out: int
+    data_per_weight: int
+    accumulators: int
+    cycles: int
+    power_mW: float
+    energy_mJ: float
+    latency_ms: float
+    memory_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "gene": self.gene,
+            "cycles": self.cycles,
+            "power_mW": self.power_mW,
+            "energy_mJ": self.energy_mJ,
+            "latency_ms": self.latency_ms,
+            "memory_bytes": self.memory_bytes,
+            "weights": self.weights,
+            "sums_per_out": self.sums_per_out,
+            "data_per_weight": self.data_per_weight,
+            "accumulators": self.accumulators,
+        }
+
+
+def _layer_wsd(layer: HardwareLayer) -> tuple[int, int, int]:
+    """(W, S, D) of a hardware layer: Table 1 of the paper, inlined for speed (the same
+    formulas as :func:`capslab.hw.cost.layer_counts`, which the tests compare against)."""
+    kind = layer.kind
+    inch, incaps, k = layer.inch, layer.incaps, layer.k
+    if kind in ROUTING_KINDS:
+        return inch * k * k * layer.outch, incaps, 1
+    kk = k * k * k if kind == "convcaps3d" else k * k
+    w = (inch * kk + 1) * layer.outch * layer.outcaps * incaps
+    s = (kk + 1) * inch * incaps
+    d = 1 if kind == "class" else layer.outsize * layer.outsize * inch * incaps
+    return w, s, d
+
+
+class HardwareEstimate:
+    """Totals for one genotype on one accelerator; ``layers`` is computed on first access."""
+
+    __slots__ = (
+        "_hw_layers",
+        "_layers",
+        "accelerator",
+        "cycles",
+        "energy_mJ",
+        "latency_ms",
+        "memory_bytes",
+        "weights",
+    )
+
+    def __init__(
+        self,
+        hw_layers: list[HardwareLayer],
+        accelerator: Accelerator,
+        cycles: int,
+        acc_cycles: int,
+        weights: int,
+    ) -> None:
+        clock_s = accelerator.clock_ns * 1e-9
+        self._hw_layers = hw_layers
+        self._layers: list[LayerEstimate] | None = None
+        self.accelerator = accelerator
+        self.cycles = cycles
+        self.weights = weights
+        self.energy_mJ = (
+            accelerator.array_power_mW * cycles + accelerator.accumulator_power_mW * acc_cycles
+        ) * clock_s
+        self.latency_ms = cycles * accelerator.clock_ns * 1e-6
+        self.memory_bytes = -(-weights * accelerator.weight_bits // 8)
+
+    @property
+    def memory_KiB(self) -> float:
+        return self.memory_bytes / 1024
+
+    @property
+    def hardware_layers(self) -> list[HardwareLayer]:
+        return list(self._hw_layers)
+
+    @property
+    def layers(self) -> list[LayerEstimate]:
+        if self._layers is None:
+            self._layers = [_layer_estimate(hl, self.accelerator) for hl in self._hw_layers]
+        return self._layers
+
+    def objectives(self) -> tuple[float, float, float]:
+        """(energy_mJ, latency_ms, memory_KiB): the three hardware objectives of the search."""
+        return self.energy_mJ, self.latency_ms, self.memory_KiB
+
+    def to_dict(self, layers: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "accelerator": self.accelerator.to_dict(),
+            "energy_mJ": self.energy_mJ,
+            "latency_ms": self.latency_ms,
+            "memory_KiB": self.memory_KiB,
+            "memory_bytes": self.memory_bytes,
+            "weights": self.weights,
+            "cycles": self.cycles,
+        }
+        if layers:
+            d["layers"] = [layer.to_dict() for layer in self.layers]
+        return d
+
+    def __repr__(self) -> str:
+        return (
+            f"HardwareEstimate(energy_mJ={self.energy_mJ:.4g}, latency_ms={self.latency_ms:.4g}, "
+            f"memory_KiB={self.memory_KiB:.1f}, layers={len(self._hw_layers)}, "
+            f"accelerator={self.accelerator.name!r})"
+        )
+
+
+def _layer_estimate(hl: HardwareLayer, acc: Accelerator) -> LayerEstimate:
+    w, s, d = _layer_wsd(hl)
+    n_cycles = (acc.rows + acc.pipeline_stages - 1) * (
+        -(-w // (acc.cols * min(acc.rows * acc.pe_width, s)))
+    ) + d
+    m = acc.cols if d == 1 else acc.cols * max(s - acc.rows * acc.pe_width + 1, 1)
+    power = acc.array_power_mW + m * acc.accumulator_power_mW
+    return LayerEstimate(
+        name=hl.name,
+        kind=hl.kind,
+        gene=hl.gene,
+        weights=w,
+        sums_per_out=s,
+        data_per_weight=d,
+        accumulators=m,
+        cycles=n_cycles,
+        power_mW=power,
+        energy_mJ=power * n_cycles * acc.clock_ns * 1e-9,
+        latency_ms=n_cycles * acc.clock_ns * 1e-6,
+        memory_bytes=-(-w * acc.weight_bits // 8),
+    )
+
+
+def estimate(
+    genotype: Genotype | list | dict,
+    accelerator: Accelerator = CAPSACC,
+    *,
+    check: bool = True,
+) -> HardwareEstimate:
+    """Energy (mJ), latency (ms) and weight memory of one inference of ``genotype``.
+
+    ``genotype`` may also be a decoded NASCaps list or capslab dict. ``check=False`` skips
+    :func:`capslab.genotype.validate` (the search loop has validated already).
+    """
+    if not isinstance(genotype, Genotype):
+        genotype = parse_genotype(genotype)
+    if check:
+        validate(genotype)
+    if not isinstance(accelerator, Accelerator):
+        raise TypeError(f"accelerator must be an Accelerator, got {type(accelerator).__name__}")
+    hw_layers = expand(genotype)
+    load = accelerator.rows + accelerator.pipeline_stages - 1
+    cols = accelerator.cols
+    mults = accelerator.rows * accelerator.pe_width
+    total_cycles = 0
+    total_acc_cycles = 0  # sum of accumulators x cycles
+    total_weights = 0
+    memo: dict[tuple, tuple[int, int, int]] = {}  # cells and routing repeat identical layers
+    for hl in hw_layers:
+        key = hl[1:9]
+        hit = memo.get(key)
+        if hit is None:
+            w, s, d = _layer_wsd(hl)
+            n_cycles = load * (-(-w // (cols * (mults if mults < s else s)))) + d
+            if d == 1:
+                m = cols
+            else:
+                m = s - mults + 1
+                m = cols * (m if m > 1 else 1)
+            hit = memo[key] = (w, n_cycles, m * n_cycles)
+        total_weights += hit[0]
+        total_cycles += hit[1]
+        total_acc_cycles += hit[2]
+    return HardwareEstimate(hw_layers, accelerator, total_cycles, total_acc_cycles, total_weights)
