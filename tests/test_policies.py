@@ -274,3 +274,50 @@ def test_lr_argument_maps_to_main_rate():
     d = build_schedule("warm-adabatch", 4, 50, batch_sizes=[2, 8]).to_dict()
     assert d["options"] == {"lr_min": 1e-4, "lr_max": 1e-3, "warm_epochs": 3, "batch_sizes": [2, 8]}
     assert d["total_steps"] == 3 * 25 + 7
+
+
+# -- the schedule command -------------------------------------------------------------------
+
+
+def _schedule_app():
+    import typer
+
+    from capslab.cli.schedule import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:  # keeps "schedule" a sub-command
+        pass
+
+    return app
+
+
+def test_schedule_command_json(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    args = ["schedule", "--policy", "warm-adabatch", "--epochs", "3", "--train-size", "100",
+            "--opt", "batch_sizes=10,50", "--opt", "warm_epochs=1", "--json",
+            "--plot", str(tmp_path / "s.png")]
+    result = runner.invoke(_schedule_app(), args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["policy"], data["epochs"], data["train_size"]) == ("warm-adabatch", 3, 100)
+    steps = data["steps"]
+    assert len(steps) == data["total_steps"] == 10 + 2 + 2
+    assert set(steps[0]) == {"epoch", "step", "lr", "batch_size"}
+    assert [s["batch_size"] for s in steps] == [10] * 10 + [50] * 4
+    assert [s["epoch"] for s in steps] == [1] * 10 + [2, 2, 3, 3]
+    assert steps[10]["lr"] == pytest.approx(1e-3)  # restart with the batch change
+    assert steps[12]["lr"] == pytest.approx(MID)  # half of the 4-step second cycle
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+    table = runner.invoke(_schedule_app(), ["schedule", "-p", "exp-decay", "-e", "2", "-n", "1000"])
+    assert table.exit_code == 0 and "exp-decay schedule (16 steps)" in table.output
+    bad = runner.invoke(_schedule_app(), ["schedule", "-p", "fixed", "-e", "1", "-n", "9",
+                                          "--opt", "rate=0.5"])
+    assert bad.exit_code != 0 and "valid options: lr" in bad.output
