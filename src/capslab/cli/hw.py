@@ -1,0 +1,116 @@
+"""``capslab hw``: energy, latency and memory of a genotype on the CapsAcc (or another)
+accelerator, with the per-layer breakdown."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+PUBLISHED = ("capsnet", "deepcaps")
+
+
+class _Model(StrEnum):
+    capsnet = "capsnet"
+    deepcaps = "deepcaps"
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def hw(
+    model: _Model | None = typer.Option(
+        None, "--model", "-m", help="A published genotype: capsnet or deepcaps."
+    ),
+    genotype: Path | None = typer.Option(
+        None,
+        "--genotype",
+        "-g",
+        help="Genotype file (NASCaps list or capslab object; detected).",
+        dir_okay=False,
+    ),
+    accelerator: Path | None = typer.Option(
+        None,
+        "--accelerator",
+        "-a",
+        help="Accelerator JSON (keys of capslab.hw.Accelerator; missing ones keep CapsAcc's).",
+        dir_okay=False,
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
+) -> None:
+    """Estimate energy, latency and weight memory of one inference (NASCaps hardware model)."""
+    from capslab.genotype import (
+        CAPSNET_GENOTYPE,
+        DEEPCAPS_GENOTYPE,
+        GenotypeError,
+        load_genotype,
+        validate,
+    )
+    from capslab.hw import CAPSACC, Accelerator, AcceleratorError, estimate
+
+    if (model is None) == (genotype is None):
+        _fail("give exactly one of --model (capsnet, deepcaps) or --genotype FILE")
+    try:
+        if genotype is not None:
+            g = load_genotype(genotype)
+            source = str(genotype)
+        else:
+            g = CAPSNET_GENOTYPE if model == _Model.capsnet else DEEPCAPS_GENOTYPE
+            source = f"published {model.value} genotype"
+        validate(g)
+        acc = Accelerator.from_file(accelerator) if accelerator is not None else CAPSACC
+    except (GenotypeError, AcceleratorError) as e:
+        _fail(str(e))
+    result = estimate(g, acc, check=False)
+
+    if as_json:
+        d = result.to_dict(layers=True)
+        d = {"source": source, **d, "genotype": g.to_nascaps()}
+        typer.echo(json.dumps(d, indent=2))
+        return
+
+    console = Console()
+    console.print(f"[bold]{source}[/]: {g.describe()}", highlight=False)
+    console.print(f"[dim]{acc.describe()}[/]", highlight=False)
+    if layers:
+        table = Table(title="Hardware layers")
+        table.add_column("layer", no_wrap=True)
+        table.add_column("kind", no_wrap=True)
+        for col in ("weights", "cycles", "power mW", "energy mJ"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for le in result.layers:
+            table.add_row(
+                le.name,
+                le.kind,
+                f"{le.weights:,}",
+                f"{le.cycles:,}",
+                f"{le.power_mW:,.1f}",
+                f"{le.energy_mJ:.4g}",
+            )
+        console.print(table)
+    totals = Table(title="Totals", show_header=True)
+    totals.add_column("energy (mJ)", justify="right")
+    totals.add_column("latency (ms)", justify="right")
+    totals.add_column("memory (KiB)", justify="right")
+    totals.add_column("memory (B)", justify="right")
+    totals.add_column("cycles", justify="right")
+    totals.add_row(
+        f"{result.energy_mJ:.2f}",
+        f"{result.latency_ms:.3f}",
+        f"{result.memory_KiB:,.1f}",
+        f"{result.memory_bytes:,}",
+        f"{result.cycles:,}",
+    )
+    console.print(totals)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("hw")(hw)
