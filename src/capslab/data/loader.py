@@ -1,0 +1,90 @@
+"""``BatchLoader``: shuffled, optionally augmented mini-batches straight from in-memory tensors."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from capslab.data.transforms import augment_batch
+
+_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing (seed, epoch, stream)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 63-bit seed that is a pure function of ``(seed, epoch, stream)``."""
+    x = (int(seed) * _MIX + int(epoch) * 0xBF58476D1CE4E5B9 + int(stream) * 0x94D049BB133111EB)
+    x &= (1 << 64) - 1
+    x ^= x >> 31
+    x = (x * 0xD6E8FEB86677A2B1) & ((1 << 64) - 1)
+    x ^= x >> 29
+    return x & ((1 << 63) - 1)
+
+
+class BatchLoader:
+    """Iterates ``(images float [B, C, H, W] in [0, 1], labels int64 [B])``.
+
+    - ``shuffle``: a new order each epoch; ``augment``: random shift by up to ``max_shift``
+      pixels (pad and crop), plus a left-right flip when ``hflip`` (off by default).
+    - The order and the augmentation of epoch ``e`` depend only on ``(seed, e)``:
+      ``set_epoch(e)`` before iterating reproduces epoch ``e`` exactly (for resumed runs).
+      Each ``iter()`` uses the current epoch and then advances it by one, so a plain loop over
+      epochs also sees a new order each time.
+    - ``batch_size`` may be changed between epochs (batch-size schedules); ``len()`` follows.
+    - ``device``: the whole dataset is moved there once and batches are cut there.
+    """
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool = True, augment: bool = False,
+                 seed: int = 0, drop_last: bool = False, *, max_shift: int = 2,
+                 hflip: bool = False, device: str | torch.device | None = None):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        images, labels = dataset.images, dataset.labels
+        if device is not None:
+            images, labels = images.to(device), labels.to(device)
+        self.dataset = dataset
+        self.images: Tensor = images
+        self.labels: Tensor = labels
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.max_shift = int(max_shift)
+        self.hflip = bool(hflip)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next iteration yields epoch ``epoch``'s batches (order and augmentation)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = int(self.labels.shape[0])
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    def order(self, epoch: int) -> Tensor:
+        """The sample order of ``epoch`` (on the CPU)."""
+        n = self.num_samples
+        if not self.shuffle:
+            return torch.arange(n)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 0))
+        return torch.randperm(n, generator=gen)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        order = self.order(epoch).to(self.images.device)
+        aug_gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
+        bs = self.batch_size
+        n_batches = len(self)
+        for i in range(n_batches):
+            idx = order[i * bs : (i + 1) * bs]
+            x = self.images[idx]
+            if self.augment:
+                x = augment_batch(x, aug_gen, self.max_shift, self.hflip)
+            yield x.float().div_(255.0), self.labels[idx]

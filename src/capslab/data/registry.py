@@ -1,0 +1,278 @@
+"""Registry of the datasets CapsLab knows: files, official URLs, checksums, shapes, statistics.
+
+Nothing here reads a file: :func:`dataset_info` and :func:`list_datasets` are free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from capslab.data.errors import UnknownDatasetError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset (``mean``/``std`` per channel, [0,1] pixels)."""
+
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return (self.channels, self.image_size, self.image_size)
+
+    def model_options(self) -> dict:
+        """The common model options (see ``capslab.models.registry``) for this dataset."""
+        return {
+            "in_channels": self.channels,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "classes": list(self.classes),
+        }
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file as its authors publish it.
+
+    ``md5`` is the published checksum of the file itself. For gzip'd files ``raw_md5`` is the md5
+    of the DECOMPRESSED bytes: mirrors that rewrite the gzip header (Debian's
+    ``dataset-fashion-mnist``) or users who keep the files gunzipped are verified with it.
+    """
+
+    name: str
+    md5: str
+    urls: tuple[str, ...]
+    size: int | None = None
+    raw_md5: str | None = None
+
+    @property
+    def gunzipped_name(self) -> str | None:
+        """The name of the decompressed variant (``x.gz`` -> ``x``), ``None`` if not gzip'd."""
+        return self.name[:-3] if self.name.endswith(".gz") else None
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """The files holding one split and the reader that decodes them.
+
+    ``reader`` is one of ``"idx"`` (``files`` = images, labels), ``"cifar10"``/``"cifar100"``
+    (``files`` = the tarball, ``members`` = the pickle batches inside it, also accepted as an
+    extracted folder ``folder``) or ``"svhn"`` (``files`` = the .mat file).
+    """
+
+    files: tuple[str, ...]
+    reader: str
+    size: int
+    members: tuple[str, ...] = ()
+    folder: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    info: DatasetInfo
+    files: dict[str, FileSpec]
+    splits: dict[str, SplitSpec]
+    folders: tuple[str, ...] = ()  # sub-folder names accepted under a data root
+    offline_dirs: tuple[str, ...] = ()  # known system-wide copies (searched last)
+    homepage: str = ""
+    license: str = ""
+    member_md5: dict[str, str] = field(default_factory=dict)  # extracted-folder files
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+_MNIST_URLS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+_FASHION_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+
+
+def _idx_files(bases, table) -> dict[str, FileSpec]:
+    return {
+        name: FileSpec(name, md5, tuple(b + name for b in bases), size, raw_md5)
+        for name, md5, size, raw_md5 in table
+    }
+
+
+def _idx_splits() -> dict[str, SplitSpec]:
+    return {
+        "train": SplitSpec(("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"), "idx", 60000),
+        "test": SplitSpec(("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"), "idx", 10000),
+    }
+
+
+_CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+_FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+    "Ankle boot",
+)
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def _add(spec: DatasetSpec) -> None:
+    DATASETS[spec.name] = spec
+
+
+_add(DatasetSpec(
+    info=DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
+    files=_idx_files(_MNIST_URLS, [
+        ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422,
+         "6bbc9ace898e44ae57da46a324031adb"),
+        ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", 28881,
+         "a25bea736e30d166cdddb491f175f624"),
+        ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", 1648877,
+         "2646ac647ad5339dbf082846283269ea"),
+        ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", 4542,
+         "27ae3e4e09519cfbb04c329615203637"),
+    ]),
+    splits=_idx_splits(),
+    folders=("mnist", "MNIST", "MNIST/raw"),
+    homepage="http://yann.lecun.com/exdb/mnist/",
+    license="CC BY-SA 3.0 (as commonly cited)",
+))
+
+_add(DatasetSpec(
+    info=DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), _FASHION_CLASSES),
+    files=_idx_files(_FASHION_URLS, [
+        ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880,
+         "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29515,
+         "9018921c3c673c538a1fc5bad174d6f9"),
+        ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 4422102,
+         "8181f5470baa50b63fa0f6fddb340f0a"),
+        ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5148,
+         "15d484375f8d13e6eb1aabb0c3f46965"),
+    ]),
+    splits=_idx_splits(),
+    folders=("fashion-mnist", "fashion_mnist", "FashionMNIST", "FashionMNIST/raw"),
+    offline_dirs=("/usr/share/datasets/fashion-mnist",),
+    homepage="https://github.com/zalandoresearch/fashion-mnist",
+    license="MIT",
+))
+
+_add(DatasetSpec(
+    info=DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                     _CIFAR10_CLASSES),
+    files={"cifar-10-python.tar.gz": FileSpec(
+        "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",), 170498071)},
+    splits={
+        "train": SplitSpec(("cifar-10-python.tar.gz",), "cifar10", 50000,
+                           tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+                           "cifar-10-batches-py"),
+        "test": SplitSpec(("cifar-10-python.tar.gz",), "cifar10", 10000,
+                          ("cifar-10-batches-py/test_batch",), "cifar-10-batches-py"),
+    },
+    folders=("cifar10", "cifar-10", "CIFAR10"),
+    member_md5={
+        "cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+        "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+    },
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+))
+
+_add(DatasetSpec(
+    info=DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    files={"cifar-100-python.tar.gz": FileSpec(
+        "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+        ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",), 169001437)},
+    splits={
+        "train": SplitSpec(("cifar-100-python.tar.gz",), "cifar100", 50000,
+                           ("cifar-100-python/train",), "cifar-100-python"),
+        "test": SplitSpec(("cifar-100-python.tar.gz",), "cifar100", 10000,
+                          ("cifar-100-python/test",), "cifar-100-python"),
+    },
+    folders=("cifar100", "cifar-100", "CIFAR100"),
+    member_md5={
+        "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
+        "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    },
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+))
+
+_add(DatasetSpec(
+    info=DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                     tuple(str(i) for i in range(10))),
+    files={
+        "train_32x32.mat": FileSpec("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373",
+                                    ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",)),
+        "test_32x32.mat": FileSpec("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3",
+                                   ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",)),
+        "extra_32x32.mat": FileSpec("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7",
+                                    ("http://ufldl.stanford.edu/housenumbers/extra_32x32.mat",)),
+    },
+    splits={
+        "train": SplitSpec(("train_32x32.mat",), "svhn", 73257),
+        "test": SplitSpec(("test_32x32.mat",), "svhn", 26032),
+        "extra": SplitSpec(("extra_32x32.mat",), "svhn", 531131),
+    },
+    folders=("svhn", "SVHN"),
+    homepage="http://ufldl.stanford.edu/housenumbers/",
+))
+
+_ALIASES = {
+    "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
+    "cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "cifar100", "cifar_100": "cifar100",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The registry name of ``name`` (case-insensitive; ``fashion_mnist`` -> ``fashion-mnist``)."""
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}"
+        )
+    return key
+
+
+def get_spec(name: str) -> DatasetSpec:
+    return DATASETS[canonical_name(name)]
+
+
+def split_spec(name: str, split: str) -> SplitSpec:
+    spec = get_spec(name)
+    if split not in spec.splits:
+        raise UnknownDatasetError(
+            f"dataset {spec.name!r} has no split {split!r}; splits: {', '.join(spec.splits)}"
+        )
+    return spec.splits[split]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Shapes, class count and normalisation statistics of ``name`` without reading any file."""
+    return get_spec(name).info
+
+
+def list_datasets() -> list[str]:
+    return list(DATASETS)

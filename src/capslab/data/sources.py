@@ -1,0 +1,373 @@
+"""Where dataset files are found, how they are verified (md5, cached) and downloaded.
+
+Search order for every file (the first folder that holds it wins):
+
+1. ``root`` (``--data-dir``) when given,
+2. every folder of ``$CAPSLAB_DATA`` (``os.pathsep``-separated),
+3. the user cache ``$XDG_CACHE_HOME/capslab/datasets`` (default ``~/.cache/capslab/datasets``),
+   where downloads go,
+4. known system-wide copies (Debian's ``/usr/share/datasets/fashion-mnist``).
+
+In each folder ``<folder>/<dataset>/<file>`` (also the usual sub-folder spellings such as
+``MNIST/raw``) and ``<folder>/<file>`` are accepted. A gzip'd IDX file may also be kept
+gunzipped (``train-images-idx3-ubyte``); it is then verified by the md5 of the decompressed bytes.
+
+Checksums are computed once per file and remembered in ``$XDG_CACHE_HOME/capslab/verified.json``
+keyed by path, size and modification time (in memory only when that folder is not writable).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from capslab.data.errors import (
+    ChecksumError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    DownloadError,
+)
+from capslab.data.registry import DatasetSpec, FileSpec, SplitSpec, get_spec
+
+ENV_DATA = "CAPSLAB_DATA"
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/capslab`` (``~/.cache/capslab`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "capslab"
+
+
+def default_data_dir() -> Path:
+    """Where downloads go and the last user folder searched: ``<cache_root>/datasets``."""
+    return cache_root() / "datasets"
+
+
+@dataclass(frozen=True)
+class SearchDir:
+    path: Path
+    origin: str  # "--data-dir", "CAPSLAB_DATA", "cache", "system"
+
+
+def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[SearchDir]:
+    """The folders searched for dataset ``name``, in order."""
+    spec = get_spec(name)
+    out: list[SearchDir] = []
+    if root is not None and str(root) != "":
+        out.append(SearchDir(Path(root).expanduser(), "--data-dir"))
+    for part in os.environ.get(ENV_DATA, "").split(os.pathsep):
+        if part.strip():
+            out.append(SearchDir(Path(part.strip()).expanduser(), ENV_DATA))
+    out.append(SearchDir(default_data_dir(), "cache"))
+    for d in spec.offline_dirs:
+        out.append(SearchDir(Path(d), "system"))
+    seen: set[str] = set()
+    unique = []
+    for d in out:
+        key = os.path.abspath(d.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def _subfolders(spec: DatasetSpec) -> list[str]:
+    names = [spec.name, *spec.folders]
+    return list(dict.fromkeys(names))
+
+
+def candidate_paths(spec: DatasetSpec, base: Path, relname: str) -> list[Path]:
+    """``<base>/<dataset folder>/<relname>`` for each accepted folder name, then ``<base>/<relname>``."""
+    return [base / sub / relname for sub in _subfolders(spec)] + [base / relname]
+
+
+@dataclass(frozen=True)
+class Located:
+    """A file (or an extracted CIFAR folder) that was found."""
+
+    spec_file: str  # the registry file name it stands for
+    path: Path
+    variant: str  # "published", "gunzipped" or "extracted"
+    origin: str  # which search folder it came from
+
+
+def locate_file(name: str, filename: str, root=None) -> Located | None:
+    """Find registry file ``filename`` of dataset ``name``; ``None`` when it is nowhere."""
+    spec = get_spec(name)
+    fspec = spec.files[filename]
+    for d in search_dirs(name, root):
+        for variant, rel in (("published", fspec.name), ("gunzipped", fspec.gunzipped_name)):
+            if rel is None:
+                continue
+            for p in candidate_paths(spec, d.path, rel):
+                if p.is_file():
+                    return Located(filename, p, variant, d.origin)
+    return None
+
+
+def locate_extracted(name: str, split: SplitSpec, root=None) -> Located | None:
+    """Find the extracted folder of a CIFAR tarball that holds every batch of ``split``."""
+    if not split.folder:
+        return None
+    spec = get_spec(name)
+    for d in search_dirs(name, root):
+        for p in candidate_paths(spec, d.path, split.folder):
+            if p.is_dir() and all((p / Path(m).name).is_file() for m in split.members):
+                return Located(split.files[0], p, "extracted", d.origin)
+    return None
+
+
+def locate_split(name: str, split: SplitSpec, root=None) -> tuple[list[Located], list[str]]:
+    """``(found, missing file names)`` for every file of ``split``."""
+    found, missing = [], []
+    for filename in split.files:
+        loc = locate_file(name, filename, root)
+        if loc is None and split.folder:
+            loc = locate_extracted(name, split, root)
+        if loc is None:
+            missing.append(filename)
+        else:
+            found.append(loc)
+    return found, missing
+
+
+def not_found_error(name: str, split: str, missing: list[str], root=None) -> DatasetNotFoundError:
+    spec = get_spec(name)
+    lines = [
+        f"dataset {spec.name!r} (split {split!r}): "
+        f"{'file' if len(missing) == 1 else 'files'} {', '.join(missing)} not found.",
+        "Searched, in order:",
+    ]
+    subs = ", ".join(f"{s}/" for s in _subfolders(spec))
+    for d in search_dirs(name, root):
+        state = "" if d.path.is_dir() else " (folder does not exist)"
+        lines.append(f"  - {d.path}  [{d.origin}]{state}  (also in its sub-folders {subs})")
+    lines.append(
+        "To fix: pass --data-dir DIR (or root=DIR), or set CAPSLAB_DATA=DIR, to a folder holding "
+        f"the official files (as DIR/{spec.name}/FILE or DIR/FILE); or, when online, run "
+        f"`capslab datasets --download {spec.name}` (or load_dataset(..., download=True)), "
+        f"which saves them under {default_data_dir()}."
+    )
+    return DatasetNotFoundError("\n".join(lines))
+
+
+# ---------------------------------------------------------------- checksums
+
+def md5_bytes(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def md5_gunzipped(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """md5 of the decompressed content of a gzip file."""
+    h = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except (EOFError, OSError, zlib.error) as e:
+        raise DatasetFormatError(f"{path}: corrupt or truncated gzip data ({e})") from e
+    return h.hexdigest()
+
+
+_stamp_lock = threading.Lock()
+_stamps_memory: dict[str, dict] = {}
+
+
+def _stamp_file() -> Path:
+    return cache_root() / "verified.json"
+
+
+def _load_stamps() -> dict[str, dict]:
+    stamps = dict(_stamps_memory)
+    try:
+        stamps.update(json.loads(_stamp_file().read_text()))
+    except (OSError, ValueError):
+        pass
+    return stamps
+
+
+def _save_stamp(key: str, value: dict) -> None:
+    with _stamp_lock:
+        _stamps_memory[key] = value
+        try:
+            from capslab.io import atomic_write_text
+
+            stamps = {}
+            try:
+                stamps = json.loads(_stamp_file().read_text())
+            except (OSError, ValueError):
+                pass
+            stamps[key] = value
+            atomic_write_text(_stamp_file(), json.dumps(stamps, indent=1, sort_keys=True))
+        except OSError:
+            pass  # read-only cache: remembered for this process only
+
+
+def _file_digests(path: Path, want_raw: bool, force: bool) -> dict:
+    """``{"md5": ..., "raw_md5": ...}`` of ``path``, from the stamp cache when still valid."""
+    st = path.stat()
+    key = str(path.resolve())
+    ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    cached = None if force else _load_stamps().get(key)
+    if cached and all(cached.get(k) == v for k, v in ident.items()):
+        if "md5" in cached and (not want_raw or "raw_md5" in cached):
+            return cached
+    value = dict(ident)
+    value["md5"] = md5_file(path)
+    if want_raw:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        value["raw_md5"] = md5_gunzipped(path) if gz else value["md5"]
+    if cached and all(cached.get(k) == v for k, v in ident.items()):
+        value = {**cached, **value}
+    _save_stamp(key, value)
+    return value
+
+
+def verify_file(path: str | os.PathLike, fspec: FileSpec, md5: str | None = None,
+                force: bool = False, what: str = "") -> str:
+    """Check ``path`` against ``fspec`` (or an explicit ``md5`` overriding the published one).
+
+    A file matches its published md5, or, for gzip'd files, the pinned md5 of the decompressed
+    bytes (rewritten gzip headers, or a gunzipped copy). Returns ``"md5"`` or ``"decompressed
+    md5"`` (which one matched); raises :class:`ChecksumError` naming the file otherwise.
+    """
+    path = Path(path)
+    expected = (md5 or fspec.md5).lower()
+    raw_expected = None if md5 else (fspec.raw_md5 or None)
+    digests = _file_digests(path, False, force)
+    if digests["md5"] == expected:
+        return "md5"
+    if raw_expected:
+        digests = _file_digests(path, True, force)
+        if digests.get("raw_md5") == raw_expected:
+            return "decompressed md5"
+    extra = f" or decompressed md5 {raw_expected}" if raw_expected else ""
+    raise ChecksumError(
+        f"{path}: checksum mismatch{' for ' + what if what else ''}: md5 {digests['md5']}, "
+        f"expected {expected}{extra} (file {fspec.name}). The file is corrupt, truncated or "
+        "not the official one; delete it and fetch it again."
+    )
+
+
+def verify_member(path: str | os.PathLike, expected_md5: str, force: bool = False) -> str:
+    """Check one file of an extracted CIFAR folder against its pinned md5."""
+    path = Path(path)
+    got = _file_digests(path, False, force)["md5"]
+    if got != expected_md5:
+        raise ChecksumError(f"{path}: checksum mismatch: md5 {got}, expected {expected_md5}")
+    return "md5"
+
+
+def cached_verification(path: str | os.PathLike) -> dict | None:
+    """The remembered digests of ``path`` if still valid (same size and mtime), else ``None``."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    cached = _load_stamps().get(str(path.resolve()))
+    if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
+        return cached
+    return None
+
+
+# ---------------------------------------------------------------- download
+
+def download_file(fspec: FileSpec, dest_dir: str | os.PathLike, md5: str | None = None,
+                  timeout: float = 60.0, progress=None) -> Path:
+    """Download ``fspec`` from its URLs (mirrors in order) into ``dest_dir/<name>``.
+
+    Streams to a temporary file in ``dest_dir``, checks the md5 and renames atomically; a file
+    with a wrong checksum is deleted and the next mirror is tried. ``progress(done, total)`` is
+    called while downloading when given. Raises :class:`DownloadError` (offline, HTTP error) or
+    :class:`ChecksumError` (every mirror served a wrong file).
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / fspec.name
+    expected = (md5 or fspec.md5).lower()
+    failures: list[str] = []
+    checksum_failures: list[str] = []
+    for url in fspec.urls:
+        fd, tmp = tempfile.mkstemp(prefix=f".{fspec.name}.", suffix=".part", dir=dest_dir)
+        try:
+            h = hashlib.md5(usedforsecurity=False)
+            with os.fdopen(fd, "wb") as out:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+                    total = int(total) if total else None
+                    done = 0
+                    while block := resp.read(1 << 20):
+                        out.write(block)
+                        h.update(block)
+                        done += len(block)
+                        if progress is not None:
+                            progress(done, total)
+                out.flush()
+                os.fsync(out.fileno())
+            got = h.hexdigest()
+            if got != expected:
+                checksum_failures.append(f"{url}: md5 {got}, expected {expected}")
+                continue
+            os.replace(tmp, dest)
+            _save_stamp(str(dest.resolve()), {"size": dest.stat().st_size,
+                                              "mtime_ns": dest.stat().st_mtime_ns, "md5": got})
+            return dest
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    if checksum_failures and not failures:
+        raise ChecksumError(
+            f"download of {fspec.name} rejected, wrong checksum (nothing was saved):\n  "
+            + "\n  ".join(checksum_failures)
+        )
+    raise DownloadError(
+        f"could not download {fspec.name} into {dest_dir} (offline or server unreachable?):\n  "
+        + "\n  ".join(failures + checksum_failures)
+        + f"\nWithout internet, copy the official file to {dest_dir} or point --data-dir / "
+        f"{ENV_DATA} at a folder that holds it."
+    )
+
+
+def download(name: str, root: str | os.PathLike | None = None, splits=None,
+             checksums: dict[str, str] | None = None, timeout: float = 60.0,
+             progress=None) -> list[Path]:
+    """Download the files of dataset ``name`` (all splits, or ``splits``) that are not already
+    present and valid, into ``<root or the user cache>/<dataset>/``. Returns the file paths."""
+    spec = get_spec(name)
+    dest = Path(root).expanduser() / spec.name if root else default_data_dir() / spec.name
+    wanted = spec.splits if splits is None else {s: spec.splits[s] for s in splits}
+    files = list(dict.fromkeys(f for s in wanted.values() for f in s.files))
+    paths = []
+    for filename in files:
+        fspec = spec.files[filename]
+        md5 = (checksums or {}).get(filename)
+        loc = locate_file(name, filename, root)
+        if loc is not None:
+            try:
+                verify_file(loc.path, fspec, md5)
+                paths.append(loc.path)
+                continue
+            except (ChecksumError, DatasetFormatError):
+                pass
+        paths.append(download_file(fspec, dest, md5, timeout, progress))
+    return paths
