@@ -1,0 +1,141 @@
+"""DeepCaps (Rajasegaran et al., CVPR 2019) in the form NASCaps describes and measures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from capslab.layers import ClassCaps
+from capslab.layers.conv_caps import CapsCell, FlatCaps, SameConv2d, features_to_grid
+from capslab.models.base import CapsuleClassifier
+from capslab.models.registry import register_model
+
+
+class DeepCaps(CapsuleClassifier):
+    """Conv 3x3 + ReLU + BatchNorm -> four CapsCells -> FlatCaps -> ClassCaps -> decoder.
+
+    Shapes for the default configuration (``S`` = input size, doubled with ``resize=True``):
+
+    - ``[B, C, S, S]`` -> conv ``[B, 128, S, S]`` read as a capsule grid ``[B, 128, 1, S, S]``
+      (128 one-dimensional capsules per position, as DeepCaps' ConvertToCaps does);
+    - cell 1 (stride 2): ``[B, 32, 4, S/2, S/2]``; cells 2-4 (stride 2 each): ``[B, 32, 8, ...]``
+      down to ``ceil(S/16)``; the last cell's skip branch is a :class:`ConvCaps3D` with 3-D
+      dynamic routing;
+    - FlatCaps of cell 4 and of cell ``skip_cell`` (3 in DeepCaps), concatenated:
+      ``[B, 32 (s4^2 + s3^2), 8]``;
+    - ClassCaps with ``routing_iterations`` of routing-by-agreement -> ``[B, classes, class_dim]``.
+
+    32x32x3 with ``resize=True`` (64x64) is the published DeepCaps genotype of NASCaps:
+    cells 64 -> 32 -> 16 -> 8 -> 4 and 4x4x32 + 8x8x32 = 2,560 capsules into the class layer.
+
+    Args:
+        in_channels, image_size, num_classes: the data.
+        resize: upsample the input 2x (bilinear) before the first convolution (28 -> 56,
+            32 -> 64), as the DeepCaps paper does. The decoder still reconstructs the original.
+        conv_channels: channels of the first convolution (128).
+        num_types: capsule types in every cell (32).
+        capsule_dims: capsule dimension of each cell's output (4, 8, 8, 8); the number of
+            cells is ``len(capsule_dims)``, the last one has the 3-D routing skip.
+        kernel_size: kernel of every convolution (3).
+        class_dim: class capsule dimension (16, as in NASCaps' genotype; the authors' code
+            used 32).
+        routing_iterations: iterations of the class layer and of the 3-D routing (3).
+        skip_cell: 1-based index of the cell whose output also feeds the class capsules
+            (3 as in DeepCaps), or 0 for none.
+        coupling: 3-D routing softmax, ``"types"`` (per position) or ``"types+positions"``
+            (the authors' code); see :class:`~capslab.layers.conv_caps.ConvCaps3D`.
+        squash_sum: squash the sum at the end of every cell (default False, as DeepCaps).
+        decoder / small_decoder / normalization / mean / std: as for ``capsnet``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        resize: bool = False,
+        conv_channels: int = 128,
+        num_types: int = 32,
+        capsule_dims: Sequence[int] = (4, 8, 8, 8),
+        kernel_size: int = 3,
+        class_dim: int = 16,
+        routing_iterations: int = 3,
+        skip_cell: int = 3,
+        coupling: str = "types",
+        squash_sum: bool = False,
+        decoder: bool = True,
+        small_decoder: bool = False,
+        normalization: str = "dataset",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
+        super().__init__(
+            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
+            normalization, mean, std,
+        )
+        dims = [int(d) for d in capsule_dims]
+        if not dims:
+            raise ValueError("deepcaps: capsule_dims must name at least one cell")
+        if not 0 <= skip_cell < len(dims):
+            raise ValueError(
+                f"deepcaps: skip_cell must be 0 (none) or a cell index 1..{len(dims) - 1} "
+                f"(not the last cell), got {skip_cell}"
+            )
+        if skip_cell and dims[skip_cell - 1] != dims[-1]:
+            raise ValueError(
+                f"deepcaps: skip_cell {skip_cell} has {dims[skip_cell - 1]}-D capsules but the last "
+                f"cell has {dims[-1]}-D; both feed one class layer"
+            )
+        self.resize = bool(resize)
+        self.skip_cell = skip_cell
+        self.stem = nn.Sequential(
+            SameConv2d(in_channels, conv_channels, kernel_size, 1),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm2d(conv_channels),
+        )
+        self.conv_channels = conv_channels
+        size = image_size * (2 if self.resize else 1)
+        sizes = []
+        cells = []
+        in_types, in_dim = conv_channels, 1
+        for i, d in enumerate(dims):
+            last = i == len(dims) - 1
+            cells.append(CapsCell(in_types, in_dim, num_types, d, kernel_size, 2,
+                                  skip="3d" if last else "2d",
+                                  routing_iterations=routing_iterations, coupling=coupling,
+                                  squash_sum=squash_sum))
+            size = cells[-1].output_size(size)
+            sizes.append(size)
+            in_types, in_dim = num_types, d
+        self.cells = nn.ModuleList(cells)
+        self.grid_sizes = tuple(sizes)
+        self.flat = FlatCaps()
+        num_in = num_types * sizes[-1] ** 2
+        if skip_cell:
+            num_in += num_types * sizes[skip_cell - 1] ** 2
+        self.class_caps = ClassCaps(num_in, dims[-1], num_classes, class_dim, "rba",
+                                    routing_iterations)
+
+    def encode(self, x: Tensor) -> Tensor:
+        if self.resize:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        h = features_to_grid(self.stem(x), self.conv_channels)  # [B, 128, 1, S, S]
+        skip = None
+        for i, cell in enumerate(self.cells, start=1):
+            h = cell(h)
+            if i == self.skip_cell:
+                skip = h
+        u = self.flat(h)  # [B, T s_last^2, D]
+        if skip is not None:
+            u = torch.cat([u, self.flat(skip)], dim=1)  # last cell first, as DeepCaps
+        return self.class_caps(u)
+
+
+@register_model("deepcaps")
+def deepcaps(**options) -> DeepCaps:
+    """DeepCaps; see :class:`DeepCaps` for the options."""
+    return DeepCaps(**options)

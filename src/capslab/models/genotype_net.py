@@ -1,0 +1,299 @@
+"""Trainable networks built from NASCaps genotypes (``create_model("genotype", genotype=...)``).
+
+How genes become layers (spatial sizes are recomputed from the real input, so a genotype
+written for 64px CIFAR runs on 28px MNIST too; channels, capsule types and dimensions, kernels
+and strides come from the genes):
+
+- type 0 (conv): "same" ``Conv2d(k, stride)`` with ``out_channels * out_capsules`` channels,
+  optional BatchNorm, ReLU.
+- type 1 (Sabour capsules): the first one is the primary capsule layer (a convolution whose
+  channels are read as ``out_channels`` types x ``out_capsules`` dims, squashed); further
+  non-last ones are :class:`~capslab.layers.conv_caps.ConvCaps2D`; the LAST one flattens the
+  grid and is a fully connected :class:`~capslab.layers.ClassCaps` with routing to
+  ``num_classes x out_capsules``.
+- type 2 (DeepCaps cells): :class:`~capslab.layers.conv_caps.CapsCell`; the cell just before
+  the final stage has the ConvCaps3D (3-D routing) skip branch; the LAST type-2 gene is
+  FlatCaps + class capsules with routing.
+- ``skip`` (xtraskip): the output of that cell also feeds the final stage (see
+  :func:`skip_source`); ``resize == 2``: the input is upsampled 2x (bilinear) first.
+
+The number of classes comes from the dataset (``num_classes``), not from the genotype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from capslab.genotype import (
+    Genotype,
+    GenotypeError,
+    LayerKind,
+    load_genotype,
+    parse_genotype,
+    validate,
+)
+from capslab.layers import ClassCaps
+from capslab.layers.conv_caps import CapsCell, ConvCaps2D, FlatCaps, SameConv2d, features_to_grid
+from capslab.models.base import CapsuleClassifier
+from capslab.models.registry import register_model
+from capslab.ops import safe_norm
+from capslab.routing import dynamic_routing, scaled_distance_agreement
+
+
+def as_genotype(genotype: Any) -> Genotype:
+    """Accept a :class:`Genotype`, a NASCaps list, a capslab dict, a JSON string or a path."""
+    if isinstance(genotype, Genotype):
+        return genotype
+    if isinstance(genotype, (list, tuple, dict)):
+        return parse_genotype(genotype)
+    if isinstance(genotype, (str, os.PathLike)):
+        text = str(genotype).strip()
+        if text.startswith(("[", "{")):
+            try:
+                return parse_genotype(json.loads(text))
+            except json.JSONDecodeError as e:
+                raise GenotypeError(f"genotype string is not valid JSON ({e})") from None
+        return load_genotype(Path(genotype), check=False)
+    raise GenotypeError(
+        f"genotype must be a Genotype, a NASCaps list, a dict or a file path, got {type(genotype).__name__}"
+    )
+
+
+def skip_source(g: Genotype) -> int | None:
+    """Index of the layer whose output the genotype's ``skip`` also sends to the final stage.
+
+    The NASCaps authors' builder counts layers from 1 here: ``skip = s`` feeds the output of
+    layer ``s - 1`` (0-based). That is how the published DeepCaps genotype's ``[4]`` selects the
+    THIRD cell (layer 3), as in DeepCaps itself. Returns ``None`` when there is no extra input:
+    ``skip < 1``, or layer ``s - 1`` is not a cell, or it is the last cell (which feeds the
+    final stage anyway).
+    """
+    src = g.skip - 1
+    n = len(g.layers)
+    if src < 0 or src >= n - 2 or g.layers[src].kind != LayerKind.CELL:
+        return None
+    return src
+
+
+class ConvGene(nn.Sequential):
+    """Type-0 gene: ``[B, C_in, H, W] -> [B, C_out, ceil(H/s), ceil(W/s)]``, conv (+BN) + ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
+                 batchnorm: bool):
+        layers: list[nn.Module] = [SameConv2d(in_channels, out_channels, kernel, stride,
+                                              bias=not batchnorm)]
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ClassStage(nn.Module):
+    """Flatten one or more capsule grids and route them jointly to the class capsules.
+
+    ``grids: list of [B, T_k, D_k, H_k, W_k] -> [B, num_classes, class_dim]``. Each source has
+    its own :class:`ClassCaps` transformation matrices (so the sources may differ in capsule
+    dimension); their predictions are concatenated along the input-capsule axis and routed once.
+    With one source this is exactly FlatCaps + ClassCaps.
+    """
+
+    def __init__(self, sources: Sequence[tuple[int, int]], num_classes: int, class_dim: int,
+                 routing: str = "rba", routing_iterations: int = 3):
+        super().__init__()
+        self.flat = FlatCaps()
+        self.routing = routing
+        self.routing_iterations = routing_iterations
+        self.caps = nn.ModuleList(
+            ClassCaps(n, d, num_classes, class_dim, routing, routing_iterations) for n, d in sources
+        )
+
+    def forward(self, grids: Sequence[Tensor]) -> Tensor:
+        if len(grids) != len(self.caps):
+            raise ValueError(f"ClassStage expects {len(self.caps)} grid(s), got {len(grids)}")
+        flats = [self.flat(g) for g in grids]  # [B, N_k, D_k]
+        u_hat = torch.cat([c.predictions(u) for c, u in zip(self.caps, flats, strict=True)], dim=1)
+        if self.routing == "sda":
+            u_norm = torch.cat([safe_norm(u, dim=-1) for u in flats], dim=1)
+            return scaled_distance_agreement(u_hat, u_norm, self.routing_iterations)
+        return dynamic_routing(u_hat, self.routing_iterations)
+
+
+class GenotypeNet(CapsuleClassifier):
+    """A capsule network built from a valid genotype; see the module docstring for the rules.
+
+    ``[B, C, H, W] -> CapsuleOutput`` with ``[B, num_classes, class_dim]`` class capsules, where
+    ``class_dim`` is the last gene's ``out_capsules``.
+
+    Args:
+        genotype: :class:`~capslab.genotype.Genotype`, NASCaps list, capslab dict, JSON text or
+            file path. It is checked with :func:`capslab.genotype.validate`.
+        in_channels / image_size: the data (default: the genotype's first layer, the size
+            divided by the resize flag).
+        num_classes: class capsules (from the dataset).
+        routing / routing_iterations: class-capsule routing (``"rba"`` or ``"sda"``) and the
+            iterations of the class layer and of the 3-D routing in the last cell.
+        conv_caps_routing: routing iterations inside type-1 ConvCaps2D genes (0 = none).
+        batchnorm: BatchNorm after every type-0 convolution (the NASCaps code has one).
+        coupling / squash_sum: cell options, see :class:`~capslab.layers.conv_caps.CapsCell`.
+        decoder / small_decoder / normalization / mean / std: as for ``capsnet``.
+    """
+
+    def __init__(
+        self,
+        genotype: Any,
+        in_channels: int | None = None,
+        image_size: int | None = None,
+        num_classes: int = 10,
+        routing: str = "rba",
+        routing_iterations: int = 3,
+        conv_caps_routing: int = 0,
+        batchnorm: bool = True,
+        coupling: str = "types",
+        squash_sum: bool = False,
+        decoder: bool = True,
+        small_decoder: bool = False,
+        normalization: str = "dataset",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        g = validate(as_genotype(genotype))
+        if in_channels is None:
+            in_channels = g.in_channels
+        if image_size is None:
+            image_size = g.input_size // g.resize
+        layers = g.layers
+        class_dim = layers[-1].out_capsules
+        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
+        super().__init__(
+            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
+            normalization, mean, std,
+        )
+        self.genotype = g
+        self.resize = g.resize
+        self.skip_from = skip_source(g)
+        n = len(layers)
+
+        size = image_size * g.resize
+        channels = in_channels  # feature channels while in the convolutional part
+        grid: tuple[int, int] | None = None  # (types, dim) once capsules start
+        grids_seen: dict[int, tuple[int, int, int]] = {}  # layer -> (types, dim, size)
+        blocks: dict[str, nn.Module] = {}
+        first_caps = True
+        for i, layer in enumerate(layers):
+            is_last = i == n - 1
+            k, s = layer.kernel, layer.stride
+            if layer.kind == LayerKind.CONV:
+                out = layer.out_channels * layer.out_capsules
+                blocks[f"{i}_conv"] = ConvGene(channels, out, k, s, batchnorm)
+                channels, size = out, -(-size // s)
+                continue
+            if grid is None:  # conv features -> capsule grid: C types of 1-D capsules
+                grid = (channels, 1)
+            if is_last:
+                sources = [(grid[0] * size * size, grid[1])]
+                if self.skip_from is not None:
+                    t, d, sz = grids_seen[self.skip_from]
+                    sources.append((t * sz * sz, d))
+                blocks[f"{i}_class"] = ClassStage(sources, num_classes, class_dim, routing,
+                                                  routing_iterations)
+                break
+            types, dim = layer.out_channels, layer.out_capsules
+            if layer.kind == LayerKind.CAPS:
+                name = "primary" if first_caps else "convcaps"
+                # primary capsules = a capsule convolution on C one-dimensional "capsules"
+                blocks[f"{i}_{name}"] = ConvCaps2D(grid[0], grid[1], types, dim, k, s,
+                                                   0 if first_caps else conv_caps_routing)
+            else:
+                three_d = i == n - 2
+                blocks[f"{i}_cell3d" if three_d else f"{i}_cell"] = CapsCell(
+                    grid[0], grid[1], types, dim, k, s, skip="3d" if three_d else "2d",
+                    routing_iterations=routing_iterations, coupling=coupling,
+                    squash_sum=squash_sum,
+                )
+            first_caps = False
+            grid, size = (types, dim), -(-size // s)
+            grids_seen[i] = (types, dim, size)
+        self.layers = nn.ModuleDict(blocks)
+
+    def encode(self, x: Tensor) -> Tensor:
+        if self.resize == 2:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        h = x
+        skip = None
+        for name, block in self.layers.items():
+            index = int(name.split("_", 1)[0])
+            if isinstance(block, ClassStage):
+                return block([h] if skip is None else [h, skip])
+            if h.dim() == 4 and not isinstance(block, ConvGene):
+                h = features_to_grid(h, h.shape[1])  # [B, C, 1, H, W]
+            h = block(h)
+            if index == self.skip_from:
+                skip = h
+        raise RuntimeError("genotype network has no class stage")  # validate() prevents this
+
+
+@register_model("genotype")
+def genotype_model(genotype: Any, **options) -> GenotypeNet:
+    """A network built from a genotype; see :class:`GenotypeNet` for the options."""
+    return GenotypeNet(genotype, **options)
+
+
+def describe_layers(
+    model: nn.Module, input_shape: Sequence[int], device: str | torch.device | None = None
+) -> list[dict[str, Any]]:
+    """Run one image through ``model`` and list its top-level layers in execution order.
+
+    Args:
+        model: any CapsLab classifier. Its direct children are described; ``ModuleList`` /
+            ``ModuleDict`` containers (never called themselves) are opened one level, so a
+            :class:`GenotypeNet` lists one entry per gene.
+        input_shape: ``(channels, height, width)`` of one image.
+    Returns:
+        ``[{"name", "type", "output_shape", "parameters"}]`` with ``output_shape`` excluding
+        the batch axis (capsule grids are ``(types, dim, H, W)``, capsules ``(N, D)``).
+    """
+    targets: list[tuple[str, nn.Module]] = []
+    for name, child in model.named_children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            targets += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
+        else:
+            targets.append((name, child))
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def hook_for(name: str, module: nn.Module):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
+            rows.append({
+                "name": name,
+                "type": type(module).__name__,
+                "output_shape": shape,
+                "parameters": sum(p.numel() for p in module.parameters()),
+            })
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n, m)) for n, m in targets]
+    was_training = model.training
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return rows
