@@ -1,6 +1,10 @@
 """Model registry and the models that register themselves in it."""
 
-from capslab.models import capsnet  # noqa: F401  (registers "capsnet")
+from capslab.models import (
+    capsnet,  # noqa: F401  (registers "capsnet")
+    deepcaps,  # noqa: F401  (registers "deepcaps")
+    genotype_net,  # noqa: F401  (registers "genotype")
+)
 from capslab.models.base import CapsuleClassifier, CapsuleOutput
 from capslab.models.registry import create_model, list_models, model_options, register_model
 
