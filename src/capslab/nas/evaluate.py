@@ -1,0 +1,228 @@
+"""Evaluating one candidate: the hardware model plus a short, partial training.
+
+An :class:`Evaluator` turns a genotype into an :class:`~capslab.nas.journal.EvaluationRecord`.
+It never raises for a bad candidate: an invalid genotype, a NaN loss, running out of memory or
+the time limit all give a ``failed`` record with the reason (and the worst objectives), so the
+search goes on. Only interruptions (``KeyboardInterrupt``, ``SystemExit``) propagate.
+
+Evaluators are plain picklable objects so worker processes and Ray tasks can run them.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from capslab.genotype import Genotype, GenotypeError
+from capslab.nas.journal import EvaluationRecord
+from capslab.nas.space import SearchSpace, genotype_key
+
+
+class CandidateTimeout(Exception):
+    """A candidate ran past the per-candidate time limit."""
+
+
+class CandidateFailed(Exception):
+    """A candidate could not be evaluated (the message is the recorded reason)."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a candidate is partially trained (see :class:`capslab.train.TrainConfig`)."""
+
+    dataset: str = "mnist"
+    epochs: int = 1
+    subset: int | None = None
+    test_subset: int | None = None
+    policy: str = "fixed"
+    policy_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 128
+    lr: float | None = None
+    optimizer: str = "adam"
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    out_dir: str | None = None  # keep each candidate's run (metrics, checkpoints) under here
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainingSettings:
+        valid = list(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; valid: {valid}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainedAccuracy:
+    """Accuracy of a genotype after ``settings.epochs`` epochs of training with
+    :func:`capslab.train.train` (the best test accuracy of the short run)."""
+
+    def __init__(self, settings: TrainingSettings):
+        self.settings = settings
+
+    def __call__(self, genotype: Genotype, time_limit: float | None = None) -> float:
+        from capslab.train import TrainConfig, train
+
+        s = self.settings
+        out = None
+        if s.out_dir is not None:
+            out = str(Path(s.out_dir) / _short_name(genotype))
+        config = TrainConfig(
+            model="genotype",
+            model_options={"genotype": genotype.to_nascaps()},
+            dataset=s.dataset,
+            data_dir=s.data_dir,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            policy=s.policy,
+            policy_options=dict(s.policy_options),
+            optimizer=s.optimizer,
+            augment=s.augment,
+            subset=s.subset,
+            test_subset=s.test_subset,
+            seed=s.seed,
+            device=s.device,
+            out=out,
+            time_limit=time_limit,
+            checkpoints=False,
+            plots=False,
+        )
+        summary = train(config, progress=False)
+        return float(summary["best_test_accuracy"])
+
+
+def _short_name(genotype: Genotype) -> str:
+    import hashlib
+
+    return hashlib.sha1(genotype_key(genotype).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def _alarm(seconds: float | None):
+    """Raise :class:`CandidateTimeout` after ``seconds`` (main thread on POSIX only; elsewhere the
+    limit is checked after the fact)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):  # noqa: ARG001
+        raise CandidateTimeout(f"time limit of {seconds:g} s exceeded")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """A short, classified reason for the journal."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if isinstance(exc, CandidateTimeout) or name == "TrainingTimeout":
+        return f"time limit: {text}"
+    if isinstance(exc, GenotypeError):
+        return f"invalid genotype: {text}"
+    if name == "NonFiniteLossError":
+        return f"nan loss: {text}"
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or name == "OutOfMemoryError":
+        return f"out of memory: {text}"
+    if isinstance(exc, CandidateFailed):
+        return text
+    return f"error: {name}: {text}"
+
+
+AccuracyFn = Callable[..., float]
+
+
+class Evaluator:
+    """Hardware model + accuracy for one genotype.
+
+    ``accuracy_fn(genotype, time_limit) -> float`` in [0, 1]; by default partial training
+    (:class:`TrainedAccuracy`). ``space`` (optional) checks the genotype against the search
+    space first. ``time_limit`` (seconds) bounds each candidate.
+    """
+
+    def __init__(
+        self,
+        accuracy_fn: AccuracyFn | None = None,
+        *,
+        training: TrainingSettings | None = None,
+        space: SearchSpace | None = None,
+        accelerator: Any = None,
+        time_limit: float | None = None,
+    ):
+        if accuracy_fn is None:
+            accuracy_fn = TrainedAccuracy(training or TrainingSettings())
+        if time_limit is not None and time_limit <= 0:
+            raise ValueError(f"time_limit must be positive seconds, got {time_limit}")
+        self.accuracy_fn = accuracy_fn
+        self.space = space
+        self.accelerator = accelerator
+        self.time_limit = time_limit
+
+    def hardware(self, genotype: Genotype) -> tuple[float, float, float]:
+        """(energy mJ, memory KiB, latency ms) from :func:`capslab.hw.estimate`."""
+        from capslab.hw import CAPSACC, estimate
+
+        est = estimate(genotype, self.accelerator or CAPSACC)
+        return float(est.energy_mJ), float(est.memory_KiB), float(est.latency_ms)
+
+    def __call__(self, genotype: Genotype) -> EvaluationRecord:
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        hw: tuple[float | None, float | None, float | None] = (None, None, None)
+        accuracy = None
+        try:
+            if self.space is not None:
+                self.space.check_genotype(genotype)
+            hw = self.hardware(genotype)
+            with _alarm(self.time_limit):
+                accuracy = self.accuracy_fn(genotype, self.time_limit)
+            elapsed = time.perf_counter() - t0
+            if self.time_limit is not None and elapsed > self.time_limit:
+                raise CandidateTimeout(
+                    f"time limit of {self.time_limit:g} s exceeded ({elapsed:.1f} s)"
+                )
+            if accuracy is None or not math.isfinite(float(accuracy)):
+                raise CandidateFailed(f"nan accuracy: the evaluation returned {accuracy!r}")
+            accuracy = float(accuracy)
+            if not 0.0 <= accuracy <= 1.0:
+                raise CandidateFailed(f"error: accuracy {accuracy} is outside [0, 1]")
+            status, reason = "ok", None
+        except Exception as exc:  # a bad candidate must not stop the search
+            status, reason, accuracy = "failed", _failure_reason(exc), None
+        return EvaluationRecord(
+            key=genotype_key(genotype),
+            genotype_nascaps=genotype.to_nascaps(),
+            genotype=genotype.to_dict(),
+            status=status,
+            reason=reason,
+            accuracy=accuracy,
+            energy_mJ=hw[0],
+            memory_KiB=hw[1],
+            latency_ms=hw[2],
+            seconds=time.perf_counter() - t0,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+        )

@@ -1,0 +1,369 @@
+"""The search journal: every evaluation and every generation of a run, in a real database.
+
+SQLAlchemy keeps it portable: a single SQLite file in the run folder by default, or any
+SQLAlchemy URL (PostgreSQL for a team sharing one journal). Only the process that drives the
+search writes to it; workers return results and never touch the database.
+
+Tables
+- ``nas_runs``: one row per run (id, seed, configuration as JSON, status, timestamps).
+- ``nas_evaluations``: one row per distinct genotype per run, unique on (run_id, key); the key is
+  the genotype's canonical exchange form, so a genotype is trained at most once per run.
+- ``nas_generations``: per generation the keys of the offspring asked for, the surviving
+  population and the state of the algorithm's random generator. ``resume`` replays the search
+  from the seed and checks every replayed generation against these rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+DEFAULT_DB_NAME = "journal.sqlite"
+
+#: Objective values given to a failed candidate: the worst accuracy and hardware figures far above
+#: anything a real network reaches, so a failure never enters the front.
+FAILED_OBJECTIVES = (1.0, 1.0e6, 1.0e9, 1.0e6)
+OBJECTIVE_NAMES = ("error", "energy_mJ", "memory_KiB", "latency_ms")
+
+metadata = MetaData()
+
+runs_table = Table(
+    "nas_runs",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("seed", Integer, nullable=False),
+    Column("config", Text, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+evaluations_table = Table(
+    "nas_evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), nullable=False, index=True),
+    Column("key", Text, nullable=False),
+    Column("genotype_nascaps", Text, nullable=False),
+    Column("genotype", Text, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("accuracy", Float),
+    Column("energy_mJ", Float),
+    Column("memory_KiB", Float),
+    Column("latency_ms", Float),
+    Column("seconds", Float),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("run_id", "key", name="uq_nas_evaluation_run_key"),
+)
+
+generations_table = Table(
+    "nas_generations",
+    metadata,
+    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), primary_key=True),
+    Column("generation", Integer, primary_key=True),
+    Column("offspring", Text, nullable=False),
+    Column("population", Text, nullable=False),
+    Column("rng_state", Text, nullable=False),
+    Column("evaluations", Integer, nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One evaluated candidate: what the journal stores and what evaluators return.
+
+    ``genotype_nascaps`` is the exchange list (``Genotype.to_nascaps()``) and ``genotype`` the
+    dictionary form (``Genotype.to_dict()``); ``key`` is the canonical JSON of the exchange list.
+    """
+
+    key: str
+    genotype_nascaps: list
+    genotype: dict
+    status: str  # "ok" or "failed"
+    reason: str | None = None
+    accuracy: float | None = None
+    energy_mJ: float | None = None
+    memory_KiB: float | None = None
+    latency_ms: float | None = None
+    seconds: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    generation: int = -1
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def objectives(self) -> tuple[float, float, float, float]:
+        """(1 - accuracy, energy mJ, memory KiB, latency ms), all minimised; failures the worst."""
+        if not self.ok:
+            return FAILED_OBJECTIVES
+        values = (1.0 - self.accuracy, self.energy_mJ, self.memory_KiB, self.latency_ms)
+        if any(v is None or not math.isfinite(v) for v in values):
+            return FAILED_OBJECTIVES
+        return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "genotype_nascaps": json.dumps(self.genotype_nascaps),
+            "genotype": json.dumps(self.genotype),
+            "generation": self.generation,
+            "status": self.status,
+            "reason": self.reason,
+            "accuracy": self.accuracy,
+            "energy_mJ": self.energy_mJ,
+            "memory_KiB": self.memory_KiB,
+            "latency_ms": self.latency_ms,
+            "seconds": self.seconds,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> EvaluationRecord:
+        m = row._mapping
+        return cls(
+            key=m["key"],
+            genotype_nascaps=json.loads(m["genotype_nascaps"]),
+            genotype=json.loads(m["genotype"]),
+            status=m["status"],
+            reason=m["reason"],
+            accuracy=m["accuracy"],
+            energy_mJ=m["energy_mJ"],
+            memory_KiB=m["memory_KiB"],
+            latency_ms=m["latency_ms"],
+            seconds=m["seconds"] or 0.0,
+            started_at=m["started_at"],
+            finished_at=m["finished_at"],
+            generation=m["generation"],
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """A flat, JSON-friendly view (for tables and reports)."""
+        return {
+            "key": self.key,
+            "generation": self.generation,
+            "status": self.status,
+            "reason": self.reason or "",
+            "accuracy": self.accuracy,
+            "energy_mJ": self.energy_mJ,
+            "memory_KiB": self.memory_KiB,
+            "latency_ms": self.latency_ms,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    generation: int
+    offspring: list[str]
+    population: list[str]
+    rng_state: dict
+    evaluations: int
+
+
+def database_url(target: str | os.PathLike | None, run_dir: str | os.PathLike | None = None) -> str:
+    """Turn ``--db`` into an SQLAlchemy URL: a URL is kept, a path becomes SQLite, nothing means
+    ``<run_dir>/journal.sqlite``."""
+    if target is None:
+        if run_dir is None:
+            raise ValueError("a journal needs either a database URL or a run folder")
+        target = Path(run_dir) / DEFAULT_DB_NAME
+    text = str(target)
+    if "://" in text:
+        make_url(text)  # raises a clear ArgumentError for a malformed URL
+        return text
+    path = Path(text).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password hidden (what is written to run.json and printed)."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Journal:
+    """Read and write the journal of one run (``run_id``) in the database at ``url``."""
+
+    def __init__(self, url: str, run_id: str, engine: Engine | None = None):
+        self.url = url
+        self.run_id = run_id
+        self.engine = engine or create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            # A crash must not lose a committed evaluation; WAL keeps readers (reports) unblocked.
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        metadata.create_all(self.engine)
+
+    # --- runs --------------------------------------------------------------------------------
+    def create_run(self, seed: int, config: dict, exist_ok: bool = False) -> None:
+        """Register this run. An existing run with the same id is an error unless ``exist_ok``."""
+        now = _now()
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                select(runs_table.c.run_id).where(runs_table.c.run_id == self.run_id)
+            ).first()
+            if existing is not None:
+                if exist_ok:
+                    return
+                raise FileExistsError(
+                    f"run {self.run_id!r} already exists in {masked_url(self.url)}; "
+                    "use `capslab search resume` to continue it"
+                )
+            conn.execute(
+                insert(runs_table).values(
+                    run_id=self.run_id,
+                    seed=int(seed),
+                    config=json.dumps(config, sort_keys=True),
+                    status="running",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def run_info(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs_table).where(runs_table.c.run_id == self.run_id)).first()
+        if row is None:
+            raise KeyError(f"no run {self.run_id!r} in {masked_url(self.url)}")
+        m = row._mapping
+        return {
+            "run_id": m["run_id"],
+            "seed": m["seed"],
+            "config": json.loads(m["config"]),
+            "status": m["status"],
+            "created_at": m["created_at"],
+            "updated_at": m["updated_at"],
+        }
+
+    def set_status(self, status: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.run_id == self.run_id)
+                .values(status=status, updated_at=_now())
+            )
+
+    # --- evaluations -------------------------------------------------------------------------
+    def lookup(self, key: str) -> EvaluationRecord | None:
+        """The journaled evaluation of ``key`` in this run, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(evaluations_table).where(
+                    evaluations_table.c.run_id == self.run_id, evaluations_table.c.key == key
+                )
+            ).first()
+        return None if row is None else EvaluationRecord.from_row(row)
+
+    def record(self, rec: EvaluationRecord) -> bool:
+        """Insert one evaluation in its own transaction. Returns False if the key was already
+        there (the first result is kept: identical genotypes are evaluated once)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(evaluations_table).values(run_id=self.run_id, **rec.to_row()))
+        except IntegrityError:
+            return False
+        return True
+
+    def evaluations(self) -> list[EvaluationRecord]:
+        """Every evaluation of this run in the order it was journaled."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(evaluations_table)
+                .where(evaluations_table.c.run_id == self.run_id)
+                .order_by(evaluations_table.c.id)
+            ).all()
+        return [EvaluationRecord.from_row(r) for r in rows]
+
+    def count(self) -> int:
+        return len(self.evaluations())
+
+    # --- generations -------------------------------------------------------------------------
+    def record_generation(
+        self,
+        generation: int,
+        offspring: Iterable[str],
+        population: Iterable[str],
+        rng_state: dict,
+        evaluations: int,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(generations_table).values(
+                    run_id=self.run_id,
+                    generation=generation,
+                    offspring=json.dumps(list(offspring)),
+                    population=json.dumps(list(population)),
+                    rng_state=json.dumps(rng_state),
+                    evaluations=int(evaluations),
+                    finished_at=_now(),
+                )
+            )
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.run_id == self.run_id)
+                .values(updated_at=_now())
+            )
+
+    def generations(self) -> list[GenerationRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(generations_table)
+                .where(generations_table.c.run_id == self.run_id)
+                .order_by(generations_table.c.generation)
+            ).all()
+        return [
+            GenerationRecord(
+                generation=r._mapping["generation"],
+                offspring=json.loads(r._mapping["offspring"]),
+                population=json.loads(r._mapping["population"]),
+                rng_state=json.loads(r._mapping["rng_state"]),
+                evaluations=r._mapping["evaluations"],
+            )
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

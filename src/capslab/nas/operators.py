@@ -1,0 +1,212 @@
+"""pymoo operators on genotypes: sampling, single-point crossover, mutation, repair and duplicate
+elimination.
+
+Genotypes live in pymoo populations as objects: ``X`` is an object array of shape ``[n, 1]``, one
+:class:`~capslab.genotype.Genotype` per row. Genotypes are frozen, and every operator builds new
+ones, so parents are never edited (the authors' mutation edited parents in place).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from pymoo.core.crossover import Crossover
+from pymoo.core.duplicate import ElementwiseDuplicateElimination
+from pymoo.core.mutation import Mutation
+from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
+
+from capslab.genotype import Genotype, LayerDescriptor, LayerKind
+from capslab.nas.space import SearchSpace, genotype_key, sample
+
+
+def object_column(genotypes: list[Genotype]) -> np.ndarray:
+    """``[n, 1]`` object array holding the genotypes (numpy must not try to unpack them)."""
+    X = np.empty((len(genotypes), 1), dtype=object)
+    for i, g in enumerate(genotypes):
+        X[i, 0] = g
+    return X
+
+
+def _space(problem: object, fallback: SearchSpace | None) -> SearchSpace:
+    space = fallback if fallback is not None else getattr(problem, "space", None)
+    if space is None:
+        raise ValueError("the operator needs a SearchSpace (pass space= or use NASCapsProblem)")
+    return space
+
+
+# ---------------------------------------------------------------------- crossover (pure)
+def _structure_ok(layers: tuple[LayerDescriptor, ...], space: SearchSpace) -> bool:
+    """Kinds only: convolutions first, then capsule layers of a single family, with the layer
+    counts of the space."""
+    kinds = [layer.kind for layer in layers]
+    if not kinds or kinds[0] != LayerKind.CONV:
+        return False
+    n_conv = 0
+    while n_conv < len(kinds) and kinds[n_conv] == LayerKind.CONV:
+        n_conv += 1
+    caps = kinds[n_conv:]
+    if len(caps) < 2 or any(k == LayerKind.CONV for k in caps) or len(set(caps)) != 1:
+        return False
+    if not space.conv_layers[0] <= n_conv <= space.conv_layers[1]:
+        return False
+    lo, hi = space.caps_layers if caps[0] == LayerKind.CAPS else space.cells
+    return lo <= len(caps) <= hi
+
+
+def valid_cut_points(a: Genotype, b: Genotype, space: SearchSpace) -> list[tuple[int, int]]:
+    """All cut pairs ``(i, j)`` such that both ``a[:i] + b[j:]`` and ``b[:j] + a[i:]`` keep the
+    validity rules: a convolution first, at least two capsule layers, no convolution after a
+    capsule layer, one capsule family, layer counts inside the space."""
+    pairs = []
+    la, lb = a.layers, b.layers
+    for i in range(1, len(la)):
+        for j in range(1, len(lb)):
+            if _structure_ok(la[:i] + lb[j:], space) and _structure_ok(lb[:j] + la[i:], space):
+                pairs.append((i, j))
+    return pairs
+
+
+def _child_skip(head: Genotype, i: int, tail: Genotype, j: int) -> int:
+    """Keep the skip with the cell it pointed at, whichever parent that cell came from."""
+    if 0 <= head.skip < i:
+        return head.skip
+    if tail.skip >= j:
+        return tail.skip - j + i
+    return -1
+
+
+def cross(a: Genotype, b: Genotype, cut: tuple[int, int], space: SearchSpace) -> tuple[Genotype, Genotype]:
+    """Single-point crossover at ``cut = (i, j)``: children ``a[:i] + b[j:]`` and
+    ``b[:j] + a[i:]``, each repaired (new objects; ``a`` and ``b`` are untouched)."""
+    i, j = cut
+    c1 = Genotype(a.layers[:i] + b.layers[j:], skip=_child_skip(a, i, b, j), resize=a.resize)
+    c2 = Genotype(b.layers[:j] + a.layers[i:], skip=_child_skip(b, j, a, i), resize=b.resize)
+    return space.repair(c1), space.repair(c2)
+
+
+# ---------------------------------------------------------------------- mutation (pure)
+MUTABLE_FIELDS = ("kernel", "stride", "capsules", "skip")
+
+
+def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotype:
+    """Change one thing: a random layer's kernel, stride or number of capsules, or the skip
+    position, to a different value; then repair. The class stage keeps its fixed shape.
+
+    For a convolution "capsules" is its channel count (2^k), for a capsule layer or cell its
+    capsule dimension.
+    """
+    body = len(g.layers) - 1  # the class stage is not mutated
+    cells = [i for i in range(body) if g.layers[i].kind == LayerKind.CELL]
+    choices = ["kernel", "stride", "capsules"]
+    if space.skip and cells:
+        choices.append("skip")
+    what = choices[int(rng.integers(len(choices)))]
+    if what == "skip":
+        options = [s for s in [-1, *cells] if s != g.skip]
+        return space.repair(replace(g, skip=int(options[int(rng.integers(len(options)))])))
+
+    idx = int(rng.integers(body))
+    layer = g.layers[idx]
+    if what == "kernel":
+        pool = [space.first_kernel, *space.kernels] if idx == 0 else list(space.kernels)
+        pool = [k for k in dict.fromkeys(pool) if k != layer.kernel and k <= layer.in_size]
+        if not pool:
+            return space.repair(g)
+        layer = replace(layer, kernel=int(pool[int(rng.integers(len(pool)))]))
+    elif what == "stride":
+        pool = [s for s in space.strides if s != layer.stride]
+        if not pool:
+            return space.repair(g)
+        layer = replace(layer, stride=int(pool[int(rng.integers(len(pool)))]))
+    else:
+        if layer.kind == LayerKind.CONV:
+            lo, hi = space.conv_channel_exponents
+            pool = [2**e for e in range(lo, hi + 1) if 2**e != layer.out_channels]
+            if not pool:
+                return space.repair(g)
+            layer = replace(layer, out_channels=int(pool[int(rng.integers(len(pool)))]))
+        else:
+            lo, hi = space.capsules
+            pool = [c for c in range(lo, hi + 1) if c != layer.out_capsules]
+            if not pool:
+                return space.repair(g)
+            layer = replace(layer, out_capsules=int(pool[int(rng.integers(len(pool)))]))
+    layers = g.layers[:idx] + (layer,) + g.layers[idx + 1 :]
+    return space.repair(Genotype(layers, skip=g.skip, resize=g.resize))
+
+
+# ---------------------------------------------------------------------- pymoo operators
+class GenotypeSampling(Sampling):
+    """Random valid genotypes of the problem's search space."""
+
+    def __init__(self, space: SearchSpace | None = None):
+        super().__init__()
+        self.space = space
+
+    def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
+        space = _space(problem, self.space)
+        return object_column([sample(space, random_state) for _ in range(n_samples)])
+
+
+class SinglePointCrossover(Crossover):
+    """Two parents -> two children by swapping tails at a cut pair that keeps both children
+    valid (see :func:`valid_cut_points`). If no such pair exists the children are copies."""
+
+    def __init__(self, space: SearchSpace | None = None, prob: float = 1.0):
+        super().__init__(n_parents=2, n_offsprings=2, prob=prob)
+        self.space = space
+
+    def _do(self, problem, X, *args, random_state=None, **kwargs):
+        # X: [n_parents=2, n_matings, 1] objects -> [n_offsprings=2, n_matings, 1]
+        space = _space(problem, self.space)
+        _, n_matings, _ = X.shape
+        Y = np.empty((2, n_matings, 1), dtype=object)
+        for m in range(n_matings):
+            a, b = X[0, m, 0], X[1, m, 0]
+            cuts = valid_cut_points(a, b, space)
+            if cuts:
+                cut = cuts[int(random_state.integers(len(cuts)))]
+                Y[0, m, 0], Y[1, m, 0] = cross(a, b, cut, space)
+            else:
+                Y[0, m, 0], Y[1, m, 0] = space.repair(a), space.repair(b)
+        return Y
+
+
+class GenotypeMutation(Mutation):
+    """With probability ``p_m`` per individual, :func:`mutate` it (one change, then repair)."""
+
+    def __init__(self, space: SearchSpace | None = None, p_m: float = 0.1):
+        super().__init__(prob=1.0)  # the per-individual draw is ours, on p_m
+        if not 0.0 <= p_m <= 1.0:
+            raise ValueError(f"mutation probability p_m must be in [0, 1], got {p_m}")
+        self.space = space
+        self.p_m = p_m
+
+    def _do(self, problem, X, *args, random_state=None, **kwargs):
+        space = _space(problem, self.space)
+        out = np.empty_like(X)
+        for i in range(len(X)):
+            g = X[i, 0]
+            out[i, 0] = mutate(g, space, random_state) if random_state.random() < self.p_m else g
+        return out
+
+
+class GenotypeRepair(Repair):
+    """Re-chain shapes and fix the class stage (:meth:`SearchSpace.repair`)."""
+
+    def __init__(self, space: SearchSpace | None = None):
+        super().__init__()
+        self.space = space
+
+    def _do(self, problem, X, **kwargs):
+        space = _space(problem, self.space)
+        return object_column([space.repair(X[i, 0]) for i in range(len(X))])
+
+
+class GenotypeDuplicates(ElementwiseDuplicateElimination):
+    """Two individuals are duplicates when their canonical exchange forms are equal."""
+
+    def is_equal(self, a, b) -> bool:
+        return genotype_key(a.X[0]) == genotype_key(b.X[0])

@@ -1,0 +1,76 @@
+"""The NASCaps optimisation problem for pymoo: four minimised objectives per genotype.
+
+``F = [1 - accuracy, energy_mJ, memory_KiB, latency_ms]``. Every evaluation goes through a
+lookup (the journal, then the evaluator), so a genotype already evaluated is never evaluated
+again and the problem can also be used with plain ``pymoo.optimize.minimize``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from pymoo.core.problem import ElementwiseProblem
+
+from capslab.genotype import Genotype
+from capslab.nas.journal import EvaluationRecord, Journal
+from capslab.nas.space import SearchSpace, genotype_key
+
+N_OBJECTIVES = 4
+
+
+class CachedEvaluations:
+    """Journal-backed memo: ``get(genotype)`` answers from memory, then the journal, and only
+    then calls ``evaluator``; new results are journaled right away (``generation`` is the one
+    being evaluated)."""
+
+    def __init__(
+        self,
+        evaluator: Callable[[Genotype], EvaluationRecord] | None,
+        journal: Journal | None = None,
+    ):
+        self.evaluator = evaluator
+        self.journal = journal
+        self.generation = 0
+        self.memory: dict[str, EvaluationRecord] = {}
+        self.evaluated = 0  # evaluator calls made through this object
+        if journal is not None:
+            for rec in journal.evaluations():
+                self.memory[rec.key] = rec
+
+    def known(self, key: str) -> EvaluationRecord | None:
+        return self.memory.get(key)
+
+    def add(self, rec: EvaluationRecord) -> EvaluationRecord:
+        """Store a fresh result (journaled first, so a crash after this line loses nothing)."""
+        from dataclasses import replace
+
+        rec = replace(rec, generation=self.generation)
+        if self.journal is not None and not self.journal.record(rec):
+            rec = self.journal.lookup(rec.key) or rec
+        self.memory[rec.key] = rec
+        return rec
+
+    def get(self, genotype: Genotype) -> EvaluationRecord:
+        key = genotype_key(genotype)
+        rec = self.memory.get(key)
+        if rec is None:
+            if self.evaluator is None:
+                raise KeyError(f"genotype {key} was not evaluated and there is no evaluator")
+            rec = self.add(self.evaluator(genotype))
+            self.evaluated += 1
+        return rec
+
+
+class NASCapsProblem(ElementwiseProblem):
+    """One variable (the genotype object), four objectives, no constraints."""
+
+    def __init__(self, space: SearchSpace, evaluations: CachedEvaluations, **kwargs):
+        super().__init__(n_var=1, n_obj=N_OBJECTIVES, vtype=object, **kwargs)
+        self.space = space
+        self.evaluations = evaluations
+
+    def _evaluate(self, x, out, *args, **kwargs):
+        # x: [1] object array holding one Genotype
+        rec = self.evaluations.get(x[0])
+        out["F"] = np.asarray(rec.objectives(), dtype=float)

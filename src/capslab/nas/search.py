@@ -1,0 +1,342 @@
+"""NSGA-II over genotypes, driven ask/tell so that every evaluation is journaled as it finishes.
+
+Determinism and resume: the algorithm is seeded, the operators draw only from pymoo's seeded
+generator, and an evaluation's result depends only on the genotype. ``resume(run_dir)``
+therefore re-runs the loop from the seed and answers every evaluation already in the journal
+from it; it re-evaluates only what was in flight when the run stopped, and ends on the same
+front as an uninterrupted run. Each replayed generation is checked against the journaled one.
+
+Generations: generation 0 evaluates the random initial population (``population`` genotypes);
+each of the ``generations`` that follow evaluates ``offspring`` children. With the paper's
+settings (10, 10, 20) that is 10 + 20 x 10 = 210 candidates, as in the paper's MNIST search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+
+from capslab.genotype import Genotype
+from capslab.io import atomic_write_json
+from capslab.nas.evaluate import Evaluator, TrainingSettings
+from capslab.nas.journal import EvaluationRecord, Journal, database_url, masked_url
+from capslab.nas.operators import (
+    GenotypeDuplicates,
+    GenotypeMutation,
+    GenotypeRepair,
+    GenotypeSampling,
+    SinglePointCrossover,
+)
+from capslab.nas.parallel import SerialPool, make_pool
+from capslab.nas.problem import CachedEvaluations, NASCapsProblem
+from capslab.nas.space import SearchSpace, genotype_key
+
+RUN_FILE = "run.json"
+
+
+class ResumeError(RuntimeError):
+    """The run cannot be resumed as recorded (missing files, different settings, or a replay
+    that diverges from the journal)."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a search (and must match when it is resumed)."""
+
+    dataset: str = "mnist"
+    generations: int = 20
+    population: int = 10
+    offspring: int = 10
+    mutation_prob: float = 0.1
+    crossover_prob: float = 1.0
+    seed: int = 0
+    epochs: int = 5
+    subset: int | None = None
+    test_subset: int | None = None
+    policy: str = "fixed"
+    policy_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 128
+    lr: float | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    time_limit: float | None = None
+    keep_candidates: bool = False  # keep each candidate's metrics under <run>/candidates
+    space: dict[str, Any] = field(default_factory=dict)  # overrides of SearchSpace fields
+
+    def __post_init__(self) -> None:
+        for name in ("generations",):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("population", "offspring", "epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.population < 2:
+            raise ValueError(f"population must be >= 2 for crossover, got {self.population}")
+        for name in ("mutation_prob", "crossover_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise ValueError(f"time_limit must be positive seconds, got {self.time_limit}")
+        self.build_space()  # refuse a bad space now, not mid-run
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown search setting(s) {unknown}; valid: {valid}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the journal (the device may change)."""
+        d = self.to_dict()
+        d.pop("device")
+        d.pop("data_dir")
+        return json.loads(json.dumps(d))
+
+    def build_space(self) -> SearchSpace:
+        return SearchSpace.for_dataset(self.dataset, **self.space)
+
+    def training(self, run_dir: str | os.PathLike | None = None) -> TrainingSettings:
+        out = None
+        if self.keep_candidates and run_dir is not None:
+            out = str(Path(run_dir) / "candidates")
+        return TrainingSettings(
+            dataset=self.dataset,
+            epochs=self.epochs,
+            subset=self.subset,
+            test_subset=self.test_subset,
+            policy=self.policy,
+            policy_options=dict(self.policy_options),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            device=self.device,
+            data_dir=self.data_dir,
+            out_dir=out,
+        )
+
+    def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
+        return Evaluator(
+            training=self.training(run_dir), space=self.build_space(), time_limit=self.time_limit
+        )
+
+
+def build_algorithm(config: SearchConfig, space: SearchSpace) -> NSGA2:
+    """NSGA-II with the genotype operators (duplicates eliminated by canonical form)."""
+    return NSGA2(
+        pop_size=config.population,
+        n_offsprings=config.offspring,
+        sampling=GenotypeSampling(space),
+        crossover=SinglePointCrossover(space, prob=config.crossover_prob),
+        mutation=GenotypeMutation(space, p_m=config.mutation_prob),
+        repair=GenotypeRepair(space),
+        eliminate_duplicates=GenotypeDuplicates(),
+    )
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    run_id: str
+    front: list[EvaluationRecord]  # non-dominated members of the final population
+    population: list[EvaluationRecord]  # the final parent population
+    evaluations: int  # evaluations in the journal (each distinct genotype once)
+    evaluated_now: int  # evaluator calls made by this call (0 for a finished run)
+    generations: int
+
+    @property
+    def front_keys(self) -> list[str]:
+        return sorted(r.key for r in self.front)
+
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------------- run folder
+def _write_run_file(run_dir: Path, run_id: str, url: str, config: SearchConfig) -> None:
+    atomic_write_json(
+        run_dir / RUN_FILE,
+        {"run_id": run_id, "db": masked_url(url), "config": config.to_dict()},
+    )
+
+
+def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise ResumeError(f"{path} not found: {run_dir} is not a search run folder")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResumeError(f"{path} is not valid JSON ({exc})") from None
+
+
+def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Journal, dict]:
+    """The journal of an existing run folder (``db`` overrides the recorded URL, e.g. to give
+    the password that run.json leaves out)."""
+    info = read_run_file(run_dir)
+    url = database_url(db, run_dir) if db else info["db"]
+    if "***" in url:
+        raise ResumeError(
+            f"the journal URL of {run_dir} hides its password ({url}); pass it again with --db"
+        )
+    if url.startswith("sqlite:///") and db is None:
+        # the recorded path is absolute; if the folder was moved, use the file next to run.json
+        local = Path(run_dir) / Path(url[len("sqlite:///") :]).name
+        if not Path(url[len("sqlite:///") :]).exists() and local.exists():
+            url = f"sqlite:///{local.resolve()}"
+    return Journal(url, info["run_id"]), info
+
+
+# ---------------------------------------------------------------------- the loop
+def _drive(
+    config: SearchConfig,
+    journal: Journal,
+    pool: SerialPool,
+    progress: ProgressFn | None,
+    run_dir: Path,
+) -> SearchResult:
+    space = config.build_space()
+    cache = CachedEvaluations(evaluator=None, journal=journal)
+    problem = NASCapsProblem(space, cache)
+    algorithm = build_algorithm(config, space)
+    algorithm.setup(problem, termination=("n_gen", config.generations + 1), seed=config.seed)
+    recorded = {g.generation: g for g in journal.generations()}
+    notify = progress or (lambda event, data: None)
+    evaluated_now = 0
+    gen = 0
+    journal.set_status("running")
+    try:
+        while algorithm.has_next():
+            pop = algorithm.ask()
+            genotypes: list[Genotype] = [ind.X[0] for ind in pop]
+            keys = [genotype_key(g) for g in genotypes]
+            if gen in recorded and recorded[gen].offspring != keys:
+                raise ResumeError(
+                    f"generation {gen} replays differently from the journal; the code, the "
+                    "search space or the seed changed since the run started"
+                )
+            todo: dict[str, Genotype] = {}
+            for k, g in zip(keys, genotypes, strict=True):
+                if cache.known(k) is None and k not in todo:
+                    todo[k] = g
+            cache.generation = gen
+            notify(
+                "generation",
+                {"generation": gen, "total": config.generations + 1, "candidates": len(keys),
+                 "to_evaluate": len(todo)},
+            )
+            for _, rec in pool.evaluate(list(todo.values())):
+                rec = cache.add(rec)
+                evaluated_now += 1
+                notify("evaluated", {"generation": gen, "record": rec})
+            algorithm.evaluator.eval(problem, pop)
+            algorithm.tell(infills=pop)
+            survivors = [genotype_key(ind.X[0]) for ind in algorithm.pop]
+            if gen not in recorded:
+                journal.record_generation(
+                    gen,
+                    keys,
+                    survivors,
+                    algorithm.random_state.bit_generator.state,
+                    evaluations=len(cache.memory),
+                )
+            elif recorded[gen].population != survivors:
+                raise ResumeError(f"generation {gen}: the surviving population differs from the journal")
+            notify("generation_done", {"generation": gen, "front": _front(algorithm, cache)})
+            gen += 1
+    except BaseException:
+        journal.set_status("interrupted")
+        raise
+    journal.set_status("finished")
+    population = [cache.memory[genotype_key(ind.X[0])] for ind in algorithm.pop]
+    return SearchResult(
+        run_dir=run_dir,
+        run_id=journal.run_id,
+        front=_front(algorithm, cache),
+        population=population,
+        evaluations=len(journal.evaluations()),
+        evaluated_now=evaluated_now,
+        generations=gen,
+    )
+
+
+def _front(algorithm: NSGA2, cache: CachedEvaluations) -> list[EvaluationRecord]:
+    opt = algorithm.opt if algorithm.opt is not None else []
+    return [cache.memory[genotype_key(ind.X[0])] for ind in opt]
+
+
+def run_search(
+    config: SearchConfig,
+    run_dir: str | os.PathLike,
+    *,
+    db: str | None = None,
+    evaluator: Callable[[Genotype], EvaluationRecord] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    mp_context: str = "spawn",
+    progress: ProgressFn | None = None,
+    run_id: str | None = None,
+) -> SearchResult:
+    """Start a new search in ``run_dir`` (created; must not already hold a run).
+
+    ``evaluator`` defaults to partial training + the hardware model (:class:`Evaluator`);
+    tests pass a fast one. ``db`` is an SQLAlchemy URL or a path (default
+    ``run_dir/journal.sqlite``).
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a search; continue it with `capslab search resume {run_dir}`"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url(db, run_dir)
+    run_id = run_id or f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
+    journal = Journal(url, run_id)
+    journal.create_run(config.seed, config.identity())
+    _write_run_file(run_dir, run_id, url, config)
+    evaluator = evaluator or config.evaluator(run_dir)
+    with make_pool(evaluator, workers, ray_address, mp_context) as pool, journal:
+        return _drive(config, journal, pool, progress, run_dir)
+
+
+def resume(
+    run_dir: str | os.PathLike,
+    *,
+    db: str | None = None,
+    evaluator: Callable[[Genotype], EvaluationRecord] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    mp_context: str = "spawn",
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+) -> SearchResult:
+    """Continue the search in ``run_dir`` where it stopped (a finished run is just replayed)."""
+    run_dir = Path(run_dir)
+    journal, info = open_journal(run_dir, db)
+    config = SearchConfig.from_dict(info["config"])
+    if device is not None:
+        config.device = device
+    recorded = journal.run_info()["config"]
+    if recorded != config.identity():
+        raise ResumeError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
+    evaluator = evaluator or config.evaluator(run_dir)
+    with make_pool(evaluator, workers, ray_address, mp_context) as pool, journal:
+        return _drive(config, journal, pool, progress, run_dir)
+
+
+def objectives_array(records: list[EvaluationRecord]) -> np.ndarray:
+    """``[n, 4]`` objective matrix (failures get the worst values)."""
+    return np.asarray([r.objectives() for r in records], dtype=float).reshape(-1, 4)

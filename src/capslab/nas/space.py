@@ -1,0 +1,261 @@
+"""The NASCaps search space and a sampler that only produces valid genotypes.
+
+A network in the space is a stack of convolutions followed by capsule layers of one family:
+- ``sabour``: 2-6 Sabour capsule layers, the last one the class capsule layer;
+- ``deepcaps``: 4-8 DeepCaps cells, the last one the flatten + class capsule stage.
+The class stage is always fully connected (kernel = its input size, 1x1 output,
+``num_classes`` capsules of ``class_dim`` dimensions), which keeps it valid whatever precedes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from capslab.genotype import Genotype, GenotypeError, LayerDescriptor, LayerKind, repair, validate
+
+FAMILIES = ("sabour", "deepcaps")
+_FAMILY_KIND = {"sabour": LayerKind.CAPS, "deepcaps": LayerKind.CELL}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the search may build. The defaults are the paper's (Section 4.1 and the authors'
+    sampler); image size, channels and classes come from the dataset.
+
+    Ranges are inclusive ``(low, high)`` pairs.
+    """
+
+    image_size: int = 28
+    in_channels: int = 1
+    num_classes: int = 10
+    kernels: tuple[int, ...] = (3, 5, 9)
+    strides: tuple[int, ...] = (1, 2)
+    channels: tuple[int, int] = (1, 64)  # capsule types of a Sabour capsule layer
+    capsules: tuple[int, int] = (1, 64)  # capsule dimension of a capsule layer / cell
+    conv_layers: tuple[int, int] = (3, 6)
+    conv_channel_exponents: tuple[int, int] = (2, 6)  # convolutions have 2^k channels
+    first_kernel: int = 9
+    caps_layers: tuple[int, int] = (2, 6)  # Sabour family, class layer included
+    cells: tuple[int, int] = (4, 8)  # DeepCaps family, final class stage included
+    cell_kernel: int = 3
+    cell_types: int = 32
+    cell_dims: tuple[int, int] = (4, 8)  # first cell, later cells
+    class_dim: int = 16
+    families: tuple[str, ...] = FAMILIES
+    resizes: tuple[int, ...] = (1, 2)
+    skip: bool = True  # may a DeepCaps genotype carry the extra skip connection?
+
+    def __post_init__(self) -> None:
+        # Lists from JSON/CLI become tuples so the space stays hashable and comparable.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        self.check()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
+        """Build from a plain dict (JSON, CLI). Unknown keys are refused with the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown search-space key(s) {unknown}; valid keys: {valid}")
+        return cls(**d)
+
+    @classmethod
+    def for_dataset(cls, name: str, **overrides: Any) -> SearchSpace:
+        """The space for a registered dataset (image size, channels, classes from its info)."""
+        from capslab.data import dataset_info
+
+        info = dataset_info(name)
+        base = {
+            "image_size": info.image_size,
+            "in_channels": info.channels,
+            "num_classes": info.num_classes,
+        }
+        base.update(overrides)
+        return cls.from_dict(base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> None:
+        """Raise ValueError naming the field if the space is inconsistent."""
+
+        def positive(name: str, value: int) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"search space: {name} must be a positive integer, got {value!r}")
+
+        def span(name: str, lo_min: int) -> None:
+            value = getattr(self, name)
+            if len(value) != 2 or not all(isinstance(v, int) for v in value):
+                raise ValueError(f"search space: {name} must be a (low, high) pair, got {value!r}")
+            lo, hi = value
+            if lo < lo_min or hi < lo:
+                raise ValueError(
+                    f"search space: {name} must satisfy {lo_min} <= low <= high, got {value!r}"
+                )
+
+        for name in ("image_size", "in_channels", "num_classes", "first_kernel", "cell_kernel"):
+            positive(name, getattr(self, name))
+        positive("cell_types", self.cell_types)
+        positive("class_dim", self.class_dim)
+        for name in ("kernels", "strides", "resizes", "families"):
+            if not getattr(self, name):
+                raise ValueError(f"search space: {name} must not be empty")
+        for k in self.kernels:
+            positive("kernels", k)
+        for s in self.strides:
+            positive("strides", s)
+        bad = [r for r in self.resizes if r not in (1, 2)]
+        if bad:
+            raise ValueError(f"search space: resizes must be 1 or 2, got {bad}")
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"search space: unknown famil(ies) {bad}; valid: {list(FAMILIES)}")
+        span("channels", 1)
+        span("capsules", 1)
+        span("conv_layers", 1)
+        span("conv_channel_exponents", 0)
+        span("caps_layers", 2)
+        span("cells", 2)
+        span("cell_dims", 1)
+
+    def family_of(self, g: Genotype) -> str:
+        kind = g.layers[-1].kind
+        return "sabour" if kind == LayerKind.CAPS else "deepcaps"
+
+    def check_genotype(self, g: Genotype) -> Genotype:
+        """Raise GenotypeError unless ``g`` is buildable and inside this space's structure
+        (input shape, classes, layer counts, a fully connected class stage)."""
+        validate(g, in_channels=self.in_channels, image_size=self.image_size)
+        if g.resize not in self.resizes:
+            raise GenotypeError(f"field resize {g.resize} is not one of {list(self.resizes)}")
+        last = g.layers[-1]
+        n = len(g.layers)
+        if last.out_channels != self.num_classes:
+            raise GenotypeError(
+                f"layer {n - 1}: field out_channels is {last.out_channels} but the dataset has "
+                f"{self.num_classes} classes"
+            )
+        if last.out_size != 1:
+            raise GenotypeError(f"layer {n - 1}: field out_size: the class stage must be 1x1")
+        family = self.family_of(g)
+        if family not in self.families:
+            raise GenotypeError(f"layer {n - 1}: family {family} is not in {list(self.families)}")
+        lo, hi = self.conv_layers
+        if not lo <= g.num_conv_layers <= hi:
+            raise GenotypeError(f"{g.num_conv_layers} convolutions, outside {lo}-{hi}")
+        lo, hi = self.caps_layers if family == "sabour" else self.cells
+        if not lo <= g.num_capsule_layers <= hi:
+            raise GenotypeError(
+                f"{g.num_capsule_layers} {family} capsule layers, outside {lo}-{hi}"
+            )
+        if g.skip >= 0 and not self.skip:
+            raise GenotypeError("field skip: this space has no skip connection")
+        return g
+
+    def contains(self, g: Genotype) -> bool:
+        try:
+            self.check_genotype(g)
+        except GenotypeError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ repair
+    def repair(self, g: Genotype) -> Genotype:
+        """Re-chain shapes (:func:`capslab.genotype.repair`) and make the class stage fully
+        connected with this space's classes; returns a new genotype."""
+        g = repair(g)
+        *body, last = g.layers
+        last = replace(
+            last,
+            kernel=last.in_size,
+            stride=1,
+            out_size=1,
+            out_channels=self.num_classes,
+            out_capsules=self.class_dim,
+        )
+        skip = g.skip if self.skip else -1
+        return repair(Genotype((*body, last), skip=skip, resize=g.resize))
+
+
+# ---------------------------------------------------------------------- sampling
+def _pick(rng: np.random.Generator, values: tuple[int, ...] | list[int]) -> int:
+    return int(values[int(rng.integers(len(values)))])
+
+
+def _between(rng: np.random.Generator, span: tuple[int, int]) -> int:
+    return int(rng.integers(span[0], span[1] + 1))
+
+
+def _same(size: int, stride: int) -> int:
+    return -(-size // stride)
+
+
+def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
+    """A random genotype of ``space``, always valid (validated after repair).
+
+    Like the authors' sampler: 3-6 convolutions (the first 9x9, stride 1), each with 2^k
+    channels, then a Sabour stack (capsule types and dimensions drawn from the space) or a
+    DeepCaps stack (3x3 cells of 32 types, 4-D then 8-D); the class stage closes it.
+    """
+    resize = _pick(rng, space.resizes)
+    size = space.image_size * resize
+    channels, capsules = space.in_channels, 1
+    layers: list[LayerDescriptor] = []
+
+    def add(kind: LayerKind, kernel: int, stride: int, out_ch: int, out_caps: int) -> None:
+        nonlocal size, channels, capsules
+        kernel = min(kernel, size)
+        out = _same(size, stride)
+        layers.append(
+            LayerDescriptor(kind, size, channels, capsules, kernel, stride, out, out_ch, out_caps)
+        )
+        size, channels, capsules = out, out_ch, out_caps
+
+    n_conv = _between(rng, space.conv_layers)
+    for i in range(n_conv):
+        kernel = space.first_kernel if i == 0 else _pick(rng, space.kernels)
+        stride = 1 if i == 0 else _pick(rng, space.strides)
+        add(LayerKind.CONV, kernel, stride, 2 ** _between(rng, space.conv_channel_exponents), 1)
+
+    family = space.families[int(rng.integers(len(space.families)))]
+    skip = -1
+    if family == "sabour":
+        n_caps = _between(rng, space.caps_layers)
+        for _ in range(n_caps - 1):
+            add(
+                LayerKind.CAPS,
+                _pick(rng, space.kernels),
+                _pick(rng, space.strides),
+                _between(rng, space.channels),
+                _between(rng, space.capsules),
+            )
+        kind = LayerKind.CAPS
+    else:
+        n_cells = _between(rng, space.cells)
+        for c in range(n_cells - 1):
+            dim = space.cell_dims[0] if c == 0 else space.cell_dims[1]
+            add(LayerKind.CELL, space.cell_kernel, _pick(rng, space.strides), space.cell_types, dim)
+        kind = LayerKind.CELL
+        if space.skip:
+            cells = [i for i, layer in enumerate(layers) if layer.kind == LayerKind.CELL]
+            skip = _pick(rng, [-1, *cells])
+    add(kind, size, 1, space.num_classes, space.class_dim)
+    g = space.repair(Genotype(tuple(layers), skip=skip, resize=resize))
+    return space.check_genotype(g)
+
+
+def genotype_key(g: Genotype) -> str:
+    """The canonical exchange form: compact JSON of ``g.to_nascaps()`` (journal and duplicate key)."""
+    return json.dumps(g.to_nascaps(), separators=(",", ":"))
+
+
+__all__ = ["FAMILIES", "SearchSpace", "genotype_key", "sample"]
