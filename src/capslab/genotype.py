@@ -307,10 +307,8 @@ def validate(
         raise GenotypeError(f"expected a Genotype, got {type(g).__name__}")
     layers = g.layers
     n = len(layers)
-    if n < 3:
-        raise GenotypeError(
-            f"a genotype needs at least 3 layers (a convolution and two capsule layers), got {n}"
-        )
+    if n == 0:
+        raise GenotypeError("the genotype has no layers")
     allowed_k = frozenset(kernels) if kernels is not None else None
     allowed_s = frozenset(strides) if strides is not None else None
 
@@ -358,6 +356,16 @@ def validate(
                     f"layer {i}: field in_size is {layer.in_size} but layer {i - 1} outputs {prev.out_size}"
                 )
             if not _chains(prev, layer):
+                if (
+                    prev.kind == LayerKind.CONV
+                    and layer.kind != LayerKind.CONV
+                    and layer.in_capsules != prev.out_capsules
+                ):
+                    raise GenotypeError(
+                        f"layer {i}: fields in_channels x in_capsules = {layer.in_channels} x "
+                        f"{layer.in_capsules} do not regroup the {prev.out_channels} x "
+                        f"{prev.out_capsules} maps of layer {i - 1}"
+                    )
                 if layer.in_channels != prev.out_channels:
                     name, have, want = "in_channels", layer.in_channels, prev.out_channels
                 else:
@@ -427,8 +435,8 @@ def is_valid(g: Genotype, **kwargs: Any) -> bool:
 def repair(g: Genotype) -> Genotype:
     """Return a new genotype whose shapes chain: every layer's inputs are set to its
     predecessor's outputs (keeping a valid conv -> capsule regrouping), out_size is recomputed
-    (same padding; a fully connected class stage keeps its 1x1 output), kernels are clamped to
-    the input size, the skip is clamped to a cell before the final stage (or -1) and resize to
+    (same padding; a fully connected class stage, kernel == in_size, keeps its kernel equal to
+    its new input size and its 1x1 output), other kernels are clamped to the input size, the skip is clamped to a cell before the final stage (or -1) and resize to
     {1, 2}. Structural problems (kinds, non-positive fields) are left for :func:`validate`.
     """
     out: list[LayerDescriptor] = []
@@ -436,7 +444,11 @@ def repair(g: Genotype) -> Genotype:
     for i, layer in enumerate(g.layers):
         if out:
             prev = out[-1]
+            # a fully connected class stage (kernel == in_size) stays fully connected
+            follow = i == n - 1 and layer.kind != LayerKind.CONV and layer.kernel == layer.in_size
             layer = replace(layer, in_size=prev.out_size)
+            if follow and prev.out_size > 0:
+                layer = replace(layer, kernel=prev.out_size)
             if not _chains(prev, layer):
                 layer = replace(layer, in_channels=prev.out_channels, in_capsules=prev.out_capsules)
         if 0 < layer.in_size < layer.kernel:

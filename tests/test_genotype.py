@@ -1,0 +1,288 @@
+"""Genotypes: formats, validation rules (each one), repair."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capslab.genotype import (
+    CAPSNET_GENOTYPE,
+    DEEPCAPS_GENOTYPE,
+    Genotype,
+    GenotypeError,
+    LayerDescriptor,
+    LayerKind,
+    load_genotype,
+    repair,
+    save_genotype,
+    validate,
+)
+
+CAPSNET_LIST = [
+    [0, 28, 1, 1, 9, 1, 28, 256, 1],
+    [1, 28, 256, 1, 9, 2, 14, 32, 8],
+    [1, 14, 32, 8, 9, 2, 7, 10, 16],
+    [-1],
+    [1],
+]
+DEEPCAPS_LIST = [
+    [0, 64, 3, 1, 3, 1, 64, 128, 1],
+    [2, 64, 32, 4, 3, 2, 32, 32, 4],
+    [2, 32, 32, 4, 3, 2, 16, 32, 8],
+    [2, 16, 32, 8, 3, 2, 8, 32, 8],
+    [2, 8, 32, 8, 3, 2, 4, 32, 8],
+    [2, 4, 32, 8, 4, 1, 1, 10, 16],
+    [4],
+    [2],
+]
+
+
+def with_layer(g: Genotype, i: int, **changes) -> Genotype:
+    layers = list(g.layers)
+    layers[i] = replace(layers[i], **changes)
+    return replace(g, layers=tuple(layers))
+
+
+# ----------------------------------------------------------------------------- baselines
+def test_published_genotypes_are_exactly_the_reference_lists():
+    assert CAPSNET_GENOTYPE.to_nascaps() == CAPSNET_LIST
+    assert DEEPCAPS_GENOTYPE.to_nascaps() == DEEPCAPS_LIST
+    assert validate(CAPSNET_GENOTYPE) is CAPSNET_GENOTYPE
+    validate(DEEPCAPS_GENOTYPE, in_channels=3, image_size=32, kernels={3, 5, 9}, strides={1, 2})
+    validate(CAPSNET_GENOTYPE, in_channels=1, image_size=28, kernels={3, 5, 9}, strides={1, 2})
+
+
+def test_conveniences():
+    assert CAPSNET_GENOTYPE.num_capsule_layers == 2
+    assert DEEPCAPS_GENOTYPE.num_capsule_layers == 5
+    assert CAPSNET_GENOTYPE.input_size == 28
+    assert DEEPCAPS_GENOTYPE.input_size == 64  # 32 px CIFAR x resize 2
+    assert DEEPCAPS_GENOTYPE.num_classes == 10
+    assert DEEPCAPS_GENOTYPE.layers[0].kind is LayerKind.CONV
+    text = CAPSNET_GENOTYPE.describe()
+    assert "conv9/1x256" in text and "class:10x16D" in text and "28px" in text
+
+
+# ----------------------------------------------------------------------------- formats
+@pytest.mark.parametrize("g", [CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE], ids=["capsnet", "deepcaps"])
+def test_round_trips_in_memory(g):
+    assert Genotype.from_nascaps(g.to_nascaps()) == g
+    d = g.to_dict()
+    assert d["format"] == "capslab-genotype" and d["version"] == 1
+    assert d["layers"][0]["kind"] == "conv"
+    assert Genotype.from_dict(json.loads(json.dumps(d))) == g
+
+
+@pytest.mark.parametrize("g", [CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE], ids=["capsnet", "deepcaps"])
+@pytest.mark.parametrize("fmt", ["capslab", "nascaps"])
+def test_round_trips_through_files(tmp_path, g, fmt):
+    path = tmp_path / f"g.{fmt}.json"
+    save_genotype(g, path, format=fmt)
+    obj = json.loads(path.read_text())
+    assert isinstance(obj, list if fmt == "nascaps" else dict)  # the format really differs
+    assert load_genotype(path) == g  # and is detected on load
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(GenotypeError, match="missing.json"):
+        load_genotype(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(GenotypeError, match="bad.json.*JSON"):
+        load_genotype(bad)
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps([CAPSNET_LIST[0], CAPSNET_LIST[2], [-1], [1]]))
+    with pytest.raises(GenotypeError, match="invalid.json.*layer 1"):
+        load_genotype(invalid)
+    assert len(load_genotype(invalid, check=False).layers) == 2
+    with pytest.raises(GenotypeError, match="format"):
+        save_genotype(CAPSNET_GENOTYPE, tmp_path / "x.json", format="yaml")
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ([[0, 28, 1, 1, 9, 1, 28, 256], [-1], [1]], "layer 0.*9 integers"),
+        (
+            [[0, 28, 1, 1, 9, 1, 28, 256, 1.5], [1, 28, 256, 1, 9, 2, 14, 32, 8], [-1], [1]],
+            "integer",
+        ),
+        ([[0, 28, True, 1, 9, 1, 28, 256, 1], [-1], [1]], "integer"),
+        ([[7, 28, 1, 1, 9, 1, 28, 256, 1], [-1], [1]], "kind"),
+        ([[0, 28, 1, 1, 9, 1, 28, 256, 1], [-1, 2], [1]], "skip"),
+        ([[0, 28, 1, 1, 9, 1, 28, 256, 1]], "genes followed by"),
+    ],
+)
+def test_nascaps_parse_errors(obj, message):
+    with pytest.raises(GenotypeError, match=message):
+        Genotype.from_nascaps(obj)
+
+
+def test_dict_parse_errors():
+    d = CAPSNET_GENOTYPE.to_dict()
+    with pytest.raises(GenotypeError, match=r"unknown genotype key.*'extra'.*valid keys"):
+        Genotype.from_dict({**d, "extra": 1})
+    with pytest.raises(GenotypeError, match="version"):
+        Genotype.from_dict({**d, "version": 9})
+    bad_layer = {**d["layers"][0], "kernal": 3}
+    with pytest.raises(GenotypeError, match=r"layer 0: unknown layer key.*kernal"):
+        Genotype.from_dict({**d, "layers": [bad_layer]})
+    with pytest.raises(GenotypeError, match="unknown layer kind 'dense'"):
+        Genotype.from_dict({**d, "layers": [{**d["layers"][0], "kind": "dense"}]})
+
+
+# ----------------------------------------------------------------------------- validation
+C, D = CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
+
+
+@pytest.mark.parametrize(
+    "g, message",
+    [
+        # a shape that does not chain (size, channels, capsules)
+        (with_layer(C, 2, in_size=13), r"layer 2: field in_size is 13 but layer 1 outputs 14"),
+        (
+            with_layer(C, 1, in_channels=128),
+            r"layer 1: field in_channels is 128 but layer 0 outputs 256",
+        ),
+        (with_layer(C, 2, in_capsules=4), r"layer 2: field in_capsules is 4 but layer 1 outputs 8"),
+        # a conv -> capsule regrouping must keep the number of maps (DeepCaps: 128 = 32 x 4)
+        (with_layer(D, 1, in_capsules=2), r"layer 1: fields in_channels x in_capsules = 32 x 2"),
+        # same padding
+        (with_layer(C, 1, out_size=10), r"layer 1: field out_size is 10, expected 14"),
+        # kernel larger than the input
+        (with_layer(C, 2, kernel=15), r"layer 2: field kernel 15 is larger than the input size 14"),
+        # positive fields
+        (with_layer(C, 1, stride=0), r"layer 1: field stride must be positive"),
+        (with_layer(C, 0, out_channels=-3), r"layer 0: field out_channels must be positive"),
+        # the first layer is a convolution reading the image
+        (Genotype(C.layers[1:], -1, 1), r"layer 0: field kind must be conv"),
+        (with_layer(C, 0, in_capsules=2), r"layer 0: field in_capsules must be 1"),
+        # no convolution after a capsule layer
+        (
+            Genotype(
+                (
+                    C.layers[0],
+                    C.layers[1],
+                    LayerDescriptor(0, 14, 32, 8, 3, 1, 14, 32, 8),
+                    C.layers[2],
+                ),
+            ),
+            r"layer 2: field kind: a convolution cannot follow a capsule layer",
+        ),
+        # at least two capsule layers
+        (
+            Genotype((C.layers[0], LayerDescriptor(0, 28, 256, 1, 9, 2, 14, 32, 8), C.layers[2])),
+            r"field kind: at least two capsule layers",
+        ),
+        # no mixing of Sabour capsule layers and DeepCaps cells
+        (
+            with_layer(D, 3, kind=LayerKind.CAPS),
+            r"layer 3: field kind: capsule layers \(1\) and DeepCaps cells \(2\)",
+        ),
+        # skip: range, a cell, not the final stage
+        (replace(D, skip=9), r"field skip must be -1 or a layer index 0..5"),
+        (replace(D, skip=-2), r"field skip"),
+        (replace(D, skip=0), r"field skip points at layer 0, a conv"),
+        (replace(D, skip=5), r"field skip points at layer 5, the final class stage"),
+        (replace(C, skip=1), r"field skip points at layer 1, a caps"),
+        # resize
+        (replace(C, resize=3), r"field resize must be 1 or 2"),
+    ],
+)
+def test_each_validation_rule(g, message):
+    with pytest.raises(GenotypeError, match=message):
+        validate(g)
+
+
+def test_validation_against_data_and_search_space():
+    with pytest.raises(GenotypeError, match=r"layer 0: field in_channels is 1 .* 3 channel"):
+        validate(C, in_channels=3)
+    with pytest.raises(GenotypeError, match=r"layer 0: field in_size is 64 .* 28px x resize 2"):
+        validate(D, image_size=28)
+    g = with_layer(with_layer(C, 0, kernel=7), 1, kernel=7)
+    validate(g)
+    with pytest.raises(GenotypeError, match=r"layer 0: field kernel 7 is not one of \[3, 5, 9\]"):
+        validate(g, kernels={3, 5, 9})
+    with pytest.raises(GenotypeError, match=r"layer 1: field stride 2 is not one of \[1\]"):
+        validate(C, strides={1})
+
+
+def test_class_stage_may_be_fully_connected_but_others_may_not():
+    # DeepCaps' final stage: kernel == in_size, 1x1 output; allowed only for the last gene.
+    assert D.layers[-1].kernel == D.layers[-1].in_size and D.layers[-1].out_size == 1
+    bad = with_layer(D, 4, kernel=8, stride=1, out_size=1)
+    with pytest.raises(GenotypeError, match=r"layer 4: field out_size is 1, expected 8"):
+        validate(bad)
+
+
+def test_type_errors_at_construction():
+    with pytest.raises(GenotypeError, match="in_size must be an integer"):
+        LayerDescriptor(0, 28.0, 1, 1, 9, 1, 28, 256, 1)
+    with pytest.raises(GenotypeError, match="layer 0 is not a LayerDescriptor"):
+        Genotype(([0, 28, 1, 1, 9, 1, 28, 256, 1],))
+
+
+# ----------------------------------------------------------------------------- repair
+def test_repair_rechains_shapes_and_does_not_mutate():
+    broken = with_layer(with_layer(C, 1, in_channels=64, in_size=20, out_size=3), 2, kernel=30)
+    broken = replace(broken, skip=1)
+    before = broken.to_nascaps()
+    fixed = repair(broken)
+    assert broken.to_nascaps() == before  # input untouched
+    assert fixed is not broken
+    validate(fixed)
+    assert fixed.layers[1].in_channels == 256 and fixed.layers[1].in_size == 28
+    assert fixed.layers[1].out_size == 14  # ceil(28 / 2)
+    assert fixed.layers[2].kernel == 14  # clamped to its input size
+    assert fixed.skip == -1  # no cell to point at
+    assert repair(C) == C and repair(D) == D  # valid genotypes are fixed points
+
+
+def test_repair_propagates_a_stride_change_downstream():
+    g = with_layer(D, 1, stride=1)  # cell 1 no longer halves: 64 -> 64
+    fixed = repair(g)
+    validate(fixed)
+    assert [layer.in_size for layer in fixed.layers] == [64, 64, 64, 32, 16, 8]
+    assert fixed.layers[-1].kernel == 8  # the class stage is still fully connected
+    assert fixed.layers[-1].out_size == 1
+    assert fixed.layers[1].in_channels * fixed.layers[1].in_capsules == 128  # regroup kept
+
+
+def test_repair_clamps_skip_to_an_earlier_cell():
+    assert repair(replace(D, skip=5)).skip == 4
+    assert repair(replace(D, skip=0)).skip == 1
+    assert repair(replace(D, skip=99)).skip == 4
+    assert repair(replace(D, resize=5)).resize == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    base=st.sampled_from([C, D]),
+    data=st.data(),
+)
+def test_repair_makes_mutated_genotypes_valid(base, data):
+    """Mutations of kernel / stride / output capsules / skip (the search's operators) followed
+    by repair always give a valid genotype whose shapes chain."""
+    g = base
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(g.layers) - 1))
+        field = data.draw(st.sampled_from(["kernel", "stride", "out_capsules", "out_channels"]))
+        value = data.draw(
+            {
+                "kernel": st.sampled_from([3, 5, 9]),
+                "stride": st.sampled_from([1, 2]),
+                "out_capsules": st.integers(1, 64),
+                "out_channels": st.integers(1, 64),
+            }[field]
+        )
+        g = with_layer(g, i, **{field: value})
+    g = replace(g, skip=data.draw(st.integers(-1, len(g.layers) + 2)))
+    fixed = repair(g)
+    validate(fixed)
+    for prev, layer in zip(fixed.layers, fixed.layers[1:], strict=False):
+        assert layer.in_size == prev.out_size
