@@ -321,3 +321,12 @@ def test_schedule_command_json(tmp_path):
     bad = runner.invoke(_schedule_app(), ["schedule", "-p", "fixed", "-e", "1", "-n", "9",
                                           "--opt", "rate=0.5"])
     assert bad.exit_code != 0 and "valid options: lr" in bad.output
+
+
+def test_make_schedule_takes_an_lr_option_next_to_the_lr_argument():
+    from capslab.train.policies import make_schedule
+
+    s = make_schedule("fixed", 1, 10, 5, 1e-3, {"lr": 0.02})
+    assert s.lr(0, 1) == 0.02
+    s = make_schedule("warm-restarts", 1, 10, 5, 2e-3, {"lr_min": 1e-5})
+    assert (s.options.lr_max, s.options.lr_min) == (2e-3, 1e-5)

@@ -31,6 +31,8 @@ __all__ = [
     "POLICIES",
     "Schedule",
     "build_schedule",
+    "make_schedule",
+    "make_policy_options",
     "schedule_from_dict",
     "policy_options_class",
     "parse_policy_options",
@@ -619,6 +621,22 @@ def build_schedule(
         lr: the policy's main learning rate: ``lr`` of fixed / exp-decay / adabatch, ``lr_max``
             of one-cycle / warm-restarts / warm-adabatch. An explicit option wins over it.
         **options: the policy's options (see its dataclass); unknown ones are refused.
+    """
+    return make_schedule(policy, epochs, train_size, batch_size, lr, options)
+
+
+def make_schedule(
+    policy: str,
+    epochs: int,
+    train_size: int,
+    batch_size: int = 128,
+    lr: float | None = None,
+    options: dict | None = None,
+) -> Schedule:
+    """:func:`build_schedule` with the options as one dict.
+
+    Use this when the options come from a config or the command line: an option named ``lr``
+    (fixed, exp-decay, adabatch) cannot clash with the ``lr`` argument here, and it wins over it.
     """
     cls = _schedule_class(policy)
     return cls(epochs, train_size, batch_size, make_policy_options(policy, options, lr))
