@@ -20,11 +20,12 @@ def random_shift(images: Tensor, max_shift: int = 2, generator: torch.Generator 
     p = int(max_shift)
     offsets = torch.randint(0, 2 * p + 1, (2, b), generator=generator).to(images.device)
     padded = F.pad(images, (p, p, p, p))  # [B, C, H+2p, W+2p]
-    rows = offsets[0][:, None] + torch.arange(h, device=images.device)  # [B, H]
-    cols = offsets[1][:, None] + torch.arange(w, device=images.device)  # [B, W]
-    bidx = torch.arange(b, device=images.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    return out.permute(0, 3, 1, 2).contiguous()
+    dev = images.device
+    rows = offsets[0][:, None] + torch.arange(h, device=dev)  # [B, H]
+    cols = offsets[1][:, None] + torch.arange(w, device=dev)  # [B, W]
+    flat = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).reshape(b, 1, h * w)
+    out = torch.gather(padded.reshape(b, c, -1), 2, flat.expand(b, c, h * w))
+    return out.reshape(b, c, h, w)
 
 
 def random_hflip(images: Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,126 @@
+"""Writers of SMALL files in the datasets' official formats, for tests (here and in other
+modules' tests that need a tiny dataset on disk without the real files).
+
+Example::
+
+    md5s = write_fake_mnist(tmp_path / "mnist", n_train=64, n_test=32)
+    train = load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def idx_bytes(arr: np.ndarray, magic: int) -> bytes:
+    return struct.pack(f">I{arr.ndim}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+def make_idx_split(n: int, seed: int = 0, size: int = 28):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    return images, labels
+
+
+def write_idx_split(folder: Path, prefix: str, n: int, seed: int = 0, labels_n: int | None = None,
+                    images_magic: int = 2051, labels_magic: int = 2049):
+    """Write ``<prefix>-images-idx3-ubyte.gz`` and ``<prefix>-labels-idx1-ubyte.gz``.
+
+    Returns ``(images [n,28,28], labels [n], {file name: md5})``."""
+    images, labels = make_idx_split(n, seed)
+    if labels_n is not None:
+        labels = labels[:labels_n]
+    folder.mkdir(parents=True, exist_ok=True)
+    md5s = {}
+    for name, data in (
+        (f"{prefix}-images-idx3-ubyte.gz", gzip.compress(idx_bytes(images, images_magic), mtime=0)),
+        (f"{prefix}-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(labels, labels_magic), mtime=0)),
+    ):
+        (folder / name).write_bytes(data)
+        md5s[name] = md5(data)
+    return images, labels, md5s
+
+
+def cifar_batch(n: int, seed: int, label_key: str, num_classes: int, bytes_keys: bool = False):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, num_classes, n)]
+    batch = {"batch_label": f"batch {seed}", "data": data, label_key: labels,
+             "filenames": [f"img_{seed}_{i}.png" for i in range(n)]}
+    if label_key == "fine_labels":
+        batch["coarse_labels"] = [v // 5 for v in labels]
+    if bytes_keys:  # what Python 2's cPickle wrote: byte-string keys
+        batch = {k.encode(): v for k, v in batch.items()}
+    return batch, data.reshape(n, 3, 32, 32), np.array(labels, dtype=np.int64)
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def write_cifar10(folder: Path, per_batch: int = 6, test_n: int = 5):
+    """A small ``cifar-10-python.tar.gz``; returns (path, md5, train (x, y), test (x, y))."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cifar-10-python.tar.gz"
+    train_x, train_y = [], []
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(1, 6):
+            batch, x, y = cifar_batch(per_batch, i, "labels", 10, bytes_keys=(i % 2 == 0))
+            _add(tar, f"cifar-10-batches-py/data_batch_{i}", pickle.dumps(batch, protocol=2))
+            train_x.append(x)
+            train_y.append(y)
+        batch, tx, ty = cifar_batch(test_n, 99, "labels", 10)
+        _add(tar, "cifar-10-batches-py/test_batch", pickle.dumps(batch, protocol=2))
+        meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                "horse", "ship", "truck"], "num_cases_per_batch": per_batch}
+        _add(tar, "cifar-10-batches-py/batches.meta", pickle.dumps(meta, protocol=2))
+    return path, md5(path.read_bytes()), (np.concatenate(train_x), np.concatenate(train_y)), (tx, ty)
+
+
+def write_cifar100(folder: Path, train_n: int = 12, test_n: int = 7):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cifar-100-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        batch, x, y = cifar_batch(train_n, 1, "fine_labels", 100)
+        _add(tar, "cifar-100-python/train", pickle.dumps(batch, protocol=2))
+        tbatch, tx, ty = cifar_batch(test_n, 2, "fine_labels", 100, bytes_keys=True)
+        _add(tar, "cifar-100-python/test", pickle.dumps(tbatch, protocol=2))
+        _add(tar, "cifar-100-python/meta", pickle.dumps({"fine_label_names": []}, protocol=2))
+    return path, md5(path.read_bytes()), (x, y), (tx, ty)
+
+
+def write_svhn(path: Path, n: int = 9, seed: int = 0):
+    """A small SVHN ``*_32x32.mat``; returns (md5, X [32,32,3,n], y [n] as stored, 10 = digit 0)."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+    y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(n, 1)  # 1..10, as SVHN stores digits
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"X": x, "y": y})
+    return md5(path.read_bytes()), x, y.reshape(-1)
+
+
+def write_fake_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> dict[str, str]:
+    """Random MNIST-format train and test splits in ``folder``; returns ``{file: md5}`` to pass
+    as ``load_dataset(..., checksums=...)`` (works for ``fashion-mnist`` too)."""
+    md5s = {}
+    md5s.update(write_idx_split(Path(folder), "train", n_train, seed)[2])
+    md5s.update(write_idx_split(Path(folder), "t10k", n_test, seed + 1)[2])
+    return md5s

@@ -1,0 +1,250 @@
+"""Where files are found, checksum verification and its cache, downloads (mocked), real MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from capslab.data import (
+    ChecksumError,
+    DatasetNotFoundError,
+    DownloadError,
+    clear_cache,
+    default_data_dir,
+    load_dataset,
+    search_dirs,
+    sources,
+)
+from capslab.data.registry import FileSpec, get_spec
+from capslab.data.testing import write_fake_mnist
+
+REAL_DATA = os.environ.get("CAPSLAB_DATA") or str(
+    Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def test_search_order(tmp_path, monkeypatch):
+    explicit, env = tmp_path / "explicit", tmp_path / "env"
+    monkeypatch.setenv("CAPSLAB_DATA", str(env))
+    dirs = search_dirs("fashion-mnist", explicit)
+    assert [d.path for d in dirs] == [
+        explicit, env, tmp_path / "xdg-cache" / "capslab" / "datasets",
+        Path("/usr/share/datasets/fashion-mnist"),
+    ]
+    assert [d.origin for d in dirs] == ["--data-dir", "CAPSLAB_DATA", "cache", "system"]
+    assert default_data_dir() == tmp_path / "xdg-cache" / "capslab" / "datasets"
+
+
+def test_explicit_root_wins_over_env_and_env_over_cache(tmp_path, monkeypatch):
+    md5_explicit = write_fake_mnist(tmp_path / "explicit" / "mnist", 10, 10, seed=1)
+    md5_env = write_fake_mnist(tmp_path / "env", 12, 10, seed=2)  # flat layout: <root>/<file>
+    md5_cache = write_fake_mnist(default_data_dir() / "mnist", 14, 10, seed=3)
+    monkeypatch.setenv("CAPSLAB_DATA", str(tmp_path / "env"))
+    ds = load_dataset("mnist", "train", root=tmp_path / "explicit", checksums=md5_explicit)
+    assert len(ds) == 10 and str(tmp_path / "explicit" / "mnist") in ds.sources[0]
+    assert len(load_dataset("mnist", "train", checksums=md5_env)) == 12
+    monkeypatch.delenv("CAPSLAB_DATA")
+    assert len(load_dataset("mnist", "train", checksums=md5_cache)) == 14
+
+
+def test_torchvision_layout_is_accepted(tmp_path):
+    md5s = write_fake_mnist(tmp_path / "MNIST" / "raw", 10, 10)
+    assert len(load_dataset("mnist", "test", root=tmp_path, checksums=md5s)) == 10
+
+
+def test_missing_file_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPSLAB_DATA", str(tmp_path / "env"))
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("mnist", "test", root=tmp_path / "nowhere")
+    msg = str(e.value)
+    for part in ("'mnist'", "t10k-images-idx3-ubyte.gz", str(tmp_path / "nowhere"),
+                 str(tmp_path / "env"), str(default_data_dir()), "--data-dir", "CAPSLAB_DATA",
+                 "capslab datasets --download mnist"):
+        assert part in msg, part
+    assert isinstance(e.value, FileNotFoundError)
+
+
+def test_unknown_dataset_and_split():
+    from capslab.data import UnknownDatasetError
+
+    with pytest.raises(UnknownDatasetError, match="known datasets: mnist"):
+        load_dataset("imagenet", "train")
+    with pytest.raises(UnknownDatasetError, match="splits: train, test"):
+        load_dataset("mnist", "validation")
+
+
+def test_verification_is_cached_and_forced(tmp_path, monkeypatch):
+    md5s = write_fake_mnist(tmp_path, 10, 10)
+    calls = []
+    real_md5_file = sources.md5_file
+    monkeypatch.setattr(sources, "md5_file", lambda p, *a: calls.append(Path(p).name) or real_md5_file(p))
+    load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    assert sorted(calls) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    stamp = tmp_path / "xdg-cache" / "capslab" / "verified.json"
+    assert stamp.is_file()
+    calls.clear()
+    clear_cache()
+    load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    assert calls == []  # remembered by size + mtime
+    load_dataset("mnist", "train", root=tmp_path, checksums=md5s, verify=True)
+    assert len(calls) == 2  # forced
+    calls.clear()
+    # a changed file is verified again (and rejected)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes() + b"\x00")
+    with pytest.raises(ChecksumError, match="train-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    assert calls == ["train-labels-idx1-ubyte.gz"]
+
+
+def test_read_only_cache_still_verifies(tmp_path, monkeypatch):
+    md5s = write_fake_mnist(tmp_path / "data", 10, 10)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, so no folder can be made under it")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert len(load_dataset("mnist", "train", root=tmp_path / "data", checksums=md5s)) == 10
+
+
+def test_rewritten_gzip_header_verified_by_decompressed_md5(tmp_path):
+    content = b"\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02\x03"
+    published = gzip.compress(content, mtime=123)
+    rewritten = gzip.compress(content, mtime=0, compresslevel=1)
+    assert published != rewritten
+    spec = FileSpec("t.gz", hashlib.md5(published).hexdigest(), (),
+                    raw_md5=hashlib.md5(content).hexdigest())
+    (tmp_path / "a.gz").write_bytes(published)
+    (tmp_path / "b.gz").write_bytes(rewritten)
+    (tmp_path / "c").write_bytes(content)  # kept gunzipped
+    assert sources.verify_file(tmp_path / "a.gz", spec) == "md5"
+    assert sources.verify_file(tmp_path / "b.gz", spec) == "decompressed md5"
+    assert sources.verify_file(tmp_path / "c", spec) == "decompressed md5"
+    (tmp_path / "d.gz").write_bytes(gzip.compress(content + b"!"))
+    with pytest.raises(ChecksumError, match="d.gz"):
+        sources.verify_file(tmp_path / "d.gz", spec)
+
+
+# ---------------------------------------------------------------- download (mocked)
+
+class _Response(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve(monkeypatch, table: dict[str, bytes | Exception]):
+    seen = []
+
+    def urlopen(url, timeout=None):
+        seen.append(url)
+        value = table.get(url, urllib.error.URLError("Name or service not known"))
+        if isinstance(value, Exception):
+            raise value
+        return _Response(value)
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
+    return seen
+
+
+def test_download_file_checks_md5_and_renames(tmp_path, monkeypatch):
+    payload = b"dataset bytes" * 100
+    spec = FileSpec("f.bin", hashlib.md5(payload).hexdigest(), ("https://a/f.bin", "https://b/f.bin"))
+    seen = _serve(monkeypatch, {"https://b/f.bin": payload})  # first mirror is down
+    progress = []
+    path = sources.download_file(spec, tmp_path / "dest", progress=lambda d, t: progress.append((d, t)))
+    assert path.read_bytes() == payload and seen == ["https://a/f.bin", "https://b/f.bin"]
+    assert progress[-1] == (len(payload), len(payload))
+    assert [p.name for p in (tmp_path / "dest").iterdir()] == ["f.bin"]  # no temporary left
+
+
+def test_download_rejects_wrong_checksum(tmp_path, monkeypatch):
+    spec = FileSpec("f.bin", "0" * 32, ("https://a/f.bin",))
+    _serve(monkeypatch, {"https://a/f.bin": b"tampered"})
+    with pytest.raises(ChecksumError, match="f.bin.*wrong checksum"):
+        sources.download_file(spec, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_offline_is_a_clear_error(tmp_path, monkeypatch):
+    spec = get_spec("svhn").files["test_32x32.mat"]
+    _serve(monkeypatch, {})
+    with pytest.raises(DownloadError) as e:
+        sources.download_file(spec, tmp_path)
+    assert "test_32x32.mat" in str(e.value) and "offline" in str(e.value)
+    assert "ufldl.stanford.edu" in str(e.value)
+
+
+def test_load_dataset_download_end_to_end(tmp_path, monkeypatch):
+    files = tmp_path / "served"
+    md5s = write_fake_mnist(files, 16, 8)
+    spec = get_spec("mnist")
+    table = {spec.files[name].urls[0]: (files / name).read_bytes() for name in md5s}
+    seen = _serve(monkeypatch, table)
+    ds = load_dataset("mnist", "test", download=True, checksums=md5s)
+    assert len(ds) == 8
+    assert sorted(Path(u).name for u in seen) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert (default_data_dir() / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    assert all(u.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for u in seen)
+
+
+# ---------------------------------------------------------------- the real MNIST
+
+def _real(name: str) -> Path:
+    root = Path(REAL_DATA)
+    if not (root / name / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real {name} not found: set CAPSLAB_DATA to the datasets folder")
+    return root
+
+
+def test_real_mnist(monkeypatch):
+    root = _real("mnist")
+    monkeypatch.setenv("CAPSLAB_DATA", str(root))
+    train = load_dataset("mnist", "train", verify=True)
+    test = load_dataset("mnist", "test", verify=True)
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    mean = train.images.float().mean().item() / 255
+    assert abs(mean - train.info.mean[0]) < 1e-3
+    spec = get_spec("mnist")
+    for name, fspec in spec.files.items():
+        assert sources.verify_file(root / "mnist" / name, fspec) == "md5"
+    # the in-memory cache makes the second load immediate
+    import time
+
+    start = time.perf_counter()
+    load_dataset("mnist", "train")
+    assert time.perf_counter() - start < 0.5
+
+
+def test_real_fashion_mnist_with_rewritten_gzip_headers(tmp_path):
+    """Debian's copies have other gzip headers: accepted by the decompressed md5."""
+    root = _real("fashion-mnist")
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        with gzip.open(root / "fashion-mnist" / name) as f:
+            (tmp_path / name).write_bytes(gzip.compress(f.read(), compresslevel=9, mtime=0))
+    ds = load_dataset("fashion-mnist", "test", root=tmp_path)
+    assert len(ds) == 10000 and torch.bincount(ds.labels).tolist() == [1000] * 10
+    shutil.rmtree(tmp_path)
