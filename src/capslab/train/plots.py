@@ -40,12 +40,12 @@ def plot_reconstructions(images: torch.Tensor, reconstructions: torch.Tensor, pa
     fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
     for row, batch in enumerate((images, reconstructions)):
         for i in range(n):
-            img = batch[i].detach().float().cpu().clamp(0, 1)
+            img = batch[i].detach().float().cpu().clamp(0, 1).numpy()
             ax = axes[row][i]
             if img.shape[0] == 1:
                 ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
             else:
-                ax.imshow(img.permute(1, 2, 0))
+                ax.imshow(img.transpose(1, 2, 0))
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row][0].set_ylabel("input" if row == 0 else "recon.")

@@ -1,0 +1,44 @@
+"""Helpers shared by the command modules: error reporting, key=value options, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Turn the library's validation errors into one red line and exit code 2 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+            if isinstance(exc, typer.Exit):
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict with ints, floats, booleans and comma lists converted."""
+    from capslab.train.policies import parse_policy_options
+
+    return parse_policy_options(items)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output on stdout (no rich markup)."""
+    typer.echo(json.dumps(obj, indent=2, default=str))

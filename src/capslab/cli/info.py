@@ -1,0 +1,91 @@
+"""``capslab info``: parameters and output shapes per layer of any model or genotype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from capslab.cli.common import console, friendly_errors, print_json
+from capslab.cli.train import ModelOpt, model_options_from_flags
+
+
+def describe_model(model: Any, image_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """One row per top-level child: name, type, output shape (from a forward pass), parameters."""
+    import torch
+
+    shapes: dict[str, list[int]] = {}
+    hooks = []
+    for name, child in model.named_children():
+        def hook(_m, _inp, out, name=name):
+            t = out[0] if isinstance(out, tuple | list) else out
+            if isinstance(t, torch.Tensor):
+                shapes[name] = list(t.shape[1:])
+
+        hooks.append(child.register_forward_hook(hook))
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, *image_shape))
+    for h in hooks:
+        h.remove()
+    return [
+        {
+            "name": name,
+            "type": type(child).__name__,
+            "output_shape": shapes.get(name),
+            "parameters": sum(p.numel() for p in child.parameters()),
+        }
+        for name, child in model.named_children()
+    ]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("info")
+    @friendly_errors
+    def info_cmd(
+        model: Annotated[str, typer.Option(help="Registered model name.")] = "capsnet",
+        dataset: Annotated[str, typer.Option(help="Dataset whose image shape and classes to use.")] = "mnist",
+        weight_sharing: bool = False,
+        small_decoder: bool = False,
+        routing: str | None = None,
+        blocks: int | None = None,
+        gamma: float | None = None,
+        genotype: Annotated[Path | None, typer.Option(help="Describe the network of a genotype file.")] = None,
+        model_opt: ModelOpt = None,
+        list_: Annotated[bool, typer.Option("--list", help="List the registered models.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Print parameters (per layer and in total) and output shapes of a model."""
+        from capslab.data import dataset_info
+        from capslab.models import create_model, list_models
+
+        if list_:
+            if as_json:
+                print_json(list_models())
+            else:
+                for name in list_models():
+                    console.print(name)
+            return
+        options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt)
+        name = "genotype" if genotype is not None else model
+        info = dataset_info(dataset)
+        defaults = {"in_channels": info.channels, "image_size": info.image_size, "num_classes": info.num_classes}
+        net = create_model(name, **{**defaults, **options})
+        rows = describe_model(net, tuple(net.image_shape))
+        total = sum(p.numel() for p in net.parameters())
+        result = {"model": name, "dataset": dataset, "options": options, "layers": rows, "parameters": total}
+        if as_json:
+            print_json(result)
+            return
+        table = Table(title=f"{name} on {dataset} {tuple(net.image_shape)}")
+        table.add_column("layer")
+        table.add_column("type")
+        table.add_column("output shape")
+        table.add_column("parameters", justify="right")
+        for r in rows:
+            table.add_row(r["name"], r["type"], str(r["output_shape"]), f"{r['parameters']:,}")
+        table.add_section()
+        table.add_row("total", "", "", f"{total:,}")
+        console.print(table)

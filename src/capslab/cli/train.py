@@ -1,0 +1,143 @@
+"""``capslab train`` and ``capslab eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from capslab.cli.common import console, friendly_errors, parse_options, print_json
+
+
+def model_options_from_flags(
+    weight_sharing: bool | None = None,
+    small_decoder: bool | None = None,
+    routing: str | None = None,
+    blocks: int | None = None,
+    gamma: float | None = None,
+    genotype: Path | None = None,
+    model_opt: list[str] | None = None,
+) -> dict:
+    """Map the convenience flags onto model factory options (only the ones given)."""
+    options = {
+        "weight_sharing": weight_sharing or None,
+        "small_decoder": small_decoder or None,
+        "routing": routing,
+        "num_blocks": blocks,
+        "gamma": gamma,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    if genotype is not None:
+        from capslab.genotype import load_genotype
+
+        options["genotype"] = load_genotype(genotype).to_nascaps()
+    options.update(parse_options(model_opt))
+    return options
+
+
+ModelOpt = Annotated[list[str] | None, typer.Option("--model-opt", help="Model option key=value (repeatable).")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    @friendly_errors
+    def train_cmd(
+        model: Annotated[str, typer.Option(help="Registered model name (see `capslab info --list`).")] = "capsnet",
+        dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist, cifar10, cifar100, svhn.")] = "mnist",
+        epochs: Annotated[int, typer.Option(min=1)] = 10,
+        batch_size: Annotated[int, typer.Option(min=1, help="Batch size (policies with batch phases override it).")] = 128,
+        lr: Annotated[float | None, typer.Option(help="Learning rate; default: the policy's.")] = None,
+        policy: Annotated[str, typer.Option(help="fixed, exp-decay, one-cycle, warm-restarts, adabatch, warm-adabatch.")] = "fixed",
+        policy_opt: Annotated[list[str] | None, typer.Option("--policy-opt", help="Policy option key=value (repeatable).")] = None,
+        optimizer: Annotated[str, typer.Option(help="adam, ranger21 or sgd.")] = "adam",
+        out: Annotated[Path | None, typer.Option(help="Run folder for metrics, checkpoints and plots.")] = None,
+        subset: Annotated[int | None, typer.Option(help="Train on a stratified subset of N images.")] = None,
+        test_subset: Annotated[int | None, typer.Option(help="Evaluate on a stratified subset of N images.")] = None,
+        seed: int = 0,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+        precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+        data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (else $CAPSLAB_DATA, else the cache).")] = None,
+        download: Annotated[bool, typer.Option(help="Download missing dataset files (online).")] = False,
+        augment: Annotated[bool, typer.Option(help="Random shift by up to 2 pixels (training only).")] = True,
+        resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+        tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard in OUT/tensorboard.")] = False,
+        reconstruction_weight: float = 0.0005,
+        weight_sharing: Annotated[bool, typer.Option(help="FasTrCaps: share ClassCaps matrices per capsule type.")] = False,
+        small_decoder: Annotated[bool, typer.Option(help="FasTrCaps: decoder reads only the selected capsule.")] = False,
+        routing: Annotated[str | None, typer.Option(help="rba or sda (models that support it).")] = None,
+        blocks: Annotated[int | None, typer.Option(help="Residual/momentum blocks (rescapsnet, mocapsnet).")] = None,
+        gamma: Annotated[float | None, typer.Option(help="Momentum of mocapsnet.")] = None,
+        genotype: Annotated[Path | None, typer.Option(help="Train the network of a genotype file (NASCaps or CapsLab format).")] = None,
+        model_opt: ModelOpt = None,
+        config: Annotated[Path | None, typer.Option(help="JSON file of TrainConfig keys; flags given here override it.")] = None,
+        quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    ) -> None:
+        """Train a capsule network and write metrics, checkpoints and plots to --out."""
+        from capslab.train import TrainConfig, train
+        from capslab.train.policies import parse_policy_options
+
+        model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt)
+        if genotype is not None:
+            model = "genotype"
+        values = dict(
+            model=model, model_options=model_options, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+            download=download, epochs=epochs, batch_size=batch_size, lr=lr, policy=policy,
+            policy_options=parse_policy_options(policy_opt, policy), optimizer=optimizer, subset=subset,
+            test_subset=test_subset, seed=seed, out=str(out) if out else None, device=device,
+            precision=precision, resume=resume, tensorboard=tensorboard, augment=augment,
+            reconstruction_weight=reconstruction_weight,
+        )
+        if config is not None:
+            base = json.loads(Path(config).read_text())
+            ctx = typer.get_current_context()
+            given = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+            values = {**base, **{k: v for k, v in values.items() if k in given or k not in base}}
+        cfg = TrainConfig.from_dict(values)
+        summary = train(cfg, progress=not quiet)
+        console.print(
+            f"[bold green]done[/]: best test accuracy {100 * summary['best_test_accuracy']:.2f}% "
+            f"at epoch {summary['best_epoch']} in {summary['total_seconds']:.1f} s "
+            f"({summary['parameters']:,} parameters)"
+        )
+        if out is not None:
+            console.print(f"results: {out}/metrics.jsonl, {out}/summary.json, {out}/curves.png, "
+                          f"{out}/reconstructions.png, checkpoints {out}/last.pt and {out}/best.pt")
+
+    @app.command("eval")
+    @friendly_errors
+    def eval_cmd(
+        checkpoint: Annotated[Path, typer.Option(help="A last.pt or best.pt written by `capslab train`.")],
+        dataset: Annotated[str | None, typer.Option(help="Dataset to evaluate on; default: the one it was trained on.")] = None,
+        data_dir: Path | None = None,
+        test_subset: int | None = None,
+        batch_size: int = 256,
+        device: str = "auto",
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Evaluate a checkpoint on a test split."""
+        from capslab.data import BatchLoader, dataset_info, load_dataset, stratified_subset
+        from capslab.train import evaluate, load_model, resolve_device
+
+        dev = resolve_device(device)
+        model, ckpt = load_model(checkpoint, map_location=dev)
+        name = dataset or ckpt["config"]["dataset"]
+        info = dataset_info(name)
+        expected = (info.channels, info.image_size, info.image_size)
+        if tuple(model.image_shape) != expected or model.num_classes != info.num_classes:
+            raise ValueError(
+                f"checkpoint {checkpoint} is a model for images {tuple(model.image_shape)} with "
+                f"{model.num_classes} classes; {name} has {expected} with {info.num_classes} classes"
+            )
+        test = load_dataset(name, "test", root=data_dir)
+        if test_subset:
+            test = test.subset(stratified_subset(test.labels, test_subset, 0))
+        result = evaluate(model.to(dev), BatchLoader(test, batch_size, shuffle=False), dev,
+                          ckpt["config"].get("reconstruction_weight", 0.0005))
+        result.update(dataset=name, checkpoint=str(checkpoint), epoch=ckpt["epoch"], images=len(test))
+        if as_json:
+            print_json(result)
+        else:
+            console.print(f"{name} test accuracy [bold]{100 * result['test_accuracy']:.2f}%[/] "
+                          f"(loss {result['test_loss']:.4f}, {len(test)} images, epoch {ckpt['epoch']})")

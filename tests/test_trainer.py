@@ -1,0 +1,126 @@
+"""The training loop on small MNIST subsets: learning, resume equivalence, guards, CLI."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from capslab.cli.main import app
+from capslab.train import ConfigError, TrainConfig, load_model, train
+from capslab.train.checkpoint import CheckpointError, load_checkpoint
+
+TINY = {"conv_channels": 16, "primary_types": 4}
+
+
+def tiny_config(out, **kw):
+    base = dict(model="capsnet", model_options=TINY, dataset="mnist", epochs=2, batch_size=32,
+                subset=600, test_subset=200, out=str(out), seed=3, plots=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_tiny_capsnet_learns_mnist_subset(mnist_root, tmp_path):
+    summary = train(tiny_config(tmp_path / "run", subset=2000, test_subset=500, epochs=2,
+                                model_options={"conv_channels": 32, "primary_types": 8}, plots=True),
+                    progress=False)
+    assert summary["best_test_accuracy"] > 0.6  # chance is 0.1
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rec = json.loads(lines[-1])
+    for key in ("epoch", "train_loss", "test_loss", "test_accuracy", "lr", "batch_size",
+                "epoch_seconds", "images_per_second"):
+        assert key in rec
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for key in ("best_test_accuracy", "best_epoch", "total_seconds", "parameters", "config"):
+        assert key in saved
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    assert (tmp_path / "run" / "reconstructions.png").stat().st_size > 0
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_reaches_the_same_result(mnist_root, tmp_path):
+    full = train(tiny_config(tmp_path / "full"), progress=False)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny_config(tmp_path / "cut"), progress=False, on_epoch=interrupt)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    resumed = train(tiny_config(tmp_path / "cut", resume=True), progress=False)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["test_accuracy"] for h in full["history"]] == [h["test_accuracy"] for h in resumed["history"]]
+
+
+def test_resume_refuses_other_config_and_existing_run(mnist_root, tmp_path):
+    train(tiny_config(tmp_path / "r", epochs=1), progress=False)
+    with pytest.raises(CheckpointError, match="another model or config.*lr"):
+        train(tiny_config(tmp_path / "r", epochs=1, lr=0.5, resume=True), progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(tiny_config(tmp_path / "r", epochs=1), progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_root, tmp_path, monkeypatch):
+    import capslab.train.trainer as trainer
+
+    cfg = tiny_config(tmp_path / "n", epochs=2)
+    real = trainer.capsule_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        total, m, r = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 25:  # epoch 1 has 19 steps: poison the second epoch
+            total = total * float("nan")
+        return total, m, r
+
+    monkeypatch.setattr(trainer, "capsule_loss", poisoned)
+    with pytest.raises(trainer.NonFiniteLossError, match="nan at epoch 2.*last good checkpoint"):
+        train(cfg, progress=False)
+    ckpt = load_checkpoint(tmp_path / "n" / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="unknown config key.*bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig(optimizer="adamw2")
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a CapsLab checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_cli_train_then_eval(mnist_root, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["train", "--epochs", "1", "--subset", "300", "--test-subset", "100",
+                              "--model-opt", "conv_channels=8", "--model-opt", "primary_types=2",
+                              "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    model, ckpt = load_model(out / "best.pt")
+    assert ckpt["model_name"] == "capsnet" and model.class_caps.num_in == 2 * 36
+    res = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--test-subset", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["images"] == 100
+    res = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--dataset", "cifar10"])
+    assert res.exit_code == 2 and "classes" in res.output
+    res = runner.invoke(app, ["train", "--model", "capsnet", "--model-opt", "bogus=1", "--epochs", "1"])
+    assert res.exit_code == 2 and "bogus" in res.output
