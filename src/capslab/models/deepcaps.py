@@ -135,7 +135,5 @@ class DeepCaps(CapsuleClassifier):
         return self.class_caps(u)
 
 
-@register_model("deepcaps")
-def deepcaps(**options) -> DeepCaps:
-    """DeepCaps; see :class:`DeepCaps` for the options."""
-    return DeepCaps(**options)
+# registered as the class itself, so create_model / model_options see its real signature
+register_model("deepcaps")(DeepCaps)

@@ -240,10 +240,7 @@ class GenotypeNet(CapsuleClassifier):
         raise RuntimeError("genotype network has no class stage")  # validate() prevents this
 
 
-@register_model("genotype")
-def genotype_model(genotype: Any, **options) -> GenotypeNet:
-    """A network built from a genotype; see :class:`GenotypeNet` for the options."""
-    return GenotypeNet(genotype, **options)
+register_model("genotype")(GenotypeNet)
 
 
 def describe_layers(
