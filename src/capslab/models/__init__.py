@@ -4,6 +4,7 @@ from capslab.models import (
     capsnet,  # noqa: F401  (registers "capsnet")
     deepcaps,  # noqa: F401  (registers "deepcaps")
     genotype_net,  # noqa: F401  (registers "genotype")
+    momentum,  # noqa: F401  (registers "rescapsnet", "mocapsnet")
 )
 from capslab.models.base import CapsuleClassifier, CapsuleOutput
 from capslab.models.registry import create_model, list_models, model_options, register_model

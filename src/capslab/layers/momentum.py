@@ -1,0 +1,380 @@
+"""Residual and momentum (reversible) stacks of fully connected capsule blocks.
+
+A block ``f`` is two :class:`~capslab.layers.ClassCaps` layers ``[B, N, D] -> [B, N, D]`` with
+routing in each. Two ways to stack ``num_blocks`` of them:
+
+* :class:`ResidualCapsuleStack`: ``x <- x + f(x)`` (the addition after the squash).
+* :class:`MomentumCapsuleStack`: ``v <- gamma v + (1 - gamma) f(x)``, ``x <- x + v`` with
+  ``v = 0`` at the start. The map ``(x, v) -> (x', v')`` is invertible
+  (``x = x' - v'``, ``v = (v' - (1 - gamma) f(x)) / gamma``), so with
+  ``memory_efficient=True`` the whole stack runs inside ONE autograd function that keeps only
+  the final state and rebuilds every block's input in the backward pass.
+
+Exactness. Inverting in floating point loses bits at every block (the division by gamma above
+all), so the reversible path keeps the state in fixed point: ``x`` and ``v`` are int64
+multiples of ``2**-frac_bits``. Additions are then exact integer additions, and the
+multiplication by ``gamma = num / den`` (a small rational) is made exactly invertible by
+pushing the remainder it drops into an int64 "bit store" of the same shape as ``v``
+(Maclaurin et al. 2015's trick, also used by the momentumnet library): the store grows by
+``log2(den / num)`` bits per block, which bounds the depth (see :func:`max_exact_blocks`).
+The backward pass therefore reconstructs every block's input bit for bit, and recomputing
+``f`` on it gives exactly the forward's value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from capslab.layers.class_caps import ClassCaps
+
+#: fractional bits of the fixed-point state: resolution 2**-40 ~ 9e-13, range +-2**23
+DEFAULT_FRAC_BITS = 40
+#: largest denominator used to write gamma as an exact fraction
+MAX_GAMMA_DENOMINATOR = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# blocks
+# --------------------------------------------------------------------------------------------
+
+
+class CapsuleBlock(nn.Module):
+    """``f``: two fully connected capsule layers ``[B, N, D] -> [B, N, D] -> [B, N, D]``.
+
+    Args:
+        num_capsules: capsules ``N`` in and out of each layer (32 in the paper).
+        capsule_dim: pose dimension ``D`` (8 in the paper).
+        routing: ``"rba"`` or ``"sda"``, used by both layers.
+        num_iterations: routing iterations of each layer.
+    """
+
+    def __init__(
+        self, num_capsules: int, capsule_dim: int, routing: str = "rba", num_iterations: int = 3
+    ):
+        super().__init__()
+        self.caps1 = ClassCaps(num_capsules, capsule_dim, num_capsules, capsule_dim, routing,
+                               num_iterations)
+        self.caps2 = ClassCaps(num_capsules, capsule_dim, num_capsules, capsule_dim, routing,
+                               num_iterations)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.caps2(self.caps1(x))
+
+
+def make_blocks(
+    num_blocks: int, num_capsules: int, capsule_dim: int, routing: str = "rba",
+    num_iterations: int = 3,
+) -> nn.ModuleList:
+    """``num_blocks`` independent :class:`CapsuleBlock`s (``num_blocks >= 0``)."""
+    if num_blocks < 0:
+        raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+    return nn.ModuleList(
+        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations) for _ in range(num_blocks)
+    )
+
+
+class ResidualCapsuleStack(nn.Module):
+    """``x_{n+1} = x_n + f_n(x_n)`` for every block: ``[B, N, D] -> [B, N, D]``."""
+
+    def __init__(self, blocks: Sequence[nn.Module]):
+        super().__init__()
+        self.blocks = blocks if isinstance(blocks, nn.ModuleList) else nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# exact fixed-point arithmetic (pure functions on int64 tensors)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RationalGamma:
+    """The momentum ``gamma = num / den`` as an exact fraction, ``0 < gamma <= 1``."""
+
+    num: int
+    den: int
+
+    @classmethod
+    def from_float(cls, gamma: float, max_den: int = MAX_GAMMA_DENOMINATOR) -> RationalGamma:
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(
+                f"gamma must be in (0, 1] for an invertible momentum block, got {gamma}"
+            )
+        frac = Fraction(gamma).limit_denominator(max_den)
+        if frac.numerator == 0:
+            raise ValueError(f"gamma {gamma} is too small to write with denominator <= {max_den}")
+        return cls(frac.numerator, frac.denominator)
+
+    @property
+    def value(self) -> float:
+        """The float that both the plain and the reversible path use."""
+        return self.num / self.den
+
+    def bits_per_block(self) -> float:
+        """Bits the remainder store gains per multiplication by gamma."""
+        return math.log2(self.den / self.num)
+
+
+def max_exact_blocks(gamma: RationalGamma) -> int:
+    """Deepest stack whose remainder store fits in int64 (one spare bit for safety).
+
+    After ``n`` multiplications the store is below ``(den/num)**n`` and the next push multiplies
+    it by ``den``, so ``n log2(den/num) + log2(den) <= 62`` must hold.
+    """
+    if gamma.num == gamma.den:
+        return 2**31  # gamma = 1 drops no bits: no limit
+    return int((62 - math.log2(gamma.den)) / gamma.bits_per_block())
+
+
+def to_fixed(y: Tensor, frac_bits: int = DEFAULT_FRAC_BITS) -> Tensor:
+    """Float ``[...]`` -> int64 ``[...]``: ``round(y * 2**frac_bits)`` (computed in float64)."""
+    return torch.round(y.to(torch.float64) * float(2**frac_bits)).to(torch.int64)
+
+
+def from_fixed(
+    q: Tensor, frac_bits: int = DEFAULT_FRAC_BITS, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """int64 ``[...]`` -> float ``[...]`` (``q * 2**-frac_bits``, rounded once to ``dtype``)."""
+    return (q.to(torch.float64) * 2.0**-frac_bits).to(dtype)
+
+
+def exact_mul(value: Tensor, store: Tensor, num: int, den: int) -> tuple[Tensor, Tensor]:
+    """Multiply the fixed-point ``value`` by ``num / den`` so that the step can be undone.
+
+    The remainder ``value mod den`` is pushed onto ``store`` (base ``den``) and a digit in base
+    ``num`` is popped from it into the low end of the result; ``exact_mul(..., den, num)`` runs
+    the same steps backwards and returns the original pair bit for bit. Floor division and
+    modulo are used throughout, so negative values are exact too.
+
+    Args:
+        value: int64 ``[...]``.
+        store: int64 ``[...]`` (same shape, non-negative), the remainder store.
+    Returns:
+        ``(value * num / den, new store)``, both int64 ``[...]``.
+    """
+    store = store * den + torch.remainder(value, den)
+    value = torch.div(value, den, rounding_mode="floor") * num + torch.remainder(store, num)
+    store = torch.div(store, num, rounding_mode="floor")
+    return value, store
+
+
+class FixedState(NamedTuple):
+    """The reversible stack's exact state; every field int64 ``[B, N, D]``."""
+
+    x: Tensor
+    v: Tensor
+    store: Tensor
+
+
+def momentum_step(
+    state: FixedState, block: nn.Module, gamma: RationalGamma, frac_bits: int,
+    dtype: torch.dtype = torch.float32,
+) -> FixedState:
+    """One momentum block on the fixed-point state (no autograd graph is built by the caller).
+
+    ``v <- gamma v + (1 - gamma) f(x)``, ``x <- x + v``.
+    """
+    f = block(from_fixed(state.x, frac_bits, dtype))
+    v, store = exact_mul(state.v, state.store, gamma.num, gamma.den)
+    v = v + to_fixed((1.0 - gamma.value) * f, frac_bits)
+    return FixedState(state.x + v, v, store)
+
+
+def momentum_unstep(
+    state: FixedState, block: nn.Module, gamma: RationalGamma, frac_bits: int,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[FixedState, Tensor]:
+    """Exact inverse of :func:`momentum_step`.
+
+    Returns the block's input state and ``f(x)`` evaluated on it (``x = x' - v'``,
+    ``v = (v' - (1 - gamma) f(x)) / gamma``), so a caller can reuse the evaluation.
+    """
+    x = state.x - state.v
+    f = block(from_fixed(x, frac_bits, dtype))
+    v = state.v - to_fixed((1.0 - gamma.value) * f.detach(), frac_bits)
+    v, store = exact_mul(v, state.store, gamma.den, gamma.num)
+    return FixedState(x, v, store), f
+
+
+def initial_state(x: Tensor, frac_bits: int) -> FixedState:
+    """``x [B, N, D]`` float -> fixed-point state with ``v = 0`` and an empty store."""
+    q = to_fixed(x, frac_bits)
+    return FixedState(q, torch.zeros_like(q), torch.zeros_like(q))
+
+
+# --------------------------------------------------------------------------------------------
+# the reversible autograd function
+# --------------------------------------------------------------------------------------------
+
+
+class _ReversibleMomentum(torch.autograd.Function):
+    """``x0 [B, N, D] -> x_N [B, N, D]`` through every block; saves only the final state.
+
+    Inputs after ``x0`` and the stack are the blocks' parameters (flattened), so that autograd
+    hands their gradients back to the optimizer.
+    """
+
+    @staticmethod
+    def forward(ctx, x0: Tensor, stack: MomentumCapsuleStack, *params: Tensor) -> Tensor:
+        state = initial_state(x0, stack.frac_bits)
+        for block in stack.blocks:
+            state = momentum_step(state, block, stack.rational_gamma, stack.frac_bits, x0.dtype)
+        ctx.stack = stack
+        ctx.dtype = x0.dtype
+        ctx.save_for_backward(*state)  # three int64 tensors, independent of depth
+        return from_fixed(state.x, stack.frac_bits, x0.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        stack: MomentumCapsuleStack = ctx.stack
+        gamma, frac_bits = stack.rational_gamma, stack.frac_bits
+        one_minus = 1.0 - gamma.value
+        state = FixedState(*ctx.saved_tensors)
+        grad_x = grad_out  # dL/dx_{n+1}
+        grad_v = torch.zeros_like(grad_out)  # dL/dv_{n+1} not counting the path through x_{n+1}
+        grads: dict[int, Tensor] = {}
+        for block in reversed(stack.blocks):
+            with torch.enable_grad():  # local: rebuild this block's graph only
+                state, f = momentum_unstep_with_grad(state, block, gamma, frac_bits, ctx.dtype)
+                x_in = f.x_in
+                params = [p for p in block.parameters() if p.requires_grad]
+                # v_{n+1} = gamma v_n + (1-gamma) f(x_n) and x_{n+1} = x_n + v_{n+1}
+                total_v = grad_v + grad_x
+                vjp = torch.autograd.grad(
+                    f.value, [x_in, *params], one_minus * total_v, allow_unused=True
+                )
+            grad_x = grad_x + _or_zeros(vjp[0], x_in)
+            grad_v = gamma.value * total_v
+            for p, g in zip(params, vjp[1:], strict=True):
+                if g is not None:
+                    grads[id(p)] = grads[id(p)] + g if id(p) in grads else g
+        if state.v.any() or state.store.any():
+            # the reconstruction must land on v_0 = 0 with an empty store; anything else means
+            # a block is not deterministic (e.g. a nondeterministic GPU kernel)
+            raise RuntimeError(
+                "reversible momentum stack: reconstruction of the first block's input is not "
+                "exact (v_0 != 0); the blocks must be deterministic functions of their input"
+            )
+        param_grads = [grads.get(id(p)) for p in ctx.stack.flat_parameters()]
+        return (grad_x if ctx.needs_input_grad[0] else None, None, *param_grads)
+
+
+class _Evaluated(NamedTuple):
+    value: Tensor  # f(x_n), with a graph back to x_in and the block's parameters
+    x_in: Tensor  # the rebuilt block input (float, requires grad)
+
+
+def momentum_unstep_with_grad(
+    state: FixedState, block: nn.Module, gamma: RationalGamma, frac_bits: int,
+    dtype: torch.dtype,
+) -> tuple[FixedState, _Evaluated]:
+    """:func:`momentum_unstep` that also records ``f``'s graph on a fresh leaf input."""
+    x = state.x - state.v
+    x_in = from_fixed(x, frac_bits, dtype).requires_grad_(True)
+    f = block(x_in)
+    v = state.v - to_fixed((1.0 - gamma.value) * f.detach(), frac_bits)
+    v, store = exact_mul(v, state.store, gamma.den, gamma.num)
+    return FixedState(x, v, store), _Evaluated(f, x_in)
+
+
+def _or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g
+
+
+# --------------------------------------------------------------------------------------------
+# the momentum stack module
+# --------------------------------------------------------------------------------------------
+
+
+class MomentumCapsuleStack(nn.Module):
+    """Momentum residual blocks ``[B, N, D] -> [B, N, D]``.
+
+    Args:
+        blocks: the residual functions ``f_n`` (deterministic, shape-preserving modules).
+        gamma: momentum in (0, 1]; stored as an exact fraction (0.9 -> 9/10) that both paths use.
+        memory_efficient: run the stack inside the reversible autograd function (activation
+            memory independent of depth); ``False`` uses plain autograd on floats.
+        frac_bits: fractional bits of the fixed-point state of the reversible path.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        gamma: float = 0.9,
+        memory_efficient: bool = True,
+        frac_bits: int = DEFAULT_FRAC_BITS,
+    ):
+        super().__init__()
+        self.blocks = blocks if isinstance(blocks, nn.ModuleList) else nn.ModuleList(blocks)
+        self.rational_gamma = RationalGamma.from_float(gamma)
+        self.memory_efficient = memory_efficient
+        if not 8 <= frac_bits <= 52:
+            raise ValueError(f"frac_bits must be in [8, 52], got {frac_bits}")
+        self.frac_bits = frac_bits
+        limit = max_exact_blocks(self.rational_gamma)
+        if memory_efficient and len(self.blocks) > limit:
+            raise ValueError(
+                f"{len(self.blocks)} momentum blocks with gamma={gamma} "
+                f"({self.rational_gamma.num}/{self.rational_gamma.den}) exceed the {limit} blocks "
+                "the exact int64 remainder store can invert; use fewer blocks or a gamma closer "
+                "to 1"
+            )
+
+    @property
+    def gamma(self) -> float:
+        return self.rational_gamma.value
+
+    def flat_parameters(self) -> list[nn.Parameter]:
+        """The blocks' trainable parameters in a fixed order (inputs of the autograd function)."""
+        return [p for p in self.blocks.parameters() if p.requires_grad]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(self.blocks) == 0:
+            return x
+        if not self.memory_efficient:
+            return self._plain(x)
+        if torch.is_grad_enabled():
+            return _ReversibleMomentum.apply(x, self, *self.flat_parameters())
+        # inference: the same fixed-point arithmetic without an autograd node
+        state = initial_state(x, self.frac_bits)
+        for block in self.blocks:
+            state = momentum_step(state, block, self.rational_gamma, self.frac_bits, x.dtype)
+        return from_fixed(state.x, self.frac_bits, x.dtype)
+
+    def _plain(self, x: Tensor) -> Tensor:
+        g = self.gamma
+        v = torch.zeros_like(x)
+        for block in self.blocks:
+            v = g * v + (1.0 - g) * block(x)
+            x = x + v
+        return x
+
+    def trajectory(self, x: Tensor) -> list[FixedState]:
+        """Fixed-point states ``[s_0, ..., s_N]`` of the reversible forward (no graph)."""
+        with torch.no_grad():
+            states = [initial_state(x, self.frac_bits)]
+            for block in self.blocks:
+                states.append(
+                    momentum_step(states[-1], block, self.rational_gamma, self.frac_bits, x.dtype)
+                )
+        return states
+
+    def extra_repr(self) -> str:
+        g = self.rational_gamma
+        return (
+            f"blocks={len(self.blocks)}, gamma={g.num}/{g.den}, "
+            f"memory_efficient={self.memory_efficient}, frac_bits={self.frac_bits}"
+        )

@@ -1,0 +1,167 @@
+"""Deep capsule networks with residual (ResCapsNet) and momentum (MoCapsNet) blocks.
+
+Layout (Gugglberger et al., Momentum Capsule Networks): conv 9x9 -> PrimaryCaps 9x9/2 ->
+capsule layer 1 (all primary capsules -> 32 x 8-D) -> ``num_blocks`` blocks of two fully
+connected capsule layers (32 -> 32, routing in every layer) -> capsule layer 2
+(32 -> classes x 16-D) -> decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from capslab.layers import ClassCaps, ConvStem, PrimaryCaps
+from capslab.layers.momentum import (
+    DEFAULT_FRAC_BITS,
+    MomentumCapsuleStack,
+    ResidualCapsuleStack,
+    make_blocks,
+)
+from capslab.layers.primary_caps import conv_output_size
+from capslab.models.base import CapsuleClassifier
+from capslab.models.registry import register_model
+
+
+class BlockCapsNet(CapsuleClassifier):
+    """Shared body of ResCapsNet and MoCapsNet; ``stack`` is built by the subclass.
+
+    ``[B, channels, H, W] -> CapsuleOutput``; the stack maps ``[B, block_capsules, block_dim]``
+    to the same shape.
+    """
+
+    def __init__(
+        self,
+        stack_factory,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        num_blocks: int = 1,
+        routing: str = "rba",
+        routing_iterations: int = 3,
+        conv_channels: int = 256,
+        primary_types: int = 32,
+        primary_dim: int = 8,
+        block_capsules: int = 32,
+        block_dim: int = 8,
+        class_dim: int = 16,
+        decoder: bool = True,
+        small_decoder: bool = False,
+        normalization: str = "per-image",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        if num_blocks < 0:
+            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        for name, value in (
+            ("conv_channels", conv_channels), ("primary_types", primary_types),
+            ("primary_dim", primary_dim), ("block_capsules", block_capsules),
+            ("block_dim", block_dim), ("class_dim", class_dim),
+            ("routing_iterations", routing_iterations),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
+        super().__init__(
+            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
+            normalization, mean, std,
+        )
+        grid = conv_output_size(conv_output_size(image_size, 9, 1), 9, 2)
+        if grid < 1:
+            raise ValueError(f"image_size {image_size} is too small for two 9x9 convolutions")
+        self.num_blocks = num_blocks
+        self.conv = ConvStem(in_channels, conv_channels, 9, 1)
+        self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)
+        self.caps1 = ClassCaps(primary_types * grid * grid, primary_dim, block_capsules, block_dim,
+                               routing, routing_iterations)
+        blocks = make_blocks(num_blocks, block_capsules, block_dim, routing, routing_iterations)
+        self.stack = stack_factory(blocks)
+        self.caps2 = ClassCaps(block_capsules, block_dim, num_classes, class_dim, routing,
+                               routing_iterations)
+
+    def encode(self, x: Tensor) -> Tensor:
+        u = self.caps1(self.primary(self.conv(x)))  # [B, block_capsules, block_dim]
+        return self.caps2(self.stack(u))  # [B, classes, class_dim]
+
+
+class ResCapsNet(BlockCapsNet):
+    """Residual capsule network: ``x_{n+1} = x_n + f(x_n)``. Options as :class:`BlockCapsNet`."""
+
+    def __init__(self, **options):
+        super().__init__(ResidualCapsuleStack, **options)
+
+
+class MoCapsNet(BlockCapsNet):
+    """Momentum capsule network.
+
+    Args:
+        gamma: momentum in (0, 1] (0.9 in the paper).
+        memory_efficient: reversible backward through the blocks (memory flat in depth);
+            ``False`` runs the same maths under plain autograd.
+        frac_bits: fixed-point fractional bits of the reversible state.
+        **options: as :class:`BlockCapsNet`.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 0.9,
+        memory_efficient: bool = True,
+        frac_bits: int = DEFAULT_FRAC_BITS,
+        **options,
+    ):
+        def factory(blocks: nn.ModuleList) -> MomentumCapsuleStack:
+            return MomentumCapsuleStack(blocks, gamma, memory_efficient, frac_bits)
+
+        super().__init__(factory, **options)
+
+
+@register_model("rescapsnet")
+def rescapsnet(
+    in_channels: int = 1,
+    image_size: int = 28,
+    num_classes: int = 10,
+    num_blocks: int = 1,
+    routing: str = "rba",
+    routing_iterations: int = 3,
+    conv_channels: int = 256,
+    primary_types: int = 32,
+    primary_dim: int = 8,
+    block_capsules: int = 32,
+    block_dim: int = 8,
+    class_dim: int = 16,
+    decoder: bool = True,
+    small_decoder: bool = False,
+    normalization: str = "per-image",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ResCapsNet:
+    """Residual capsule network (Gugglberger et al. 2021); see :class:`BlockCapsNet`."""
+    return ResCapsNet(**dict(locals()))
+
+
+@register_model("mocapsnet")
+def mocapsnet(
+    in_channels: int = 1,
+    image_size: int = 28,
+    num_classes: int = 10,
+    num_blocks: int = 1,
+    gamma: float = 0.9,
+    memory_efficient: bool = True,
+    routing: str = "rba",
+    routing_iterations: int = 3,
+    conv_channels: int = 256,
+    primary_types: int = 32,
+    primary_dim: int = 8,
+    block_capsules: int = 32,
+    block_dim: int = 8,
+    class_dim: int = 16,
+    decoder: bool = True,
+    small_decoder: bool = False,
+    normalization: str = "per-image",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    frac_bits: int = DEFAULT_FRAC_BITS,
+) -> MoCapsNet:
+    """Momentum capsule network (Gugglberger et al.); see :class:`MoCapsNet`."""
+    return MoCapsNet(**dict(locals()))
