@@ -138,8 +138,8 @@ def datasets(
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), console=err, disable=as_json) as bar:
                 task = bar.add_task(name, total=None)
-                sources.download(name, root, progress=lambda done, total: bar.update(
-                    task, completed=done, total=total))
+                sources.download(name, root, progress=lambda done, total, t=task: bar.update(
+                    t, completed=done, total=total))
         except DatasetError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2) from None
