@@ -15,7 +15,7 @@ from typing import Any
 from capslab.genotype import Genotype, parse_genotype, validate
 from capslab.hw.accelerator import CAPSACC, Accelerator
 from capslab.hw.cost import ROUTING_KINDS
-from capslab.hw.expand import HardwareLayer, expand
+from capslab.hw.expand import ROUTING, HardwareLayer, expand, expand_groups
 
 __all__ = ["HardwareEstimate", "LayerEstimate", "estimate"]
 
@@ -73,8 +73,8 @@ class HardwareEstimate:
     """Totals for one genotype on one accelerator; ``layers`` is computed on first access."""
 
     __slots__ = (
-        "_hw_layers",
         "_layers",
+        "genotype",
         "accelerator",
         "cycles",
         "energy_mJ",
@@ -85,14 +85,14 @@ class HardwareEstimate:
 
     def __init__(
         self,
-        hw_layers: list[HardwareLayer],
+        genotype: Genotype,
         accelerator: Accelerator,
         cycles: int,
         acc_cycles: int,
         weights: int,
     ) -> None:
         clock_s = accelerator.clock_ns * 1e-9
-        self._hw_layers = hw_layers
+        self.genotype = genotype
         self._layers: list[LayerEstimate] | None = None
         self.accelerator = accelerator
         self.cycles = cycles
@@ -109,12 +109,14 @@ class HardwareEstimate:
 
     @property
     def hardware_layers(self) -> list[HardwareLayer]:
-        return list(self._hw_layers)
+        """The expanded operations (:func:`capslab.hw.expand`)."""
+        return expand(self.genotype)
 
     @property
     def layers(self) -> list[LayerEstimate]:
+        """Per-layer costs, in execution order (built on first access)."""
         if self._layers is None:
-            self._layers = [_layer_estimate(hl, self.accelerator) for hl in self._hw_layers]
+            self._layers = [_layer_estimate(hl, self.accelerator) for hl in expand(self.genotype)]
         return self._layers
 
     def objectives(self) -> tuple[float, float, float]:
@@ -138,7 +140,7 @@ class HardwareEstimate:
     def __repr__(self) -> str:
         return (
             f"HardwareEstimate(energy_mJ={self.energy_mJ:.4g}, latency_ms={self.latency_ms:.4g}, "
-            f"memory_KiB={self.memory_KiB:.1f}, layers={len(self._hw_layers)}, "
+            f"memory_KiB={self.memory_KiB:.1f}, cycles={self.cycles}, "
             f"accelerator={self.accelerator.name!r})"
         )
 
@@ -183,27 +185,28 @@ def estimate(
         validate(genotype)
     if not isinstance(accelerator, Accelerator):
         raise TypeError(f"accelerator must be an Accelerator, got {type(accelerator).__name__}")
-    hw_layers = expand(genotype)
     load = accelerator.rows + accelerator.pipeline_stages - 1
     cols = accelerator.cols
     mults = accelerator.rows * accelerator.pe_width
     total_cycles = 0
     total_acc_cycles = 0  # sum of accumulators x cycles
     total_weights = 0
-    memo: dict[tuple, tuple[int, int, int]] = {}  # cells and routing repeat identical layers
-    for hl in hw_layers:
-        key = hl[1:9]
-        hit = memo.get(key)
-        if hit is None:
-            w, s, d = _layer_wsd(hl)
-            n_cycles = load * (-(-w // (cols * (mults if mults < s else s)))) + d
-            if d == 1:
-                m = cols
-            else:
-                m = s - mults + 1
-                m = cols * (m if m > 1 else 1)
-            hit = memo[key] = (w, n_cycles, m * n_cycles)
-        total_weights += hit[0]
-        total_cycles += hit[1]
-        total_acc_cycles += hit[2]
-    return HardwareEstimate(hw_layers, accelerator, total_cycles, total_acc_cycles, total_weights)
+    # Runs of identical layers (cells, routing) are costed once and multiplied; plain ints only.
+    for kind, _, inch, incaps, k, outsize, outch, outcaps, count, _ in expand_groups(genotype):
+        if kind == ROUTING:
+            w, s, d = inch * k * k * outch, incaps, 1
+        else:
+            kk = k * k * k if kind == "convcaps3d" else k * k
+            w = (inch * kk + 1) * outch * outcaps * incaps
+            s = (kk + 1) * inch * incaps
+            d = 1 if kind == "class" else outsize * outsize * inch * incaps
+        n_cycles = load * (-(-w // (cols * (mults if mults < s else s)))) + d
+        if d == 1:
+            m = cols
+        else:
+            m = s - mults + 1
+            m = cols * (m if m > 1 else 1)
+        total_weights += count * w
+        total_cycles += count * n_cycles
+        total_acc_cycles += count * m * n_cycles
+    return HardwareEstimate(genotype, accelerator, total_cycles, total_acc_cycles, total_weights)

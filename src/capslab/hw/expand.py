@@ -16,6 +16,9 @@ Rules, per gene (``n`` genes, index ``i``):
 
 The skip connection and the resize flag add no hardware layers (the resize is already in the
 first gene's insize); this is what reproduces Table 3 of the paper.
+
+:func:`expand_groups` states these rules once, as runs of identical layers (plain tuples, what
+the fast estimate needs); :func:`expand` unrolls and names them.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from typing import NamedTuple
 
 from capslab.genotype import Genotype, LayerKind
 
-__all__ = ["HW_KINDS", "HardwareLayer", "expand"]
+__all__ = ["HW_KINDS", "HardwareLayer", "expand", "expand_groups"]
 
 HW_KINDS = ("conv", "convcaps", "convcaps3d", "class", "sum", "update")
+ROUTING = "routing"  # group kind of a run of sum/update layers (they cost the same)
 
 
 class HardwareLayer(NamedTuple):
     """One operation on the accelerator. ``gene`` is the index of the genotype layer it comes
-    from. A NamedTuple: cheap to create in the search loop, immutable, unpacks like a tuple."""
+    from. A NamedTuple: cheap, immutable, unpacks like a tuple."""
 
     name: str
     kind: str
@@ -45,13 +49,14 @@ class HardwareLayer(NamedTuple):
     gene: int
 
 
-_CAPSNET_ROUTING = ("sum", "update", "sum", "update", "sum")
-_DEEPCAPS_ROUTING = ("sum", "update", "sum", "update", "sum", "update")
+# (kind, insize, inch, incaps, k, outsize, outch, outcaps, count, gene)
+Group = tuple[str, int, int, int, int, int, int, int, int, int]
 
 
-def expand(genotype: Genotype) -> list[HardwareLayer]:
-    """The hardware layers of ``genotype`` in execution order (see the module docstring)."""
-    out: list[HardwareLayer] = []
+def expand_groups(genotype: Genotype) -> list[Group]:
+    """The hardware layers of ``genotype`` as runs of identical layers, in execution order.
+    A ``"routing"`` run of ``count`` layers alternates sum, update, sum, ..."""
+    out: list[Group] = []
     append = out.append
     layers = genotype.layers
     last = len(layers) - 1
@@ -59,116 +64,55 @@ def expand(genotype: Genotype) -> list[HardwareLayer]:
         kind = g.kind
         ins, inch, incaps, k = g.in_size, g.in_channels, g.in_capsules, g.kernel
         outs, outch, outcaps = g.out_size, g.out_channels, g.out_capsules
-        tag = f"L{i}"
         if kind == LayerKind.CONV:
-            append(
-                HardwareLayer(f"{tag} conv", "conv", ins, inch, incaps, k, outs, outch, outcaps, i)
-            )
+            append(("conv", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
         elif kind == LayerKind.CAPS:
             if i != last:
-                append(
-                    HardwareLayer(
-                        f"{tag} convcaps", "convcaps", ins, inch, incaps, k, outs, outch, outcaps, i
-                    )
-                )
+                append(("convcaps", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
             else:
-                append(
-                    HardwareLayer(
-                        f"{tag} class", "class", ins, inch, incaps, k, outs, outch, outcaps, i
-                    )
-                )
-                for j, r in enumerate(_CAPSNET_ROUTING):
-                    append(
-                        HardwareLayer(
-                            f"{tag} {r}{j // 2 + 1}",
-                            r,
-                            ins,
-                            inch,
-                            incaps,
-                            k,
-                            outs,
-                            outch,
-                            outcaps,
-                            i,
-                        )
-                    )
+                append(("class", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
+                append((ROUTING, ins, inch, incaps, k, outs, outch, outcaps, 5, i))
         else:  # DeepCaps cell
             half = ins // 2
             if i == last:
-                for j, r in enumerate(_DEEPCAPS_ROUTING):
-                    append(
-                        HardwareLayer(
-                            f"{tag} {r}{j // 2 + 1}",
-                            r,
-                            ins,
-                            inch,
-                            incaps,
-                            k,
-                            outs,
-                            outch,
-                            outcaps,
-                            i,
-                        )
-                    )
-                append(
-                    HardwareLayer(
-                        f"{tag} class", "class", ins, inch, incaps, k, outs, outch, outcaps, i
-                    )
-                )
+                append((ROUTING, ins, inch, incaps, k, outs, outch, outcaps, 6, i))
+                append(("class", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
             elif i == last - 1:
-                append(
-                    HardwareLayer(
-                        f"{tag} cell.1", "convcaps", ins, inch, incaps, k, outs, outch, outcaps, i
-                    )
-                )
-                for j in (2, 3):
-                    append(
-                        HardwareLayer(
-                            f"{tag} cell.{j}",
-                            "convcaps",
-                            half,
-                            inch,
-                            incaps,
-                            k,
-                            outs,
-                            outch,
-                            outcaps,
-                            i,
-                        )
-                    )
-                append(
-                    HardwareLayer(
-                        f"{tag} cell.3d",
-                        "convcaps3d",
-                        half,
-                        inch,
-                        incaps,
-                        k,
-                        outs,
-                        outch,
-                        outcaps,
-                        i,
-                    )
-                )
+                append(("convcaps", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
+                append(("convcaps", half, inch, incaps, k, outs, outch, outcaps, 2, i))
+                append(("convcaps3d", half, inch, incaps, k, outs, outch, outcaps, 1, i))
             else:
-                append(
-                    HardwareLayer(
-                        f"{tag} cell.1", "convcaps", ins, inch, incaps, k, outs, outch, outcaps, i
-                    )
-                )
-                for j in (2, 3, 4):
-                    append(
-                        HardwareLayer(
-                            f"{tag} cell.{j}",
-                            "convcaps",
-                            half,
-                            inch,
-                            outcaps,
-                            k,
-                            outs,
-                            outch,
-                            outcaps,
-                            i,
-                        )
-                    )
+                append(("convcaps", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
+                append(("convcaps", half, inch, outcaps, k, outs, outch, outcaps, 3, i))
+    return out
+
+
+def expand(genotype: Genotype) -> list[HardwareLayer]:
+    """The hardware layers of ``genotype`` in execution order (see the module docstring).
+
+    Names: ``L<gene> conv``, ``L<gene> convcaps``, ``L<gene> class``, ``L<gene> cell.1`` ...
+    ``cell.4`` / ``cell.3d`` inside a cell, ``L<gene> sum1``, ``update1``, ... for routing.
+    """
+    out: list[HardwareLayer] = []
+    cell_layer = 0
+    current = -1
+    for kind, ins, inch, incaps, k, outs, outch, outcaps, count, gene in expand_groups(genotype):
+        if gene != current:
+            current, cell_layer = gene, 0
+        tag = f"L{gene}"
+        in_cell = genotype.layers[gene].kind == LayerKind.CELL
+        for j in range(count):
+            if kind == ROUTING:
+                hw_kind = "sum" if j % 2 == 0 else "update"
+                name = f"{tag} {hw_kind}{j // 2 + 1}"
+            else:
+                hw_kind = kind
+                if in_cell and kind != "class":
+                    cell_layer += 1
+                    name = f"{tag} cell.3d" if kind == "convcaps3d" else f"{tag} cell.{cell_layer}"
+                else:
+                    name = f"{tag} {kind}"
+            out.append(
+                HardwareLayer(name, hw_kind, ins, inch, incaps, k, outs, outch, outcaps, gene)
+            )
     return out
