@@ -110,6 +110,16 @@ def test_every_genotype_format_is_accepted(tmp_path: Path):
     assert "genotype" in model_options("genotype")
 
 
+def test_recorded_options_hold_the_genotype_as_json(tmp_path: Path):
+    save_genotype(Genotype.from_nascaps(SMALL_GENES), tmp_path / "g.json")
+    for src in (Genotype.from_nascaps(SMALL_GENES), tmp_path / "g.json"):
+        model = create_model("genotype", genotype=src, decoder=False)
+        options = json.loads(json.dumps(model.model_options))  # what a checkpoint keeps
+        assert options == {"genotype": SMALL_GENES, "decoder": False}
+        rebuilt = create_model("genotype", **options)
+        rebuilt.load_state_dict(model.state_dict())
+
+
 def test_invalid_genotypes_raise_genotype_error(tmp_path: Path):
     conv_after_caps = CAPSNET_GENOTYPE.to_nascaps()
     conv_after_caps.insert(2, [0, 14, 32, 8, 3, 1, 14, 32, 1])

@@ -223,6 +223,20 @@ class GenotypeNet(CapsuleClassifier):
             grids_seen[i] = (types, dim, size)
         self.layers = nn.ModuleDict(blocks)
 
+    # create_model() records its options on the model and checkpoints store them as JSON; keep
+    # the genotype there as the NASCaps list (not an object or a path), so a checkpoint rebuilds
+    # the same network anywhere.
+    @property
+    def model_options(self) -> dict[str, Any]:
+        return self._model_options
+
+    @model_options.setter
+    def model_options(self, options: dict[str, Any]) -> None:
+        options = dict(options)
+        if "genotype" in options:
+            options["genotype"] = self.genotype.to_nascaps()
+        self._model_options = options
+
     def encode(self, x: Tensor) -> Tensor:
         if self.resize == 2:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
