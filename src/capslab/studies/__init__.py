@@ -1,0 +1,1 @@
+"""Studies from the papers, built on the trainer (see docs/fastrcaps.md)."""
