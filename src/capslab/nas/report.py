@@ -1,0 +1,278 @@
+"""Reports of a search: the table of all candidates, the Pareto front, pairwise objective plots
+(like the paper's Figures 10 and 11) and the fully trained Pareto set (like its Table 3).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
+from capslab.io import atomic_write_json, atomic_write_text
+from capslab.nas.journal import OBJECTIVE_NAMES, EvaluationRecord
+
+AXIS_LABELS = {
+    "accuracy": "accuracy (partial training)",
+    "energy_mJ": "energy [mJ]",
+    "memory_KiB": "memory [KiB]",
+    "latency_ms": "latency [ms]",
+}
+PLOT_AXES = ("accuracy", "energy_mJ", "memory_KiB", "latency_ms")
+
+
+def pareto_front(records: Sequence[EvaluationRecord]) -> list[EvaluationRecord]:
+    """Non-dominated successful records (all four objectives minimised), in journal order."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    ok = [r for r in records if r.ok]
+    if not ok:
+        return []
+    F = np.asarray([r.objectives() for r in ok], dtype=float)  # [n, 4]
+    idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
+    return [ok[i] for i in sorted(int(i) for i in idx)]
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def candidate_rows(records: Sequence[EvaluationRecord], front_keys: set[str]) -> list[dict]:
+    rows = []
+    for i, r in enumerate(records):
+        g = Genotype.from_nascaps(r.genotype_nascaps)
+        rows.append(
+            {
+                "index": i,
+                **r.summary(),
+                "pareto": r.key in front_keys,
+                "description": g.describe(),
+                "genotype_nascaps": json.dumps(r.genotype_nascaps),
+            }
+        )
+    return rows
+
+
+CANDIDATE_COLUMNS = (
+    "index", "generation", "status", "reason", "accuracy", "energy_mJ", "memory_KiB",
+    "latency_ms", "seconds", "pareto", "description", "genotype_nascaps", "key",
+)
+
+
+def baseline_hardware(accelerator: Any = None) -> dict[str, dict[str, float]]:
+    """Hardware figures of the published CapsNet and DeepCaps genotypes (paper Table 3)."""
+    from capslab.hw import CAPSACC, estimate
+
+    out = {}
+    for name, g in (("CapsNet", CAPSNET_GENOTYPE), ("DeepCaps", DEEPCAPS_GENOTYPE)):
+        est = estimate(g, accelerator or CAPSACC)
+        out[name] = {
+            "energy_mJ": float(est.energy_mJ),
+            "memory_KiB": float(est.memory_KiB),
+            "latency_ms": float(est.latency_ms),
+        }
+    return out
+
+
+def plot_objectives(
+    records: Sequence[EvaluationRecord],
+    front_keys: set[str],
+    path: str | os.PathLike,
+    baselines: dict[str, dict[str, float]] | None = None,
+    title: str = "",
+) -> None:
+    """Every pair of objectives (6 panels): candidates coloured by generation, the Pareto front
+    ringed, baselines as stars (or as dashed lines on an accuracy axis when their accuracy is
+    unknown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in records if r.ok]
+    values = {
+        "accuracy": np.array([r.accuracy for r in ok], dtype=float),
+        "energy_mJ": np.array([r.energy_mJ for r in ok], dtype=float),
+        "memory_KiB": np.array([r.memory_KiB for r in ok], dtype=float),
+        "latency_ms": np.array([r.latency_ms for r in ok], dtype=float),
+    }
+    gens = np.array([r.generation for r in ok], dtype=float)
+    on_front = np.array([r.key in front_keys for r in ok], dtype=bool)
+    pairs = list(combinations(PLOT_AXES, 2))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
+    scatter = None
+    markers = {"CapsNet": "*", "DeepCaps": "P"}
+    colors = {"CapsNet": "tab:red", "DeepCaps": "tab:green"}
+    for ax, (xname, yname) in zip(axes.flat, pairs, strict=True):
+        if ok:
+            scatter = ax.scatter(
+                values[xname], values[yname], c=gens, cmap="viridis", s=22, alpha=0.85,
+                vmin=0, vmax=max(1.0, float(gens.max())),
+            )
+            ax.scatter(
+                values[xname][on_front], values[yname][on_front], s=80, facecolors="none",
+                edgecolors="black", linewidths=1.2, label="Pareto front",
+            )
+        for name, b in (baselines or {}).items():
+            bx, by = b.get(xname), b.get(yname)
+            if bx is not None and by is not None:
+                ax.scatter([bx], [by], marker=markers.get(name, "X"), s=160,
+                           color=colors.get(name, "tab:orange"), edgecolors="black", label=name)
+            elif bx is not None:
+                ax.axvline(bx, ls="--", color=colors.get(name, "tab:orange"), lw=1, label=f"{name} (accuracy unknown)")
+            elif by is not None:
+                ax.axhline(by, ls="--", color=colors.get(name, "tab:orange"), lw=1, label=f"{name} (accuracy unknown)")
+        ax.set_xlabel(AXIS_LABELS[xname])
+        ax.set_ylabel(AXIS_LABELS[yname])
+        if xname != "accuracy":
+            ax.set_xscale("log")
+        if yname != "accuracy":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    seen: dict[str, Any] = {}  # one legend entry per label across the panels
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", ncol=4)
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes.ravel().tolist(), label="generation first seen")
+    if title:
+        fig.suptitle(title, y=0.995)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(
+    records: Sequence[EvaluationRecord],
+    out_dir: str | os.PathLike,
+    *,
+    baseline_accuracy: dict[str, float] | None = None,
+    accelerator: Any = None,
+    title: str = "",
+) -> dict[str, Path]:
+    """Write ``candidates.csv``, ``pareto.json``, ``pareto.csv`` and ``objectives.png`` into
+    ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    front = pareto_front(records)
+    keys = {r.key for r in front}
+    rows = candidate_rows(records, keys)
+    paths = {
+        "candidates": out / "candidates.csv",
+        "pareto_json": out / "pareto.json",
+        "pareto_csv": out / "pareto.csv",
+        "plot": out / "objectives.png",
+    }
+    atomic_write_text(paths["candidates"], _csv_text(rows, CANDIDATE_COLUMNS))
+    front_rows = [row for row in rows if row["pareto"]]
+    atomic_write_text(paths["pareto_csv"], _csv_text(front_rows, CANDIDATE_COLUMNS))
+    atomic_write_json(
+        paths["pareto_json"],
+        {
+            "objectives": list(OBJECTIVE_NAMES),
+            "evaluated": len(records),
+            "failed": sum(not r.ok for r in records),
+            "front": [
+                {**r.summary(), "genotype_nascaps": r.genotype_nascaps, "genotype": r.genotype}
+                for r in front
+            ],
+        },
+    )
+    baselines = baseline_hardware(accelerator)
+    for name, acc in (baseline_accuracy or {}).items():
+        if name in baselines:
+            baselines[name]["accuracy"] = float(acc)
+    plot_objectives(records, keys, paths["plot"], baselines, title=title)
+    return paths
+
+
+# ---------------------------------------------------------------------- finalize (Table 3)
+FINAL_COLUMNS = (
+    "name", "accuracy", "partial_accuracy", "energy_mJ", "latency_ms", "memory_KiB",
+    "parameters", "epochs", "seconds", "status", "description",
+)
+
+
+def finalize(
+    front: Sequence[EvaluationRecord],
+    out_dir: str | os.PathLike,
+    train_fn: Callable[[Genotype, Path], dict[str, Any]],
+    *,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fully train every genotype of ``front`` with ``train_fn(genotype, run_dir) -> summary``
+    (resumable: a genotype whose ``summary.json`` exists is not retrained) and write
+    ``final.csv``, ``final.md`` and ``final.json`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, rec in enumerate(front):
+        g = Genotype.from_nascaps(rec.genotype_nascaps)
+        name = f"NASCaps-{i + 1}"
+        run = out / name
+        summary_path = run / "summary.json"
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+        else:
+            try:
+                summary = train_fn(g, run)
+            except Exception as exc:  # one bad network must not lose the others
+                summary = {"error": f"{type(exc).__name__}: {exc}"}
+        row = {
+            "name": name,
+            "accuracy": summary.get("best_test_accuracy"),
+            "partial_accuracy": rec.accuracy,
+            "energy_mJ": rec.energy_mJ,
+            "latency_ms": rec.latency_ms,
+            "memory_KiB": rec.memory_KiB,
+            "parameters": summary.get("parameters"),
+            "epochs": len(summary.get("history", [])) or None,
+            "seconds": summary.get("total_seconds"),
+            "status": "failed: " + summary["error"] if "error" in summary else "ok",
+            "description": g.describe(),
+            "genotype_nascaps": rec.genotype_nascaps,
+        }
+        rows.append(row)
+        atomic_write_json(out / "final.json", rows)
+        if on_done is not None:
+            on_done(row)
+    atomic_write_json(out / "final.json", rows)
+    atomic_write_text(out / "final.csv", _csv_text(rows, FINAL_COLUMNS))
+    atomic_write_text(out / "final.md", markdown_table(rows))
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The fully trained Pareto set as the paper's Table 3 (accuracy, energy, latency, memory)."""
+
+    def fmt(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    lines = [
+        "| network | accuracy [%] | energy [mJ] | latency [ms] | memory [KiB] | parameters | status |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        acc = None if r["accuracy"] is None else 100 * r["accuracy"]
+        lines.append(
+            f"| {r['name']} | {fmt(acc, '.2f')} | {fmt(r['energy_mJ'], '.3f')} | "
+            f"{fmt(r['latency_ms'], '.3f')} | {fmt(r['memory_KiB'], ',.1f')} | "
+            f"{fmt(r['parameters'], ',')} | {r['status']} |"
+        )
+    return "\n".join(lines) + "\n"

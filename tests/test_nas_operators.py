@@ -1,0 +1,189 @@
+"""Search space, sampler and genetic operators: validity (property-based), no in-place edits,
+real mixing of both parents, duplicate elimination, configuration errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymoo.core.individual import Individual
+
+from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, LayerKind, validate
+from capslab.nas.operators import (
+    GenotypeDuplicates,
+    GenotypeMutation,
+    GenotypeSampling,
+    SinglePointCrossover,
+    cross,
+    mutate,
+    object_column,
+    valid_cut_points,
+)
+from capslab.nas.problem import CachedEvaluations, NASCapsProblem
+from capslab.nas.space import SearchSpace, genotype_key, sample
+
+SPACE = SearchSpace()  # the paper's space, 28px, 1 channel, 10 classes
+CIFAR = SearchSpace(image_size=32, in_channels=3, num_classes=10)
+
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def _signature(layer):
+    """What crossover carries over from a parent (shapes are re-chained by repair)."""
+    return (layer.kind, layer.stride, layer.out_channels, layer.out_capsules)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=seeds, cifar=st.booleans())
+def test_sampled_crossed_and_mutated_genotypes_are_valid(seed, cifar):
+    space = CIFAR if cifar else SPACE
+    rng = np.random.default_rng(seed)
+    a, b = sample(space, rng), sample(space, rng)
+    for g in (a, b):
+        space.check_genotype(g)
+        validate(g, in_channels=space.in_channels, image_size=space.image_size)
+    children = []
+    cuts = valid_cut_points(a, b, space)
+    for cut in cuts[:: max(1, len(cuts) // 4)]:
+        children.extend(cross(a, b, cut, space))
+    g = a
+    for _ in range(6):
+        g = mutate(g, space, rng)
+        children.append(g)
+    for child in children:
+        space.check_genotype(child)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds)
+def test_parents_are_never_edited(seed):
+    rng = np.random.default_rng(seed)
+    a, b = sample(SPACE, rng), sample(SPACE, rng)
+    a_before, b_before = copy.deepcopy(a.to_nascaps()), copy.deepcopy(b.to_nascaps())
+    X = np.empty((2, 1, 1), dtype=object)
+    X[0, 0, 0], X[1, 0, 0] = a, b
+    Y = SinglePointCrossover(SPACE)._do(None, X, random_state=rng)
+    M = GenotypeMutation(SPACE, p_m=1.0)._do(None, object_column([a, b]), random_state=rng)
+    assert a.to_nascaps() == a_before and b.to_nascaps() == b_before
+    for child in [Y[0, 0, 0], Y[1, 0, 0], M[0, 0], M[1, 0]]:
+        assert child is not a and child is not b  # offspring are new objects
+
+
+def test_crossover_mixes_both_parents():
+    rng = np.random.default_rng(7)
+    mixed = 0
+    for _ in range(50):
+        a, b = sample(SPACE, rng), sample(SPACE, rng)
+        cuts = valid_cut_points(a, b, SPACE)
+        assert cuts, "two genotypes of the space always have a valid cut (after the convs)"
+        i, j = cuts[int(rng.integers(len(cuts)))]
+        c1, c2 = cross(a, b, (i, j), SPACE)
+        # head from one parent, tail from the other (class stage re-fixed by the space)
+        assert [_signature(x) for x in c1.layers[:i]] == [_signature(x) for x in a.layers[:i]]
+        assert [_signature(x) for x in c1.layers[i:-1]] == [_signature(x) for x in b.layers[j:-1]]
+        assert [_signature(x) for x in c2.layers[:j]] == [_signature(x) for x in b.layers[:j]]
+        assert [_signature(x) for x in c2.layers[j:-1]] == [_signature(x) for x in a.layers[i:-1]]
+        assert len(c1.layers) == i + len(b.layers) - j
+        if genotype_key(c1) not in (genotype_key(a), genotype_key(b)):
+            mixed += 1
+    assert mixed > 40
+
+
+def test_cut_points_keep_the_rules():
+    rng = np.random.default_rng(3)
+    sab = next(g for g in (sample(SPACE, rng) for _ in range(100)) if g.layers[-1].kind == LayerKind.CAPS)
+    deep = next(g for g in (sample(SPACE, rng) for _ in range(100)) if g.layers[-1].kind == LayerKind.CELL)
+    # Different families may only be exchanged whole: both cuts at the conv/capsule boundary.
+    assert valid_cut_points(sab, deep, SPACE)  # swapping whole capsule stacks is always valid
+    for i, j in valid_cut_points(sab, deep, SPACE):
+        assert all(x.kind == LayerKind.CONV for x in sab.layers[:i] + deep.layers[:j])
+    # A cut never leaves a convolution after a capsule layer.
+    for i, j in valid_cut_points(sab, sab, SPACE):
+        for child in cross(sab, sab, (i, j), SPACE):
+            kinds = [layer.kind for layer in child.layers]
+            first_caps = next(k for k, kind in enumerate(kinds) if kind != LayerKind.CONV)
+            assert all(kind != LayerKind.CONV for kind in kinds[first_caps:])
+            assert len(kinds) - first_caps >= 2
+
+
+def test_skip_follows_its_cell():
+    rng = np.random.default_rng(11)
+    found = 0
+    for _ in range(300):
+        a, b = sample(SPACE, rng), sample(SPACE, rng)
+        if a.skip < 0 or b.layers[-1].kind != LayerKind.CELL:
+            continue
+        for i, j in valid_cut_points(a, b, SPACE):
+            if i > a.skip:
+                c1, _ = cross(a, b, (i, j), SPACE)
+                assert c1.skip == a.skip and c1.layers[c1.skip].kind == LayerKind.CELL
+                found += 1
+    assert found > 0
+
+
+def test_mutation_changes_exactly_one_thing():
+    rng = np.random.default_rng(5)
+    changed = 0
+    for _ in range(200):
+        g = sample(SPACE, rng)
+        m = mutate(g, SPACE, rng)
+        if m.skip != g.skip:
+            assert [x.to_gene() for x in m.layers] == [x.to_gene() for x in g.layers]
+            changed += 1
+            continue
+        # One gene's own fields change; later genes are only re-chained (a kernel may be
+        # clamped to a smaller input), and the class stage follows its input size.
+        diffs = [
+            k
+            for k, (x, y) in enumerate(zip(g.layers[:-1], m.layers[:-1], strict=True))
+            if (x.stride, x.out_channels, x.out_capsules) != (y.stride, y.out_channels, y.out_capsules)
+            or y.kernel != min(x.kernel, y.in_size)
+        ]
+        assert len(diffs) <= 1
+        changed += bool(diffs)
+    assert changed > 150
+
+
+def test_mutation_probability_is_per_individual():
+    rng = np.random.default_rng(0)
+    pop = [sample(SPACE, rng) for _ in range(400)]
+    out = GenotypeMutation(SPACE, p_m=0.1)._do(None, object_column(pop), random_state=rng)
+    n_changed = sum(genotype_key(out[i, 0]) != genotype_key(g) for i, g in enumerate(pop))
+    assert 20 <= n_changed <= 60  # about 10% of 400, a few no-op mutations aside
+
+
+def test_sampling_operator_and_duplicates():
+    problem = NASCapsProblem(SPACE, CachedEvaluations(None))
+    X = GenotypeSampling()._do(problem, 8, random_state=np.random.default_rng(1))
+    assert X.shape == (8, 1) and X.dtype == object
+    dup = GenotypeDuplicates()
+    a, b = Individual(X=X[0]), Individual(X=X[1])
+    same = Individual(X=np.array([SPACE.repair(X[0, 0])], dtype=object))
+    assert dup.is_equal(a, same) and not dup.is_equal(a, b)
+
+
+def test_baselines_and_keys():
+    assert genotype_key(CAPSNET_GENOTYPE) == (
+        "[[0,28,1,1,9,1,28,256,1],[1,28,256,1,9,2,14,32,8],[1,14,32,8,9,2,7,10,16],[-1],[1]]"
+    )
+    # The published CapsNet's class layer is not fully connected: outside this space's structure.
+    assert not SPACE.contains(CAPSNET_GENOTYPE)
+    assert DEEPCAPS_GENOTYPE.layers[-1].out_size == 1
+
+
+def test_space_configuration_errors():
+    with pytest.raises(ValueError, match="unknown search-space key"):
+        SearchSpace.from_dict({"kernel": [3]})
+    with pytest.raises(ValueError, match="caps_layers"):
+        SearchSpace(caps_layers=(1, 3))
+    with pytest.raises(ValueError, match="famil"):
+        SearchSpace(families=("resnet",))
+    space = SearchSpace.from_dict({"kernels": [3, 5], "strides": [2]})
+    assert space.kernels == (3, 5) and SearchSpace.from_dict(space.to_dict()) == space
+    small = SearchSpace.for_dataset("cifar10", families=["deepcaps"])
+    assert (small.image_size, small.in_channels) == (32, 3)
+    g = sample(small, np.random.default_rng(0))
+    assert g.layers[0].in_channels == 3 and g.layers[-1].kind == LayerKind.CELL
