@@ -176,15 +176,19 @@ def read_cifar(path: str | os.PathLike, members: tuple[str, ...], label_key: str
             chunks.append(parse_cifar_batch(file.read_bytes(), file, label_key))
     else:
         try:
+            # one sequential pass: the official archive does not store the batches in order,
+            # and seeking backwards in a gzip stream means decompressing it again
+            wanted, payloads = set(members), {}
             with tarfile.open(path, "r:*") as tar:
-                for member in members:
-                    try:
-                        f = tar.extractfile(member)
-                    except KeyError:
-                        f = None
-                    if f is None:
-                        raise DatasetFormatError(f"{path}: the archive has no member {member}")
-                    chunks.append(parse_cifar_batch(f.read(), f"{path}:{member}", label_key))
+                for info in tar:
+                    if info.name in wanted and info.isfile():
+                        payloads[info.name] = tar.extractfile(info).read()
+                        if len(payloads) == len(wanted):
+                            break
+            for member in members:
+                if member not in payloads:
+                    raise DatasetFormatError(f"{path}: the archive has no member {member}")
+                chunks.append(parse_cifar_batch(payloads[member], f"{path}:{member}", label_key))
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             raise DatasetFormatError(f"{path}: corrupt or truncated tar.gz archive ({e})") from e
     images = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
