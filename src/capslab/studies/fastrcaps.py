@@ -279,7 +279,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, time_metric: s
     tim = [r[tkey] for r in rows]
     par = [r["parameters"] / 1e6 for r in rows]
     on = [bool(r.get("pareto")) for r in rows]
-    fig = plt.figure(figsize=(12, 10), dpi=110)
+    fig = plt.figure(figsize=(12, 10), dpi=100)
     ax3 = fig.add_subplot(2, 2, 1, projection="3d")
     axes = [fig.add_subplot(2, 2, k) for k in (2, 3, 4)]
     names = {"acc": "best accuracy (%)", "time": f"training time (s, {time_metric})", "par": "parameters (M)"}
@@ -357,7 +357,7 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     schedules = schedules or {}
-    fig, (ax_acc, ax_lr) = plt.subplots(2, 1, figsize=(9, 8), dpi=110, sharex=True)
+    fig, (ax_acc, ax_lr) = plt.subplots(2, 1, figsize=(9, 8), dpi=100, sharex=True)
     policies = list(dict.fromkeys(p for p, _ in configs))
     colors = {p: plt.cm.tab10(i % 10) for i, p in enumerate(policies)}
     lr_done = set()
@@ -561,8 +561,12 @@ def run_study(
     tolerance: float | None = None,
     progress: bool = True,
     train_fn: Callable[..., dict[str, Any]] | None = None,
+    plots: bool = True,
 ) -> StudyResult:
-    """Train (or reuse) every run of the grid, then write the table, the plots and study.json."""
+    """Train (or reuse) every run of the grid, then write the table, the plots and study.json.
+
+    ``train_fn`` defaults to :func:`capslab.train.train`; ``plots=False`` skips the PNGs.
+    """
     if goal not in GOALS:
         raise StudyError(f"goal must be one of {GOALS}, got {goal!r}")
     if train_fn is None:
@@ -614,9 +618,9 @@ def run_study(
         "csv": str(out / "results.csv"),
         "markdown": str(out / "results.md"),
         "json": str(out / "study.json"),
-        "pareto": str(out / "pareto.png"),
-        "curves": str(out / "curves.png"),
     }
+    if plots:
+        files.update(pareto=str(out / "pareto.png"), curves=str(out / "curves.png"))
     atomic_write_text(files["csv"], table_csv(rows))
     atomic_write_text(files["markdown"], table_markdown(rows, target))
     atomic_write_json(
@@ -630,12 +634,13 @@ def run_study(
             "rows": rows,
         },
     )
-    plot_pareto(rows, files["pareto"], study.time_metric)
-    schedules = {}
-    for (policy, _), runs in summaries.items():
-        if policy not in schedules:
-            schedules[policy] = schedule_of_run(runs[0])
-    plot_curves({k: v[0] for k, v in configs.items()}, files["curves"], schedules)
+    if plots:
+        plot_pareto(rows, files["pareto"], study.time_metric)
+        schedules = {}
+        for (policy, _), runs in summaries.items():
+            if policy not in schedules:
+                schedules[policy] = schedule_of_run(runs[0])
+        plot_curves({k: v[0] for k, v in configs.items()}, files["curves"], schedules)
     return StudyResult(rows, target, choice, trained, reused, files)
 
 
