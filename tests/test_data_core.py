@@ -138,3 +138,34 @@ def test_batch_loader_counts_and_epochs():
     # no shuffle, no augmentation: the data in order
     plain = list(BatchLoader(ds, 100, shuffle=False))
     assert torch.equal(torch.cat([b[0] for b in plain]), imgs.float() / 255)
+
+
+def test_hflip_and_batch_size_change_and_device():
+    info = dataset_info("cifar10")
+    imgs = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
+    ds = ImageDataset(imgs, torch.arange(50) % 10, info)
+    loader = BatchLoader(ds, 16, shuffle=False, augment=True, max_shift=0, hflip=True, seed=1)
+    x = torch.cat([b[0] for b in loader])
+    flipped = [torch.equal(x[i], imgs[i].flip(-1).float() / 255) for i in range(50)]
+    kept = [torch.equal(x[i], imgs[i].float() / 255) for i in range(50)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and 5 < sum(flipped) < 45
+    loader.batch_size = 25  # batch-size schedules change it between epochs
+    assert len(loader) == 2 and [len(b[1]) for b in loader] == [25, 25]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        moved = BatchLoader(ds, 16, augment=True, seed=2, device=dev)
+        moved.set_epoch(1)
+        on_cpu = BatchLoader(ds, 16, augment=True, seed=2)
+        on_cpu.set_epoch(1)
+        for (a, la), (b, lb) in zip(moved, on_cpu, strict=True):
+            assert a.device.type == dev and torch.equal(a.cpu(), b) and torch.equal(la.cpu(), lb)
+
+
+def test_iteration_advances_epoch():
+    ds = ImageDataset(torch.zeros(30, 1, 28, 28, dtype=torch.uint8), torch.arange(30) % 10,
+                      dataset_info("mnist"))
+    loader = BatchLoader(ds, 30, seed=5)
+    first, second = next(iter(loader))[1], next(iter(loader))[1]
+    assert loader.epoch == 2 and not torch.equal(first, second)
+    loader.set_epoch(0)
+    assert torch.equal(next(iter(loader))[1], first)
