@@ -145,11 +145,17 @@ def plot_objectives(
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", ncol=4)
+    fig.subplots_adjust(top=0.86, hspace=0.3, wspace=0.3)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", ncol=5,
+               bbox_to_anchor=(0.45, 0.95))
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes.ravel().tolist(), label="generation first seen")
+        from matplotlib.ticker import MaxNLocator
+
+        bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), label="generation first seen")
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     if title:
-        fig.suptitle(title, y=0.995)
+        fig.suptitle(title, y=0.99)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
