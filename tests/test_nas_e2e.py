@@ -1,0 +1,136 @@
+"""END-TO-END NASCaps search with the real trainer on an MNIST subset (CPU, about a minute on a
+loaded 2-core machine), then the report, the finalize step and the command line.
+
+Marked ``slow`` so it is easy to find (``pytest -m slow``); ``make test`` runs it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from capslab.genotype import Genotype
+from capslab.hw import estimate
+from capslab.nas.journal import Journal, database_url
+from capslab.nas.report import finalize, pareto_front, write_report
+from capslab.nas.search import SearchConfig, resume, run_search
+
+# A small space that trains in about a second per candidate: two convolutions, Sabour capsules.
+SMALL_SPACE = {
+    "conv_layers": [2, 2],
+    "kernels": [3, 5],
+    "strides": [2],
+    "channels": [4, 8],
+    "capsules": [4, 8],
+    "conv_channel_exponents": [3, 4],
+    "caps_layers": [2, 3],
+    "families": ["sabour"],
+    "resizes": [1],
+    "class_dim": 8,
+}
+
+
+def _mnist_or_skip():
+    from capslab.data import DatasetError, load_dataset
+
+    try:
+        load_dataset("mnist", "test")
+    except DatasetError as exc:  # CI sets CAPSLAB_DATA; elsewhere say why it did not run
+        pytest.skip(f"MNIST not available: {exc}")
+
+
+def _config(**kw):
+    base = dict(
+        dataset="mnist", generations=2, population=4, offspring=4, epochs=1, subset=300,
+        test_subset=200, batch_size=16, lr=3e-3, device="cpu", seed=0, time_limit=120,
+        space=SMALL_SPACE,
+    )
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+@pytest.mark.slow
+def test_end_to_end_search_on_mnist_subset(tmp_path):
+    _mnist_or_skip()
+    cfg = _config()
+    result = run_search(cfg, tmp_path / "run")
+    records = Journal(database_url(None, tmp_path / "run"), result.run_id).evaluations()
+    assert 8 <= len(records) <= cfg.population + cfg.generations * cfg.offspring
+    assert all(r.status == "ok" for r in records), [r.reason for r in records]
+    # Partial training really learns: the best candidate is far above chance (10%).
+    assert max(r.accuracy for r in records) > 0.4
+    # The hardware objectives are the hardware model's.
+    for r in records[:3]:
+        est = estimate(Genotype.from_nascaps(r.genotype_nascaps))
+        assert r.energy_mJ == pytest.approx(est.energy_mJ)
+        assert r.memory_KiB == pytest.approx(est.memory_KiB)
+        assert r.latency_ms == pytest.approx(est.latency_ms)
+    assert result.front and all(r.ok for r in result.front)
+    assert {r.generation for r in records} == {0, 1, 2}
+
+    # resuming a finished run trains nothing
+    again = resume(tmp_path / "run")
+    assert again.evaluated_now == 0 and again.front_keys == result.front_keys
+
+    paths = write_report(records, tmp_path / "report", baseline_accuracy={"CapsNet": 0.9967})
+    rows = list(csv.DictReader(paths["candidates"].open()))
+    assert len(rows) == len(records)
+    front = json.loads(paths["pareto_json"].read_text())["front"]
+    assert {f["key"] for f in front} == {r.key for r in pareto_front(records)}
+    assert all(Genotype.from_dict(f["genotype"]).to_nascaps() == f["genotype_nascaps"] for f in front)
+    assert paths["plot"].stat().st_size > 10_000
+
+    # finalize: train the best front member again (1 epoch here), resumable
+    from capslab.train import TrainConfig, train
+
+    calls = []
+
+    def train_fn(genotype, run_dir):
+        calls.append(run_dir)
+        return train(
+            TrainConfig(model="genotype", model_options={"genotype": genotype.to_nascaps()},
+                        dataset="mnist", epochs=1, subset=300, test_subset=200, batch_size=16,
+                        lr=3e-3, device="cpu", out=str(run_dir), plots=False),
+            progress=False,
+        )
+
+    best = max(result.front, key=lambda r: r.accuracy)
+    rows = finalize([best], tmp_path / "final", train_fn)
+    assert rows[0]["status"] == "ok" and rows[0]["accuracy"] > 0.3
+    assert rows[0]["energy_mJ"] == best.energy_mJ
+    assert (tmp_path / "final" / "final.md").read_text().count("NASCaps-1") == 1
+    finalize([best], tmp_path / "final", train_fn)
+    assert len(calls) == 1  # already trained: not retrained
+
+
+@pytest.mark.slow
+def test_search_command_line(tmp_path):
+    _mnist_or_skip()
+    from capslab.cli.main import app
+
+    runner = CliRunner()
+    space = [f"--space={k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v in SMALL_SPACE.items()]
+    out = tmp_path / "cli"
+    args = ["search", "--dataset", "mnist", "--generations", "0", "--population", "2",
+            "--epochs", "1", "--subset", "200", "--test-subset", "100", "--batch-size", "16",
+            "--lr", "0.003", "--device", "cpu", "--out", str(out), "--quiet", *space]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 candidates in the journal" in res.output
+    res = runner.invoke(app, ["search", "resume", str(out), "--quiet"])
+    assert res.exit_code == 0 and "0 trained now" in res.output, res.output
+    res = runner.invoke(app, ["search", "report", str(out), "--baseline-accuracy", "deepcaps=99.72"])
+    assert res.exit_code == 0, res.output
+    assert (out / "report" / "pareto.csv").exists() and (out / "report" / "objectives.png").exists()
+    res = runner.invoke(app, ["search", "finalize", str(out), "--epochs", "1", "--subset", "100",
+                              "--test-subset", "100"])
+    assert res.exit_code == 0, res.output
+    table = json.loads((out / "final" / "final.json").read_text())
+    assert table and all(row["status"] == "ok" for row in table)
+    # a second run into the same folder is refused with a hint, not a traceback
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "resume" in res.output
