@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command lives unde
         data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (else $CAPSLAB_DATA, else the cache).")] = None,
         augment: Annotated[bool, typer.Option(help="Random shift by up to 2 pixels (training only).")] = True,
         keep_checkpoints: Annotated[bool, typer.Option(help="Keep last.pt/best.pt of finished runs.")] = False,
+        run_plots: Annotated[bool, typer.Option(help="Curves and reconstructions PNG in every run folder.")] = True,
         quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     ) -> None:
         """Train every policy on the baseline and the reduced CapsNet; table, Pareto set, plots.
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command lives unde
                 model_options=parse_policy_options(model_opt), batch_size=batch_size, lr=lr,
                 seed=seed, device=device, out=str(out), augment=augment,
                 target=None if target is None else target / 100, time_metric=time_metric,
-                keep_checkpoints=keep_checkpoints,
+                keep_checkpoints=keep_checkpoints, run_plots=run_plots,
             )
             result = run_study(study, goal=goal, tolerance=tolerance, progress=not quiet)
         except (StudyError, ValueError) as exc:
