@@ -231,3 +231,10 @@ def test_run_study_resumes_and_writes_files(tmp_path):
     other = StudyConfig(epochs=3, repeats=1, policies=("fixed",), out=str(tmp_path), batch_size=64)
     with pytest.raises(StudyError, match="other settings"):
         run_study(other, progress=False, train_fn=fake_trainer(calls), plots=False)
+
+
+def test_class_constants_are_not_options():
+    with pytest.raises(StudyError, match="no option"):
+        StudyConfig(policies=("fixed",), policy_options={"fixed": {"LR_FIELD": "x"}})
+    with pytest.raises(StudyError, match="none of the policies"):
+        split_policy_options(["LR_FIELD=lr"], ["fixed"])

@@ -28,7 +28,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -455,8 +455,8 @@ class StudyConfig:
         if extra:
             raise StudyError(f"policy options given for policies not in the study: {extra}")
         for policy, opts in self.policy_options.items():
-            valid = {f for f in policy_options_class(policy).__dataclass_fields__}
-            unknown = sorted(set(opts) - valid)
+            valid = _option_names(policy)
+            unknown = sorted(set(opts) - set(valid))
             if unknown:
                 raise StudyError(
                     f"policy {policy!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
@@ -494,6 +494,10 @@ class StudyConfig:
         return [(p, v, r) for p in self.policies for v in self.variants for r in range(self.repeats)]
 
 
+def _option_names(policy: str) -> list[str]:
+    return [f.name for f in fields(policy_options_class(policy))]
+
+
 def split_policy_options(items: Sequence[str] | None, policies: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``policy:key=value`` sets an option of one policy; ``key=value`` sets it for every
     policy of the study that has that option (an option no policy has is an error)."""
@@ -508,7 +512,7 @@ def split_policy_options(items: Sequence[str] | None, policies: Sequence[str]) -
             continue
         key = parse_policy_options([item])
         (name,) = key
-        targets = [p for p in policies if name in policy_options_class(p).__dataclass_fields__]
+        targets = [p for p in policies if name in _option_names(p)]
         if not targets:
             raise StudyError(f"--policy-opt {item!r}: none of the policies {list(policies)} has option {name!r}")
         for p in targets:
