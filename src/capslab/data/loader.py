@@ -87,4 +87,4 @@ class BatchLoader:
             x = self.images[idx]
             if self.augment:
                 x = augment_batch(x, aug_gen, self.max_shift, self.hflip)
-            yield x.float().div_(255.0), self.labels[idx]
+            yield x / 255.0, self.labels[idx]  # one kernel: uint8 -> float32 in [0, 1]
