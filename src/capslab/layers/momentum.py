@@ -39,11 +39,35 @@ from capslab.layers.class_caps import ClassCaps
 DEFAULT_FRAC_BITS = 40
 #: largest denominator used to write gamma as an exact fraction
 MAX_GAMMA_DENOMINATOR = 4096
+#: gain of :func:`scaled_init_std`
+INIT_GAIN = 1.5
 
 
 # --------------------------------------------------------------------------------------------
 # blocks
 # --------------------------------------------------------------------------------------------
+
+
+def scaled_init_std(num_in: int, num_out: int, out_dim: int) -> float:
+    """Std of a capsule layer's matrices that keeps the routed sum at about unit length.
+
+    With uniform first couplings ``1/num_out`` and votes in random directions, the sum over
+    ``num_in`` votes of length ``std * sqrt(out_dim) * |u|`` has length about
+    ``sqrt(num_in) / num_out * std * sqrt(out_dim) * |u|``; this returns the std that makes the
+    factor ``INIT_GAIN`` (3: capsule inputs are shorter than 1, and squash shortens further).
+    (A fixed 0.01, the paper's value, shrinks the signal through every routed layer
+    because squash maps a short ``s`` to ``|s|**2``: 3 stacked layers end near 1e-16.)
+    """
+    return INIT_GAIN * num_out / math.sqrt(num_in * out_dim)
+
+
+def capsule_layer(
+    num_in: int, in_dim: int, num_out: int, out_dim: int, routing: str = "rba",
+    num_iterations: int = 3, init_std: float | None = None,
+) -> ClassCaps:
+    """:class:`ClassCaps` with ``init_std=None`` meaning :func:`scaled_init_std`."""
+    std = scaled_init_std(num_in, num_out, out_dim) if init_std is None else init_std
+    return ClassCaps(num_in, in_dim, num_out, out_dim, routing, num_iterations, init_std=std)
 
 
 class CapsuleBlock(nn.Module):
@@ -54,16 +78,17 @@ class CapsuleBlock(nn.Module):
         capsule_dim: pose dimension ``D`` (8 in the paper).
         routing: ``"rba"`` or ``"sda"``, used by both layers.
         num_iterations: routing iterations of each layer.
+        init_std: std of the matrices; ``None`` = :func:`scaled_init_std`.
     """
 
     def __init__(
-        self, num_capsules: int, capsule_dim: int, routing: str = "rba", num_iterations: int = 3
+        self, num_capsules: int, capsule_dim: int, routing: str = "rba", num_iterations: int = 3,
+        init_std: float | None = None,
     ):
         super().__init__()
-        self.caps1 = ClassCaps(num_capsules, capsule_dim, num_capsules, capsule_dim, routing,
-                               num_iterations)
-        self.caps2 = ClassCaps(num_capsules, capsule_dim, num_capsules, capsule_dim, routing,
-                               num_iterations)
+        n, d = num_capsules, capsule_dim
+        self.caps1 = capsule_layer(n, d, n, d, routing, num_iterations, init_std)
+        self.caps2 = capsule_layer(n, d, n, d, routing, num_iterations, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.caps2(self.caps1(x))
@@ -71,13 +96,14 @@ class CapsuleBlock(nn.Module):
 
 def make_blocks(
     num_blocks: int, num_capsules: int, capsule_dim: int, routing: str = "rba",
-    num_iterations: int = 3,
+    num_iterations: int = 3, init_std: float | None = None,
 ) -> nn.ModuleList:
     """``num_blocks`` independent :class:`CapsuleBlock`s (``num_blocks >= 0``)."""
     if num_blocks < 0:
         raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
     return nn.ModuleList(
-        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations) for _ in range(num_blocks)
+        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations, init_std)
+        for _ in range(num_blocks)
     )
 
 
@@ -130,12 +156,15 @@ class RationalGamma:
 def max_exact_blocks(gamma: RationalGamma) -> int:
     """Deepest stack whose remainder store fits in int64 (one spare bit for safety).
 
-    After ``n`` multiplications the store is below ``(den/num)**n`` and the next push multiplies
-    it by ``den``, so ``n log2(den/num) + log2(den) <= 62`` must hold.
+    A step maps the store ``s`` to ``floor((s * den + r) / num)`` with ``r < den``, so with
+    ``c = (den - 1) / (den - num)`` the store after ``n`` steps is below ``c * (den/num)**n``;
+    the next push multiplies it by ``den``. Hence ``log2(c) + n log2(den/num) + log2(den)``
+    must stay below 62.
     """
     if gamma.num == gamma.den:
         return 2**31  # gamma = 1 drops no bits: no limit
-    return int((62 - math.log2(gamma.den)) / gamma.bits_per_block())
+    c = (gamma.den - 1) / (gamma.den - gamma.num)
+    return int((62 - math.log2(gamma.den) - math.log2(c)) / gamma.bits_per_block())
 
 
 def to_fixed(y: Tensor, frac_bits: int = DEFAULT_FRAC_BITS) -> Tensor:

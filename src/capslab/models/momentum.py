@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from capslab.layers import ClassCaps, ConvStem, PrimaryCaps
+from capslab.layers import ConvStem, PrimaryCaps
 from capslab.layers.momentum import (
     DEFAULT_FRAC_BITS,
     MomentumCapsuleStack,
     ResidualCapsuleStack,
+    capsule_layer,
     make_blocks,
 )
 from capslab.layers.primary_caps import conv_output_size
@@ -46,6 +47,7 @@ class BlockCapsNet(CapsuleClassifier):
         block_capsules: int = 32,
         block_dim: int = 8,
         class_dim: int = 16,
+        init_std: float | None = None,
         decoder: bool = True,
         small_decoder: bool = False,
         normalization: str = "per-image",
@@ -73,12 +75,13 @@ class BlockCapsNet(CapsuleClassifier):
         self.num_blocks = num_blocks
         self.conv = ConvStem(in_channels, conv_channels, 9, 1)
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)
-        self.caps1 = ClassCaps(primary_types * grid * grid, primary_dim, block_capsules, block_dim,
-                               routing, routing_iterations)
-        blocks = make_blocks(num_blocks, block_capsules, block_dim, routing, routing_iterations)
+        self.caps1 = capsule_layer(primary_types * grid * grid, primary_dim, block_capsules,
+                                   block_dim, routing, routing_iterations, init_std)
+        blocks = make_blocks(num_blocks, block_capsules, block_dim, routing, routing_iterations,
+                             init_std)
         self.stack = stack_factory(blocks)
-        self.caps2 = ClassCaps(block_capsules, block_dim, num_classes, class_dim, routing,
-                               routing_iterations)
+        self.caps2 = capsule_layer(block_capsules, block_dim, num_classes, class_dim, routing,
+                                   routing_iterations, init_std)
 
     def encode(self, x: Tensor) -> Tensor:
         u = self.caps1(self.primary(self.conv(x)))  # [B, block_capsules, block_dim]
@@ -130,6 +133,7 @@ def rescapsnet(
     block_capsules: int = 32,
     block_dim: int = 8,
     class_dim: int = 16,
+    init_std: float | None = None,
     decoder: bool = True,
     small_decoder: bool = False,
     normalization: str = "per-image",
@@ -156,6 +160,7 @@ def mocapsnet(
     block_capsules: int = 32,
     block_dim: int = 8,
     class_dim: int = 16,
+    init_std: float | None = None,
     decoder: bool = True,
     small_decoder: bool = False,
     normalization: str = "per-image",

@@ -1,0 +1,340 @@
+"""Residual and momentum capsule networks: reversible backward, exactness, SDA, models, learning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from capslab.layers.momentum import (
+    MomentumCapsuleStack,
+    RationalGamma,
+    ResidualCapsuleStack,
+    exact_mul,
+    from_fixed,
+    make_blocks,
+    max_exact_blocks,
+    momentum_unstep,
+    to_fixed,
+)
+from capslab.losses import capsule_loss
+from capslab.models import create_model, model_options
+from capslab.routing import scaled_distance_agreement, sda_inverse_temperature
+
+
+def _scaled_blocks(num_blocks: int, routing: str, seed: int = 0, caps: int = 8, dim: int = 4):
+    """Small blocks; the default (scaled) init makes f far from zero (|f| about 0.5)."""
+    torch.manual_seed(seed)
+    return make_blocks(num_blocks, caps, dim, routing, 3)
+
+
+def _grads(stack, x, weight):
+    xi = x.clone().requires_grad_(True)
+    (stack(xi) * weight).sum().backward()
+    grads = [xi.grad] + [p.grad.clone() for p in stack.blocks.parameters()]
+    for p in stack.blocks.parameters():
+        p.grad = None
+    return grads
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+# --------------------------------------------------------------------------------------------
+# reversible backward = plain autograd
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("routing", ["rba", "sda"])
+@pytest.mark.parametrize("num_blocks", [1, 3])
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_reversible_gradients_equal_plain_autograd(routing, num_blocks, gamma):
+    blocks = _scaled_blocks(num_blocks, routing, seed=num_blocks)
+    lean = MomentumCapsuleStack(blocks, gamma, memory_efficient=True)
+    plain = MomentumCapsuleStack(blocks, gamma, memory_efficient=False)
+    gen = torch.Generator().manual_seed(1)
+    x = 0.5 * torch.randn(5, 8, 4, generator=gen)
+    weight = torch.randn(5, 8, 4, generator=gen)
+    got, want = _grads(lean, x, weight), _grads(plain, x, weight)
+    assert len(got) == len(want) == 1 + 2 * num_blocks  # the input and two layers per block
+    for g, w in zip(got, want, strict=True):
+        assert w.abs().sum() > 0  # the check is not vacuous
+        assert _rel(g, w) < 1e-5
+    with torch.no_grad():
+        assert torch.allclose(lean(x), plain(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ["rba", "sda"])
+def test_reversible_gradients_float64_match_to_1e9(routing):
+    """In float64 the two paths agree to ~1e-11: what is left in float32 (~1e-6) is the
+    forward's rounding (fixed point vs float adds) amplified by routing, not the backward."""
+    blocks = _scaled_blocks(3, routing, seed=2).double()
+    gen = torch.Generator().manual_seed(1)
+    x = 0.5 * torch.randn(5, 8, 4, generator=gen, dtype=torch.float64)
+    weight = torch.randn(5, 8, 4, generator=gen, dtype=torch.float64)
+    got = _grads(MomentumCapsuleStack(blocks, 0.9, memory_efficient=True), x, weight)
+    want = _grads(MomentumCapsuleStack(blocks, 0.9, memory_efficient=False), x, weight)
+    for g, w in zip(got, want, strict=True):
+        assert _rel(g, w) < 1e-9
+
+
+def test_full_model_gradients_equal_plain_autograd():
+    opts = dict(num_blocks=2, routing="sda", conv_channels=8, primary_types=2, gamma=0.9)
+    torch.manual_seed(0)
+    lean = create_model("mocapsnet", memory_efficient=True, **opts)
+    plain = create_model("mocapsnet", memory_efficient=False, **opts)
+    plain.load_state_dict(lean.state_dict())
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(4, 1, 28, 28, generator=gen)
+    labels = torch.tensor([0, 3, 7, 9])
+    grads = []
+    for m in (lean, plain):
+        x = images.clone().requires_grad_(True)
+        out = m(x, labels)
+        capsule_loss(out.lengths, labels, out.reconstruction, x)[0].backward()
+        grads.append([x.grad] + [p.grad for p in m.parameters()])
+    for g, w in zip(*grads, strict=True):
+        assert _rel(g, w) < 1e-5
+
+
+def test_one_block_is_x_plus_one_minus_gamma_f():
+    """v_1 = (1 - gamma) f(x_0), x_1 = x_0 + v_1: no extra residual addition (norms double)."""
+    blocks = _scaled_blocks(1, "rba")
+    x = 0.5 * torch.randn(3, 8, 4)
+    with torch.no_grad():
+        want = x + 0.25 * blocks[0](x)
+        for lean in (True, False):
+            got = MomentumCapsuleStack(blocks, 0.75, memory_efficient=lean)(x)
+            assert torch.allclose(got, want, atol=1e-6)
+        assert torch.allclose(ResidualCapsuleStack(blocks)(x), x + blocks[0](x))
+
+
+# --------------------------------------------------------------------------------------------
+# exactness of the fixed-point representation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9, 0.99, 0.37, 1.0])
+def test_exact_mul_round_trip_bitwise(gamma):
+    g = RationalGamma.from_float(gamma)
+    gen = torch.Generator().manual_seed(0)
+    value = torch.randint(-(2**45), 2**45, (1000,), generator=gen)
+    store = torch.zeros_like(value)
+    history = [(value, store)]
+    for _ in range(20):
+        history.append(exact_mul(*history[-1], g.num, g.den))
+    # the value really is scaled by gamma (up to the few units a division drops)
+    assert torch.all((history[1][0] - value * g.num // g.den).abs() <= g.num)
+    state = history[-1]
+    for want in reversed(history[:-1]):
+        state = exact_mul(*state, g.den, g.num)
+        assert torch.equal(state[0], want[0]) and torch.equal(state[1], want[1])
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_store_does_not_overflow_up_to_the_depth_limit(gamma):
+    g = RationalGamma.from_float(gamma)
+    n = max_exact_blocks(g)
+    gen = torch.Generator().manual_seed(1)
+    value = torch.randint(-(2**40), 2**40, (4096,), generator=gen)
+    state = (value, torch.zeros_like(value))
+    for _ in range(n):  # the momentum decays v; new f terms keep it large
+        state = exact_mul(*state, g.num, g.den)
+        state = (state[0] + 2**40, state[1])
+        assert (state[1] >= 0).all()
+    for _ in range(n):
+        state = exact_mul(state[0] - 2**40, state[1], g.den, g.num)
+    assert torch.equal(state[0], value) and not state[1].any()
+
+
+def test_float_division_by_gamma_is_not_exact():
+    """Why fixed point: undoing v <- 0.9 v + w in float32 does not give v back."""
+    torch.manual_seed(0)
+    v, w = torch.randn(10_000), torch.randn(10_000)
+    back = ((0.9 * v + w) - w) / 0.9
+    assert not torch.equal(back, v)
+
+
+@pytest.mark.parametrize("routing", ["rba", "sda"])
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_every_block_input_rebuilt_bitwise(routing, gamma):
+    blocks = _scaled_blocks(4, routing, seed=7)
+    stack = MomentumCapsuleStack(blocks, gamma)
+    states = stack.trajectory(0.5 * torch.randn(6, 8, 4))
+    assert not torch.equal(states[0].x, states[-1].x)
+    with torch.no_grad():
+        for n in range(len(blocks) - 1, -1, -1):
+            rebuilt, _ = momentum_unstep(states[n + 1], blocks[n], stack.rational_gamma,
+                                         stack.frac_bits)
+            for got, want in zip(rebuilt, states[n], strict=True):
+                assert torch.equal(got, want)
+    assert not states[0].v.any() and not states[0].store.any()
+
+
+def test_fixed_point_conversion_and_limits():
+    # float32 values whose lowest bit is >= 2**-40 survive the round trip unchanged
+    x = torch.tensor([0.0, 1.0, -0.5, 2.0**-30 + 2.0**-35, 1234.5])
+    assert torch.equal(from_fixed(to_fixed(x, 40), 40), x)
+    assert to_fixed(torch.tensor([2.0**-41]), 40).item() in (0, 1)  # rounding below resolution
+    assert RationalGamma.from_float(0.9) == RationalGamma(9, 10)
+    assert max_exact_blocks(RationalGamma(1, 2)) == 61  # 1 bit per block, 62 - log2(2) bits
+    with pytest.raises(ValueError, match="gamma"):
+        RationalGamma.from_float(0.0)
+    with pytest.raises(ValueError, match="exceed"):
+        MomentumCapsuleStack(make_blocks(62, 2, 2), gamma=0.5)
+
+
+def test_reversible_stack_saves_nothing_per_block():
+    """Saved-for-backward bytes stay the same from 1 to 4 blocks; the plain stack's grow."""
+    from capslab.memory import saved_activation_bytes
+
+    x = torch.randn(16, 8, 4, requires_grad=True)
+    sizes = {}
+    for lean in (True, False):
+        for n in (1, 4):
+            stack = MomentumCapsuleStack(_scaled_blocks(n, "rba"), 0.9, memory_efficient=lean)
+            sizes[lean, n] = saved_activation_bytes(lambda s=stack: s(x).sum(),
+                                                    list(stack.parameters()) + [x])
+    assert sizes[True, 1] == sizes[True, 4] > 0
+    assert sizes[False, 4] > 3 * sizes[False, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# scaled-distance-agreement
+# --------------------------------------------------------------------------------------------
+
+
+def test_sda_inverse_temperature_value_and_sign():
+    d_o = torch.tensor(2.0)
+    t = sda_inverse_temperature(d_o, d_o / 2, num_outputs=10, p=0.9)
+    # (ln(0.9 * 9) - ln(0.1)) / (1 - 2) = -ln(81)
+    assert t.item() == pytest.approx(-math.log(81.0), rel=1e-6)
+    # still negative for large distances (the mis-bracketed formula flips the sign there)
+    assert sda_inverse_temperature(torch.tensor(50.0), torch.tensor(25.0), 10).item() < 0
+    # the output at d_p gets coupling p when the k-1 others are at d_o
+    logits = t * torch.tensor([1.0] + [2.0] * 9)
+    assert torch.softmax(logits, 0)[0].item() == pytest.approx(0.9, rel=1e-6)
+
+
+def _squash_len(s: float) -> float:
+    return s * s / (1 + s * s)
+
+
+def test_sda_couples_to_the_closest_output_hand_computed():
+    """4 inputs agree on output 0 and cancel on output 1; two iterations by hand."""
+    a = 0.9
+    u_hat = torch.zeros(1, 4, 2, 2)
+    u_hat[0, :, 0] = torch.tensor([a, 0.0])  # all agree
+    u_hat[0, :, 1] = a * torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1]])  # cancel
+    u_norm = torch.ones(1, 4)
+    v1 = scaled_distance_agreement(u_hat, u_norm, num_iterations=1)
+    v2 = scaled_distance_agreement(u_hat, u_norm, num_iterations=2)
+    # iteration 1: c = 1/2 -> v0 = squash(4 * 0.5 * a), v1 = 0
+    len0 = _squash_len(2 * a)
+    assert v1[0, 0, 0].item() == pytest.approx(len0, rel=1e-5)
+    assert v1[0, 1].abs().max().item() < 1e-6
+    d_close, d_far = a - len0, a
+    d_o = (d_close + d_far) / 2
+    t = math.log(0.9 / 0.1) / (d_o / 2 - d_o)
+    assert t < 0
+    c0 = 1.0 / (1.0 + math.exp(t * (d_far - d_close)))  # softmax over the two outputs
+    assert c0 > 0.99
+    assert v2[0, 0, 0].item() == pytest.approx(_squash_len(4 * c0 * a), rel=1e-5)
+    assert v2[0, 0].norm() > v1[0, 0].norm()
+
+
+def test_sda_clips_predictions_to_the_input_length():
+    u_hat = torch.zeros(1, 2, 2, 3)
+    u_hat[0, :, :, 0] = 5.0  # predictions of length 5
+    u_norm = torch.full((1, 2), 0.5)
+    v = scaled_distance_agreement(u_hat, u_norm, num_iterations=1)
+    # clipped to 0.5, uniform couplings 1/2 over outputs: s = 2 * 0.5 * 0.5
+    assert v[0, 0, 0].item() == pytest.approx(_squash_len(0.5), rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+# hand count for MNIST 28x28, 10 classes, paper widths
+CONV = 1 * 256 * 81 + 256
+PRIMARY = 256 * 256 * 81 + 256
+CAPS1 = 1152 * 8 * 32 * 8  # 6x6x32 primary capsules -> 32 x 8-D
+BLOCK = 2 * 32 * 8 * 32 * 8  # two 32 -> 32 layers
+CAPS2 = 32 * 8 * 10 * 16
+DECODER = (160 * 512 + 512) + (512 * 1024 + 1024) + (1024 * 784 + 784)
+
+
+@pytest.mark.parametrize("name", ["rescapsnet", "mocapsnet"])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_parameter_counts(name, blocks):
+    m = create_model(name, num_blocks=blocks)
+    want = CONV + PRIMARY + CAPS1 + blocks * BLOCK + CAPS2 + DECODER
+    assert sum(p.numel() for p in m.parameters()) == want
+    assert want == 9_141_264 + blocks * 131_072
+
+
+def test_models_shapes_options_and_errors():
+    for name in ("rescapsnet", "mocapsnet"):
+        m = create_model(name, num_blocks=2, routing="sda", conv_channels=8, primary_types=2,
+                         in_channels=3, image_size=32, num_classes=5)
+        assert m.input_norm.mode == "per-image"
+        out = m(torch.rand(2, 3, 32, 32), torch.tensor([1, 4]))
+        assert out.caps.shape == (2, 5, 16) and out.lengths.shape == (2, 5)
+        assert out.reconstruction.shape == (2, 3, 32, 32)
+        # the trainer CLI maps --blocks/--routing/--gamma to these names
+        assert {"num_blocks", "routing"} <= set(model_options(name))
+    assert "gamma" in model_options("mocapsnet")
+    with pytest.raises(ValueError, match="gamma"):
+        create_model("rescapsnet", gamma=0.9)
+    with pytest.raises(ValueError, match="routing"):
+        create_model("mocapsnet", routing="em")
+    with pytest.raises(ValueError, match="num_blocks"):
+        create_model("mocapsnet", num_blocks=-1)
+
+
+def test_inference_same_in_both_modes():
+    torch.manual_seed(0)
+    opts = dict(num_blocks=3, conv_channels=8, primary_types=2)
+    lean = create_model("mocapsnet", **opts).eval()
+    plain = create_model("mocapsnet", memory_efficient=False, **opts).eval()
+    plain.load_state_dict(lean.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(lean(x).lengths, plain(x).lengths, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# learning
+# --------------------------------------------------------------------------------------------
+
+
+def test_small_momentum_network_learns_mnist(mnist_root):
+    from capslab.data import BatchLoader, load_dataset, stratified_subset
+
+    train = load_dataset("mnist", "train", root=mnist_root)
+    test = load_dataset("mnist", "test", root=mnist_root)
+    train = train.subset(stratified_subset(train.labels, 2000, seed=0))
+    test = test.subset(stratified_subset(test.labels, 500, seed=0))
+    torch.manual_seed(0)
+    model = create_model("mocapsnet", num_blocks=2, routing="sda", conv_channels=16,
+                         primary_types=4, decoder=False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = BatchLoader(train, batch_size=32, shuffle=True, seed=0)
+    model.train()
+    for _ in range(2):
+        for images, labels in loader:
+            out = model(images, labels)
+            loss = capsule_loss(out.lengths, labels, out.reconstruction, images)[0]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in BatchLoader(test, batch_size=250, shuffle=False):
+            correct += (model(images).lengths.argmax(1) == labels).sum().item()
+    accuracy = correct / len(test)
+    assert accuracy > 0.5, accuracy  # chance is 0.1 (about 0.8 is typical here)
