@@ -1,0 +1,43 @@
+# CapsLab developer commands. `make demo` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.capslab-installed
+
+# Data setting: $CAPSLAB_DATA wins; otherwise use ../shared/datasets when it exists.
+ifeq ($(CAPSLAB_DATA),)
+ifneq ($(wildcard ../shared/datasets/mnist),)
+export CAPSLAB_DATA := $(abspath ../shared/datasets)
+endif
+endif
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: pip must never resolve a multi-GB CUDA build
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -e '.[dev,tensorboard]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/capslab datasets
+	$(BIN)/capslab train --model capsnet --dataset mnist --epochs 2 --subset 6000 --test-subset 1000 \
+		--policy warm-restarts --out runs/demo --seed 0 --resume
+	$(BIN)/capslab hw --model capsnet
+	@echo "Results: runs/demo/metrics.jsonl, runs/demo/summary.json, runs/demo/curves.png, runs/demo/reconstructions.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/capslab bench
+
+clean:
+	rm -rf runs .pytest_cache
