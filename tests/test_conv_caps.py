@@ -214,3 +214,22 @@ def test_capscell_squash_sum_option():
     assert (safe_norm(squashed(x), dim=2) < 1).all()
     with pytest.raises(ValueError, match="skip"):
         CapsCell(4, 2, 4, 3, skip="4d")
+
+
+def test_capsule_lengths_survive_a_deep_stack_at_initialisation():
+    """With the default init (gain 3) the length map L -> squash(3 L) has a fixed point near
+    0.87, so 10 stacked layers neither vanish nor saturate; PyTorch's default init would shrink
+    lengths to ~0 (each squash roughly squares a small length)."""
+    torch.manual_seed(8)
+    x = squash(torch.randn(4, 16, 8, 12, 12), dim=2)
+    lengths = []
+    for _ in range(10):
+        x = ConvCaps2D(16, 8, 16, 8, kernel_size=3)(x)
+        lengths.append(safe_norm(x, dim=2).mean().item())
+    assert all(0.6 < v < 0.97 for v in lengths), lengths
+    shrunk = squash(torch.randn(4, 16, 8, 12, 12), dim=2)
+    for _ in range(4):
+        layer = ConvCaps2D(16, 8, 16, 8, kernel_size=3)
+        layer.conv.reset_parameters()  # torch's default initialisation, for contrast
+        shrunk = layer(shrunk)
+    assert safe_norm(shrunk, dim=2).mean() < 0.1

@@ -73,6 +73,24 @@ def _check_grid(layer: nn.Module, x: Tensor, types: int, dim: int) -> None:
         )
 
 
+DEFAULT_INIT_GAIN = 3.0
+
+
+def capsule_conv_init_(weight: Tensor, in_dim: int, out_dim: int, gain: float = DEFAULT_INIT_GAIN) -> None:
+    """Initialise a capsule convolution so capsule lengths survive a deep stack of squashes.
+
+    ``weight ~ N(0, gain^2 D_in / (D_out fan_in))`` makes the pre-squash output length about
+    ``gain`` times the input capsules' length. ``squash`` maps a length ``x`` to
+    ``x^2 / (1 + x^2)``, so the length map ``L -> squash(gain L)`` has a stable fixed point
+    ``L* = (1 + sqrt(1 - 4 / gain^2)) / 2`` only for ``gain >= 2`` (0.87 for gain 3), and at that
+    point directions pass with gain exactly 1. PyTorch's default (gain about 0.58) lets lengths
+    fall roughly quadratically per layer: DeepCaps' 12 capsule convolutions then start at
+    lengths ~1e-3 and class capsules ~1e-4, and training stalls for epochs.
+    """
+    fan_in = weight[0].numel()  # input channels per group x kernel volume
+    nn.init.normal_(weight, std=gain * math.sqrt(in_dim / (out_dim * fan_in)))
+
+
 class ConvCaps2D(nn.Module):
     """2-D convolutional capsules: ``[B, T_in, D_in, H, W] -> [B, T_out, D_out, H', W']``.
 
@@ -88,6 +106,8 @@ class ConvCaps2D(nn.Module):
     output position, and :func:`~capslab.routing.dynamic_routing_3d` routes them with a softmax
     over the OUTPUT types at each position. Parameters: ``T_in D_in k^2 T_out D_out`` weights
     ``+ T_in T_out D_out`` biases.
+
+    Weights are initialised by :func:`capsule_conv_init_` (``init_gain``), biases at zero.
     """
 
     def __init__(
@@ -100,6 +120,7 @@ class ConvCaps2D(nn.Module):
         stride: int = 1,
         routing_iterations: int = 0,
         bias: bool = True,
+        init_gain: float = DEFAULT_INIT_GAIN,
     ):
         super().__init__()
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride) < 1:
@@ -116,6 +137,9 @@ class ConvCaps2D(nn.Module):
             # groups=T_in: the votes of input type i only see that type's D_in channels
             self.conv = nn.Conv2d(in_types * in_dim, in_types * out_types * out_dim, kernel_size,
                                   stride, groups=in_types, bias=bias)
+        capsule_conv_init_(self.conv.weight, in_dim, out_dim, init_gain)
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
 
     def output_size(self, size: int) -> int:
         return same_output_size(size, self.stride)
@@ -173,6 +197,7 @@ class ConvCaps3D(nn.Module):
         routing_iterations: int = 3,
         coupling: str = "types",
         bias_init: float = 0.1,
+        init_gain: float = DEFAULT_INIT_GAIN,
     ):
         super().__init__()
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride, routing_iterations) < 1:
@@ -185,6 +210,7 @@ class ConvCaps3D(nn.Module):
         self.coupling = coupling
         self.conv = nn.Conv3d(1, out_types * out_dim, (in_dim, kernel_size, kernel_size),
                               (in_dim, stride, stride), bias=False)
+        capsule_conv_init_(self.conv.weight, in_dim, out_dim, init_gain)
         self.bias = nn.Parameter(torch.full((out_types, out_dim), float(bias_init)))
 
     def output_size(self, size: int) -> int:
