@@ -33,7 +33,7 @@ from capslab.train.checkpoint import (
     set_rng_state,
 )
 from capslab.train.config import TrainConfig
-from capslab.train.policies import build_schedule
+from capslab.train.policies import make_schedule
 
 
 class NonFiniteLossError(RuntimeError):
@@ -169,9 +169,9 @@ def train(
     seed_everything(config.seed)
     train_set, test_set = prepare_data(config)
     model = build_model(config, train_set.info).to(device)
-    schedule = build_schedule(
+    schedule = make_schedule(
         config.policy, config.epochs, len(train_set), config.batch_size, config.lr,
-        **config.policy_options,
+        config.policy_options,
     )
     optimizer = build_optimizer(config, model.parameters(), schedule.lr(0, 0), schedule.total_steps)
     out = Path(config.out) if config.out else None

@@ -1,0 +1,166 @@
+"""Training and inference throughput of CapsNet variants, measured side by side in one process.
+
+Each variant is a ``(name, model factory, channels_last)`` triple; the plain eager reference
+(``benchmarks/plain_capsnet.py`` in a checkout) is the baseline the speed-up ratio is taken
+against. The maths is identical in all variants; only the implementation differs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from capslab.losses import capsule_loss
+from capslab.models import create_model
+
+REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
+
+
+@dataclass
+class BenchResult:
+    variant: str
+    device: str
+    train_images_per_s_b16: float
+    train_images_per_s_b128: float
+    infer_images_per_s_b128: float
+    peak_train_memory_MiB: float
+    speedup_vs_plain: float | None = None
+
+
+@dataclass
+class Variant:
+    name: str
+    factory: Callable[[], nn.Module]
+    channels_last: bool = False
+
+
+def load_plain_reference(path: Path = REFERENCE_FILE) -> Callable[[], nn.Module] | None:
+    """The plain eager CapsNet kept in ``benchmarks/`` (None outside a source checkout)."""
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("capslab_plain_capsnet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.PlainCapsNet
+
+
+def default_variants(include_plain: bool = True, compile_: bool = False) -> list[Variant]:
+    variants = []
+    plain = load_plain_reference() if include_plain else None
+    if plain is not None:
+        variants.append(Variant("plain eager (benchmarks/)", plain))
+    variants.append(Variant("capslab eager", lambda: create_model("capsnet")))
+    variants.append(Variant("capslab channels-last", lambda: create_model("capsnet"), channels_last=True))
+    if compile_:
+        variants.append(Variant("capslab compiled", lambda: torch.compile(create_model("capsnet")), True))
+    return variants
+
+
+def _outputs(out):
+    """(lengths, reconstruction) from a CapsuleOutput or the plain model's tuple."""
+    return out[1], out[2]
+
+
+def _train_step(model: nn.Module, optimizer, x, y) -> None:
+    lengths, recon = _outputs(model(x, y))
+    loss, _, _ = capsule_loss(lengths, y, recon, x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _time(fn: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _peak_memory(fn: Callable[[], None], device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(device)
+    from capslab.memory import profiler_peak_bytes
+
+    return profiler_peak_bytes(fn)
+
+
+def measure_variant(
+    variant: Variant,
+    device: torch.device,
+    steps: int = 3,
+    warmup: int = 1,
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    seed: int = 0,
+) -> BenchResult:
+    torch.manual_seed(seed)
+    model = variant.factory().to(device)
+    fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def batch(b: int):
+        x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=fmt)
+        return x, torch.randint(0, 10, (b,), device=device)
+
+    rates = {}
+    for b in (16, 128):
+        x, y = batch(b)
+        model.train()
+        rates[b] = b / _time(lambda x=x, y=y: _train_step(model, optimizer, x, y), steps, warmup, device)
+    x, y = batch(128)
+    peak = _peak_memory(lambda: _train_step(model, optimizer, x, y), device)
+    model.eval()
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(x)
+
+    infer_rate = 128 / _time(infer, steps, warmup, device)
+    return BenchResult(variant.name, str(device), rates[16], rates[128], infer_rate, peak / 2**20)
+
+
+def run_benchmark(
+    devices: list[torch.device],
+    variants: list[Variant] | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchResult]:
+    """Measure every variant on every device; speed-ups are relative to the first variant
+    (the plain reference) on the same device, at batch 128."""
+    variants = variants if variants is not None else default_variants()
+    results = []
+    for device in devices:
+        base = None
+        for v in variants:
+            if progress:
+                progress(f"{v.name} on {device}")
+            r = measure_variant(v, device, steps, warmup)
+            if base is None:
+                base = r.train_images_per_s_b128
+            r.speedup_vs_plain = r.train_images_per_s_b128 / base
+            results.append(r)
+    return results
+
+
+def results_as_dicts(results: list[BenchResult]) -> list[dict]:
+    return [asdict(r) for r in results]
