@@ -32,7 +32,7 @@ import torch
 
 from capslab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from capslab.losses import capsule_loss
-from capslab.models import create_model, list_models
+from capslab.models import create_model, list_models, model_options
 
 #: models that take ``num_blocks``; any other model is measured once and drawn flat
 BLOCK_MODELS = ("rescapsnet", "mocapsnet")
@@ -87,6 +87,10 @@ class MemoryConfig:
             raise ValueError(f"memory: images must be square, got {self.dataset_shape}")
         if self.steps < 1 or self.warmup < 0:
             raise ValueError("memory: steps must be >= 1 and warmup >= 0")
+        every = set().union(*(model_options(m) for m in self.models))
+        unknown = sorted(set(self.model_options) - every)
+        if unknown and not every & {"options", "kwargs"}:
+            raise ValueError(f"memory: no model takes option(s) {', '.join(unknown)}")
         if self.routing not in ("rba", "sda"):
             raise ValueError(f"memory: routing must be 'rba' or 'sda', got {self.routing!r}")
         return self
@@ -138,6 +142,8 @@ METRICS = {
 
 
 def build_model(name: str, blocks: int | None, config: MemoryConfig) -> torch.nn.Module:
+    """The model ``name`` at depth ``blocks``; options it does not take are left out (capsnet
+    has no ``block_dim``), unknown ones in all models are an error of the config."""
     c, h, _ = config.dataset_shape
     options = dict(
         in_channels=c, image_size=h, num_classes=config.num_classes, routing=config.routing,
@@ -147,6 +153,9 @@ def build_model(name: str, blocks: int | None, config: MemoryConfig) -> torch.nn
         options["num_blocks"] = blocks
     if name == "mocapsnet":
         options["gamma"] = config.gamma
+    accepted = set(model_options(name))
+    if not accepted & {"options", "kwargs"}:  # a factory with **options takes everything
+        options = {k: v for k, v in options.items() if k in accepted}
     return create_model(name, **options)
 
 
