@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from capslab.cli.common import console, friendly_errors, print_json
 from capslab.cli.train import ModelOpt, model_options_from_flags
-
-
-def describe_model(model: Any, image_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
-    """One row per top-level child: name, type, output shape (from a forward pass), parameters."""
-    import torch
-
-    shapes: dict[str, list[int]] = {}
-    hooks = []
-    for name, child in model.named_children():
-        def hook(_m, _inp, out, name=name):
-            t = out[0] if isinstance(out, tuple | list) else out
-            if isinstance(t, torch.Tensor):
-                shapes[name] = list(t.shape[1:])
-
-        hooks.append(child.register_forward_hook(hook))
-    model.eval()
-    with torch.no_grad():
-        model(torch.rand(1, *image_shape))
-    for h in hooks:
-        h.remove()
-    return [
-        {
-            "name": name,
-            "type": type(child).__name__,
-            "output_shape": shapes.get(name),
-            "parameters": sum(p.numel() for p in child.parameters()),
-        }
-        for name, child in model.named_children()
-    ]
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +31,7 @@ def register(app: typer.Typer) -> None:
         """Print parameters (per layer and in total) and output shapes of a model."""
         from capslab.data import dataset_info
         from capslab.models import create_model, list_models
+        from capslab.models.genotype_net import describe_layers
 
         if list_:
             if as_json:
@@ -73,7 +45,7 @@ def register(app: typer.Typer) -> None:
         info = dataset_info(dataset)
         defaults = {"in_channels": info.channels, "image_size": info.image_size, "num_classes": info.num_classes}
         net = create_model(name, **{**defaults, **options})
-        rows = describe_model(net, tuple(net.image_shape))
+        rows = describe_layers(net, tuple(net.image_shape))
         total = sum(p.numel() for p in net.parameters())
         result = {"model": name, "dataset": dataset, "options": options, "layers": rows, "parameters": total}
         if as_json:
