@@ -16,9 +16,14 @@ from capslab.genotype import (
     GenotypeError,
     LayerDescriptor,
     LayerKind,
+    is_valid,
     load_genotype,
     repair,
     save_genotype,
+    skip_cell,
+    skip_source,
+    skip_value,
+    valid_skips,
     validate,
 )
 
@@ -184,12 +189,14 @@ C, D = CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
             with_layer(D, 3, kind=LayerKind.CAPS),
             r"layer 3: field kind: capsule layers \(1\) and DeepCaps cells \(2\)",
         ),
-        # skip: range, a cell, not the final stage
-        (replace(D, skip=9), r"field skip must be -1 or a layer index 0..5"),
-        (replace(D, skip=-2), r"field skip"),
-        (replace(D, skip=0), r"field skip points at layer 0, a conv"),
-        (replace(D, skip=5), r"field skip points at layer 5, the final class stage"),
-        (replace(C, skip=1), r"field skip points at layer 1, a caps"),
+        # skip (counted from 1: s points at layer s - 1): range, a cell, not the final stage
+        (replace(D, skip=9), r"field skip must be -1 or 1..5 \(skip = s points at layer s - 1\)"),
+        (replace(D, skip=-2), r"field skip must be -1 or 1..5 .*got -2"),
+        (replace(D, skip=0), r"field skip must be -1 or 1..5 .*got 0"),
+        (replace(D, skip=1), r"field skip 1 points at layer 0, a conv, not a cell"),
+        (replace(D, skip=6), r"field skip 6 points at layer 5, the final class stage"),
+        (replace(C, skip=2), r"field skip 2 points at layer 1, a caps, not a cell"),
+        (replace(C, skip=3), r"field skip 3 points at layer 2, the final class stage"),
         # resize
         (replace(C, resize=3), r"field resize must be 1 or 2"),
     ],
@@ -253,10 +260,41 @@ def test_repair_propagates_a_stride_change_downstream():
     assert fixed.layers[1].in_channels * fixed.layers[1].in_capsules == 128  # regroup kept
 
 
-def test_repair_clamps_skip_to_an_earlier_cell():
-    assert repair(replace(D, skip=5)).skip == 4
-    assert repair(replace(D, skip=0)).skip == 1
-    assert repair(replace(D, skip=99)).skip == 4
+# ----------------------------------------------------------------------------- the skip
+def test_skip_counts_layers_from_one():
+    # DeepCaps: layer 0 = conv, 1-4 = cells, 5 = final stage; its [4] is the third cell (layer
+    # 3, 8x8 output), which feeds the class stage beside the fourth cell, as in DeepCaps.
+    validate(D)
+    assert D.skip == 4 and skip_source(D) == 3 and skip_cell(D) == 3
+    assert D.layers[3].kind == LayerKind.CELL and D.layers[3].out_size == 8
+    assert skip_value(3) == 4
+    # every cell before the final stage may be pointed at; the last one adds no input
+    assert valid_skips(D) == [2, 3, 4, 5]
+    assert valid_skips(D, effective=True) == [2, 3, 4]
+    for s in valid_skips(D):
+        g = validate(replace(D, skip=s))
+        assert skip_cell(g) == s - 1
+        assert skip_source(g) == (None if s == 5 else s - 1)
+    for s in (-1, 0, 1, 6, 99):  # none, below 1, a conv, the final stage, out of range
+        assert skip_cell(replace(D, skip=s)) is None and skip_source(replace(D, skip=s)) is None
+    # Sabour genotypes have no cells: only -1
+    assert valid_skips(C) == [] and skip_source(C) is None
+    assert [s for s in range(-3, 8) if is_valid(replace(C, skip=s))] == [-1]
+    assert [s for s in range(-3, 9) if is_valid(replace(D, skip=s))] == [-1, 2, 3, 4, 5]
+
+
+def test_repair_clamps_skip_to_a_valid_value():
+    assert repair(D).skip == 4  # valid: kept
+    assert repair(replace(D, skip=6)).skip == 5  # the final stage -> the last cell
+    assert repair(replace(D, skip=99)).skip == 5
+    assert repair(replace(D, skip=1)).skip == 2  # a conv -> the first cell
+    assert repair(replace(D, skip=0)).skip == -1  # below 1: no skip
+    assert repair(replace(D, skip=-7)).skip == -1
+    assert repair(replace(C, skip=2)).skip == -1  # no cell to point at
+    for s in range(-3, 10):
+        fixed = repair(replace(D, skip=s))
+        validate(fixed)
+        assert fixed.skip == -1 or fixed.skip in valid_skips(fixed)
     assert repair(replace(D, resize=5)).resize == 2
 
 
@@ -284,5 +322,6 @@ def test_repair_makes_mutated_genotypes_valid(base, data):
     g = replace(g, skip=data.draw(st.integers(-1, len(g.layers) + 2)))
     fixed = repair(g)
     validate(fixed)
+    assert fixed.skip == -1 or skip_cell(fixed) == fixed.skip - 1
     for prev, layer in zip(fixed.layers, fixed.layers[1:], strict=False):
         assert layer.in_size == prev.out_size

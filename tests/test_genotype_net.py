@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import capslab.genotype as genotype_module
 from capslab.genotype import (
     CAPSNET_GENOTYPE,
     DEEPCAPS_GENOTYPE,
@@ -52,6 +53,8 @@ def test_skip_source_counts_layers_from_one_like_the_nascaps_builder():
     assert skip_source(Genotype.from_nascaps(genes[:-2] + [[5], [2]])) is None  # last cell
     assert skip_source(Genotype.from_nascaps(genes[:-2] + [[1], [2]])) is None  # a conv
     assert skip_source(Genotype.from_nascaps(genes[:-2] + [[2], [2]])) == 1
+    # one definition: the builder uses capslab.genotype's, re-exported here
+    assert skip_source is genotype_module.skip_source
 
 
 def test_capsnet_genotype_builds_runs_and_counts():

@@ -19,6 +19,7 @@ from capslab.genotype import (
     LayerDescriptor,
     LayerKind,
     repair,
+    valid_skips,
     validate,
 )
 from capslab.hw import CAPSACC, Accelerator, AcceleratorError, HardwareLayer, cost, estimate, expand
@@ -209,7 +210,7 @@ def genotypes(draw, family=None):
         for c in range(n):
             add(LayerKind.CELL, 3, draw(ss), 32, 4 if c == 0 else 8)
         add(LayerKind.CELL, size, 1, 10, 16)
-        skip = draw(st.sampled_from([-1] + [i for i, x in enumerate(layers[:-1]) if x.kind == 2]))
+        skip = draw(st.sampled_from([-1, *valid_skips(Genotype(tuple(layers)))]))
     g = repair(Genotype(tuple(layers), skip=skip, resize=resize))
     return validate(g)
 

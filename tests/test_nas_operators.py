@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymoo.core.individual import Individual
 
-from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, LayerKind, validate
+from capslab.genotype import (
+    CAPSNET_GENOTYPE,
+    DEEPCAPS_GENOTYPE,
+    LayerKind,
+    skip_cell,
+    skip_source,
+    valid_skips,
+    validate,
+)
 from capslab.nas.operators import (
     GenotypeDuplicates,
     GenotypeMutation,
@@ -109,19 +117,72 @@ def test_cut_points_keep_the_rules():
             assert len(kinds) - first_caps >= 2
 
 
+def _skip_follows(child, head, i, tail, j):
+    """``child = head[:i] + tail[j:]`` points its skip at the cell its parent's skip pointed at
+    (the head's when that cell was kept, else the tail's), or has none."""
+    h, t = skip_cell(head), skip_cell(tail)
+    if h is not None and h < i:
+        want, parent, at = h, head, h
+    elif t is not None and t >= j:
+        want, parent, at = t - j + i, tail, t
+    else:
+        assert child.skip == -1
+        return None
+    assert skip_cell(child) == want and child.layers[want].kind == LayerKind.CELL
+    assert _signature(child.layers[want]) == _signature(parent.layers[at])
+    validate(child)
+    return want
+
+
 def test_skip_follows_its_cell():
     rng = np.random.default_rng(11)
-    found = 0
+    found = {"head": 0, "tail": 0}
     for _ in range(300):
         a, b = sample(SPACE, rng), sample(SPACE, rng)
-        if a.skip < 0 or b.layers[-1].kind != LayerKind.CELL:
+        if a.layers[-1].kind != LayerKind.CELL or b.layers[-1].kind != LayerKind.CELL:
             continue
         for i, j in valid_cut_points(a, b, SPACE):
-            if i > a.skip:
-                c1, _ = cross(a, b, (i, j), SPACE)
-                assert c1.skip == a.skip and c1.layers[c1.skip].kind == LayerKind.CELL
-                found += 1
-    assert found > 0
+            c1, c2 = cross(a, b, (i, j), SPACE)
+            for child, head, hi, tail, tj in ((c1, a, i, b, j), (c2, b, j, a, i)):
+                kept = _skip_follows(child, head, hi, tail, tj)
+                if kept is not None:
+                    found["head" if kept < hi else "tail"] += 1
+    assert found["head"] > 0 and found["tail"] > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=seeds, cifar=st.booleans())
+def test_skip_of_children_points_at_the_parents_cell(seed, cifar):
+    space = CIFAR if cifar else SPACE
+    rng = np.random.default_rng(seed)
+    a, b = sample(space, rng), sample(space, rng)
+    for i, j in valid_cut_points(a, b, space):
+        c1, c2 = cross(a, b, (i, j), space)
+        _skip_follows(c1, a, i, b, j)
+        _skip_follows(c2, b, j, a, i)
+    g = a
+    for _ in range(8):
+        m = mutate(g, space, rng)
+        space.check_genotype(m)
+        if m.skip != g.skip:  # a skip mutation: valid, and it rewires the class stage
+            assert m.skip == -1 or m.skip in valid_skips(m, effective=True)
+            assert skip_source(m) != skip_source(g)
+        elif m.skip != -1:  # other mutations keep the skip on its cell
+            assert skip_cell(m) == skip_cell(g)
+        g = m
+
+
+def test_sampled_skips_use_the_one_definition():
+    rng = np.random.default_rng(2)
+    seen = set()
+    for _ in range(200):
+        g = sample(SPACE, rng)
+        if g.layers[-1].kind == LayerKind.CAPS:
+            assert g.skip == -1
+            continue
+        assert g.skip == -1 or g.skip in valid_skips(g, effective=True)
+        seen.add(skip_source(g))
+    assert None in seen and len(seen) > 2  # no skip, and several different cells
 
 
 def test_mutation_changes_exactly_one_thing():

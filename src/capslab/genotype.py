@@ -9,6 +9,8 @@ Exchange format (the NASCaps authors' chromosomes): a JSON list of 9-int genes
 and ``[resize]``. Type 0 is a convolution, 1 a Sabour capsule layer (the last one is the class
 capsule layer), 2 a DeepCaps cell (the last one is the flatten + class capsule stage). For
 capsule genes ``outch`` is the number of capsule types and ``outcaps`` the capsule dimension.
+``xtraskip`` counts layers from 1 (see :func:`skip_source`): ``s`` sends the output of layer
+``s - 1`` to the final stage as well, ``-1`` means no extra skip.
 
 Readable format (this project's): ``{"format": "capslab-genotype", "version": 1,
 "layers": [{"kind": "conv", "in_size": ..., ...}, ...], "skip": -1, "resize": 1}``.
@@ -40,6 +42,10 @@ __all__ = [
     "parse_genotype",
     "repair",
     "save_genotype",
+    "skip_cell",
+    "skip_source",
+    "skip_value",
+    "valid_skips",
     "validate",
 ]
 
@@ -141,8 +147,9 @@ class LayerDescriptor:
 
 @dataclass(frozen=True, slots=True)
 class Genotype:
-    """A whole network: layer genes, the extra skip (index of a cell, or -1) and the resize flag
-    (1 = native input size, 2 = input scaled up 2x)."""
+    """A whole network: layer genes, the extra skip (xtraskip, counted from 1: ``skip = s`` points
+    at layer ``s - 1``, see :func:`skip_source`; -1 = none) and the resize flag (1 = native input
+    size, 2 = input scaled up 2x)."""
 
     layers: tuple[LayerDescriptor, ...]
     skip: int = -1
@@ -263,6 +270,52 @@ class Genotype:
 
     def __str__(self) -> str:
         return self.describe()
+
+
+# --------------------------------------------------------------------------- the skip
+# The one place that knows how ``skip`` counts: every other module goes through these helpers.
+def skip_value(layer_index: int) -> int:
+    """The ``skip`` value that points at 0-based layer ``layer_index`` (skip counts from 1)."""
+    return layer_index + 1
+
+
+def valid_skips(g: Genotype, *, effective: bool = False) -> list[int]:
+    """The skip values :func:`validate` accepts for ``g``'s layers, ``-1`` aside, ascending:
+    ``skip_value(i)`` for every cell ``i`` before the final stage.
+
+    With ``effective=True`` only those that add an input to the final stage
+    (:func:`skip_source` is not None): the last cell is left out, it feeds the final stage anyway.
+    """
+    end = len(g.layers) - (2 if effective else 1)  # the final stage is never a skip source
+    return [skip_value(i) for i in range(max(end, 0)) if g.layers[i].kind == LayerKind.CELL]
+
+
+def skip_cell(g: Genotype) -> int | None:
+    """0-based index of the cell ``g.skip`` points at (``g.skip - 1``), or None when the skip is
+    -1 or not valid for ``g`` (see :func:`valid_skips`). Unlike :func:`skip_source` this also
+    returns the last cell before the final stage."""
+    return g.skip - 1 if g.skip in valid_skips(g) else None
+
+
+def skip_source(g: Genotype) -> int | None:
+    """Index of the layer whose output ``g.skip`` (xtraskip) also sends to the final stage.
+
+    The skip counts layers from 1, as the NASCaps authors' model builder does: ``skip = s``
+    feeds the output of layer ``s - 1`` (0-based) to the final stage beside the last cell's
+    output. The published DeepCaps genotype (layers 0 = conv, 1-4 = cells, 5 = final stage)
+    has ``skip = 4``: ``skip_source(DEEPCAPS_GENOTYPE) == 3``, the third cell (8x8 output)
+    feeds the class stage together with the fourth, exactly as DeepCaps concatenates the
+    flattened outputs of its last two cells.
+
+    Returns None when there is no extra input: ``skip < 1`` (-1 is "no skip"), layer ``s - 1``
+    is not a cell (or does not exist), or it is the last cell, which feeds the final stage
+    anyway. :func:`validate` accepts ``-1`` and every ``s`` pointing at a cell before the final
+    stage (:func:`valid_skips`), the last cell included.
+    """
+    i = skip_cell(g)
+    if i is None or i == len(g.layers) - 2:
+        return None
+    return i
 
 
 # --------------------------------------------------------------------------- validation
@@ -412,16 +465,21 @@ def validate(
         raise GenotypeError(
             f"layer {i}: field kind: capsule layers (1) and DeepCaps cells (2) cannot be mixed"
         )
-    if not -1 <= g.skip <= n - 1:
-        raise GenotypeError(f"field skip must be -1 or a layer index 0..{n - 1}, got {g.skip}")
-    if g.skip >= 0:
-        if layers[g.skip].kind != LayerKind.CELL:
+    if g.skip != -1:
+        if not 1 <= g.skip <= n:
             raise GenotypeError(
-                f"field skip points at layer {g.skip}, a {layers[g.skip].kind_name}, not a cell"
+                f"field skip must be -1 or 1..{n - 1} (skip = s points at layer s - 1), got {g.skip}"
             )
-        if g.skip == n - 1:
+        target = g.skip - 1
+        if target == n - 1:
             raise GenotypeError(
-                f"field skip points at layer {g.skip}, the final class stage; it must be an earlier cell"
+                f"field skip {g.skip} points at layer {target}, the final class stage; "
+                "it must point at an earlier cell"
+            )
+        if layers[target].kind != LayerKind.CELL:
+            raise GenotypeError(
+                f"field skip {g.skip} points at layer {target}, a {layers[target].kind_name}, "
+                "not a cell"
             )
     return g
 
@@ -438,8 +496,10 @@ def repair(g: Genotype) -> Genotype:
     """Return a new genotype whose shapes chain: every layer's inputs are set to its
     predecessor's outputs (keeping a valid conv -> capsule regrouping), out_size is recomputed
     (same padding; a fully connected class stage, kernel == in_size, keeps its kernel equal to
-    its new input size and its 1x1 output), other kernels are clamped to the input size, the skip is clamped to a cell before the final stage (or -1) and resize to
-    {1, 2}. Structural problems (kinds, non-positive fields) are left for :func:`validate`.
+    its new input size and its 1x1 output), other kernels are clamped to the input size, the
+    skip is moved to the nearest valid value (:func:`valid_skips`; -1 when it is below 1 or no
+    cell precedes the final stage) and resize to {1, 2}. Structural problems (kinds,
+    non-positive fields) are left for :func:`validate`.
     """
     out: list[LayerDescriptor] = []
     n = len(g.layers)
@@ -461,14 +521,14 @@ def repair(g: Genotype) -> Genotype:
                 layer = replace(layer, out_size=outs[0])
         out.append(layer)
 
-    skip = g.skip
-    cells = [i for i, layer in enumerate(out[:-1]) if layer.kind == LayerKind.CELL]
-    if skip < 0 or not cells:
-        skip = -1
-    elif skip not in cells:
-        skip = min(cells, key=lambda c: (abs(c - skip), c))  # the nearest earlier cell
     resize = g.resize if g.resize in (1, 2) else min((1, 2), key=lambda r: abs(r - g.resize))
-    return Genotype(tuple(out), skip=skip, resize=resize)
+    fixed = Genotype(tuple(out), skip=-1, resize=resize)
+    skip, options = g.skip, valid_skips(fixed)
+    if skip < 1 or not options:
+        return fixed  # -1, or a value below 1 (no extra input in the authors' builder either)
+    if skip not in options:
+        skip = min(options, key=lambda s: (abs(s - skip), s))  # the nearest valid skip
+    return replace(fixed, skip=skip)
 
 
 # --------------------------------------------------------------------------- files

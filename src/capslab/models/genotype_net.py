@@ -14,8 +14,9 @@ and strides come from the genes):
 - type 2 (DeepCaps cells): :class:`~capslab.layers.conv_caps.CapsCell`; the cell just before
   the final stage has the ConvCaps3D (3-D routing) skip branch; the LAST type-2 gene is
   FlatCaps + class capsules with routing.
-- ``skip`` (xtraskip): the output of that cell also feeds the final stage (see
-  :func:`skip_source`); ``resize == 2``: the input is upsampled 2x (bilinear) first.
+- ``skip`` (xtraskip, counted from 1): the output of layer ``skip - 1`` also feeds the final
+  stage (see :func:`capslab.genotype.skip_source`); ``resize == 2``: the input is upsampled
+  2x (bilinear) first.
 
 The number of classes comes from the dataset (``num_classes``), not from the genotype.
 """
@@ -38,6 +39,7 @@ from capslab.genotype import (
     LayerKind,
     load_genotype,
     parse_genotype,
+    skip_source,  # the one definition of xtraskip; re-exported here for existing callers
     validate,
 )
 from capslab.layers import ClassCaps
@@ -65,22 +67,6 @@ def as_genotype(genotype: Any) -> Genotype:
     raise GenotypeError(
         f"genotype must be a Genotype, a NASCaps list, a dict or a file path, got {type(genotype).__name__}"
     )
-
-
-def skip_source(g: Genotype) -> int | None:
-    """Index of the layer whose output the genotype's ``skip`` also sends to the final stage.
-
-    The NASCaps authors' builder counts layers from 1 here: ``skip = s`` feeds the output of
-    layer ``s - 1`` (0-based). That is how the published DeepCaps genotype's ``[4]`` selects the
-    THIRD cell (layer 3), as in DeepCaps itself. Returns ``None`` when there is no extra input:
-    ``skip < 1``, or layer ``s - 1`` is not a cell, or it is the last cell (which feeds the
-    final stage anyway).
-    """
-    src = g.skip - 1
-    n = len(g.layers)
-    if src < 0 or src >= n - 2 or g.layers[src].kind != LayerKind.CELL:
-        return None
-    return src
 
 
 class ConvGene(nn.Sequential):

@@ -17,7 +17,15 @@ from pymoo.core.mutation import Mutation
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 
-from capslab.genotype import Genotype, LayerDescriptor, LayerKind
+from capslab.genotype import (
+    Genotype,
+    LayerDescriptor,
+    LayerKind,
+    skip_cell,
+    skip_source,
+    skip_value,
+    valid_skips,
+)
 from capslab.nas.space import SearchSpace, genotype_key, sample
 
 
@@ -69,11 +77,15 @@ def valid_cut_points(a: Genotype, b: Genotype, space: SearchSpace) -> list[tuple
 
 
 def _child_skip(head: Genotype, i: int, tail: Genotype, j: int) -> int:
-    """Keep the skip with the cell it pointed at, whichever parent that cell came from."""
-    if 0 <= head.skip < i:
-        return head.skip
-    if tail.skip >= j:
-        return tail.skip - j + i
+    """The skip of ``head[:i] + tail[j:]``: it keeps pointing at the cell it pointed at in its
+    parent, whichever parent that cell came from (the head's first); -1 when neither parent's
+    skip cell is in the child."""
+    h = skip_cell(head)
+    if h is not None and h < i:
+        return skip_value(h)
+    t = skip_cell(tail)
+    if t is not None and t >= j:
+        return skip_value(t - j + i)  # the tail's layer t is the child's layer t - j + i
     return -1
 
 
@@ -94,18 +106,23 @@ def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotyp
     """Change one thing: a random layer's kernel, stride or number of capsules, or the skip
     position, to a different value; then repair. The class stage keeps its fixed shape.
 
+    A new skip is drawn among -1 and :func:`~capslab.genotype.valid_skips` (effective ones)
+    that change :func:`~capslab.genotype.skip_source`, i.e. the network's wiring.
+
     For a convolution "capsules" is its channel count (2^k), for a capsule layer or cell its
     capsule dimension.
     """
     body = len(g.layers) - 1  # the class stage is not mutated
-    cells = [i for i in range(body) if g.layers[i].kind == LayerKind.CELL]
+    source = skip_source(g)
+    skips = [
+        s for s in [-1, *valid_skips(g, effective=True)] if skip_source(replace(g, skip=s)) != source
+    ]
     choices = ["kernel", "stride", "capsules"]
-    if space.skip and cells:
+    if space.skip and skips:
         choices.append("skip")
     what = choices[int(rng.integers(len(choices)))]
     if what == "skip":
-        options = [s for s in [-1, *cells] if s != g.skip]
-        return space.repair(replace(g, skip=int(options[int(rng.integers(len(options)))])))
+        return space.repair(replace(g, skip=int(skips[int(rng.integers(len(skips)))])))
 
     idx = int(rng.integers(body))
     layer = g.layers[idx]

@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from capslab.genotype import Genotype, GenotypeError, LayerDescriptor, LayerKind, repair, validate
+from capslab.genotype import (
+    Genotype,
+    GenotypeError,
+    LayerDescriptor,
+    LayerKind,
+    repair,
+    valid_skips,
+    validate,
+)
 
 FAMILIES = ("sabour", "deepcaps")
 _FAMILY_KIND = {"sabour": LayerKind.CAPS, "deepcaps": LayerKind.CELL}
@@ -157,7 +165,7 @@ class SearchSpace:
             raise GenotypeError(
                 f"{g.num_capsule_layers} {family} capsule layers, outside {lo}-{hi}"
             )
-        if g.skip >= 0 and not self.skip:
+        if g.skip != -1 and not self.skip:
             raise GenotypeError("field skip: this space has no skip connection")
         return g
 
@@ -204,7 +212,8 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
 
     Like the authors' sampler: 3-6 convolutions (the first 9x9, stride 1), each with 2^k
     channels, then a Sabour stack (capsule types and dimensions drawn from the space) or a
-    DeepCaps stack (3x3 cells of 32 types, 4-D then 8-D); the class stage closes it.
+    DeepCaps stack (3x3 cells of 32 types, 4-D then 8-D); the class stage closes it. A DeepCaps
+    stack's skip is -1 or one of :func:`~capslab.genotype.valid_skips` (``effective=True``).
     """
     resize = _pick(rng, space.resizes)
     size = space.image_size * resize
@@ -227,7 +236,6 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
         add(LayerKind.CONV, kernel, stride, 2 ** _between(rng, space.conv_channel_exponents), 1)
 
     family = space.families[int(rng.integers(len(space.families)))]
-    skip = -1
     if family == "sabour":
         n_caps = _between(rng, space.caps_layers)
         for _ in range(n_caps - 1):
@@ -245,11 +253,12 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
             dim = space.cell_dims[0] if c == 0 else space.cell_dims[1]
             add(LayerKind.CELL, space.cell_kernel, _pick(rng, space.strides), space.cell_types, dim)
         kind = LayerKind.CELL
-        if space.skip:
-            cells = [i for i, layer in enumerate(layers) if layer.kind == LayerKind.CELL]
-            skip = _pick(rng, [-1, *cells])
     add(kind, size, 1, space.num_classes, space.class_dim)
-    g = space.repair(Genotype(tuple(layers), skip=skip, resize=resize))
+    g = Genotype(tuple(layers), resize=resize)
+    if space.skip and family == "deepcaps":
+        # -1 or a cell (not the last one, which feeds the class stage anyway): see skip_source
+        g = replace(g, skip=_pick(rng, [-1, *valid_skips(g, effective=True)]))
+    g = space.repair(g)
     return space.check_genotype(g)
 
 
