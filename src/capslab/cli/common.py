@@ -23,7 +23,7 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        except (ValueError, OSError, KeyError, RuntimeError, ImportError) as exc:
             if isinstance(exc, typer.Exit):
                 raise
             err_console.print(f"[bold red]error:[/] {exc}")

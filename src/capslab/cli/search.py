@@ -14,24 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from capslab.cli.common import err_console, friendly_errors, parse_options
+from capslab.cli.common import friendly_errors, parse_options
 
 console = Console()
 
-
-def _friendly(func):
-    """friendly_errors, plus the errors a search adds: an existing run, Ray missing."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return friendly_errors(func)(*args, **kwargs)
-        except (FileExistsError, ImportError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 search_app = typer.Typer(
     help="NASCaps: NSGA-II search over capsule networks for accuracy, energy, memory, latency.",
@@ -185,10 +171,10 @@ def _finish(result) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    search_app.command("run")(_friendly(run_cmd))
+    search_app.command("run")(friendly_errors(run_cmd))
 
     @search_app.command("resume")
-    @_friendly
+    @friendly_errors
     def resume_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder of `capslab search run`.")],
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json (e.g. to give a password).")] = None,
@@ -205,7 +191,7 @@ def register(app: typer.Typer) -> None:
         _finish(result)
 
     @search_app.command("report")
-    @_friendly
+    @friendly_errors
     def report_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder.")],
         out: Annotated[Path | None, typer.Option(help="Report folder (default: RUN/report).")] = None,
@@ -235,7 +221,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"{name}: {path}")
 
     @search_app.command("finalize")
-    @_friendly
+    @friendly_errors
     def finalize_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder.")],
         epochs: Annotated[int, typer.Option(min=1, help="Full-training epochs (paper: up to 300 on CIFAR-10).")] = 30,
@@ -280,7 +266,7 @@ def register(app: typer.Typer) -> None:
     # `capslab search --dataset mnist ...` runs a search, like `capslab search run ...`.
     def search_callback(ctx: typer.Context, **kwargs: Any) -> None:
         if ctx.invoked_subcommand is None:
-            _friendly(run_cmd)(**kwargs)
+            friendly_errors(run_cmd)(**kwargs)
 
     sig = inspect.signature(run_cmd, eval_str=True)
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
