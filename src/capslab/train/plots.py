@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
@@ -27,6 +28,7 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
     ax_loss.legend()
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
