@@ -1,8 +1,13 @@
-"""Capsule layers as ``nn.Module``s. Capsule tensors are ``[B, N, D]`` unless stated."""
+"""Capsule layers as ``nn.Module``s. Capsule tensors are ``[B, N, D]``; capsule grids are
+``[B, types, D, H, W]``."""
 
 from capslab.layers.class_caps import ClassCaps
+from capslab.layers.conv_caps import CapsCell, ConvCaps2D, ConvCaps3D, FlatCaps
 from capslab.layers.decoder import CapsuleDecoder
 from capslab.layers.input_norm import InputNormalization
 from capslab.layers.primary_caps import ConvStem, PrimaryCaps
 
-__all__ = ["ClassCaps", "CapsuleDecoder", "ConvStem", "InputNormalization", "PrimaryCaps"]
+__all__ = [
+    "CapsCell", "CapsuleDecoder", "ClassCaps", "ConvCaps2D", "ConvCaps3D", "ConvStem", "FlatCaps",
+    "InputNormalization", "PrimaryCaps",
+]
