@@ -357,8 +357,15 @@ class MemoryReport:
             "config": asdict(self.config), "device": self.device, "method": self.method,
             "torch": torch.__version__,
             "rows": [dict(asdict(r), peak_mib=r.peak_mib) for r in self.rows],
-            "fits": self.fits(), "comparison": self.comparison(),
+            "fits": self.fits(), "comparison": _finite_or_none(self.comparison()),
         }
+
+
+def _finite_or_none(d: dict | None) -> dict | None:
+    """Strict JSON has no Infinity: an infinite ratio (a flat denominator) becomes null."""
+    if d is None:
+        return None
+    return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
 
 
 def run_memory_study(
