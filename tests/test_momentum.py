@@ -337,4 +337,4 @@ def test_small_momentum_network_learns_mnist(mnist_root):
         for images, labels in BatchLoader(test, batch_size=250, shuffle=False):
             correct += (model(images).lengths.argmax(1) == labels).sum().item()
     accuracy = correct / len(test)
-    assert accuracy > 0.5, accuracy  # chance is 0.1 (about 0.8 is typical here)
+    assert accuracy > 0.5, accuracy  # chance is 0.1 (0.76 measured)
