@@ -9,6 +9,7 @@ over the OUTPUT capsules ``j`` (dim 2), never over the inputs: that axis is pinn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -19,6 +20,41 @@ from capslab.ops import safe_norm, squash
 def coupling_coefficients(logits: Tensor) -> Tensor:
     """``[B, n_in, n_out] -> [B, n_in, n_out]``: softmax of the routing logits over outputs."""
     return torch.softmax(logits, dim=2)
+
+
+def route(
+    u_hat: Tensor,
+    num_iterations: int,
+    update: Callable[[Tensor, Tensor, Tensor], Tensor],
+    detach_intermediate: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The iteration every routing shares: couplings -> weighted sum -> squash -> new logits.
+
+    Args:
+        u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
+        num_iterations: r >= 1; the logits are updated after each of the first r-1 iterations.
+        update: ``(logits [B, n_in, n_out], u_hat, v [B, n_out, D]) -> new logits``.
+        detach_intermediate: the first r-1 iterations see detached predictions.
+    Returns:
+        ``v [B, n_out, D]`` and the last couplings ``[B, n_in, n_out]``.
+    """
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    u_detached = u_hat.detach() if detach_intermediate else u_hat
+    logits = u_hat.new_zeros(u_hat.shape[:3])
+    for it in range(num_iterations):
+        last = it == num_iterations - 1
+        u = u_hat if last else u_detached
+        c = coupling_coefficients(logits)
+        v = squash(torch.einsum("bij,bijd->bjd", c, u))
+        if not last:
+            logits = update(logits, u, v)
+    return v, c
+
+
+def _agreement_update(logits: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """RBA: ``b_ij += <u_hat[j|i], v_j>``."""
+    return logits + torch.einsum("bijd,bjd->bij", u, v)
 
 
 def dynamic_routing(
@@ -38,17 +74,7 @@ def dynamic_routing(
     Returns:
         ``v`` of shape ``[B, n_out, D]`` (and the couplings when asked).
     """
-    if num_iterations < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
-    u_detached = u_hat.detach() if detach_intermediate else u_hat
-    logits = u_hat.new_zeros(u_hat.shape[:3])
-    for it in range(num_iterations):
-        last = it == num_iterations - 1
-        u = u_hat if last else u_detached
-        c = coupling_coefficients(logits)
-        v = squash(torch.einsum("bij,bijd->bjd", c, u))
-        if not last:
-            logits = logits + torch.einsum("bijd,bjd->bij", u, v)
+    v, c = route(u_hat, num_iterations, _agreement_update, detach_intermediate)
     if return_couplings:
         return v, c
     return v
@@ -87,25 +113,17 @@ def scaled_distance_agreement(
     Returns:
         ``v`` of shape ``[B, n_out, D]``.
     """
-    if num_iterations < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     n_out = u_hat.shape[2]
     pred_norm = safe_norm(u_hat, dim=-1, keepdim=True)  # [B, n_in, n_out, 1]
     limit = u_norm[:, :, None, None]
     u_hat = u_hat * torch.clamp(limit / pred_norm, max=1.0)
-    u_detached = u_hat.detach() if detach_intermediate else u_hat
-    logits = u_hat.new_zeros(u_hat.shape[:3])
-    for it in range(num_iterations):
-        last = it == num_iterations - 1
-        u = u_hat if last else u_detached
-        c = coupling_coefficients(logits)
-        v = squash(torch.einsum("bij,bijd->bjd", c, u))
-        if not last:
-            d = safe_norm(v.unsqueeze(1) - u, dim=-1)  # [B, n_in, n_out]
-            d_o = d.mean(dim=(1, 2), keepdim=True)
-            d_p = d_o / 2
-            logits = sda_inverse_temperature(d_o, d_p, n_out, p) * d
-    return v
+
+    def distance_update(_logits: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        d = safe_norm(v.unsqueeze(1) - u, dim=-1)  # [B, n_in, n_out]
+        d_o = d.mean(dim=(1, 2), keepdim=True)
+        return sda_inverse_temperature(d_o, d_o / 2, n_out, p) * d
+
+    return route(u_hat, num_iterations, distance_update, detach_intermediate)[0]
 
 
 # --- routing over capsule grids (convolutional capsules) ---------------------------------------
