@@ -24,6 +24,12 @@ class CapsuleOutput(NamedTuple):
     reconstruction: Tensor | None
 
 
+def decoder_kind(decoder: bool, small_decoder: bool) -> str:
+    """The models' ``decoder`` / ``small_decoder`` flags as :class:`CapsuleClassifier`'s
+    ``decoder`` argument: ``"none"``, ``"small"`` or ``"full"``."""
+    return "none" if not decoder else ("small" if small_decoder else "full")
+
+
 class CapsuleClassifier(nn.Module):
     """Base class: subclasses build ``self`` layers and implement :meth:`encode`.
 

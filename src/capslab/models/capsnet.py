@@ -8,7 +8,7 @@ from torch import Tensor
 
 from capslab.layers import ClassCaps, ConvStem, PrimaryCaps
 from capslab.layers.primary_caps import conv_output_size
-from capslab.models.base import CapsuleClassifier
+from capslab.models.base import CapsuleClassifier, decoder_kind
 from capslab.models.registry import register_model
 
 
@@ -37,10 +37,9 @@ class CapsNet(CapsuleClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
-        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
         super().__init__(
-            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
-            normalization, mean, std,
+            (in_channels, image_size, image_size), num_classes, class_dim,
+            decoder_kind(decoder, small_decoder), normalization, mean, std,
         )
         self.conv = ConvStem(in_channels, conv_channels, 9, 1)
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from capslab.layers import ClassCaps
 from capslab.layers.conv_caps import CapsCell, FlatCaps, SameConv2d, features_to_grid
-from capslab.models.base import CapsuleClassifier
+from capslab.models.base import CapsuleClassifier, decoder_kind
 from capslab.models.registry import register_model
 
 
@@ -72,10 +72,9 @@ class DeepCaps(CapsuleClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
-        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
         super().__init__(
-            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
-            normalization, mean, std,
+            (in_channels, image_size, image_size), num_classes, class_dim,
+            decoder_kind(decoder, small_decoder), normalization, mean, std,
         )
         dims = [int(d) for d in capsule_dims]
         if not dims:

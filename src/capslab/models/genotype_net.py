@@ -44,7 +44,7 @@ from capslab.genotype import (
 )
 from capslab.layers import ClassCaps
 from capslab.layers.conv_caps import CapsCell, ConvCaps2D, FlatCaps, SameConv2d, features_to_grid
-from capslab.models.base import CapsuleClassifier
+from capslab.models.base import CapsuleClassifier, decoder_kind
 from capslab.models.registry import register_model
 from capslab.ops import safe_norm
 from capslab.routing import dynamic_routing, scaled_distance_agreement
@@ -157,10 +157,9 @@ class GenotypeNet(CapsuleClassifier):
             image_size = g.input_size // g.resize
         layers = g.layers
         class_dim = layers[-1].out_capsules
-        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
         super().__init__(
-            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
-            normalization, mean, std,
+            (in_channels, image_size, image_size), num_classes, class_dim,
+            decoder_kind(decoder, small_decoder), normalization, mean, std,
         )
         self.genotype = g
         self.resize = g.resize
