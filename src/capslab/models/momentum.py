@@ -8,6 +8,7 @@ connected capsule layers (32 -> 32, routing in every layer) -> capsule layer 2
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ from capslab.layers.momentum import (
     make_blocks,
 )
 from capslab.layers.primary_caps import conv_output_size
-from capslab.models.base import CapsuleClassifier
+from capslab.models.base import CapsuleClassifier, decoder_kind
 from capslab.models.registry import register_model
 
 
@@ -64,10 +65,9 @@ class BlockCapsNet(CapsuleClassifier):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        decoder_kind = "none" if not decoder else ("small" if small_decoder else "full")
         super().__init__(
-            (in_channels, image_size, image_size), num_classes, class_dim, decoder_kind,
-            normalization, mean, std,
+            (in_channels, image_size, image_size), num_classes, class_dim,
+            decoder_kind(decoder, small_decoder), normalization, mean, std,
         )
         grid = conv_output_size(conv_output_size(image_size, 9, 1), 9, 2)
         if grid < 1:
@@ -119,54 +119,20 @@ class MoCapsNet(BlockCapsNet):
         super().__init__(factory, **options)
 
 
-@register_model("rescapsnet")
-def rescapsnet(
-    in_channels: int = 1,
-    image_size: int = 28,
-    num_classes: int = 10,
-    num_blocks: int = 1,
-    routing: str = "rba",
-    routing_iterations: int = 3,
-    conv_channels: int = 256,
-    primary_types: int = 32,
-    primary_dim: int = 8,
-    block_capsules: int = 32,
-    block_dim: int = 8,
-    class_dim: int = 16,
-    init_std: float | None = None,
-    decoder: bool = True,
-    small_decoder: bool = False,
-    normalization: str = "per-image",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> ResCapsNet:
-    """Residual capsule network (Gugglberger et al. 2021); see :class:`BlockCapsNet`."""
-    return ResCapsNet(**dict(locals()))
+def _register(name: str, cls: type[BlockCapsNet]) -> None:
+    """Register ``cls`` as model ``name`` with the signature of what ``cls(**options)`` accepts
+    (BlockCapsNet's options less ``stack_factory``, then the class's own), so that the registry
+    lists and checks every option."""
+    own = list(inspect.signature(cls.__init__).parameters.values())[1:-1]  # less self, **options
+    shared = list(inspect.signature(BlockCapsNet.__init__).parameters.values())[2:]
+    cls.__signature__ = inspect.Signature(
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in (*shared, *own)]
+    )
+    register_model(name)(cls)
 
 
-@register_model("mocapsnet")
-def mocapsnet(
-    in_channels: int = 1,
-    image_size: int = 28,
-    num_classes: int = 10,
-    num_blocks: int = 1,
-    gamma: float = 0.9,
-    memory_efficient: bool = True,
-    routing: str = "rba",
-    routing_iterations: int = 3,
-    conv_channels: int = 256,
-    primary_types: int = 32,
-    primary_dim: int = 8,
-    block_capsules: int = 32,
-    block_dim: int = 8,
-    class_dim: int = 16,
-    init_std: float | None = None,
-    decoder: bool = True,
-    small_decoder: bool = False,
-    normalization: str = "per-image",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    frac_bits: int = DEFAULT_FRAC_BITS,
-) -> MoCapsNet:
-    """Momentum capsule network (Gugglberger et al.); see :class:`MoCapsNet`."""
-    return MoCapsNet(**dict(locals()))
+_register("rescapsnet", ResCapsNet)
+_register("mocapsnet", MoCapsNet)
+# the registered names, importable as the factory functions they once were
+rescapsnet = ResCapsNet
+mocapsnet = MoCapsNet
