@@ -65,14 +65,6 @@ def features_to_grid(x: Tensor, num_types: int) -> Tensor:
     return x.view(b, num_types, c // num_types, h, w)
 
 
-def _check_grid(layer: nn.Module, x: Tensor, types: int, dim: int) -> None:
-    if x.dim() != 5 or x.shape[1] != types or x.shape[2] != dim:
-        raise ValueError(
-            f"{type(layer).__name__} expects a capsule grid [B, {types}, {dim}, H, W], "
-            f"got shape {tuple(x.shape)}"
-        )
-
-
 DEFAULT_INIT_GAIN = 3.0
 
 
@@ -91,7 +83,35 @@ def capsule_conv_init_(weight: Tensor, in_dim: int, out_dim: int, gain: float = 
     nn.init.normal_(weight, std=gain * math.sqrt(in_dim / (out_dim * fan_in)))
 
 
-class ConvCaps2D(nn.Module):
+class _CapsGridConv(nn.Module):
+    """What ConvCaps2D and ConvCaps3D share: their sizes, "same" output size, input check and
+    description. ``[B, T_in, D_in, H, W] -> [B, T_out, D_out, ceil(H / stride), ...]``."""
+
+    def __init__(self, in_types: int, in_dim: int, out_types: int, out_dim: int,
+                 kernel_size: int, stride: int, routing_iterations: int):
+        super().__init__()
+        self.in_types, self.in_dim, self.out_types, self.out_dim = in_types, in_dim, out_types, out_dim
+        self.kernel_size, self.stride = kernel_size, stride
+        self.routing_iterations = routing_iterations
+
+    def output_size(self, size: int) -> int:
+        return same_output_size(size, self.stride)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 5 or x.shape[1] != self.in_types or x.shape[2] != self.in_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects a capsule grid "
+                f"[B, {self.in_types}, {self.in_dim}, H, W], got shape {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_types}x{self.in_dim} -> {self.out_types}x{self.out_dim}, "
+            f"kernel={self.kernel_size}, stride={self.stride}, routing={self.routing_iterations}"
+        )
+
+
+class ConvCaps2D(_CapsGridConv):
     """2-D convolutional capsules: ``[B, T_in, D_in, H, W] -> [B, T_out, D_out, H', W']``.
 
     ``H' = ceil(H / stride)`` ("same" padding).
@@ -122,14 +142,12 @@ class ConvCaps2D(nn.Module):
         bias: bool = True,
         init_gain: float = DEFAULT_INIT_GAIN,
     ):
-        super().__init__()
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride) < 1:
             raise ValueError("ConvCaps2D sizes, kernel and stride must all be >= 1")
         if routing_iterations < 0:
             raise ValueError(f"routing_iterations must be >= 0, got {routing_iterations}")
-        self.in_types, self.in_dim, self.out_types, self.out_dim = in_types, in_dim, out_types, out_dim
-        self.kernel_size, self.stride = kernel_size, stride
-        self.routing_iterations = routing_iterations
+        super().__init__(in_types, in_dim, out_types, out_dim, kernel_size, stride,
+                         routing_iterations)
         if routing_iterations == 0:
             self.conv = nn.Conv2d(in_types * in_dim, out_types * out_dim, kernel_size, stride,
                                   bias=bias)
@@ -141,31 +159,25 @@ class ConvCaps2D(nn.Module):
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
 
-    def output_size(self, size: int) -> int:
-        return same_output_size(size, self.stride)
-
     def votes(self, x: Tensor) -> Tensor:
         """``[B, T_in, D_in, H, W] -> [B, T_in, T_out, D_out, H', W']`` (routing variant only)."""
-        b, _, _, h, w = x.shape
-        y = self.conv(pad_same(x.reshape(b, -1, h, w), self.kernel_size, self.stride))
-        return y.view(b, self.in_types, self.out_types, self.out_dim, *y.shape[-2:])
+        y = self._conv(x)
+        return y.view(x.shape[0], self.in_types, self.out_types, self.out_dim, *y.shape[-2:])
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_grid(self, x, self.in_types, self.in_dim)
+        self._check_input(x)
         if self.routing_iterations > 0:
             return dynamic_routing_3d(self.votes(x), self.routing_iterations)
+        y = self._conv(x)
+        return squash(y.view(x.shape[0], self.out_types, self.out_dim, *y.shape[-2:]), dim=2)
+
+    def _conv(self, x: Tensor) -> Tensor:
+        """The grid read as ``T_in * D_in`` channels, convolved: ``[B, C_out, H', W']``."""
         b, _, _, h, w = x.shape
-        y = self.conv(pad_same(x.reshape(b, -1, h, w), self.kernel_size, self.stride))
-        return squash(y.view(b, self.out_types, self.out_dim, *y.shape[-2:]), dim=2)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_types}x{self.in_dim} -> {self.out_types}x{self.out_dim}, "
-            f"kernel={self.kernel_size}, stride={self.stride}, routing={self.routing_iterations}"
-        )
+        return self.conv(pad_same(x.reshape(b, -1, h, w), self.kernel_size, self.stride))
 
 
-class ConvCaps3D(nn.Module):
+class ConvCaps3D(_CapsGridConv):
     """DeepCaps' 3-D convolutional capsules with 3-D dynamic routing.
 
     ``[B, T_in, D_in, H, W] -> [B, T_out, D_out, H', W']`` (``H' = ceil(H / stride)``).
@@ -199,22 +211,17 @@ class ConvCaps3D(nn.Module):
         bias_init: float = 0.1,
         init_gain: float = DEFAULT_INIT_GAIN,
     ):
-        super().__init__()
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride, routing_iterations) < 1:
             raise ValueError("ConvCaps3D sizes, kernel, stride and routing_iterations must be >= 1")
         if coupling not in COUPLING_MODES_3D:
             raise ValueError(f"coupling must be one of {COUPLING_MODES_3D}, got {coupling!r}")
-        self.in_types, self.in_dim, self.out_types, self.out_dim = in_types, in_dim, out_types, out_dim
-        self.kernel_size, self.stride = kernel_size, stride
-        self.routing_iterations = routing_iterations
+        super().__init__(in_types, in_dim, out_types, out_dim, kernel_size, stride,
+                         routing_iterations)
         self.coupling = coupling
         self.conv = nn.Conv3d(1, out_types * out_dim, (in_dim, kernel_size, kernel_size),
                               (in_dim, stride, stride), bias=False)
         capsule_conv_init_(self.conv.weight, in_dim, out_dim, init_gain)
         self.bias = nn.Parameter(torch.full((out_types, out_dim), float(bias_init)))
-
-    def output_size(self, size: int) -> int:
-        return same_output_size(size, self.stride)
 
     def votes(self, x: Tensor) -> Tensor:
         """``[B, T_in, D_in, H, W] -> [B, T_in, T_out, D_out, H', W']``."""
@@ -226,16 +233,12 @@ class ConvCaps3D(nn.Module):
         return y.permute(0, 3, 1, 2, 4, 5)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_grid(self, x, self.in_types, self.in_dim)
+        self._check_input(x)
         return dynamic_routing_3d(self.votes(x), self.routing_iterations, self.bias,
                                   mode=self.coupling)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_types}x{self.in_dim} -> {self.out_types}x{self.out_dim}, "
-            f"kernel={self.kernel_size}, stride={self.stride}, routing={self.routing_iterations}, "
-            f"coupling={self.coupling}"
-        )
+        return f"{super().extra_repr()}, coupling={self.coupling}"
 
 
 class FlatCaps(nn.Module):
