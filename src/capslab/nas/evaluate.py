@@ -16,14 +16,17 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capslab.genotype import Genotype, GenotypeError
 from capslab.nas.journal import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
+
+if TYPE_CHECKING:
+    from capslab.train import TrainConfig
 
 
 class CandidateTimeout(Exception):
@@ -64,6 +67,29 @@ class TrainingSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, config: Any, **values: Any) -> TrainingSettings:
+        """The settings that the dataclass ``config`` (e.g. a search's) holds under the same
+        field names, plus ``values``."""
+        return cls(**_shared_fields(config, cls), **values)
+
+    def train_config(self, **values: Any) -> TrainConfig:
+        """The :class:`capslab.train.TrainConfig` of these settings (all but ``out_dir`` are
+        its fields), plus ``values``."""
+        from capslab.train import TrainConfig
+
+        return TrainConfig(**_shared_fields(self, TrainConfig), **values)
+
+
+def _shared_fields(source: Any, target: type) -> dict[str, Any]:
+    """``source``'s values of the dataclass fields that ``target`` has too (mappings copied)."""
+    names = {f.name for f in fields(target)}
+    return {
+        f.name: dict(v) if isinstance(v := getattr(source, f.name), dict) else v
+        for f in fields(source)
+        if f.name in names
+    }
+
 
 class TrainedAccuracy:
     """Accuracy of a genotype after ``settings.epochs`` epochs of training with
@@ -73,28 +99,15 @@ class TrainedAccuracy:
         self.settings = settings
 
     def __call__(self, genotype: Genotype, time_limit: float | None = None) -> float:
-        from capslab.train import TrainConfig, train
+        from capslab.train import train
 
         s = self.settings
         out = None
         if s.out_dir is not None:
             out = str(Path(s.out_dir) / _short_name(genotype))
-        config = TrainConfig(
+        config = s.train_config(
             model="genotype",
             model_options={"genotype": genotype.to_nascaps()},
-            dataset=s.dataset,
-            data_dir=s.data_dir,
-            epochs=s.epochs,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            policy=s.policy,
-            policy_options=dict(s.policy_options),
-            optimizer=s.optimizer,
-            augment=s.augment,
-            subset=s.subset,
-            test_subset=s.test_subset,
-            seed=s.seed,
-            device=s.device,
             out=out,
             time_limit=time_limit,
             checkpoints=False,

@@ -113,20 +113,7 @@ class SearchConfig:
         out = None
         if self.keep_candidates and run_dir is not None:
             out = str(Path(run_dir) / "candidates")
-        return TrainingSettings(
-            dataset=self.dataset,
-            epochs=self.epochs,
-            subset=self.subset,
-            test_subset=self.test_subset,
-            policy=self.policy,
-            policy_options=dict(self.policy_options),
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-            device=self.device,
-            data_dir=self.data_dir,
-            out_dir=out,
-        )
+        return TrainingSettings.of(self, out_dir=out)
 
     def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
         return Evaluator(
@@ -201,6 +188,22 @@ def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Jou
 
 
 # ---------------------------------------------------------------------- the loop
+def _run(
+    config: SearchConfig,
+    journal: Journal,
+    run_dir: Path,
+    progress: ProgressFn | None,
+    evaluator: Callable[[Genotype], EvaluationRecord] | None,
+    workers: int,
+    ray_address: str | None,
+    mp_context: str,
+) -> SearchResult:
+    """:func:`_drive` with ``evaluator`` (default: the config's) in a pool of ``workers``."""
+    evaluator = evaluator or config.evaluator(run_dir)
+    with make_pool(evaluator, workers, ray_address, mp_context) as pool, journal:
+        return _drive(config, journal, pool, progress, run_dir)
+
+
 def _drive(
     config: SearchConfig,
     journal: Journal,
@@ -307,9 +310,7 @@ def run_search(
     journal = Journal(url, run_id)
     journal.create_run(config.seed, config.identity())
     _write_run_file(run_dir, run_id, url, config)
-    evaluator = evaluator or config.evaluator(run_dir)
-    with make_pool(evaluator, workers, ray_address, mp_context) as pool, journal:
-        return _drive(config, journal, pool, progress, run_dir)
+    return _run(config, journal, run_dir, progress, evaluator, workers, ray_address, mp_context)
 
 
 def resume(
@@ -332,9 +333,7 @@ def resume(
     recorded = journal.run_info()["config"]
     if recorded != config.identity():
         raise ResumeError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
-    evaluator = evaluator or config.evaluator(run_dir)
-    with make_pool(evaluator, workers, ray_address, mp_context) as pool, journal:
-        return _drive(config, journal, pool, progress, run_dir)
+    return _run(config, journal, run_dir, progress, evaluator, workers, ray_address, mp_context)
 
 
 def objectives_array(records: list[EvaluationRecord]) -> np.ndarray:
