@@ -26,3 +26,16 @@ def mnist_root() -> Path:
         pytest.skip("MNIST originals not found: set CAPSLAB_DATA to the datasets folder")
     os.environ.setdefault("CAPSLAB_DATA", str(root))
     return root
+
+
+@pytest.fixture
+def isolated_data(tmp_path, monkeypatch):
+    """No test touches the user's cache or sees the real data folders by accident: a fresh
+    ``XDG_CACHE_HOME``, no ``CAPSLAB_DATA`` and an empty in-memory dataset cache."""
+    from capslab.data import clear_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
+    clear_cache()
+    yield
+    clear_cache()

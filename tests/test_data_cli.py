@@ -10,21 +10,17 @@ import pytest
 from typer.testing import CliRunner
 
 from capslab.cli.main import app
-from capslab.data import clear_cache, default_data_dir, sources
+from capslab.data import default_data_dir, sources
 from capslab.data.registry import get_spec
 from capslab.data.testing import write_fake_mnist
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
+def _wide_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    clear_cache()
-    yield
-    clear_cache()
 
 
 def run(*args: str):

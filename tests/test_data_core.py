@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import struct
-
 import numpy as np
 import pytest
 import torch
@@ -13,43 +9,15 @@ import torch
 from capslab.data import (
     BatchLoader,
     ImageDataset,
-    clear_cache,
     dataset_info,
     list_datasets,
     load_dataset,
     random_shift,
     stratified_subset,
 )
+from capslab.data.testing import write_idx_split
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """No test touches the user's cache or sees the real data folders by accident."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
-    clear_cache()
-    yield
-    clear_cache()
-
-
-def idx_bytes(arr: np.ndarray, magic: int) -> bytes:
-    return struct.pack(f">I{arr.ndim}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
-
-
-def write_idx_split(folder, prefix, n, seed=0, size=28):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    rng.shuffle(labels)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, data in (
-        (f"{prefix}-images-idx3-ubyte.gz", gzip.compress(idx_bytes(images, 2051))),
-        (f"{prefix}-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(labels, 2049))),
-    ):
-        (folder / name).write_bytes(data)
-        files[name] = hashlib.md5(data).hexdigest()
-    return images, labels, files
+pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 
 def test_registry_info():

@@ -29,14 +29,7 @@ from capslab.data.testing import (
     write_svhn,
 )
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 
 # ---------------------------------------------------------------- IDX

@@ -31,13 +31,7 @@ REAL_DATA = os.environ.get("CAPSLAB_DATA") or str(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 
 def test_search_order(tmp_path, monkeypatch):
