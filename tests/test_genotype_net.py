@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fit_and_score, mnist_subsets
 
 import capslab.genotype as genotype_module
+from capslab.data import BatchLoader
 from capslab.genotype import (
     CAPSNET_GENOTYPE,
     DEEPCAPS_GENOTYPE,
@@ -181,29 +183,12 @@ def _mnist_available() -> bool:
 @pytest.mark.skipif(not _mnist_available(), reason="MNIST not found (set CAPSLAB_DATA to the "
                     "folder holding mnist/, e.g. /work/shared/datasets)")
 def test_small_genotype_network_learns_mnist_subset():
-    from capslab.data import BatchLoader, load_dataset, stratified_subset
-
     torch.manual_seed(0)
-    train = load_dataset("mnist", "train")
-    test = load_dataset("mnist", "test")
-    train = train.subset(stratified_subset(train.labels, 2000, seed=0))
-    test = test.subset(stratified_subset(test.labels, 500, seed=0))
+    train, test = mnist_subsets(2000, 500)
     model = create_model("genotype", genotype=SMALL_GENES, in_channels=1, image_size=28,
                          num_classes=10, decoder=False, mean=train.info.mean, std=train.info.std)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(2):
-        model.train()
-        for x, y in BatchLoader(train, 64, shuffle=True, seed=epoch):
-            out = model(x, y)
-            loss, _, _ = capsule_loss(out.lengths, y, None, x)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in BatchLoader(test, 250, shuffle=False):
-            correct += (model(x).lengths.argmax(dim=1) == y).sum().item()
-    accuracy = correct / len(test.labels)
+    accuracy = fit_and_score(
+        model, lambda epoch: BatchLoader(train, 64, shuffle=True, seed=epoch), test, epochs=2
+    )
     print(f"small genotype network: {accuracy:.3f} test accuracy on 500 MNIST images")
     assert accuracy > 0.75, f"test accuracy {accuracy:.3f} after 2 epochs (chance is 0.10)"

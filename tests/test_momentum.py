@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from helpers import fit_and_score, mnist_subsets
 
+from capslab.data import BatchLoader
 from capslab.layers.momentum import (
     MomentumCapsuleStack,
     RationalGamma,
@@ -312,29 +314,10 @@ def test_inference_same_in_both_modes():
 
 
 def test_small_momentum_network_learns_mnist(mnist_root):
-    from capslab.data import BatchLoader, load_dataset, stratified_subset
-
-    train = load_dataset("mnist", "train", root=mnist_root)
-    test = load_dataset("mnist", "test", root=mnist_root)
-    train = train.subset(stratified_subset(train.labels, 2000, seed=0))
-    test = test.subset(stratified_subset(test.labels, 500, seed=0))
+    train, test = mnist_subsets(2000, 500, root=mnist_root)
     torch.manual_seed(0)
     model = create_model("mocapsnet", num_blocks=2, routing="sda", conv_channels=16,
                          primary_types=4, decoder=False)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loader = BatchLoader(train, batch_size=32, shuffle=True, seed=0)
-    model.train()
-    for _ in range(2):
-        for images, labels in loader:
-            out = model(images, labels)
-            loss = capsule_loss(out.lengths, labels, out.reconstruction, images)[0]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for images, labels in BatchLoader(test, batch_size=250, shuffle=False):
-            correct += (model(images).lengths.argmax(1) == labels).sum().item()
-    accuracy = correct / len(test)
+    loader = BatchLoader(train, batch_size=32, shuffle=True, seed=0)  # a new order each epoch
+    accuracy = fit_and_score(model, lambda epoch: loader, test, epochs=2)
     assert accuracy > 0.5, accuracy  # chance is 0.1 (0.76 measured)
