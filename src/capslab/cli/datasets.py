@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from capslab.cli.common import console, err_console
 
 
 def _human(n: int | None) -> str:
@@ -117,7 +118,6 @@ def datasets(
     from capslab.data.errors import DatasetError
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
 
-    err = Console(stderr=True)
     root = str(data_dir) if data_dir is not None else None
     try:
         selected = [canonical_name(n) for n in names] if names else list_datasets()
@@ -125,23 +125,23 @@ def datasets(
         for n in download or []:
             to_download.extend(list_datasets() if n.lower() == "all" else [canonical_name(n)])
     except DatasetError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
 
     for name in dict.fromkeys(to_download):
         dest = (Path(root) if root else sources.default_data_dir()) / name
         if not as_json:
-            err.print(f"downloading {name} into {dest} ...", highlight=False)
+            err_console.print(f"downloading {name} into {dest} ...", highlight=False)
         try:
             from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), console=err, disable=as_json) as bar:
+                          TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
                 task = bar.add_task(name, total=None)
                 sources.download(name, root, progress=lambda done, total, t=task: bar.update(
                     t, completed=done, total=total))
         except DatasetError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2) from None
 
     rows = collect(selected, root, verify)
@@ -156,7 +156,6 @@ def datasets(
         typer.echo(json.dumps(out, indent=2))
         raise typer.Exit(1 if failed and verify else 0)
 
-    console = Console()
     console.print("Searched, in order:", highlight=False)
     folders: dict[Path, tuple[str, list[str]]] = {}
     for n in selected:
@@ -183,7 +182,7 @@ def datasets(
     console.print(table)
     for r in rows:
         if r["verified"] is False:
-            err.print(f"[bold red]checksum:[/] {r['check']}", highlight=False)
+            err_console.print(f"[bold red]checksum:[/] {r['check']}", highlight=False)
     missing = sorted({r["dataset"] for r in rows if not r["present"]})
     if missing:
         console.print(

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from capslab.cli.common import console, err_console
 
 PUBLISHED = ("capsnet", "deepcaps")
 
@@ -22,7 +23,7 @@ class _Model(StrEnum):
 
 
 def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(
+    err_console.print(
         f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
     )
     raise typer.Exit(2)
@@ -80,7 +81,6 @@ def hw(
         typer.echo(json.dumps(d, indent=2))
         return
 
-    console = Console()
     console.print(f"[bold]{source}[/]: {g.describe()}", highlight=False)
     console.print(f"[dim]{acc.describe()}[/]", highlight=False)
     if layers:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from capslab.cli.common import console, err_console
+
 
 def register(app: typer.Typer) -> None:
     @app.command("memory")
@@ -39,7 +41,6 @@ def register(app: typer.Typer) -> None:
         allocator reports to torch.profiler during the step (not the RSS). Slopes per added
         block are fitted by least squares; capsnet (no blocks) is a flat reference line.
         """
-        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from capslab.memory import (
@@ -52,7 +53,6 @@ def register(app: typer.Typer) -> None:
             write_report,
         )
 
-        err = Console(stderr=True)
         try:
             config = MemoryConfig(
                 models=tuple(m.strip() for m in models.split(",") if m.strip()),
@@ -69,13 +69,13 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
             ).validate()
         except ValueError as e:
-            err.print(f"[red]error:[/] {e}")
+            err_console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
 
         points = plan(config)
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=err, transient=as_json,
+            TimeElapsedColumn(), console=err_console, transient=as_json,
         ) as progress:
             task = progress.add_task("measuring", total=len(points))
 
@@ -89,6 +89,5 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         else:
-            console = Console()
             console.print(render_table(report))
             console.print("written: " + ", ".join(paths.values()))

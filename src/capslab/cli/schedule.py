@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from capslab.cli.common import console
 from capslab.train.policies import POLICIES, Schedule, build_schedule, parse_policy_options
 
 
@@ -111,7 +111,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(schedule_json(sched)))
         else:
-            console = Console()
             console.print(schedule_table(sched, all_steps))
             opts = ", ".join(f"{k}={v}" for k, v in sched.to_dict()["options"].items())
             console.print(f"[bold]{policy}[/]: {opts}; {sched.total_steps} optimiser steps")

@@ -11,13 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from capslab.cli.common import friendly_errors, parse_options
-
-console = Console()
-
+from capslab.cli.common import console, friendly_errors, parse_options
 
 search_app = typer.Typer(
     help="NASCaps: NSGA-II search over capsule networks for accuracy, energy, memory, latency.",

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from capslab.cli.common import console, err_console
 from capslab.cli.groups import study_app
 
 
@@ -57,7 +57,6 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command lives unde
         )
         from capslab.train.policies import POLICIES, parse_policy_options
 
-        console = Console()
         try:
             chosen = _split(policies) or list(POLICIES)
             study = StudyConfig(
@@ -72,7 +71,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command lives unde
             )
             result = run_study(study, goal=goal, tolerance=tolerance, progress=not quiet)
         except (StudyError, ValueError) as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+            err_console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
 
         table = Table(title=f"FasTrCaps study: {dataset}, {epochs} epochs, {repeats} run(s) each")

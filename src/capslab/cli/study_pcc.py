@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from capslab.cli.common import friendly_errors
+from capslab.cli.common import console, friendly_errors
 from capslab.cli.groups import study_app
-
-console = Console()
 
 
 def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command lives under `capslab study`

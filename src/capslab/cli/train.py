@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         seed: int = 0,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
         precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+        compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster after a warm-up).")] = False,
         data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (else $CAPSLAB_DATA, else the cache).")] = None,
         download: Annotated[bool, typer.Option(help="Download missing dataset files (online).")] = False,
         augment: Annotated[bool, typer.Option(help="Random shift by up to 2 pixels (training only).")] = True,
@@ -86,7 +87,7 @@ def register(app: typer.Typer) -> None:
             download=download, epochs=epochs, batch_size=batch_size, lr=lr, policy=policy,
             policy_options=parse_policy_options(policy_opt, policy), optimizer=optimizer, subset=subset,
             test_subset=test_subset, seed=seed, out=str(out) if out else None, device=device,
-            precision=precision, resume=resume, tensorboard=tensorboard, augment=augment,
+            precision=precision, compile=compile_, resume=resume, tensorboard=tensorboard, augment=augment,
             reconstruction_weight=reconstruction_weight,
         )
         if config is not None:

@@ -208,6 +208,8 @@ def train(
         writer = SummaryWriter(log_dir=str(out / "tensorboard"))
 
     parameters = count_parameters(model)
+    # checkpoints always hold the plain module's state dict; only the calls go through compile
+    forward = torch.compile(model) if config.compile else model
     progress_bar = _progress(progress)
     ctx = progress_bar if progress_bar is not None else nullcontext()
     with ctx:
@@ -228,7 +230,7 @@ def train(
                     group["lr"] = lr
                 images, labels = images.to(device), labels.to(device)
                 with _autocast(device, config.precision):
-                    output = model(images, labels)
+                    output = forward(images, labels)
                 loss, margin, recon = capsule_loss(
                     output.lengths.float(), labels,
                     None if output.reconstruction is None else output.reconstruction.float(),
@@ -258,7 +260,7 @@ def train(
                 if config.time_limit is not None and time.perf_counter() - started > config.time_limit:
                     raise TrainingTimeout(f"run exceeded its time limit of {config.time_limit:g} s")
             epoch_seconds = time.perf_counter() - epoch_start
-            test = evaluate(model, _eval_loader(test_set, config), device, config.reconstruction_weight, config.precision)
+            test = evaluate(forward, _eval_loader(test_set, config), device, config.reconstruction_weight, config.precision)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / max(seen, 1),
@@ -329,7 +331,9 @@ def train(
 
             plot_history(history, out / "curves.png")
             if getattr(model, "decoder", None) is not None:
-                images = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))]).to(device)
+                sample = test_set.subset(torch.arange(min(8, len(test_set))))
+                images, _ = next(iter(BatchLoader(sample, len(sample), shuffle=False)))
+                images = images.to(device)
                 model.eval()
                 with torch.no_grad():
                     recon = model(images).reconstruction
