@@ -59,7 +59,7 @@ def default_variants(include_plain: bool = True, compile_: bool = False) -> list
     variants.append(Variant("capslab eager", lambda: create_model("capsnet")))
     variants.append(Variant("capslab channels-last", lambda: create_model("capsnet"), channels_last=True))
     if compile_:
-        variants.append(Variant("capslab compiled", lambda: torch.compile(create_model("capsnet")), True))
+        variants.append(Variant("capslab compiled", lambda: torch.compile(create_model("capsnet"))))
     return variants
 
 

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     @friendly_errors
     def bench_cmd(
-        steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement (median).")] = 3,
+        steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement (median).")] = 5,
         warmup: Annotated[int, typer.Option(min=0)] = 1,
         device: Annotated[str, typer.Option(help="auto (CPU and the GPU when present), cpu or cuda.")] = "auto",
         compile_: Annotated[bool, typer.Option("--compile", help="Also measure torch.compile.")] = False,
