@@ -124,3 +124,18 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
     assert res.exit_code == 2 and "classes" in res.output
     res = runner.invoke(app, ["train", "--model", "capsnet", "--model-opt", "bogus=1", "--epochs", "1"])
     assert res.exit_code == 2 and "bogus" in res.output
+
+
+def test_tensorboard_logs_per_step_lr_and_batch_size(mnist_root, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny_config(tmp_path / "tb", epochs=1, subset=200, tensorboard=True,
+                      policy="warm-restarts"), progress=False)
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    lrs = [e.value for e in acc.Scalars("step/lr")]
+    assert len(lrs) == 7  # ceil(200 / 32) optimiser steps
+    assert lrs[0] > lrs[-1]  # the cosine cycle decays within the epoch
+    assert {e.value for e in acc.Scalars("step/batch_size")} == {32}
+    assert len(acc.Scalars("epoch/test_accuracy")) == 1

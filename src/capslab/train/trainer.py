@@ -203,7 +203,12 @@ def train(
 
     writer = None
     if config.tensorboard and out is not None:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ImportError(
+                "--tensorboard needs the tensorboard package: pip install 'capslab[tensorboard]'"
+            ) from exc
 
         writer = SummaryWriter(log_dir=str(out / "tensorboard"))
 
