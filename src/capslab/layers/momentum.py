@@ -262,6 +262,9 @@ class _ReversibleMomentum(torch.autograd.Function):
             state = momentum_step(state, block, stack.rational_gamma, stack.frac_bits, x0.dtype)
         ctx.stack = stack
         ctx.dtype = x0.dtype
+        # the backward recomputes every block under the same autocast state (bf16 training):
+        # otherwise it would evaluate f in another precision and the inversion would not be exact
+        ctx.autocast = _autocast_state(x0.device.type)
         ctx.save_for_backward(*state)  # three int64 tensors, independent of depth
         return from_fixed(state.x, stack.frac_bits, x0.dtype)
 
@@ -276,7 +279,7 @@ class _ReversibleMomentum(torch.autograd.Function):
         grad_v = torch.zeros_like(grad_out)  # dL/dv_{n+1} not counting the path through x_{n+1}
         grads: dict[int, Tensor] = {}
         for block in reversed(stack.blocks):
-            with torch.enable_grad():  # local: rebuild this block's graph only
+            with torch.enable_grad(), torch.autocast(**ctx.autocast):  # this block's graph only
                 state, f = momentum_unstep_with_grad(state, block, gamma, frac_bits, ctx.dtype)
                 x_in = f.x_in
                 params = [p for p in block.parameters() if p.requires_grad]
@@ -299,6 +302,17 @@ class _ReversibleMomentum(torch.autograd.Function):
             )
         param_grads = [grads.get(id(p)) for p in ctx.stack.flat_parameters()]
         return (grad_x if ctx.needs_input_grad[0] else None, None, *param_grads)
+
+
+def _autocast_state(device_type: str) -> dict:
+    """Keyword arguments of ``torch.autocast`` that reproduce the current autocast state."""
+    enabled = torch.is_autocast_enabled(device_type)
+    return {
+        "device_type": device_type,
+        "dtype": torch.get_autocast_dtype(device_type),
+        "enabled": enabled,
+        "cache_enabled": torch.is_autocast_cache_enabled(),
+    }
 
 
 class _Evaluated(NamedTuple):
