@@ -147,6 +147,7 @@ def test_plots_from_synthetic_histories(tmp_path):
     c = plot_curves({k: v[0] for k, v in configs.items()}, tmp_path / "curves.png", schedules)
     for path in (p, c):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["curves.png", "pareto.png"]  # no temp files
 
 
 # -- configuration and resume ---------------------------------------------------------------
@@ -231,6 +232,12 @@ def test_run_study_resumes_and_writes_files(tmp_path):
     other = StudyConfig(epochs=3, repeats=1, policies=("fixed",), out=str(tmp_path), batch_size=64)
     with pytest.raises(StudyError, match="other settings"):
         run_study(other, progress=False, train_fn=fake_trainer(calls), plots=False)
+    # also when only the number of epochs differs: the finished 3-epoch run is not silently
+    # retrained from scratch (its checkpoints are gone) and overwritten
+    longer = StudyConfig(epochs=4, repeats=2, policies=("fixed", "warm-adabatch"), out=str(tmp_path))
+    with pytest.raises(StudyError, match=r"other settings \(epochs\)"):
+        run_study(longer, progress=False, train_fn=fake_trainer(calls), plots=False)
+    assert len(calls) == 9
 
 
 def test_class_constants_are_not_options():

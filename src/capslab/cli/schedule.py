@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from capslab.cli.common import console
+from capslab.io import atomic_write_bytes
 from capslab.train.policies import POLICIES, Schedule, build_schedule, parse_policy_options
 
 
@@ -50,10 +52,11 @@ def plot_schedule(schedule: Schedule, path: str | Path) -> Path:
         ax.axvline(schedule.epoch_start(e), color="0.85", lw=0.6, zorder=0)
     ax.set_title(f"{schedule.policy}: {schedule.epochs} epochs, {schedule.train_size} images")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())  # creates the folder; no half-written PNG
     return path
 
 

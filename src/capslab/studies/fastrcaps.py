@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from capslab.io import atomic_write_json, atomic_write_text
+from capslab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from capslab.train.policies import POLICIES, parse_policy_options, policy_options_class
 
 #: Model variants of the study: name -> capsnet options.
@@ -305,10 +305,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, time_metric: s
         ax.grid(alpha=0.3)
     fig.suptitle("FasTrCaps trade-offs: accuracy max, training time min, parameters min")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def schedule_curve(schedule: Any, max_points: int = 4000) -> tuple[list[float], list[float]]:
@@ -391,9 +388,18 @@ def plot_curves(
     ax_lr.legend(fontsize=8, ncol=2)
     ax_lr.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Any, path: str | Path) -> Path:
+    """Render ``fig`` to PNG in memory, close it and write the file atomically."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -520,14 +526,22 @@ def split_policy_options(items: Sequence[str] | None, policies: Sequence[str]) -
     return out
 
 
-def finished_summary(run_dir: Path, epochs: int) -> dict[str, Any] | None:
-    """The run's summary if it holds all ``epochs`` epochs, else ``None`` (not finished)."""
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json`` (the trainer writes it when a run ends), ``None`` if absent
+    or unreadable."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError:
+        return None
+
+
+def finished_summary(run_dir: Path, epochs: int) -> dict[str, Any] | None:
+    """The run's summary if it holds all ``epochs`` epochs, else ``None`` (not finished)."""
+    summary = read_summary(run_dir)
+    if summary is None:
         return None
     if len(summary.get("history", [])) != epochs or "best_test_accuracy" not in summary:
         return None
@@ -582,9 +596,12 @@ def run_study(
     todo = []
     for policy, variant, r in study.runs():
         cfg = study.train_config(policy, variant, r)
+        previous = read_summary(Path(cfg.out))
+        if previous is not None:
+            # a summary of other settings (another --epochs too) is refused, not overwritten
+            _check_same_run(previous, cfg, Path(cfg.out))
         done = finished_summary(Path(cfg.out), study.epochs)
         if done is not None:
-            _check_same_run(done, cfg, Path(cfg.out))
             summaries.setdefault((policy, variant), []).append(done)
             reused += 1
         else:
