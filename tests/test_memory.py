@@ -111,3 +111,28 @@ def test_memory_command_json(tmp_path):
     assert (tmp_path / "memory.csv").exists() and not (tmp_path / "memory.png").exists()
     bad = CliRunner().invoke(app, ["memory", "--models", "nope", "--out", str(tmp_path)])
     assert bad.exit_code == 2
+
+
+def test_memory_command_model_options(tmp_path):
+    """--model-opt reaches the models (the small configuration of the docs and the tests)."""
+    from typer.testing import CliRunner
+
+    from capslab.cli.main import app
+
+    args = ["memory", "--models", "capsnet,rescapsnet", "--blocks", "1", "--batch-size", "2",
+            "--dataset-shape", "1x20x20", "--conv-channels", "4", "--primary-types", "2",
+            "--steps", "1", "--warmup", "0", "--device", "cpu", "--json", "--no-plot",
+            "--out", str(tmp_path)]
+    params = {}
+    for extra in ([], ["--model-opt", "block_dim=2", "--model-opt", "decoder=false"]):
+        result = CliRunner().invoke(app, args + extra)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout[result.stdout.index("{"):])
+        params[bool(extra)] = {r["model"]: r["parameters"] for r in data["rows"]}
+    assert data["config"]["model_options"]["block_dim"] == 2
+    assert data["config"]["model_options"]["decoder"] is False
+    # capsnet loses its decoder; rescapsnet its decoder and most of its block weights
+    assert params[True]["capsnet"] < params[False]["capsnet"]
+    assert params[True]["rescapsnet"] < params[False]["rescapsnet"] - 2 * 32 * 32 * (8 * 8 - 2 * 2)
+    bad = CliRunner().invoke(app, args + ["--model-opt", "wings=2"])
+    assert bad.exit_code == 2 and "wings" in bad.output

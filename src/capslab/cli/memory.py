@@ -24,6 +24,11 @@ def register(app: typer.Typer) -> None:
         gamma: float = typer.Option(0.9, help="Momentum of mocapsnet."),
         conv_channels: int = typer.Option(256, help="Channels of the first convolution."),
         primary_types: int = typer.Option(32, help="Primary capsule types."),
+        model_opt: list[str] = typer.Option(
+            [], "--model-opt",
+            help="Further model option key=value (repeatable), e.g. block_dim=2 or decoder=false; "
+            "each model gets the options it takes.",
+        ),
         steps: int = typer.Option(3, help="Timed repetitions (median is reported)."),
         warmup: int = typer.Option(1, help="Untimed repetitions before timing."),
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
@@ -52,8 +57,10 @@ def register(app: typer.Typer) -> None:
             run_memory_study,
             write_report,
         )
+        from capslab.train.policies import parse_policy_options
 
         try:
+            extra = parse_policy_options(model_opt)
             config = MemoryConfig(
                 models=tuple(m.strip() for m in models.split(",") if m.strip()),
                 blocks=parse_blocks(blocks),
@@ -62,7 +69,8 @@ def register(app: typer.Typer) -> None:
                 num_classes=num_classes,
                 routing=routing,
                 gamma=gamma,
-                model_options={"conv_channels": conv_channels, "primary_types": primary_types},
+                model_options={"conv_channels": conv_channels, "primary_types": primary_types,
+                               **extra},
                 steps=steps,
                 warmup=warmup,
                 device=device,
