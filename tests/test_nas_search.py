@@ -227,6 +227,55 @@ def test_failures_are_recorded_with_the_worst_objectives(fn, reason):
     assert rec.energy_mJ is not None  # the hardware figures are still known
 
 
+def test_time_limit_never_interrupts_an_import(tmp_path, monkeypatch):
+    """A limit that expires while a module is being imported must not break the import: torch
+    imports sympy lazily under ``except Exception``, and an interrupted import left a half-made
+    ``sympy`` that failed every later candidate of the process."""
+    (tmp_path / "rb_slow_import.py").write_text(
+        "import time\n"
+        "try:\n"
+        "    time.sleep(0.6)\n"
+        "    LOADED = True\n"
+        "except Exception:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def imports_slowly(genotype, time_limit=None):
+        import rb_slow_import
+
+        return 0.9 if getattr(rb_slow_import, "LOADED", False) else 0.1
+
+    space = SearchSpace()
+    g = sample(space, np.random.default_rng(1))
+    rec = Evaluator(imports_slowly, space=space, time_limit=0.2)(g)
+    import rb_slow_import
+
+    assert getattr(rb_slow_import, "LOADED", False)  # the import ran to its end
+    assert rec.status == "failed" and rec.reason.startswith("time limit")
+    # the next candidate of the same process is unaffected
+    assert Evaluator(imports_slowly, space=space, time_limit=5)(g).accuracy == 0.9
+
+
+def test_prepare_runs_outside_the_time_limit():
+    class Prepared:
+        prepared = False
+
+        def prepare(self):
+            time.sleep(0.5)  # e.g. the first import of torch in a worker
+            self.prepared = True
+
+        def __call__(self, genotype, time_limit=None):
+            return 0.8
+
+    space = SearchSpace()
+    g = sample(space, np.random.default_rng(1))
+    fn = Prepared()
+    rec = Evaluator(fn, space=space, time_limit=0.3)(g)
+    assert fn.prepared
+    assert rec.status == "ok" and rec.accuracy == 0.8
+
+
 def test_invalid_genotype_fails_cleanly():
     space = SearchSpace()
     rec = Evaluator(fake_accuracy, space=space)(CAPSNET_GENOTYPE)  # class layer not 1x1

@@ -98,6 +98,13 @@ class TrainedAccuracy:
     def __init__(self, settings: TrainingSettings):
         self.settings = settings
 
+    def prepare(self) -> None:
+        """Import what training imports lazily (torch, its compiler stack), so that the first
+        candidate of a process is not charged seconds of imports against its time limit."""
+        import torch._dynamo  # noqa: F401  (pulled in by the optimizers on first use)
+
+        import capslab.train  # noqa: F401
+
     def __call__(self, genotype: Genotype, time_limit: float | None = None) -> float:
         from capslab.train import train
 
@@ -123,6 +130,18 @@ def _short_name(genotype: Genotype) -> str:
     return hashlib.sha1(genotype_key(genotype).encode()).hexdigest()[:12]
 
 
+_IMPORT_RETRY_S = 0.05
+
+
+def _importing(frame: Any) -> bool:
+    """Is ``frame`` (or a caller) executing an import?"""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def _alarm(seconds: float | None):
     """Raise :class:`CandidateTimeout` after ``seconds`` (main thread on POSIX only; elsewhere the
@@ -137,6 +156,12 @@ def _alarm(seconds: float | None):
         return
 
     def on_alarm(signum, frame):  # noqa: ARG001
+        if _importing(frame):
+            # An exception raised inside an import can leave a half-initialised module in
+            # sys.modules (torch imports sympy lazily, under ``except Exception``), which breaks
+            # every later candidate of this process: wait for the import to finish.
+            signal.setitimer(signal.ITIMER_REAL, _IMPORT_RETRY_S)
+            return
         raise CandidateTimeout(f"time limit of {seconds:g} s exceeded")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -210,9 +235,13 @@ class Evaluator:
             if self.space is not None:
                 self.space.check_genotype(genotype)
             hw = self.hardware(genotype)
+            prepare = getattr(self.accuracy_fn, "prepare", None)
+            if prepare is not None:
+                prepare()  # outside the time limit
+            t_limit = time.perf_counter()
             with _alarm(self.time_limit):
                 accuracy = self.accuracy_fn(genotype, self.time_limit)
-            elapsed = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t_limit
             if self.time_limit is not None and elapsed > self.time_limit:
                 raise CandidateTimeout(
                     f"time limit of {self.time_limit:g} s exceeded ({elapsed:.1f} s)"
