@@ -131,6 +131,14 @@ def test_search_command_line(tmp_path):
     assert res.exit_code == 0, res.output
     table = json.loads((out / "final" / "final.json").read_text())
     assert table and all(row["status"] == "ok" for row in table)
+    assert "| energy [mJ] | latency [ms] |" in res.output  # printed as written, not as markup
+    # more epochs: the networks trained for 1 epoch are not passed off as the new results
+    res = runner.invoke(app, ["search", "finalize", str(out), "--epochs", "2", "--subset", "100",
+                              "--test-subset", "100"])
+    assert res.exit_code == 0, res.output
+    table = json.loads((out / "final" / "final.json").read_text())
+    assert all(row["status"] != "ok" or row["epochs"] == 2 for row in table)
+    assert all("epochs: checkpoint 1 vs now 2" in row["status"] for row in table if row["status"] != "ok")
     # a second run into the same folder is refused with a hint, not a traceback
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "resume" in res.output

@@ -339,3 +339,52 @@ def test_journal_rows(tmp_path):
     assert len(gens) == 2 and len(gens[0].population) == cfg.population
     assert gens[1].rng_state["bit_generator"] == "PCG64"
     assert journal.run_info()["config"]["seed"] == cfg.seed
+
+
+# ---------------------------------------------------------------------- finalize
+def test_finalize_reuses_a_network_only_when_reuse_accepts_it(tmp_path):
+    import json as _json
+
+    from capslab.nas.report import finalize, summary_matches
+
+    space = SearchSpace()
+    g = sample(space, np.random.default_rng(4))
+    rec = Evaluator(fake_accuracy, space=space)(g)
+    calls = []
+
+    def train_fn(epochs):
+        def fn(genotype, run_dir):
+            calls.append(epochs)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            summary = {"best_test_accuracy": 0.5 + epochs / 100, "config": {"epochs": epochs},
+                       "history": [{}] * epochs}
+            (run_dir / "summary.json").write_text(_json.dumps(summary))
+            return summary
+        return fn
+
+    def reuse(epochs):
+        return lambda genotype, summary: summary_matches(summary, {"epochs": epochs})
+
+    finalize([rec], tmp_path, train_fn(1), reuse=reuse(1))
+    rows = finalize([rec], tmp_path, train_fn(1), reuse=reuse(1))
+    assert calls == [1] and rows[0]["epochs"] == 1  # same settings: reused
+    rows = finalize([rec], tmp_path, train_fn(3), reuse=reuse(3))
+    assert calls == [1, 3] and rows[0]["epochs"] == 3  # other settings: trained again
+    assert summary_matches({"config": {"epochs": 3, "x": 1}}, {"epochs": 3})
+    assert not summary_matches({"config": {"epochs": 3}}, {"epochs": 3, "lr": None})
+    assert not summary_matches({}, {"epochs": 3})
+
+
+def test_front_table_shows_failed_candidates():
+    from capslab.cli.search import _front_table
+
+    space = SearchSpace()
+    g = sample(space, np.random.default_rng(4))
+    rec = Evaluator(_raises, space=space)(g)
+    table = _front_table([rec], "front")  # every candidate failed: no crash on missing accuracy
+    from rich.console import Console
+
+    console = Console(width=300, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "failed: error: ValueError: boom" in text

@@ -116,6 +116,7 @@ def test_pcc_command_on_real_training(tmp_path):
             "--space", "resizes=1", "--space", "class_dim=8"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
+    assert "| MCTT [s] |" in res.output  # the table is printed as written, not as rich markup
     result = json.loads((out / "pcc.json").read_text())
     assert result["complete"] == 3 and result["rows"][-1]["pcc"] == pytest.approx(1.0)
     histories = [read_metrics(out / f"net_{i:03d}" / "metrics.jsonl") for i in range(3)]

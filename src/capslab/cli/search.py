@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import inspect
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from capslab.cli.common import console, friendly_errors, parse_options
+from capslab.cli.common import console, err_console, friendly_errors, parse_options
 
 search_app = typer.Typer(
     help="NASCaps: NSGA-II search over capsule networks for accuracy, energy, memory, latency.",
@@ -77,7 +79,9 @@ class _Progress:
                     f"({rec.seconds:.1f} s)"
                 )
             else:
-                self.bar.console.print(f"  gen {data['generation']}: [red]failed[/] {rec.reason}")
+                self.bar.console.print(
+                    f"  gen {data['generation']}: [red]failed[/] {escape(str(rec.reason))}"
+                )
         elif event == "generation_done":
             self.bar.advance(self.gen_task)
             front = data["front"]
@@ -94,11 +98,17 @@ def _front_table(records, title: str) -> Table:
         table.add_column(col, justify="left" if col == "network" else "right")
     from capslab.genotype import Genotype
 
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     for i, r in enumerate(records):
+        network = Genotype.from_nascaps(r.genotype_nascaps).describe()
+        if not r.ok:  # a front of failures only (every candidate failed)
+            network = f"failed: {r.reason} | {network}"
         table.add_row(
-            str(i + 1), str(r.generation), f"{100 * r.accuracy:.2f}", f"{r.energy_mJ:.3f}",
-            f"{r.memory_KiB:,.1f}", f"{r.latency_ms:.3f}",
-            Genotype.from_nascaps(r.genotype_nascaps).describe(),
+            str(i + 1), str(r.generation), fmt(None if r.accuracy is None else 100 * r.accuracy, ".2f"),
+            fmt(r.energy_mJ, ".3f"), fmt(r.memory_KiB, ",.1f"), fmt(r.latency_ms, ".3f"),
+            escape(network),
         )
     return table
 
@@ -153,9 +163,23 @@ def run_cmd(
         data_dir=str(data_dir) if data_dir else None, time_limit=time_limit,
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
     )
-    with _Progress(not quiet) as progress:
+    with _interrupt_hint(out), _Progress(not quiet) as progress:
         result = run_search(config, out, db=db, workers=workers, ray_address=ray_address, progress=progress)
     _finish(result)
+
+
+@contextmanager
+def _interrupt_hint(run_dir: Path):
+    """On Ctrl-C: say that nothing finished is lost and how to continue; exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted:[/] finished evaluations are in the journal; continue with "
+            f"[bold]capslab search resume {escape(str(run_dir))}[/]",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
 
 
 def _finish(result) -> None:
@@ -182,7 +206,7 @@ def register(app: typer.Typer) -> None:
         """Continue an interrupted search: journaled evaluations are reused, never repeated."""
         from capslab.nas.search import resume
 
-        with _Progress(not quiet) as progress:
+        with _interrupt_hint(run), _Progress(not quiet) as progress:
             result = resume(run, db=db, workers=workers, ray_address=ray_address, device=device, progress=progress)
         _finish(result)
 
@@ -232,7 +256,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fully train the Pareto set; table like the paper's Table 3 (final.csv/.md/.json).
         Networks already trained are not retrained."""
-        from capslab.nas.report import finalize, markdown_table, pareto_front
+        from capslab.nas.report import finalize, markdown_table, pareto_front, summary_matches
         from capslab.nas.search import SearchConfig, open_journal
         from capslab.train import TrainConfig, train
 
@@ -243,21 +267,29 @@ def register(app: typer.Typer) -> None:
             raise ValueError(f"{run}: no successful candidate to finalize")
         cfg = SearchConfig.from_dict(info["config"])
 
-        def train_fn(genotype, run_dir):
-            config = TrainConfig(
+        def train_config(genotype, run_dir=None):
+            return TrainConfig(
                 model="genotype", model_options={"genotype": genotype.to_nascaps()},
                 dataset=cfg.dataset, data_dir=cfg.data_dir, epochs=epochs,
                 batch_size=batch_size or cfg.batch_size, lr=lr if lr is not None else cfg.lr,
                 policy=policy or cfg.policy,
                 policy_options={} if policy else dict(cfg.policy_options),
                 subset=subset, test_subset=test_subset, seed=cfg.seed,
-                device=device or cfg.device, out=str(run_dir), resume=True,
+                device=device or cfg.device, out=None if run_dir is None else str(run_dir),
+                resume=True,
             )
-            return train(config, progress=True)
+
+        def train_fn(genotype, run_dir):
+            return train(train_config(genotype, run_dir), progress=True)
+
+        def reuse(genotype, summary):
+            # a network trained earlier with other settings (e.g. fewer --epochs) is not reused:
+            # it is trained again, or its checkpoint's mismatch is reported
+            return summary_matches(summary, train_config(genotype).identity())
 
         console.print(f"fully training {len(front)} Pareto-optimal network(s) for {epochs} epochs")
-        rows = finalize(front, out or Path(run) / "final", train_fn)
-        console.print(markdown_table(rows))
+        rows = finalize(front, out or Path(run) / "final", train_fn, reuse=reuse)
+        console.print(markdown_table(rows), markup=False, highlight=False)
 
     # `capslab search --dataset mnist ...` runs a search, like `capslab search run ...`.
     def search_callback(ctx: typer.Context, **kwargs: Any) -> None:

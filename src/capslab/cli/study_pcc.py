@@ -68,11 +68,11 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command lives unde
         table = Table(title=f"PCC of partial vs final accuracy: {dataset}, {result['complete']} networks")
         table.add_column("epochs", justify="right")
         table.add_column("PCC", justify="right")
-        table.add_column("median cumulative time [s]", justify="right")
+        table.add_column("median cumulative time (s)", justify="right")
         for r in result["rows"]:
             table.add_row(str(r["epoch"]), f"{r['pcc']:.4f}", f"{r['mctt_s']:.1f}")
         console.print(table)
         if result["failed"]:
             console.print(f"{len(result['failed'])} network(s) failed; see */failed.json in {out}")
-        console.print(markdown(result["rows"], dataset))
+        console.print(markdown(result["rows"], dataset), markup=False, highlight=False)
         console.print(f"results: {out / 'pcc.json'}, {out / 'pcc.csv'}, {out / 'pcc.md'}, {out / 'pcc.png'}")

@@ -215,9 +215,11 @@ def _plot(rows: Sequence[dict[str, Any]], path: Path, dataset: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["epoch"] for r in rows], [r["pcc"] for r in rows], "o-")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epochs of partial training")
     ax.set_ylabel("Pearson correlation with final accuracy")
     ax.set_title(f"{dataset}: partial vs final accuracy")

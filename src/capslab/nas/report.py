@@ -221,10 +221,13 @@ def finalize(
     train_fn: Callable[[Genotype, Path], dict[str, Any]],
     *,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    reuse: Callable[[Genotype, dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Fully train every genotype of ``front`` with ``train_fn(genotype, run_dir) -> summary``
-    (resumable: a genotype whose ``summary.json`` exists is not retrained) and write
-    ``final.csv``, ``final.md`` and ``final.json`` in ``out_dir``."""
+    (resumable: a genotype whose ``summary.json`` exists is not retrained, provided
+    ``reuse(genotype, summary)`` accepts it, e.g. it was trained with the settings asked for
+    now; see :func:`summary_matches`) and write ``final.csv``, ``final.md`` and ``final.json``
+    in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -233,9 +236,8 @@ def finalize(
         name = f"NASCaps-{i + 1}"
         run = out / name
         summary_path = run / "summary.json"
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-        else:
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        if summary is None or (reuse is not None and not reuse(g, summary)):
             try:
                 summary = train_fn(g, run)
             except Exception as exc:  # one bad network must not lose the others
@@ -262,6 +264,16 @@ def finalize(
     atomic_write_text(out / "final.csv", _csv_text(rows, FINAL_COLUMNS))
     atomic_write_text(out / "final.md", markdown_table(rows))
     return rows
+
+
+def summary_matches(summary: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Was the run of ``summary`` (``summary.json`` of :func:`capslab.train.train`) trained with
+    the settings ``identity`` (:meth:`capslab.train.TrainConfig.identity`)?"""
+    saved = summary.get("config")
+    if not isinstance(saved, dict):
+        return False
+    wanted = json.loads(json.dumps(identity))  # tuples -> lists, as in the saved JSON
+    return all(k in saved and saved[k] == v for k, v in wanted.items())
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
