@@ -139,3 +139,20 @@ def test_tensorboard_logs_per_step_lr_and_batch_size(mnist_root, tmp_path):
     assert lrs[0] > lrs[-1]  # the cosine cycle decays within the epoch
     assert {e.value for e in acc.Scalars("step/batch_size")} == {32}
     assert len(acc.Scalars("epoch/test_accuracy")) == 1
+
+
+def test_ranger21_refuses_an_external_schedule():
+    with pytest.raises(ConfigError, match="ranger21 plans its own"):
+        TrainConfig(optimizer="ranger21", policy="one-cycle")
+    TrainConfig(optimizer="ranger21", policy="fixed")
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    from capslab.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "r.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask

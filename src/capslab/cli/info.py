@@ -12,12 +12,26 @@ from capslab.cli.common import console, friendly_errors, print_json
 from capslab.cli.train import ModelOpt, model_options_from_flags
 
 
+def dataset_for_genotype(path: Path) -> str:
+    """The first dataset whose channels and image size match the genotype's native input."""
+    from capslab.data import dataset_info, list_datasets
+    from capslab.genotype import load_genotype
+
+    g = load_genotype(path)
+    shape = (g.in_channels, g.input_size // g.resize)
+    for name in list_datasets():
+        info = dataset_info(name)
+        if (info.channels, info.image_size) == shape:
+            return name
+    return "mnist"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("info")
     @friendly_errors
     def info_cmd(
         model: Annotated[str, typer.Option(help="Registered model name.")] = "capsnet",
-        dataset: Annotated[str, typer.Option(help="Dataset whose image shape and classes to use.")] = "mnist",
+        dataset: Annotated[str | None, typer.Option(help="Dataset whose image shape and classes to use (default: mnist, or for --genotype the dataset of its input shape).")] = None,
         weight_sharing: bool = False,
         small_decoder: bool = False,
         routing: str | None = None,
@@ -40,7 +54,9 @@ def register(app: typer.Typer) -> None:
                 for name in list_models():
                     console.print(name)
             return
-        options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt)
+        if dataset is None:
+            dataset = dataset_for_genotype(genotype) if genotype is not None else "mnist"
+        options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, dataset)
         name = "genotype" if genotype is not None else model
         info = dataset_info(dataset)
         defaults = {"in_channels": info.channels, "image_size": info.image_size, "num_classes": info.num_classes}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from capslab.cli.common import console, friendly_errors, parse_options, print_json
+from capslab.cli.common import console, err_console, friendly_errors, parse_options, print_json
 
 
 def model_options_from_flags(
@@ -19,8 +19,13 @@ def model_options_from_flags(
     gamma: float | None = None,
     genotype: Path | None = None,
     model_opt: list[str] | None = None,
+    dataset: str | None = None,
 ) -> dict:
-    """Map the convenience flags onto model factory options (only the ones given)."""
+    """Map the convenience flags onto model factory options (only the ones given).
+
+    A genotype written for another input shape than ``dataset``'s is still built (its spatial
+    sizes are recomputed from the real input), but the user is told.
+    """
     options = {
         "weight_sharing": weight_sharing or None,
         "small_decoder": small_decoder or None,
@@ -32,9 +37,26 @@ def model_options_from_flags(
     if genotype is not None:
         from capslab.genotype import load_genotype
 
-        options["genotype"] = load_genotype(genotype).to_nascaps()
+        g = load_genotype(genotype)
+        options["genotype"] = g.to_nascaps()
+        if dataset is not None:
+            warn_genotype_mismatch(g, dataset, genotype)
     options.update(parse_options(model_opt))
     return options
+
+
+def warn_genotype_mismatch(g, dataset: str, source: Path) -> None:
+    """Warn when a genotype's input (channels, native size) differs from the dataset's."""
+    from capslab.data import dataset_info
+
+    info = dataset_info(dataset)
+    size = g.input_size // g.resize
+    if (g.in_channels, size) != (info.channels, info.image_size):
+        err_console.print(
+            f"[yellow]warning:[/] {source} was written for {g.in_channels}x{size}x{size} input; "
+            f"building it for {dataset}'s {info.channels}x{info.image_size}x{info.image_size} "
+            "(spatial sizes recomputed from the real input)"
+        )
 
 
 ModelOpt = Annotated[list[str] | None, typer.Option("--model-opt", help="Model option key=value (repeatable).")]
@@ -79,7 +101,7 @@ def register(app: typer.Typer) -> None:
         from capslab.train import TrainConfig, train
         from capslab.train.policies import parse_policy_options
 
-        model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt)
+        model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, dataset)
         if genotype is not None:
             model = "genotype"
         values = dict(

@@ -75,6 +75,11 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
+        if self.optimizer == "ranger21" and self.policy != "fixed":
+            raise ConfigError(
+                "optimizer ranger21 plans its own warm-up and warm-down of the learning rate; "
+                f"use policy 'fixed' with it (got {self.policy!r})"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.model_options, dict) or not isinstance(self.policy_options, dict):
