@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from capslab.cli.common import console, err_console, friendly_errors, parse_options
+
+
+def _workers(n: int) -> int:
+    """``--workers 0``: one evaluation process per CPU core."""
+    return n if n > 0 else max(1, os.cpu_count() or 1)
+
 
 search_app = typer.Typer(
     help="NASCaps: NSGA-II search over capsule networks for accuracy, energy, memory, latency.",
@@ -136,7 +143,7 @@ def run_cmd(
     test_subset: Annotated[int | None, typer.Option(help="Measure accuracy on a stratified subset of M test images.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (run.json, journal.sqlite, reports).")] = Path("runs/search"),
     db: Annotated[str | None, typer.Option(help="SQLAlchemy URL or SQLite path of the journal (default: OUT/journal.sqlite).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Evaluate N candidates at once in worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=0, help="Evaluate N candidates at once in worker processes; 0 = one per CPU core (in-process on one core).")] = 0,
     ray_address: Annotated[str | None, typer.Option(help="Spread evaluations over this Ray cluster (needs capslab[ray]).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search (and of every candidate's training).")] = 0,
     time_limit: Annotated[float | None, typer.Option(help="Seconds per candidate; slower ones fail.")] = None,
@@ -164,7 +171,7 @@ def run_cmd(
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
     )
     with _interrupt_hint(out), _Progress(not quiet) as progress:
-        result = run_search(config, out, db=db, workers=workers, ray_address=ray_address, progress=progress)
+        result = run_search(config, out, db=db, workers=_workers(workers), ray_address=ray_address, progress=progress)
     _finish(result)
 
 
@@ -198,7 +205,7 @@ def register(app: typer.Typer) -> None:
     def resume_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder of `capslab search run`.")],
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json (e.g. to give a password).")] = None,
-        workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+        workers: Annotated[int, typer.Option(min=0, help="Worker processes; 0 = one per CPU core.")] = 0,
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         device: Annotated[str | None, typer.Option(help="Override the device (auto, cpu, cuda).")] = None,
         quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
@@ -207,7 +214,7 @@ def register(app: typer.Typer) -> None:
         from capslab.nas.search import resume
 
         with _interrupt_hint(run), _Progress(not quiet) as progress:
-            result = resume(run, db=db, workers=workers, ray_address=ray_address, device=device, progress=progress)
+            result = resume(run, db=db, workers=_workers(workers), ray_address=ray_address, device=device, progress=progress)
         _finish(result)
 
     @search_app.command("report")
