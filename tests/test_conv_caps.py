@@ -71,6 +71,8 @@ def test_convcaps2d_with_routing_shapes_params_and_grouped_votes():
     votes = layer.votes(x)
     assert votes.shape == (2, 4, 5, 6, 5, 5)
     assert layer(x).shape == (2, 5, 6, 5, 5)
+    # ConvCaps2D's routing keeps the per-position softmax (not DeepCaps' 3-D routing)
+    torch.testing.assert_close(layer(x), dynamic_routing_3d(votes, 3, mode="types"))
     # votes of input type i depend only on type i's capsules
     x2 = x.clone()
     x2[:, 0] += 1.0
@@ -85,12 +87,41 @@ def test_convcaps_refuses_a_grid_of_the_wrong_shape():
 
 
 # --------------------------------------------------------------------------- 3-D routing
-def test_dynamic_routing_3d_coupling_softmax_is_over_output_types():
+def test_dynamic_routing_3d_default_softmax_is_over_output_types_and_positions_jointly():
+    """The default (DeepCaps' softmax_3D): each input type's couplings sum to 1 over output
+    types x positions together, NOT to 1 at every position."""
+    torch.manual_seed(0)
+    b, n_in, n_out, d, h, w = 2, 6, 4, 5, 3, 3
+    votes = 0.1 * torch.randn(b, n_in, n_out, d, h, w)
+    votes[:, :, 0, :, 0, 0] += 1.0  # every input type predicts a long output 0 at (0, 0)
+    v, c = dynamic_routing_3d(votes, 3, return_couplings=True)
+    assert c.shape == (b, n_in, n_out, h, w)
+    assert v.shape == (b, n_out, d, h, w)
+    torch.testing.assert_close(c.sum(dim=(2, 3, 4)), torch.ones(b, n_in))
+    # not per position: the total over types at one position is far from 1 (~1/9 before
+    # routing, more at the agreeing position, less elsewhere)
+    per_position = c.sum(dim=2)
+    assert (per_position < 0.5).all()
+    assert ((per_position - 1).abs() > 0.5).all()
+    # agreement pulls coupling to output 0 at (0, 0) out of the whole grid
+    assert (c[:, :, 0, 0, 0] > 1 / (n_out * h * w)).all()
+    assert (c[:, :, 0, 0, 0] == c.flatten(2).max(dim=2).values).all()
+    # the default is the joint mode, for the function and the layers built on it
+    torch.testing.assert_close(v, dynamic_routing_3d(votes, 3, mode="types+positions"))
+    logits = torch.randn(b, n_in, n_out, h, w)
+    torch.testing.assert_close(
+        grid_coupling_coefficients(logits), grid_coupling_coefficients(logits, "types+positions")
+    )
+    assert ConvCaps3D(4, 3, 6, 2).coupling == "types+positions"
+    assert CapsCell(4, 2, 4, 3, stride=1, skip="3d").skip.coupling == "types+positions"
+
+
+def test_dynamic_routing_3d_types_mode_softmax_is_over_output_types_per_position():
     torch.manual_seed(0)
     b, n_in, n_out, d, h, w = 2, 6, 4, 5, 3, 3
     votes = 0.1 * torch.randn(b, n_in, n_out, d, h, w)
     votes[:, :, 0] += 1.0  # every input type predicts a long output 0 everywhere
-    v, c = dynamic_routing_3d(votes, 3, return_couplings=True)
+    v, c = dynamic_routing_3d(votes, 3, mode="types", return_couplings=True)
     assert c.shape == (b, n_in, n_out, h, w)
     torch.testing.assert_close(c.sum(dim=2), torch.ones(b, n_in, h, w))
     # not normalised over the inputs: 6 inputs each giving output 0 most of their coupling
@@ -103,18 +134,35 @@ def test_joint_coupling_mode_normalises_types_and_positions_together():
     logits = torch.randn(2, 3, 4, 2, 5)
     c = grid_coupling_coefficients(logits, "types+positions")
     torch.testing.assert_close(c.sum(dim=(2, 3, 4)), torch.ones(2, 3))
+    torch.testing.assert_close(
+        grid_coupling_coefficients(logits, "types").sum(dim=2), torch.ones(2, 3, 2, 5)
+    )
     with pytest.raises(ValueError, match="coupling mode"):
         grid_coupling_coefficients(logits, "inputs")
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        ConvCaps3D(4, 3, 6, 2, coupling="positions")
 
 
-def test_dynamic_routing_3d_equals_dynamic_routing_at_every_position():
+def test_dynamic_routing_3d_types_mode_equals_dynamic_routing_at_every_position():
+    torch.manual_seed(1)
+    b, n_in, n_out, d, h, w = 2, 5, 3, 4, 2, 3
+    votes = torch.randn(b, n_in, n_out, d, h, w)
+    v = dynamic_routing_3d(votes, 3, mode="types")
+    # [B, n_in, n_out, D, H, W] -> [B*H*W, n_in, n_out, D]: independent routing problems
+    flat = votes.permute(0, 4, 5, 1, 2, 3).reshape(b * h * w, n_in, n_out, d)
+    ref = dynamic_routing(flat, 3).view(b, h, w, n_out, d).permute(0, 3, 4, 1, 2)
+    torch.testing.assert_close(v, ref)
+
+
+def test_dynamic_routing_3d_joint_mode_equals_dynamic_routing_over_types_x_positions():
+    """The joint softmax is :func:`dynamic_routing` with one output capsule per (type, position):
+    predictions ``[B, n_in, n_out * H * W, D]``."""
     torch.manual_seed(1)
     b, n_in, n_out, d, h, w = 2, 5, 3, 4, 2, 3
     votes = torch.randn(b, n_in, n_out, d, h, w)
     v = dynamic_routing_3d(votes, 3)
-    # [B, n_in, n_out, D, H, W] -> [B*H*W, n_in, n_out, D]: independent routing problems
-    flat = votes.permute(0, 4, 5, 1, 2, 3).reshape(b * h * w, n_in, n_out, d)
-    ref = dynamic_routing(flat, 3).view(b, h, w, n_out, d).permute(0, 3, 4, 1, 2)
+    flat = votes.permute(0, 1, 2, 4, 5, 3).reshape(b, n_in, n_out * h * w, d)
+    ref = dynamic_routing(flat, 3).view(b, n_out, h, w, d).permute(0, 1, 4, 2, 3)
     torch.testing.assert_close(v, ref)
 
 
@@ -123,16 +171,22 @@ def test_dynamic_routing_3d_one_iteration_with_bias_is_uniform_average():
     votes = torch.randn(1, 4, 2, 3, 2, 2)
     bias = torch.randn(2, 3)
     v = dynamic_routing_3d(votes, 1, bias)
+    # joint default: c = 1 / (n_out H W) = 1/8
+    expected = squash(votes.sum(dim=1) / 8 + bias[:, :, None, None], dim=2)
+    torch.testing.assert_close(v, expected)
+    v = dynamic_routing_3d(votes, 1, bias, mode="types")
     expected = squash(votes.sum(dim=1) / 2 + bias[:, :, None, None], dim=2)  # c = 1/n_out
     torch.testing.assert_close(v, expected)
 
 
-def test_dynamic_routing_3d_gradcheck():
+@pytest.mark.parametrize("mode", ["types+positions", "types"])
+def test_dynamic_routing_3d_gradcheck(mode):
     torch.manual_seed(3)
     votes = torch.randn(1, 3, 2, 2, 2, 2, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda u, bb: dynamic_routing_3d(u, 3, bb, detach_intermediate=False), (votes, bias)
+        lambda u, bb: dynamic_routing_3d(u, 3, bb, mode=mode, detach_intermediate=False),
+        (votes, bias),
     )
 
 
@@ -168,12 +222,22 @@ def test_convcaps3d_votes_read_one_input_type_each_with_a_shared_kernel():
     torch.testing.assert_close(layer.votes(x)[:, 0], ref.view(2, 3, 6, 6, 6))
 
 
-def test_convcaps3d_couplings_sum_to_one_over_output_types():
+def test_convcaps3d_couplings_sum_to_one_over_output_types_and_positions():
     torch.manual_seed(5)
-    layer = ConvCaps3D(4, 3, 6, 2)
-    votes = layer.votes(torch.randn(2, 4, 3, 5, 5))
-    _, c = dynamic_routing_3d(votes, 3, layer.bias, return_couplings=True)
+    x = torch.randn(2, 4, 3, 5, 5)
+    layer = ConvCaps3D(4, 3, 6, 2)  # default coupling: DeepCaps' softmax_3D
+    votes = layer.votes(x)
+    v, c = dynamic_routing_3d(votes, 3, layer.bias, mode=layer.coupling, return_couplings=True)
+    torch.testing.assert_close(layer(x), v)
+    torch.testing.assert_close(c.sum(dim=(2, 3, 4)), torch.ones(2, 4))
+    assert ((c.sum(dim=2) - 1).abs() > 0.5).all()  # not per position
+
+    per_position = ConvCaps3D(4, 3, 6, 2, coupling="types")
+    per_position.load_state_dict(layer.state_dict())
+    v, c = dynamic_routing_3d(votes, 3, layer.bias, mode="types", return_couplings=True)
+    torch.testing.assert_close(per_position(x), v)
     torch.testing.assert_close(c.sum(dim=2), torch.ones(2, 4, 5, 5))
+    assert not torch.allclose(per_position(x), layer(x))
 
 
 # --------------------------------------------------------------------------- FlatCaps, CapsCell

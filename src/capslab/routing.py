@@ -135,13 +135,14 @@ def scaled_distance_agreement(
 COUPLING_MODES_3D = ("types", "types+positions")
 
 
-def grid_coupling_coefficients(logits: Tensor, mode: str = "types") -> Tensor:
+def grid_coupling_coefficients(logits: Tensor, mode: str = "types+positions") -> Tensor:
     """``[B, n_in, n_out, H, W] -> [B, n_in, n_out, H, W]``: softmax of grid routing logits.
 
-    ``mode="types"``: softmax over the OUTPUT types (dim 2), separately at every position, so
-    ``c.sum(2) == 1`` everywhere (CapsLab's default and DeepCaps' Algorithm 1 read per position).
-    ``mode="types+positions"``: one softmax over output types AND positions jointly for every
-    input type, so ``c.sum((2, 3, 4)) == 1`` (what the DeepCaps authors' Keras code computes).
+    ``mode="types+positions"`` (default): one softmax over output types AND positions jointly
+    for every input type, so ``c.sum((2, 3, 4)) == 1`` (DeepCaps' ``softmax_3D``, what the
+    authors' Keras code computes). ``mode="types"``: softmax over the OUTPUT types (dim 2),
+    separately at every position, so ``c.sum(2) == 1`` everywhere (Algorithm 1 read per
+    position, i.e. :func:`dynamic_routing` at every position).
     """
     if mode == "types":
         return torch.softmax(logits, dim=2)
@@ -155,23 +156,27 @@ def dynamic_routing_3d(
     votes: Tensor,
     num_iterations: int = 3,
     bias: Tensor | None = None,
-    mode: str = "types",
+    mode: str = "types+positions",
     detach_intermediate: bool = True,
     return_couplings: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Routing-by-agreement on a capsule grid (DeepCaps' 3-D routing, per position).
+    """Routing-by-agreement on a capsule grid (DeepCaps' 3-D routing).
 
-    For every output position ``(y, x)`` the votes of the ``n_in`` input types are routed to
-    the ``n_out`` output types exactly as :func:`dynamic_routing` routes ``[n_in, n_out, D]``
-    predictions: ``s_j = sum_i c_ij votes_ij + bias_j``, ``v_j = squash(s_j)`` over ``D``,
-    ``b_ij += <votes_ij, v_j>``.
+    ``s_j(y, x) = sum_i c_ij(y, x) votes_ij(y, x) + bias_j``, ``v_j = squash(s_j)`` over ``D``,
+    ``b_ij(y, x) += <votes_ij(y, x), v_j(y, x)>``. By default (``mode="types+positions"``,
+    DeepCaps' ``softmax_3D``) each input type's couplings are normalised over the output types
+    and positions jointly, so an input type distributes one unit of coupling over the whole
+    output grid. With ``mode="types"`` the softmax runs over output types at each position, and
+    every position is routed exactly as :func:`dynamic_routing` routes ``[n_in, n_out, D]``
+    predictions.
 
     Args:
         votes: ``[B, n_in, n_out, D, H, W]`` predictions.
         num_iterations: routing iterations r >= 1.
         bias: optional ``[n_out, D]`` added to every ``s_j`` (DeepCaps' ConvCaps3D has one).
-        mode: coupling softmax, see :func:`grid_coupling_coefficients` (default: over output
-            types, per position).
+        mode: coupling softmax, see :func:`grid_coupling_coefficients` (default
+            ``"types+positions"``: over output types and positions jointly; ``"types"``: over
+            output types, per position).
         detach_intermediate: gradient only through the last iteration (as in
             :func:`dynamic_routing`).
         return_couplings: also return the final couplings ``[B, n_in, n_out, H, W]``.

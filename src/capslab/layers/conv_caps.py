@@ -124,8 +124,9 @@ class ConvCaps2D(_CapsGridConv):
     With routing (``routing_iterations=r > 0``): each input type ``i`` gets its own convolution
     (a grouped convolution, ``groups=T_in``) producing votes for every output type ``j`` at every
     output position, and :func:`~capslab.routing.dynamic_routing_3d` routes them with a softmax
-    over the OUTPUT types at each position. Parameters: ``T_in D_in k^2 T_out D_out`` weights
-    ``+ T_in T_out D_out`` biases.
+    over the OUTPUT types at each position (``mode="types"``; unlike :class:`ConvCaps3D`, this
+    layer is not DeepCaps' 3-D routing and keeps the per-position softmax). Parameters:
+    ``T_in D_in k^2 T_out D_out`` weights ``+ T_in T_out D_out`` biases.
 
     Weights are initialised by :func:`capsule_conv_init_` (``init_gain``), biases at zero.
     """
@@ -167,7 +168,7 @@ class ConvCaps2D(_CapsGridConv):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         if self.routing_iterations > 0:
-            return dynamic_routing_3d(self.votes(x), self.routing_iterations)
+            return dynamic_routing_3d(self.votes(x), self.routing_iterations, mode="types")
         y = self._conv(x)
         return squash(y.view(x.shape[0], self.out_types, self.out_dim, *y.shape[-2:]), dim=2)
 
@@ -191,11 +192,13 @@ class ConvCaps3D(_CapsGridConv):
     added before the squash (initialised to 0.1 as in DeepCaps).
 
     The votes are routed by :func:`~capslab.routing.dynamic_routing_3d` for
-    ``routing_iterations`` iterations. ``coupling="types"`` (default): the coupling softmax
-    runs over the OUTPUT types, separately at every output position (``c.sum(types) == 1`` at
-    each position); ``coupling="types+positions"`` reproduces the DeepCaps authors' Keras code,
-    which normalises over output types and positions jointly. In both modes the squash acts on
-    each ``D_out`` vector (the authors' code squashes over ``D_out, H, W`` jointly; we do not).
+    ``routing_iterations`` iterations. ``coupling="types+positions"`` (default, DeepCaps'
+    ``softmax_3D`` as in the paper's 3-D routing and the authors' Keras code): each input
+    type's couplings are normalised over the output types and output positions jointly
+    (``c.sum((types, H', W')) == 1``); ``coupling="types"``: the softmax runs over the OUTPUT
+    types, separately at every output position (``c.sum(types) == 1`` at each position). In
+    both modes the squash acts on each ``D_out`` vector (the authors' code squashes over
+    ``D_out, H, W`` jointly; we do not).
     """
 
     def __init__(
@@ -207,7 +210,7 @@ class ConvCaps3D(_CapsGridConv):
         kernel_size: int = 3,
         stride: int = 1,
         routing_iterations: int = 3,
-        coupling: str = "types",
+        coupling: str = "types+positions",
         bias_init: float = 0.1,
         init_gain: float = DEFAULT_INIT_GAIN,
     ):
@@ -263,7 +266,9 @@ class CapsCell(nn.Module):
     code and the NASCaps hardware expansion (its skip layer works at the reduced size). The
     sum is NOT squashed by default, like both reference implementations: capsule lengths
     leaving a cell lie in [0, 2); the next layer's convolution / transformation matrices
-    rescale them. ``skip="3d"`` is the last cell of DeepCaps (3-D dynamic routing).
+    rescale them. ``skip="3d"`` is the last cell of DeepCaps (3-D dynamic routing, with the
+    ``coupling`` softmax of :class:`ConvCaps3D`: ``"types+positions"`` by default, or
+    ``"types"``).
     """
 
     def __init__(
@@ -276,7 +281,7 @@ class CapsCell(nn.Module):
         stride: int = 2,
         skip: str = "2d",
         routing_iterations: int = 3,
-        coupling: str = "types",
+        coupling: str = "types+positions",
         squash_sum: bool = False,
     ):
         super().__init__()

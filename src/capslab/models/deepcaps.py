@@ -45,8 +45,9 @@ class DeepCaps(CapsuleClassifier):
         routing_iterations: iterations of the class layer and of the 3-D routing (3).
         skip_cell: 1-based index of the cell whose output also feeds the class capsules
             (3 as in DeepCaps), or 0 for none.
-        coupling: 3-D routing softmax, ``"types"`` (per position) or ``"types+positions"``
-            (the authors' code); see :class:`~capslab.layers.conv_caps.ConvCaps3D`.
+        coupling: 3-D routing softmax, ``"types+positions"`` (default, DeepCaps' softmax_3D:
+            over output types and positions jointly) or ``"types"`` (per position); see
+            :class:`~capslab.layers.conv_caps.ConvCaps3D`.
         squash_sum: squash the sum at the end of every cell (default False, as DeepCaps).
         decoder / small_decoder / normalization / mean / std: as for ``capsnet``.
     """
@@ -64,7 +65,7 @@ class DeepCaps(CapsuleClassifier):
         class_dim: int = 16,
         routing_iterations: int = 3,
         skip_cell: int = 3,
-        coupling: str = "types",
+        coupling: str = "types+positions",
         squash_sum: bool = False,
         decoder: bool = True,
         small_decoder: bool = False,

@@ -142,7 +142,7 @@ class GenotypeNet(CapsuleClassifier):
         routing_iterations: int = 3,
         conv_caps_routing: int = 0,
         batchnorm: bool = True,
-        coupling: str = "types",
+        coupling: str = "types+positions",
         squash_sum: bool = False,
         decoder: bool = True,
         small_decoder: bool = False,
