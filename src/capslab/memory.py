@@ -17,11 +17,14 @@ Slopes (bytes and seconds per added block) are fitted by least squares.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import io
 import math
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -176,6 +179,25 @@ def _persistent_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
     return _tensor_bytes([*model.parameters(), *model.buffers(), *grads, *state])
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide the profiler backend's start/stop lines, which it writes straight to fd 2."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def profiler_peak_bytes(fn: Callable[[], object]) -> int:
     """Highest running sum of CPU allocations minus frees while ``fn()`` runs (bytes, >= 0).
 
@@ -184,7 +206,7 @@ def profiler_peak_bytes(fn: Callable[[], object]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [
         e for e in prof.profiler.kineto_results.events()
