@@ -83,8 +83,10 @@ def test_idx_truncated_gzip_stream(tmp_path):
     write_idx_split(tmp_path, "train", 10)
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-200])
-    with pytest.raises(DatasetFormatError, match="train-images-idx3-ubyte.gz.*truncated"):
+    with pytest.raises(DatasetFormatError, match="train-images-idx3-ubyte.gz.*truncated") as err:
         load_dataset("mnist", "train", root=tmp_path, verify=False)
+    # the message also says what to do about it
+    assert "capslab datasets --download" in str(err.value) and "--data-dir" in str(err.value)
 
 
 def test_idx_truncated_header():

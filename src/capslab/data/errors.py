@@ -18,11 +18,25 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """A file of a dataset is in none of the folders searched."""
 
 
-class DatasetFormatError(DatasetError, ValueError):
+_DAMAGED_FILE_HINT = (
+    " The file was not used. Replace it with an intact copy of the original (point "
+    "--data-dir or CAPSLAB_DATA at it), or delete it and, when online, run "
+    "`capslab datasets --download DATASET`."
+)
+
+
+class _DamagedFileError(DatasetError):
+    """A file that exists but cannot be trusted: the message says what to do about it."""
+
+    def __str__(self) -> str:
+        return super().__str__() + _DAMAGED_FILE_HINT
+
+
+class DatasetFormatError(_DamagedFileError, ValueError):
     """A file is not in the expected format (wrong magic number, truncated, bad shape, ...)."""
 
 
-class ChecksumError(DatasetError):
+class ChecksumError(_DamagedFileError):
     """A file's md5 differs from the published (pinned) one."""
 
 
