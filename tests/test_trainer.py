@@ -156,3 +156,20 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_cli_config_file_with_command_line_overrides(mnist_root, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model_options": {"conv_channels": 8, "primary_types": 2},
+                               "epochs": 1, "subset": 200, "test_subset": 100, "batch_size": 50}))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--quiet",
+                                   "--model-opt", "primary_types=3", "--seed", "7"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_options"] == {"conv_channels": 8, "primary_types": 3}  # merged per key
+    assert (saved["subset"], saved["batch_size"], saved["seed"]) == (200, 50, 7)
+    assert saved["epochs"] == 1  # from the file although the flag has a default
+    cfg.write_text(json.dumps({"bogus": 1}))
+    res = CliRunner().invoke(app, ["train", "--config", str(cfg)])
+    assert res.exit_code == 2 and "unknown config key(s): bogus" in res.output

@@ -59,6 +59,37 @@ def warn_genotype_mismatch(g, dataset: str, source: Path) -> None:
         )
 
 
+# TrainConfig keys that several command-line options feed
+_OPTION_SOURCES = {
+    "model_options": {"weight_sharing", "small_decoder", "routing", "blocks", "gamma", "genotype", "model_opt"},
+    "policy_options": {"policy_opt"},
+    "compile": {"compile_"},
+    "model": {"model", "genotype"},
+}
+
+
+def merge_config_file(path: Path, values: dict, given: set[str]) -> dict:
+    """TrainConfig keys from a JSON file, overridden by the options given on the command line.
+
+    ``values`` are the command line's config values (defaults included), ``given`` the names of
+    the options the user actually typed. Model options merge key by key.
+    """
+    try:
+        base = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"config file {path} cannot be read as JSON: {exc}") from exc
+    if not isinstance(base, dict):
+        raise ValueError(f"config file {path} must hold a JSON object of TrainConfig keys")
+    merged = dict(base)
+    for key, value in values.items():
+        typed = bool(_OPTION_SOURCES.get(key, {key}) & given)
+        if key == "model_options" and typed:
+            merged[key] = {**base.get(key, {}), **value}
+        elif typed or key not in base:
+            merged[key] = value
+    return merged
+
+
 ModelOpt = Annotated[list[str] | None, typer.Option("--model-opt", help="Model option key=value (repeatable).")]
 
 
@@ -66,6 +97,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     @friendly_errors
     def train_cmd(
+        ctx: typer.Context,
         model: Annotated[str, typer.Option(help="Registered model name (see `capslab info --list`).")] = "capsnet",
         dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist, cifar10, cifar100, svhn.")] = "mnist",
         epochs: Annotated[int, typer.Option(min=1)] = 10,
@@ -113,10 +145,8 @@ def register(app: typer.Typer) -> None:
             reconstruction_weight=reconstruction_weight,
         )
         if config is not None:
-            base = json.loads(Path(config).read_text())
-            ctx = typer.get_current_context()
-            given = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
-            values = {**base, **{k: v for k, v in values.items() if k in given or k not in base}}
+            given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
+            values = merge_config_file(config, values, given)
         cfg = TrainConfig.from_dict(values)
         summary = train(cfg, progress=not quiet)
         console.print(
