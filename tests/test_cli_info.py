@@ -41,3 +41,30 @@ def test_unknown_model_and_option_errors_are_one_line():
     assert res.exit_code == 2 and "unknown model 'nope'" in res.output
     res = runner.invoke(app, ["info", "--model-opt", "bogus=1"])
     assert res.exit_code == 2 and "bogus" in res.output
+
+
+def test_library_errors_become_one_line_and_exit_code_2(monkeypatch):
+    import typer
+
+    from capslab.cli.common import friendly_errors
+    from capslab.data.errors import DownloadError
+
+    @friendly_errors
+    def offline():
+        raise DownloadError("could not download train_32x32.mat (offline?)")
+
+    try:
+        offline()
+    except typer.Exit as exc:
+        assert exc.exit_code == 2
+    else:  # pragma: no cover
+        raise AssertionError("no exit")
+
+    @friendly_errors
+    def bug():
+        raise ZeroDivisionError("a real bug keeps its traceback")
+
+    import pytest
+
+    with pytest.raises(ZeroDivisionError):
+        bug()

@@ -23,6 +23,16 @@ err_console = Console(stderr=True, width=_width(sys.stderr))
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_USER_ERRORS = (ValueError, OSError, KeyError, RuntimeError, ImportError)
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Validation errors and every error class CapsLab defines (datasets, checkpoints, ...)."""
+    if isinstance(exc, typer.Exit):
+        return False
+    return isinstance(exc, _USER_ERRORS) or type(exc).__module__.startswith("capslab.")
+
+
 def friendly_errors(func: F) -> F:
     """Turn the library's validation errors into one red line and exit code 2 (no traceback)."""
 
@@ -30,10 +40,11 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ValueError, OSError, KeyError, RuntimeError, ImportError) as exc:
-            if isinstance(exc, typer.Exit):
+        except Exception as exc:
+            if not _is_user_error(exc):
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}")
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
