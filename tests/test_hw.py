@@ -334,6 +334,8 @@ def test_accelerator_files(tmp_path):
     assert (acc.name, acc.rows, acc.cols, acc.clock_ns) == ("Big", 32, 32, 3.0)  # rest default
     path.write_text(json.dumps(CAPSACC.to_dict()))
     assert Accelerator.from_file(path) == CAPSACC
+    path.write_text(json.dumps({"rows": 8}))
+    assert Accelerator.from_file(path).name == "acc"  # unnamed: the file's stem, not "CapsAcc"
     path.write_text(json.dumps({"rows": 16, "colums": 8}))
     with pytest.raises(
         AcceleratorError, match=r"acc.json: unknown key\(s\) \['colums'\]; valid keys: \[.*'cols'"

@@ -107,7 +107,7 @@ class Accelerator:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Accelerator:
         """Read a JSON object whose keys are a subset of the fields (missing ones keep the
-        CapsAcc defaults)."""
+        CapsAcc defaults; a missing ``name`` becomes the file's stem)."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -119,6 +119,8 @@ class Accelerator:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise AcceleratorError(f"{path}: not valid JSON ({e})") from None
+        if isinstance(d, dict) and "name" not in d:
+            d = {**d, "name": path.stem}  # not "CapsAcc": these are someone else's numbers
         return cls.from_dict(d, source=str(path))
 
     def describe(self) -> str:
