@@ -388,3 +388,14 @@ def test_front_table_shows_failed_candidates():
     console.print(table)
     text = console.export_text()
     assert "failed: error: ValueError: boom" in text
+
+
+def test_journal_url_without_its_driver_says_what_to_install():
+    import importlib.util
+
+    from capslab.nas.journal import Journal
+
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg is installed here")
+    with pytest.raises(ImportError, match="postgresql driver 'psycopg'.*pip install psycopg"):
+        Journal("postgresql+psycopg://user:secret@localhost/capslab", "run")

@@ -218,13 +218,25 @@ def masked_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _engine(url: str) -> Engine:
+    """``create_engine`` with a clear message when the URL's database driver is missing."""
+    try:
+        return create_engine(url, future=True)
+    except ModuleNotFoundError as exc:
+        dialect = make_url(url).get_backend_name()
+        raise ImportError(
+            f"the journal URL needs the {dialect} driver {exc.name!r}, which is not installed: "
+            f"`pip install {exc.name}` (or name another driver in the URL, e.g. postgresql+psycopg://)"
+        ) from exc
+
+
 class Journal:
     """Read and write the journal of one run (``run_id``) in the database at ``url``."""
 
     def __init__(self, url: str, run_id: str, engine: Engine | None = None):
         self.url = url
         self.run_id = run_id
-        self.engine = engine or create_engine(url, future=True)
+        self.engine = engine or _engine(url)
         if self.engine.dialect.name == "sqlite":
             # A crash must not lose a committed evaluation; WAL keeps readers (reports) unblocked.
             with self.engine.connect() as conn:
