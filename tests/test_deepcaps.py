@@ -9,7 +9,7 @@ import torch
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.models.deepcaps import DeepCaps
-from capslab.models.genotype_net import describe_layers
+from capslab.models.summary import describe_layers
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -23,7 +23,8 @@ from capslab.genotype import (
 from capslab.losses import capsule_loss
 from capslab.models import create_model, model_options
 from capslab.models.deepcaps import DeepCaps
-from capslab.models.genotype_net import GenotypeNet, describe_layers, skip_source
+from capslab.models.genotype_net import GenotypeNet, skip_source
+from capslab.models.summary import describe_layers
 
 # conv 5x5/2 16 ch -> primary caps 5x5/2, 8 types x 4-D (7x7) -> class caps 10 x 8-D
 SMALL_GENES = [[0, 28, 1, 1, 5, 2, 14, 16, 1], [1, 14, 16, 1, 5, 2, 7, 8, 4],

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         """Print parameters (per layer and in total) and output shapes of a model."""
         from capslab.data import dataset_info
         from capslab.models import create_model, list_models
-        from capslab.models.genotype_net import describe_layers
+        from capslab.models.summary import describe_layers
 
         if list_:
             if as_json:
