@@ -8,8 +8,6 @@ against. The maths is identical in all variants; only the implementation differs
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from capslab.losses import capsule_loss
+from capslab.memory import median_seconds, training_step_peak_bytes
 from capslab.models import create_model
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
@@ -76,33 +75,6 @@ def _train_step(model: nn.Module, optimizer, x, y) -> None:
     optimizer.step()
 
 
-def _time(fn: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def _peak_memory(fn: Callable[[], None], device: torch.device) -> int:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(device)
-    from capslab.memory import profiler_peak_bytes
-
-    return profiler_peak_bytes(fn)
-
-
 def measure_variant(
     variant: Variant,
     device: torch.device,
@@ -122,19 +94,19 @@ def measure_variant(
         return x, torch.randint(0, 10, (b,), device=device)
 
     rates = {}
+    model.train()
     for b in (16, 128):
         x, y = batch(b)
-        model.train()
-        rates[b] = b / _time(lambda x=x, y=y: _train_step(model, optimizer, x, y), steps, warmup, device)
-    x, y = batch(128)
-    peak = _peak_memory(lambda: _train_step(model, optimizer, x, y), device)
+        step = lambda x=x, y=y: _train_step(model, optimizer, x, y)  # noqa: E731
+        rates[b] = b / median_seconds(step, steps, max(1, warmup), device)
+    peak = training_step_peak_bytes(step, model, optimizer, (x, y), device)  # batch 128
     model.eval()
 
     def infer() -> None:
         with torch.no_grad():
             model(x)
 
-    infer_rate = 128 / _time(infer, steps, warmup, device)
+    infer_rate = 128 / median_seconds(infer, steps, warmup, device)
     return BenchResult(variant.name, str(device), rates[16], rates[128], infer_rate, peak / 2**20)
 
 

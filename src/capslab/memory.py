@@ -260,49 +260,65 @@ def measure(name: str, blocks: int | None, config: MemoryConfig) -> Measurement:
         loss_of_batch().backward()
         optimizer.step()
 
+    def infer() -> None:
+        with torch.no_grad():
+            model(images)
+
+    model.train()
+    # at least one warm-up step: Adam's state exists from there on
+    train_seconds = median_seconds(train_step, config.steps, max(1, config.warmup), device)
+    persistent = _persistent_bytes(model, optimizer)
+    peak = training_step_peak_bytes(train_step, model, optimizer, (images, labels), device)
+    activations = saved_activation_bytes(loss_of_batch, list(model.parameters()))
+
+    model.eval()
+    infer_seconds = median_seconds(infer, config.steps, config.warmup, device)
+    parameters = sum(p.numel() for p in model.parameters())
+    return Measurement(name, blocks, int(peak), activations, persistent,
+                       train_seconds, infer_seconds, parameters)
+
+
+def median_seconds(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``steps`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synced)."""
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    model.train()
-    for _ in range(max(1, config.warmup)):  # at least one: Adam's state exists from here on
-        train_step()
-    train_times = []
-    for _ in range(config.steps):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
         sync()
         t0 = time.perf_counter()
-        train_step()
+        fn()
         sync()
-        train_times.append(time.perf_counter() - t0)
-    persistent = _persistent_bytes(model, optimizer)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
+
+def training_step_peak_bytes(
+    train_step: Callable[[], object],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Sequence[torch.Tensor],
+    device: torch.device,
+) -> int:
+    """Peak bytes of tensors alive during one training step, gradients cleared beforehand.
+
+    CUDA: ``max_memory_allocated``. CPU: what exists when the step starts (parameters,
+    optimizer state, the batch) plus the peak of the step's own allocations.
+    """
     optimizer.zero_grad(set_to_none=True)
     gc.collect()
     if device.type == "cuda":
-        sync()
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         train_step()
-        sync()
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        # what exists when the step starts (grads are None), then the step's own allocations
-        baseline = _persistent_bytes(model, optimizer) + _tensor_bytes((images, labels))
-        peak = baseline + profiler_peak_bytes(train_step)
-    activations = saved_activation_bytes(loss_of_batch, list(model.parameters()))
-
-    model.eval()
-    infer_times = []
-    with torch.no_grad():
-        for i in range(config.warmup + config.steps):
-            sync()
-            t0 = time.perf_counter()
-            model(images)
-            sync()
-            if i >= config.warmup:
-                infer_times.append(time.perf_counter() - t0)
-    parameters = sum(p.numel() for p in model.parameters())
-    return Measurement(name, blocks, int(peak), activations, persistent,
-                       statistics.median(train_times), statistics.median(infer_times), parameters)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    baseline = _persistent_bytes(model, optimizer) + _tensor_bytes(batch)
+    return baseline + profiler_peak_bytes(train_step)
 
 
 def plan(config: MemoryConfig) -> list[tuple[str, int | None]]:
