@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from capslab.cli.common import friendly_errors
 from capslab.cli.main import app
-from capslab.data.errors import DownloadError
+from capslab.errors import DownloadError
 from capslab.genotype import DEEPCAPS_GENOTYPE, save_genotype
 
 runner = CliRunner()

@@ -76,7 +76,7 @@ def test_missing_file_message(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_and_split():
-    from capslab.data import UnknownDatasetError
+    from capslab.errors import UnknownDatasetError
 
     with pytest.raises(UnknownDatasetError, match="known datasets: mnist"):
         load_dataset("imagenet", "train")

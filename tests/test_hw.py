@@ -22,7 +22,8 @@ from capslab.genotype import (
     valid_skips,
     validate,
 )
-from capslab.hw import CAPSACC, Accelerator, AcceleratorError, HardwareLayer, cost, estimate, expand
+from capslab.errors import AcceleratorError
+from capslab.hw import CAPSACC, Accelerator, HardwareLayer, cost, estimate, expand
 from capslab.hw.estimate import _layer_wsd
 
 

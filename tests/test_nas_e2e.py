@@ -34,7 +34,8 @@ SMALL_SPACE = {
 
 
 def _mnist_or_skip():
-    from capslab.data import DatasetError, load_dataset
+    from capslab.data import load_dataset
+    from capslab.errors import DatasetError
 
     try:
         load_dataset("mnist", "test")

@@ -96,7 +96,8 @@ def test_study_is_resumable_and_skips_failures(tmp_path):
 
 @pytest.mark.slow
 def test_pcc_command_on_real_training(tmp_path):
-    from capslab.data import DatasetError, load_dataset
+    from capslab.data import load_dataset
+    from capslab.errors import DatasetError
 
     try:
         load_dataset("mnist", "test")

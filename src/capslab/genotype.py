@@ -26,6 +26,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from capslab.errors import GenotypeError
 from capslab.io import atomic_write_text
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "Genotype",
-    "GenotypeError",
     "LayerDescriptor",
     "LayerKind",
     "is_valid",
@@ -51,10 +51,6 @@ __all__ = [
 
 FORMAT_NAME = "capslab-genotype"
 FORMAT_VERSION = 1
-
-
-class GenotypeError(ValueError):
-    """A genotype that is malformed or describes an impossible network."""
 
 
 class LayerKind(IntEnum):

@@ -30,7 +30,7 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
     """Where one registry file is, its size and whether its md5 matches (``verified``:
     ``True``/``False``/``None`` for not checked)."""
     from capslab.data import sources
-    from capslab.data.errors import DatasetError
+    from capslab.errors import DatasetError
     from capslab.data.registry import get_spec
 
     spec = get_spec(name)
@@ -115,7 +115,7 @@ def datasets(
     the published one. Looks in --data-dir, $CAPSLAB_DATA, ~/.cache/capslab/datasets and known
     system copies."""
     from capslab.data import sources
-    from capslab.data.errors import DatasetError
+    from capslab.errors import DatasetError
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
 
     root = str(data_dir) if data_dir is not None else None

@@ -2,14 +2,6 @@
 batch loader. See docs/data.md."""
 
 from capslab.data.dataset import ImageDataset, clear_cache, load_dataset, stratified_subset
-from capslab.data.errors import (
-    ChecksumError,
-    DatasetError,
-    DatasetFormatError,
-    DatasetNotFoundError,
-    DownloadError,
-    UnknownDatasetError,
-)
 from capslab.data.loader import BatchLoader
 from capslab.data.registry import DatasetInfo, dataset_info, get_spec, list_datasets
 from capslab.data.sources import default_data_dir, download, search_dirs
@@ -17,14 +9,8 @@ from capslab.data.transforms import augment_batch, random_hflip, random_shift
 
 __all__ = [
     "BatchLoader",
-    "ChecksumError",
-    "DatasetError",
-    "DatasetFormatError",
     "DatasetInfo",
-    "DatasetNotFoundError",
-    "DownloadError",
     "ImageDataset",
-    "UnknownDatasetError",
     "augment_batch",
     "clear_cache",
     "dataset_info",

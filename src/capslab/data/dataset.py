@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from capslab.data import readers, sources
-from capslab.data.errors import DatasetFormatError
+from capslab.errors import DatasetFormatError
 from capslab.data.registry import DatasetInfo, get_spec, split_spec
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capslab.data.errors import DatasetFormatError
+from capslab.errors import DatasetFormatError
 
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from capslab.data.errors import UnknownDatasetError
+from capslab.errors import UnknownDatasetError
 
 
 @dataclass(frozen=True)

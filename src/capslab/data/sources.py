@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from capslab.data.errors import (
+from capslab.errors import (
     ChecksumError,
     DatasetFormatError,
     DatasetNotFoundError,

@@ -1,14 +1,13 @@
 """Hardware model of NASCaps: energy, latency and memory of a genotype on an accelerator
 (CapsAcc by default). Pure Python, no torch, fast enough for the search loop."""
 
-from capslab.hw.accelerator import CAPSACC, Accelerator, AcceleratorError
+from capslab.hw.accelerator import CAPSACC, Accelerator
 from capslab.hw.estimate import HardwareEstimate, LayerEstimate, estimate
 from capslab.hw.expand import HardwareLayer, expand
 
 __all__ = [
     "CAPSACC",
     "Accelerator",
-    "AcceleratorError",
     "HardwareEstimate",
     "HardwareLayer",
     "LayerEstimate",

@@ -13,11 +13,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from capslab.errors import AcceleratorError
+
 __all__ = ["CAPSACC", "Accelerator", "AcceleratorError"]
-
-
-class AcceleratorError(ValueError):
-    """An accelerator description that is malformed (unknown key, wrong type, non-positive)."""
 
 
 _INT_FIELDS = ("rows", "cols", "pe_width", "pipeline_stages", "weight_bits", "accumulator_bits")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
 from capslab.ops import safe_norm
 from capslab.routing import dynamic_routing, scaled_distance_agreement
 
@@ -40,9 +41,9 @@ class ClassCaps(nn.Module):
     ):
         super().__init__()
         if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+            raise ConfigError(f"routing must be one of {ROUTINGS}, got {routing!r}")
         if share_types is not None and num_in % share_types:
-            raise ValueError(f"{num_in} input capsules do not split into {share_types} types")
+            raise ConfigError(f"{num_in} input capsules do not split into {share_types} types")
         self.num_in, self.in_dim, self.num_out, self.out_dim = num_in, in_dim, num_out, out_dim
         self.routing = routing
         self.num_iterations = num_iterations

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
 from capslab.ops import squash
 from capslab.routing import COUPLING_MODES_3D, dynamic_routing_3d
 
@@ -61,7 +62,7 @@ def features_to_grid(x: Tensor, num_types: int) -> Tensor:
     """``[B, C, H, W] -> [B, T, C / T, H, W]``: read channel ``c = t * D + d`` as type t, dim d."""
     b, c, h, w = x.shape
     if c % num_types:
-        raise ValueError(f"{c} channels do not split into {num_types} capsule types")
+        raise ConfigError(f"{c} channels do not split into {num_types} capsule types")
     return x.view(b, num_types, c // num_types, h, w)
 
 
@@ -99,7 +100,7 @@ class _CapsGridConv(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != self.in_types or x.shape[2] != self.in_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} expects a capsule grid "
                 f"[B, {self.in_types}, {self.in_dim}, H, W], got shape {tuple(x.shape)}"
             )
@@ -144,9 +145,9 @@ class ConvCaps2D(_CapsGridConv):
         init_gain: float = DEFAULT_INIT_GAIN,
     ):
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride) < 1:
-            raise ValueError("ConvCaps2D sizes, kernel and stride must all be >= 1")
+            raise ConfigError("ConvCaps2D sizes, kernel and stride must all be >= 1")
         if routing_iterations < 0:
-            raise ValueError(f"routing_iterations must be >= 0, got {routing_iterations}")
+            raise ConfigError(f"routing_iterations must be >= 0, got {routing_iterations}")
         super().__init__(in_types, in_dim, out_types, out_dim, kernel_size, stride,
                          routing_iterations)
         if routing_iterations == 0:
@@ -215,9 +216,9 @@ class ConvCaps3D(_CapsGridConv):
         init_gain: float = DEFAULT_INIT_GAIN,
     ):
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride, routing_iterations) < 1:
-            raise ValueError("ConvCaps3D sizes, kernel, stride and routing_iterations must be >= 1")
+            raise ConfigError("ConvCaps3D sizes, kernel, stride and routing_iterations must be >= 1")
         if coupling not in COUPLING_MODES_3D:
-            raise ValueError(f"coupling must be one of {COUPLING_MODES_3D}, got {coupling!r}")
+            raise ConfigError(f"coupling must be one of {COUPLING_MODES_3D}, got {coupling!r}")
         super().__init__(in_types, in_dim, out_types, out_dim, kernel_size, stride,
                          routing_iterations)
         self.coupling = coupling
@@ -286,7 +287,7 @@ class CapsCell(nn.Module):
     ):
         super().__init__()
         if skip not in ("2d", "3d"):
-            raise ValueError(f"skip must be '2d' or '3d', got {skip!r}")
+            raise ConfigError(f"skip must be '2d' or '3d', got {skip!r}")
         self.stride = stride
         self.skip_kind = skip
         self.squash_sum = squash_sum

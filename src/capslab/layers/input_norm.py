@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
+
 NORMALIZATIONS = ("dataset", "per-image", "none")
 
 
@@ -28,7 +30,7 @@ class InputNormalization(nn.Module):
     ):
         super().__init__()
         if mode not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+            raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
         self.mode = mode
         mean = list(mean) if mean is not None else [0.0] * channels
         std = list(std) if std is not None else [1.0] * channels

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from capslab.errors import ConfigError
 from capslab.layers.class_caps import ClassCaps
 
 #: fractional bits of the fixed-point state: resolution 2**-40 ~ 9e-13, range +-2**23
@@ -100,7 +101,7 @@ def make_blocks(
 ) -> nn.ModuleList:
     """``num_blocks`` independent :class:`CapsuleBlock`s (``num_blocks >= 0``)."""
     if num_blocks < 0:
-        raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        raise ConfigError(f"num_blocks must be >= 0, got {num_blocks}")
     return nn.ModuleList(
         CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations, init_std)
         for _ in range(num_blocks)
@@ -135,12 +136,12 @@ class RationalGamma:
     @classmethod
     def from_float(cls, gamma: float, max_den: int = MAX_GAMMA_DENOMINATOR) -> RationalGamma:
         if not 0.0 < gamma <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"gamma must be in (0, 1] for an invertible momentum block, got {gamma}"
             )
         frac = Fraction(gamma).limit_denominator(max_den)
         if frac.numerator == 0:
-            raise ValueError(f"gamma {gamma} is too small to write with denominator <= {max_den}")
+            raise ConfigError(f"gamma {gamma} is too small to write with denominator <= {max_den}")
         return cls(frac.numerator, frac.denominator)
 
     @property
@@ -377,11 +378,11 @@ class MomentumCapsuleStack(nn.Module):
         self.rational_gamma = RationalGamma.from_float(gamma)
         self.memory_efficient = memory_efficient
         if not 8 <= frac_bits <= 52:
-            raise ValueError(f"frac_bits must be in [8, 52], got {frac_bits}")
+            raise ConfigError(f"frac_bits must be in [8, 52], got {frac_bits}")
         self.frac_bits = frac_bits
         limit = max_exact_blocks(self.rational_gamma)
         if memory_efficient and len(self.blocks) > limit:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(self.blocks)} momentum blocks with gamma={gamma} "
                 f"({self.rational_gamma.num}/{self.rational_gamma.den}) exceed the {limit} blocks "
                 "the exact int64 remainder store can invert; use fewer blocks or a gamma closer "

@@ -7,9 +7,15 @@ from capslab.models import (
     momentum,  # noqa: F401  (registers "rescapsnet", "mocapsnet")
 )
 from capslab.models.base import CapsuleClassifier, CapsuleOutput
-from capslab.models.registry import create_model, list_models, model_options, register_model
+from capslab.models.registry import (
+    check_model_options,
+    create_model,
+    list_models,
+    model_options,
+    register_model,
+)
 
 __all__ = [
-    "CapsuleClassifier", "CapsuleOutput", "create_model", "list_models", "model_options",
+    "CapsuleClassifier", "CapsuleOutput", "check_model_options", "create_model", "list_models", "model_options",
     "register_model",
 ]

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
 from capslab.layers.decoder import CapsuleDecoder
 from capslab.layers.input_norm import InputNormalization
 from capslab.ops import capsule_lengths
@@ -53,7 +54,7 @@ class CapsuleClassifier(nn.Module):
     ):
         super().__init__()
         if decoder not in ("full", "small", "none"):
-            raise ValueError(f"decoder must be 'full', 'small' or 'none', got {decoder!r}")
+            raise ConfigError(f"decoder must be 'full', 'small' or 'none', got {decoder!r}")
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.input_norm = InputNormalization(normalization, mean, std, channels=image_shape[0])

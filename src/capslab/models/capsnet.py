@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from capslab.errors import ConfigError
 from capslab.layers import ClassCaps, ConvStem, PrimaryCaps
 from capslab.layers.primary_caps import conv_output_size
 from capslab.models.base import CapsuleClassifier, decoder_kind
@@ -45,7 +46,7 @@ class CapsNet(CapsuleClassifier):
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)
         grid = conv_output_size(conv_output_size(image_size, 9, 1), 9, 2)
         if grid < 1:
-            raise ValueError(f"image_size {image_size} is too small for two 9x9 convolutions")
+            raise ConfigError(f"image_size {image_size} is too small for two 9x9 convolutions")
         self.class_caps = ClassCaps(
             primary_types * grid * grid, primary_dim, num_classes, class_dim, routing,
             routing_iterations, share_types=primary_types if weight_sharing else None,

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
 from capslab.layers import ClassCaps
 from capslab.layers.conv_caps import CapsCell, FlatCaps, SameConv2d, features_to_grid
 from capslab.models.base import CapsuleClassifier, decoder_kind
@@ -79,14 +80,14 @@ class DeepCaps(CapsuleClassifier):
         )
         dims = [int(d) for d in capsule_dims]
         if not dims:
-            raise ValueError("deepcaps: capsule_dims must name at least one cell")
+            raise ConfigError("deepcaps: capsule_dims must name at least one cell")
         if not 0 <= skip_cell < len(dims):
-            raise ValueError(
+            raise ConfigError(
                 f"deepcaps: skip_cell must be 0 (none) or a cell index 1..{len(dims) - 1} "
                 f"(not the last cell), got {skip_cell}"
             )
         if skip_cell and dims[skip_cell - 1] != dims[-1]:
-            raise ValueError(
+            raise ConfigError(
                 f"deepcaps: skip_cell {skip_cell} has {dims[skip_cell - 1]}-D capsules but the last "
                 f"cell has {dims[-1]}-D; both feed one class layer"
             )

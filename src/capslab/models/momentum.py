@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
 from capslab.layers import ConvStem, PrimaryCaps
 from capslab.layers.momentum import (
     DEFAULT_FRAC_BITS,
@@ -56,7 +57,7 @@ class BlockCapsNet(CapsuleClassifier):
         std: Sequence[float] | None = None,
     ):
         if num_blocks < 0:
-            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+            raise ConfigError(f"num_blocks must be >= 0, got {num_blocks}")
         for name, value in (
             ("conv_channels", conv_channels), ("primary_types", primary_types),
             ("primary_dim", primary_dim), ("block_capsules", block_capsules),
@@ -64,14 +65,14 @@ class BlockCapsNet(CapsuleClassifier):
             ("routing_iterations", routing_iterations),
         ):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         super().__init__(
             (in_channels, image_size, image_size), num_classes, class_dim,
             decoder_kind(decoder, small_decoder), normalization, mean, std,
         )
         grid = conv_output_size(conv_output_size(image_size, 9, 1), 9, 2)
         if grid < 1:
-            raise ValueError(f"image_size {image_size} is too small for two 9x9 convolutions")
+            raise ConfigError(f"image_size {image_size} is too small for two 9x9 convolutions")
         self.num_blocks = num_blocks
         self.conv = ConvStem(in_channels, conv_channels, 9, 1)
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)

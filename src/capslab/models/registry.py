@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from capslab.errors import ConfigError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -36,27 +38,25 @@ def _get(name: str) -> Callable[..., nn.Module]:
     try:
         return _MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def check_model_options(name: str, options: dict) -> None:
+    """Refuse an unknown model, or options its factory does not take (with the valid ones)."""
+    params = inspect.signature(_get(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(params)}"
+        )
 
 
 def create_model(name: str, **options) -> nn.Module:
     """Build a registered model. Unknown options are refused with the list of valid ones."""
-    factory = _get(name)
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        params = {k: v for k, v in params.items() if k != "self"}
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            raise ValueError(
-                f"model {name!r} has no option(s) {', '.join(unknown)}; "
-                f"valid options: {', '.join(params)}"
-            )
-    try:
-        model = factory(**options)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise ValueError(f"model {name!r}: {exc}") from None
-        raise
+    check_model_options(name, options)
+    model = _get(name)(**options)
     model.model_name = name  # type: ignore[attr-defined]
     model.model_options = dict(options)  # type: ignore[attr-defined]
     return model

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from capslab.genotype import Genotype, GenotypeError
+from capslab.errors import GenotypeError
+from capslab.genotype import Genotype
 from capslab.nas.journal import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
 

@@ -1,29 +1,32 @@
-"""Typed, validated training configuration."""
+"""Typed, validated training configuration.
+
+:class:`TrainingSettings` holds what defines a training run's results (model, data, schedule,
+optimiser, seed) and is embedded by the architecture search, the FasTrCaps study and the PCC
+study. :class:`TrainConfig` adds where and how one run is carried out (output folder, resume,
+logging, time limit).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from capslab.errors import ConfigError
+from capslab.settings import Settings
 
 OPTIMIZERS = ("adam", "ranger21", "sgd")
-DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 
 
-class ConfigError(ValueError):
-    """A configuration key or value that is not valid."""
-
-
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run. Unknown keys are refused by :meth:`from_dict`.
+class TrainingSettings(Settings):
+    """How a network is trained. Validated on construction: the model and its options, the
+    policy and its options, numbers and choices.
 
-    ``compile=True`` runs the training and evaluation forward passes through ``torch.compile``
-    (same maths; about 1.2x faster on a 2-core CPU once compiled). ``lr=None`` takes the
-    policy's default; ``subset``/``test_subset`` take a stratified, seeded
-    sample of the training/test split; ``time_limit`` (seconds) stops a run that takes longer
-    (used by the architecture search).
+    ``lr=None`` takes the policy's default; ``subset``/``test_subset`` take a stratified, seeded
+    sample of the training/test split; ``compile=True`` runs the forward passes through
+    ``torch.compile`` (same maths). ``device``, ``data_dir``, ``download``, ``eval_batch_size``
+    and ``compile`` do not change the results and are not part of :meth:`identity`.
     """
 
     model: str = "capsnet"
@@ -36,7 +39,7 @@ class TrainConfig:
     lr: float | None = None
     policy: str = "fixed"
     policy_options: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "adam"
+    optimizer: Literal["adam", "ranger21", "sgd"] = "adam"
     weight_decay: float = 0.0
     reconstruction_weight: float = 0.0005
     augment: bool = True
@@ -44,64 +47,70 @@ class TrainConfig:
     test_subset: int | None = None
     eval_batch_size: int = 256
     seed: int = 0
-    out: str | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
+
+    IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
+        "data_dir", "download", "eval_batch_size", "device", "compile",
+    )
+    WHAT: ClassVar[str] = "training setting"
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _positive(name, getattr(self, name))
+        for name in ("lr", "subset", "test_subset"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if self.reconstruction_weight < 0 or self.weight_decay < 0:
+            raise ConfigError("reconstruction_weight and weight_decay must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.optimizer == "ranger21" and self.policy != "fixed":
+            raise ConfigError(
+                "optimizer ranger21 plans its own warm-up and warm-down of the learning rate; "
+                f"use policy 'fixed' with it (got {self.policy!r})"
+            )
+        from capslab.data import dataset_info
+        from capslab.models import check_model_options
+        from capslab.train.policies import make_policy_options
+
+        dataset_info(self.dataset)  # an unknown dataset is refused here, before any file
+        check_model_options(self.model, self.model_options)
+        make_policy_options(self.policy, self.policy_options, self.lr)
+
+
+@dataclass
+class TrainConfig(TrainingSettings):
+    """One training run: :class:`TrainingSettings` plus where its files go and how it runs.
+
+    ``out=None`` writes nothing; ``resume=True`` continues from ``out/last.pt``;
+    ``time_limit`` (seconds) stops a run that takes longer (used by the architecture search).
+    """
+
+    out: str | None = None
     resume: bool = False
     tensorboard: bool = False
     time_limit: float | None = None
     checkpoints: bool = True
     plots: bool = True
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        def positive(name: str, allow_none: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            positive(name)
-        for name in ("lr", "subset", "test_subset", "time_limit"):
-            positive(name, allow_none=True)
-        if self.reconstruction_weight < 0 or self.weight_decay < 0:
-            raise ConfigError("reconstruction_weight and weight_decay must be >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
-        if self.optimizer == "ranger21" and self.policy != "fixed":
-            raise ConfigError(
-                "optimizer ranger21 plans its own warm-up and warm-down of the learning rate; "
-                f"use policy 'fixed' with it (got {self.policy!r})"
-            )
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.model_options, dict) or not isinstance(self.policy_options, dict):
-            raise ConfigError("model_options and policy_options must be mappings")
+    IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
+        *TrainingSettings.IDENTITY_EXCLUDE, "out", "resume", "tensorboard", "time_limit",
+        "checkpoints", "plots",
+    )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ConfigError(
-                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
-            )
-        return cls(**data)
+    def of(cls, training: TrainingSettings, **run: Any) -> TrainConfig:
+        """The run of ``training`` with the run fields ``run`` (out, resume, ...)."""
+        return cls(**{name: getattr(training, name) for name in training.field_names()}, **run)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def validate(self) -> None:
+        super().validate()
+        if self.time_limit is not None:
+            _positive("time_limit", self.time_limit)
 
-    def identity(self) -> dict[str, Any]:
-        """The keys a resumed run must share with the checkpoint it continues."""
-        keep = ("model", "model_options", "dataset", "epochs", "batch_size", "lr", "policy",
-                "policy_options", "optimizer", "weight_decay", "reconstruction_weight", "augment",
-                "subset", "test_subset", "seed", "precision")
-        d = self.to_dict()
-        return {k: d[k] for k in keep}
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
