@@ -1,16 +1,19 @@
-"""``capslab datasets``: table, JSON, --verify, --download (mocked), errors."""
+"""``capslab datasets``: table, JSON, --verify, --download (a comma list; mocked), errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import urllib.error
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from capslab.cli.main import app
-from capslab.data import default_data_dir, sources
+from capslab.cli import datasets as datasets_cli
+from capslab.cli.output import report_errors
+from capslab.data import default_data_dir, list_datasets, sources
 from capslab.data.registry import get_spec
 from capslab.data.testing import write_fake_mnist
 
@@ -18,13 +21,22 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 
-@pytest.fixture(autouse=True)
-def _wide_terminal(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
+def _app() -> typer.Typer:
+    """The ``datasets`` command as ``capslab.cli.main`` registers it (wrapped in
+    ``report_errors``), without importing every other command module."""
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.callback()(lambda: None)
+    datasets_cli.register(app)
+    for info in app.registered_commands:
+        info.callback = report_errors(info.callback)
+    return app
+
+
+APP = _app()
 
 
 def run(*args: str):
-    return runner.invoke(app, ["datasets", *args])
+    return runner.invoke(APP, ["datasets", *args])
 
 
 def test_table_lists_every_dataset(tmp_path):
@@ -32,31 +44,65 @@ def test_table_lists_every_dataset(tmp_path):
     assert r.exit_code == 0, r.output
     for name in ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "cifar-10-python.tar.gz",
                  "train_32x32.mat", "where found", "verified"):
-        assert name in r.output
-    assert str(tmp_path) in r.output and "--data-dir" in r.output
+        assert name in r.stdout
+    assert str(tmp_path) in r.stdout and "[data_dir]" in r.stdout
+    assert "Missing: " in r.stdout and "--download NAME" in r.stdout
 
 
 def test_json_and_verify_flag_a_bad_file(tmp_path):
     write_fake_mnist(tmp_path / "mnist", 10, 10)  # present, but not the official bytes
     r = run("mnist", "--data-dir", str(tmp_path), "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
+    assert (d["format"], d["version"]) == ("capslab-datasets", 1)
     rows = {row["file"]: row for row in d["files"]}
     assert set(rows) == {f for f in get_spec("mnist").files}
     assert all(row["present"] and row["verified"] is None for row in rows.values())
+    assert all(row["origin"] == "data_dir" for row in rows.values())
     assert d["datasets"]["mnist"]["num_classes"] == 10
-    assert d["search_dirs"]["mnist"][0] == {"path": str(tmp_path), "origin": "--data-dir"}
+    assert d["search_dirs"]["mnist"][0] == {"path": str(tmp_path), "origin": "data_dir"}
     r = run("mnist", "--data-dir", str(tmp_path), "--json", "--verify")
     assert r.exit_code == 1
-    rows = json.loads(r.output)["files"]
+    rows = json.loads(r.stdout)["files"]
     assert all(row["verified"] is False and "checksum mismatch" in row["check"] for row in rows)
     r = run("mnist", "--data-dir", str(tmp_path), "--verify")
-    assert r.exit_code == 1 and "FAILED" in r.output
+    assert r.exit_code == 1 and "FAILED" in r.stdout and "checksum mismatch" in r.stderr
 
 
-def test_unknown_dataset_is_an_error():
+def test_unknown_dataset_is_one_error_line():
     r = run("imagenet")
-    assert r.exit_code == 2 and "unknown dataset" in r.output
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: unknown dataset") and r.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """``sources.download`` replaced by a recorder of the dataset names it is asked for."""
+    asked: list[str] = []
+    monkeypatch.setattr(sources, "download", lambda name, root=None, **kw: asked.append(name))
+    return asked
+
+
+def test_download_takes_one_comma_list(downloads):
+    r = run("mnist", "--download", "mnist, fashion_mnist,MNIST")
+    assert r.exit_code == 0, r.output
+    assert downloads == ["mnist", "fashion-mnist"]  # canonical names, each once
+    assert "downloading mnist into" in r.stdout
+    downloads.clear()
+    assert run("mnist", "--download", "all").exit_code == 0
+    assert downloads == list_datasets()
+
+
+def test_download_of_an_unknown_name_fails_before_any_download(downloads):
+    r = run("--download", "mnist,imagenet")
+    assert r.exit_code == 2 and "unknown dataset" in r.stderr and downloads == []
+
+
+def test_json_download_keeps_stdout_json(downloads):
+    r = run("mnist", "--download", "mnist", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["format"] == "capslab-datasets"
+    assert downloads == ["mnist"] and "downloading mnist" in r.stderr
 
 
 def test_download_mocked(tmp_path, monkeypatch):
@@ -64,8 +110,6 @@ def test_download_mocked(tmp_path, monkeypatch):
     write_fake_mnist(served, 8, 8)
     spec = get_spec("mnist")
     # pin the generated files as if they were the published ones (registry override)
-    import dataclasses
-
     from capslab.data import registry
 
     files = {n: dataclasses.replace(f, md5=sources.md5_file(served / n), raw_md5=None)
@@ -91,7 +135,8 @@ def test_download_mocked(tmp_path, monkeypatch):
     r = run("mnist", "--download", "mnist", "--verify")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (default_data_dir() / "mnist").iterdir()) == sorted(files)
-    assert "FAILED" not in r.output and "ok" in r.output
+    assert "FAILED" not in r.output and "ok" in r.stdout
     table.clear()  # offline now
     r = run("--download", "svhn")
-    assert r.exit_code == 2 and "could not download" in r.output
+    assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("error: could not download")
+    assert "(data_dir)" in r.stderr

@@ -1,4 +1,5 @@
-"""Core data API: IDX reading, load_dataset, stratified_subset, transforms, BatchLoader."""
+"""Core data API: IDX reading, load_dataset, stratified_subset, transforms (the batch loader:
+test_loader.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import pytest
 import torch
 
 from capslab.data import (
-    BatchLoader,
     ImageDataset,
     dataset_info,
     list_datasets,
@@ -16,6 +16,7 @@ from capslab.data import (
     stratified_subset,
 )
 from capslab.data.testing import write_idx_split
+from capslab.errors import CapsLabError
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
@@ -65,6 +66,15 @@ def test_subset_of_dataset():
     assert len(sub) == 10 and torch.bincount(sub.labels).tolist() == [1] * 10
 
 
+def test_dataset_of_wrong_shapes_is_a_caller_error():
+    info = dataset_info("mnist")
+    with pytest.raises(ValueError, match=r"images must be \[N,C,H,W\] and labels \[N\]") as e:
+        ImageDataset(torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 10, info)
+    assert not isinstance(e.value, CapsLabError)  # no file is damaged: a bug, not a user error
+    with pytest.raises(ValueError, match="got"):
+        ImageDataset(torch.zeros(20, 1, 28, 28, dtype=torch.uint8), torch.arange(19) % 10, info)
+
+
 def test_random_shift_shape_bounds_determinism():
     x = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
     x[:, :, 14, 14] = 255  # one bright pixel: where it lands tells the shift
@@ -80,60 +90,3 @@ def test_random_shift_shape_bounds_determinism():
     xf = x.float() / 255
     yf = random_shift(xf, 2, torch.Generator().manual_seed(0))
     assert torch.equal((yf * 255).round().to(torch.uint8), y)
-
-
-def test_batch_loader_counts_and_epochs():
-    info = dataset_info("mnist")
-    imgs = torch.randint(0, 256, (1000, 1, 28, 28), dtype=torch.uint8)
-    ds = ImageDataset(imgs, torch.arange(1000) % 10, info)
-    loader = BatchLoader(ds, 128, shuffle=True, augment=True, seed=7)
-    assert len(loader) == 8
-    batches = list(loader)
-    assert len(batches) == 8 and batches[-1][0].shape == (1000 - 7 * 128, 1, 28, 28)
-    x, y = batches[0]
-    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-    assert y.dtype == torch.int64
-    assert len(BatchLoader(ds, 128, drop_last=True)) == 7
-    assert sum(len(b[1]) for b in BatchLoader(ds, 128, drop_last=True)) == 7 * 128
-    # epochs are a pure function of (seed, epoch)
-    loader.set_epoch(3)
-    e3 = list(loader)
-    fresh = BatchLoader(ds, 128, shuffle=True, augment=True, seed=7)
-    fresh.set_epoch(3)
-    e3b = list(fresh)
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(e3, e3b, strict=True))
-    assert not torch.equal(e3[0][1], batches[0][1])  # another epoch, another order
-    # no shuffle, no augmentation: the data in order
-    plain = list(BatchLoader(ds, 100, shuffle=False))
-    assert torch.equal(torch.cat([b[0] for b in plain]), imgs.float() / 255)
-
-
-def test_hflip_and_batch_size_change_and_device():
-    info = dataset_info("cifar10")
-    imgs = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
-    ds = ImageDataset(imgs, torch.arange(50) % 10, info)
-    loader = BatchLoader(ds, 16, shuffle=False, augment=True, max_shift=0, hflip=True, seed=1)
-    x = torch.cat([b[0] for b in loader])
-    flipped = [torch.equal(x[i], imgs[i].flip(-1).float() / 255) for i in range(50)]
-    kept = [torch.equal(x[i], imgs[i].float() / 255) for i in range(50)]
-    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and 5 < sum(flipped) < 45
-    loader.batch_size = 25  # batch-size schedules change it between epochs
-    assert len(loader) == 2 and [len(b[1]) for b in loader] == [25, 25]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for dev in devices:
-        moved = BatchLoader(ds, 16, augment=True, seed=2, device=dev)
-        moved.set_epoch(1)
-        on_cpu = BatchLoader(ds, 16, augment=True, seed=2)
-        on_cpu.set_epoch(1)
-        for (a, la), (b, lb) in zip(moved, on_cpu, strict=True):
-            assert a.device.type == dev and torch.equal(a.cpu(), b) and torch.equal(la.cpu(), lb)
-
-
-def test_iteration_advances_epoch():
-    ds = ImageDataset(torch.zeros(30, 1, 28, 28, dtype=torch.uint8), torch.arange(30) % 10,
-                      dataset_info("mnist"))
-    loader = BatchLoader(ds, 30, seed=5)
-    first, second = next(iter(loader))[1], next(iter(loader))[1]
-    assert loader.epoch == 2 and not torch.equal(first, second)
-    loader.set_epoch(0)
-    assert torch.equal(next(iter(loader))[1], first)

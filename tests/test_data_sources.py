@@ -14,9 +14,6 @@ import pytest
 import torch
 
 from capslab.data import (
-    ChecksumError,
-    DatasetNotFoundError,
-    DownloadError,
     clear_cache,
     default_data_dir,
     load_dataset,
@@ -25,6 +22,7 @@ from capslab.data import (
 )
 from capslab.data.registry import FileSpec, get_spec
 from capslab.data.testing import write_fake_mnist
+from capslab.errors import CapsLabError, ChecksumError, DatasetNotFoundError, DownloadError
 
 REAL_DATA = os.environ.get("CAPSLAB_DATA") or str(
     Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -42,7 +40,7 @@ def test_search_order(tmp_path, monkeypatch):
         explicit, env, tmp_path / "xdg-cache" / "capslab" / "datasets",
         Path("/usr/share/datasets/fashion-mnist"),
     ]
-    assert [d.origin for d in dirs] == ["--data-dir", "CAPSLAB_DATA", "cache", "system"]
+    assert [d.origin for d in dirs] == ["data_dir", "CAPSLAB_DATA", "cache", "system"]
     assert default_data_dir() == tmp_path / "xdg-cache" / "capslab" / "datasets"
 
 
@@ -69,10 +67,11 @@ def test_missing_file_message(tmp_path, monkeypatch):
         load_dataset("mnist", "test", root=tmp_path / "nowhere")
     msg = str(e.value)
     for part in ("'mnist'", "t10k-images-idx3-ubyte.gz", str(tmp_path / "nowhere"),
-                 str(tmp_path / "env"), str(default_data_dir()), "--data-dir", "CAPSLAB_DATA",
-                 "capslab datasets --download mnist"):
+                 str(tmp_path / "env"), str(default_data_dir()), "[data_dir]", "[CAPSLAB_DATA]",
+                 "give a data folder (data_dir", "set CAPSLAB_DATA=DIR", "download=True"):
         assert part in msg, part
-    assert isinstance(e.value, FileNotFoundError)
+    assert "--" not in msg.replace(str(tmp_path), "")  # library terms, no command-line flags
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, CapsLabError)
 
 
 def test_unknown_dataset_and_split():
@@ -186,8 +185,9 @@ def test_download_offline_is_a_clear_error(tmp_path, monkeypatch):
     _serve(monkeypatch, {})
     with pytest.raises(DownloadError) as e:
         sources.download_file(spec, tmp_path)
-    assert "test_32x32.mat" in str(e.value) and "offline" in str(e.value)
-    assert "ufldl.stanford.edu" in str(e.value)
+    msg = str(e.value)
+    assert "test_32x32.mat" in msg and "offline" in msg and "ufldl.stanford.edu" in msg
+    assert "(data_dir)" in msg and "CAPSLAB_DATA" in msg and "--" not in msg.replace(str(tmp_path), "")
 
 
 def test_load_dataset_download_end_to_end(tmp_path, monkeypatch):

@@ -1,11 +1,13 @@
 """DeepCaps: layer shapes and hand-computed parameter counts for MNIST and CIFAR sizes, with and
-without the 2x resize; a forward/backward pass with finite gradients."""
+without the 2x resize; a forward/backward pass with finite gradients; the skip and resize
+options (the genotype's meaning) and their errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from capslab.errors import ConfigError
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.models.deepcaps import DeepCaps
@@ -31,17 +33,16 @@ def decoder_params(pixels: int) -> int:
     ("channels", "size", "resize", "grids", "class_inputs"),
     [
         # 28 -> 14 -> 7 -> 4 -> 2; class caps read cell 4 (2x2x32) and cell 3 (4x4x32)
-        (1, 28, False, (14, 7, 4, 2), 32 * (4 + 16)),
-        (3, 32, False, (16, 8, 4, 2), 32 * (4 + 16)),
+        (1, 28, 1, (14, 7, 4, 2), 32 * (4 + 16)),
+        (3, 32, 1, (16, 8, 4, 2), 32 * (4 + 16)),
         # 56 -> 28 -> 14 -> 7 -> 4: 4x4x32 + 7x7x32
-        (1, 28, True, (28, 14, 7, 4), 32 * (16 + 49)),
+        (1, 28, 2, (28, 14, 7, 4), 32 * (16 + 49)),
         # the published DeepCaps genotype: 64 -> 32 -> 16 -> 8 -> 4, 512 + 2,048 = 2,560 capsules
-        (3, 32, True, (32, 16, 8, 4), 32 * (16 + 64)),
+        (3, 32, 2, (32, 16, 8, 4), 32 * (16 + 64)),
     ],
 )
 def test_deepcaps_shapes_and_parameter_counts(channels, size, resize, grids, class_inputs):
     model = DeepCaps(in_channels=channels, image_size=size, resize=resize)
-    assert model.grid_sizes == grids
     stem = channels * 9 * 128 + 128 + 2 * 128  # conv 3x3 + BatchNorm (weight, bias)
     class_caps = class_inputs * 8 * 10 * 16  # one 16x8 matrix per (input capsule, class)
     decoder = decoder_params(channels * size * size)
@@ -52,7 +53,7 @@ def test_deepcaps_shapes_and_parameter_counts(channels, size, resize, grids, cla
     assert n_params(model) == stem + CELL1 + CELL2 + CELL3 + CELL4 + class_caps + decoder
 
     rows = {r["name"]: r for r in describe_layers(model, (channels, size, size))}
-    s = size * (2 if resize else 1)
+    s = size * resize
     assert rows["stem"]["output_shape"] == (128, s, s)
     dims = (4, 8, 8, 8)
     for i, (g, d) in enumerate(zip(grids, dims, strict=True)):
@@ -65,10 +66,10 @@ def test_deepcaps_totals_pinned():
     # 1,536 + 590,336 + 2,065,408 + 2,360,320 + 1,788,928 + 819,200 + 1,411,344
     assert n_params(DeepCaps()) == 9_037_072
     # 3,840 + the four cells (6,804,992) + 3,276,800 + 3,756,544
-    assert n_params(DeepCaps(in_channels=3, image_size=32, resize=True)) == 13_842_176
+    assert n_params(DeepCaps(in_channels=3, image_size=32, resize=2)) == 13_842_176
 
 
-@pytest.mark.parametrize(("channels", "size", "resize"), [(1, 28, False), (3, 32, True)])
+@pytest.mark.parametrize(("channels", "size", "resize"), [(1, 28, 1), (3, 32, 2)])
 def test_deepcaps_forward_backward_finite(channels, size, resize):
     torch.manual_seed(0)
     model = create_model("deepcaps", in_channels=channels, image_size=size, num_classes=10,
@@ -90,15 +91,42 @@ def test_deepcaps_forward_backward_finite(channels, size, resize):
 
 
 def test_deepcaps_options():
-    no_skip = DeepCaps(skip_cell=0, decoder=False)
+    no_skip = DeepCaps(skip=-1, decoder=False)
     assert n_params(no_skip.class_caps) == 32 * 2 * 2 * 8 * 160  # only the last cell's 2x2 grid
-    assert no_skip.decoder is None
-    short = DeepCaps(capsule_dims=(4, 8, 8), skip_cell=2, class_dim=8, num_classes=5)
+    assert no_skip.decoder is None and no_skip.skip_layer is None
+    # skip = s feeds layer index s - 1: with three cells (layers 1-3), skip 3 is the second cell
+    short = DeepCaps(capsule_dims=(4, 8, 8), skip=3, class_dim=8, num_classes=5)
+    assert short.skip_layer == 2
+    assert n_params(short.class_caps) == 32 * (4 * 4 + 7 * 7) * 8 * 5 * 8  # 28 -> 14 -> 7 -> 4
     out = short(torch.rand(2, 1, 28, 28))
     assert out.caps.shape == (2, 5, 8)
-    with pytest.raises(ValueError, match="skip_cell must be"):
-        DeepCaps(skip_cell=4)
-    with pytest.raises(ValueError, match="skip_cell 1 has 4-D capsules"):
-        DeepCaps(skip_cell=1)
-    with pytest.raises(ValueError, match="no option"):
-        create_model("deepcaps", resise=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # the last cell (layer 4), the final stage, a conv, the old "none" and 1-based cell counts
+        ({"skip": 5}, r"skip must be one of -1, 2, 3, 4 .*got 5"),
+        ({"skip": 6}, r"skip must be one of -1, 2, 3, 4 .*got 6"),
+        ({"skip": 1}, r"skip must be one of -1, 2, 3, 4 .*got 1"),
+        ({"skip": 0}, r"skip must be one of -1, 2, 3, 4 .*got 0"),
+        ({"skip": True}, r"skip must be one of"),
+        ({"capsule_dims": (4, 8, 8), "skip": 4}, r"skip must be one of -1, 2, 3 .*got 4"),
+        ({"skip": 2}, r"skip 2 points at cell 1, which has 4-D capsules but the last cell has 8-D"),
+        ({"resize": 3}, r"resize must be 1 or 2, got 3"),
+        ({"resize": 0}, r"resize must be 1 or 2, got 0"),
+        ({"resize": True}, r"resize must be 1 or 2, got True"),
+        ({"resize": 2.0}, r"resize must be 1 or 2, got 2.0"),
+        ({"capsule_dims": ()}, r"capsule_dims must name at least one cell"),
+    ],
+)
+def test_deepcaps_option_errors(options, message):
+    with pytest.raises(ConfigError, match=message):
+        DeepCaps(**options)
+
+
+def test_deepcaps_unknown_option():
+    with pytest.raises(ConfigError, match="no option"):
+        create_model("deepcaps", resise=2)
+    with pytest.raises(ConfigError, match=r"no option\(s\) skip_cell"):
+        create_model("deepcaps", skip_cell=3)

@@ -9,18 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capslab.errors import GenotypeError
 from capslab.genotype import (
     CAPSNET_GENOTYPE,
     DEEPCAPS_GENOTYPE,
     Genotype,
-    GenotypeError,
     LayerDescriptor,
     LayerKind,
-    is_valid,
     load_genotype,
     repair,
     save_genotype,
-    skip_cell,
+    skip_layer,
     skip_source,
     skip_value,
     valid_skips,
@@ -66,7 +65,7 @@ def test_conveniences():
     assert DEEPCAPS_GENOTYPE.num_capsule_layers == 5
     assert CAPSNET_GENOTYPE.input_size == 28
     assert DEEPCAPS_GENOTYPE.input_size == 64  # 32 px CIFAR x resize 2
-    assert DEEPCAPS_GENOTYPE.num_classes == 10
+    assert DEEPCAPS_GENOTYPE.in_channels == 3
     assert DEEPCAPS_GENOTYPE.layers[0].kind is LayerKind.CONV
     text = CAPSNET_GENOTYPE.describe()
     assert "conv9/1x256" in text and "class:10x16D" in text and "28px" in text
@@ -261,11 +260,19 @@ def test_repair_propagates_a_stride_change_downstream():
 
 
 # ----------------------------------------------------------------------------- the skip
+def _valid(g: Genotype) -> bool:
+    try:
+        validate(g)
+    except GenotypeError:
+        return False
+    return True
+
+
 def test_skip_counts_layers_from_one():
     # DeepCaps: layer 0 = conv, 1-4 = cells, 5 = final stage; its [4] is the third cell (layer
-    # 3, 8x8 output), which feeds the class stage beside the fourth cell, as in DeepCaps.
+    # index 3, 8x8 output), which feeds the class stage beside the fourth cell, as in DeepCaps.
     validate(D)
-    assert D.skip == 4 and skip_source(D) == 3 and skip_cell(D) == 3
+    assert D.skip == 4 and skip_source(D) == 3 and skip_layer(D) == 3
     assert D.layers[3].kind == LayerKind.CELL and D.layers[3].out_size == 8
     assert skip_value(3) == 4
     # every cell before the final stage may be pointed at; the last one adds no input
@@ -273,14 +280,14 @@ def test_skip_counts_layers_from_one():
     assert valid_skips(D, effective=True) == [2, 3, 4]
     for s in valid_skips(D):
         g = validate(replace(D, skip=s))
-        assert skip_cell(g) == s - 1
+        assert skip_layer(g) == s - 1
         assert skip_source(g) == (None if s == 5 else s - 1)
     for s in (-1, 0, 1, 6, 99):  # none, below 1, a conv, the final stage, out of range
-        assert skip_cell(replace(D, skip=s)) is None and skip_source(replace(D, skip=s)) is None
+        assert skip_layer(replace(D, skip=s)) is None and skip_source(replace(D, skip=s)) is None
     # Sabour genotypes have no cells: only -1
     assert valid_skips(C) == [] and skip_source(C) is None
-    assert [s for s in range(-3, 8) if is_valid(replace(C, skip=s))] == [-1]
-    assert [s for s in range(-3, 9) if is_valid(replace(D, skip=s))] == [-1, 2, 3, 4, 5]
+    assert [s for s in range(-3, 8) if _valid(replace(C, skip=s))] == [-1]
+    assert [s for s in range(-3, 9) if _valid(replace(D, skip=s))] == [-1, 2, 3, 4, 5]
 
 
 def test_repair_clamps_skip_to_a_valid_value():
@@ -322,6 +329,6 @@ def test_repair_makes_mutated_genotypes_valid(base, data):
     g = replace(g, skip=data.draw(st.integers(-1, len(g.layers) + 2)))
     fixed = repair(g)
     validate(fixed)
-    assert fixed.skip == -1 or skip_cell(fixed) == fixed.skip - 1
+    assert fixed.skip == -1 or skip_layer(fixed) == fixed.skip - 1
     for prev, layer in zip(fixed.layers, fixed.layers[1:], strict=False):
         assert layer.in_size == prev.out_size

@@ -11,19 +11,19 @@ import pytest
 import torch
 from helpers import fit_and_score, mnist_subsets
 
-import capslab.genotype as genotype_module
 from capslab.data import BatchLoader
+from capslab.errors import GenotypeError
 from capslab.genotype import (
     CAPSNET_GENOTYPE,
     DEEPCAPS_GENOTYPE,
     Genotype,
-    GenotypeError,
     save_genotype,
+    skip_source,
 )
 from capslab.losses import capsule_loss
 from capslab.models import create_model, model_options
 from capslab.models.deepcaps import DeepCaps
-from capslab.models.genotype_net import GenotypeNet, skip_source
+from capslab.models.genotype_net import GenotypeNet
 from capslab.models.summary import describe_layers
 
 # conv 5x5/2 16 ch -> primary caps 5x5/2, 8 types x 4-D (7x7) -> class caps 10 x 8-D
@@ -49,15 +49,13 @@ def finite_backward(model: GenotypeNet, shape: tuple[int, int, int]) -> None:
 
 
 def test_skip_source_counts_layers_from_one_like_the_nascaps_builder():
-    # [4] in the published DeepCaps genotype = the third cell (layer 3), as in DeepCaps
+    # [4] in the published DeepCaps genotype = the third cell (layer index 3), as in DeepCaps
     assert skip_source(DEEPCAPS_GENOTYPE) == 3
     assert skip_source(CAPSNET_GENOTYPE) is None  # -1
     genes = DEEPCAPS_GENOTYPE.to_nascaps()
     assert skip_source(Genotype.from_nascaps(genes[:-2] + [[5], [2]])) is None  # last cell
     assert skip_source(Genotype.from_nascaps(genes[:-2] + [[1], [2]])) is None  # a conv
     assert skip_source(Genotype.from_nascaps(genes[:-2] + [[2], [2]])) == 1
-    # one definition: the builder uses capslab.genotype's, re-exported here
-    assert skip_source is genotype_module.skip_source
 
 
 def test_capsnet_genotype_builds_runs_and_counts():
@@ -80,13 +78,17 @@ def test_capsnet_genotype_builds_runs_and_counts():
 
 def test_deepcaps_genotype_builds_like_the_deepcaps_model():
     model = create_model("genotype", genotype=DEEPCAPS_GENOTYPE, in_channels=3, image_size=32)
-    reference = DeepCaps(in_channels=3, image_size=32, resize=True)
+    reference = DeepCaps(in_channels=3, image_size=32, resize=2)  # DeepCaps' default skip
+    # the model's skip and resize mean what the genotype's do
+    assert (reference.skip, reference.resize) == (DEEPCAPS_GENOTYPE.skip, DEEPCAPS_GENOTYPE.resize)
     cells = [m for name, m in model.layers.items() if "cell" in name]
     assert [n_params(c) for c in cells] == [n_params(c) for c in reference.cells]
     assert type(cells[-1].skip).__name__ == "ConvCaps3D"
     assert all(type(c.skip).__name__ == "ConvCaps2D" for c in cells[:-1])
-    # class stage: 4x4x32 (last cell) + 8x8x32 (skip = third cell) = 2,560 capsules x 8-D
-    assert n_params(model.layers["5_class"]) == 2560 * 8 * 10 * 16
+    # class stage: 4x4x32 (last cell) + 8x8x32 (skip 4 = layer index 3, the third cell) =
+    # 2,560 capsules x 8-D, as in the model
+    assert model.skip_source == reference.skip_layer == 3
+    assert n_params(model.layers["5_class"]) == 2560 * 8 * 10 * 16 == n_params(reference.class_caps)
     rows = {r["name"]: r["output_shape"] for r in describe_layers(model, (3, 32, 32))}
     assert rows["layers.0_conv"] == (128, 64, 64)  # resize 2: 32 -> 64
     assert rows["layers.4_cell3d"] == (32, 8, 4, 4)
@@ -148,7 +150,7 @@ def test_skip_from_a_cell_with_other_capsule_dims():
          [2, 14, 8, 4, 3, 2, 7, 8, 8], [2, 7, 8, 8, 3, 2, 4, 8, 8],
          [2, 4, 8, 8, 4, 1, 1, 10, 8], [2], [1]]
     model = GenotypeNet(g, num_classes=10, decoder=False)
-    assert model.skip_from == 1
+    assert model.skip_source == 1
     # the last cell's 4x4x8 8-D capsules and layer 1's 14x14x8 4-D capsules, each source with
     # its own matrices: 128*8*80 + 1568*4*80
     assert n_params(model.layers["4_class"]) == 128 * 8 * 80 + 1568 * 4 * 80 == 583_680

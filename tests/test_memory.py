@@ -1,4 +1,5 @@
-"""``capslab memory``: the measurement, the slope fit, the files and the command."""
+"""``capslab.memory``: the settings, the measurement against depth, the slope fit and the files
+(the command is tested in test_memory_cli.py, the measurement functions in test_profiling.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import csv
 import json
 
 import pytest
-import torch
 
+from capslab.errors import ConfigError
 from capslab.memory import (
     MemoryConfig,
     fit_line,
-    parse_blocks,
-    parse_shape,
-    profiler_peak_bytes,
+    model_at_depth,
+    plan,
     run_memory_study,
     write_report,
 )
@@ -30,17 +30,6 @@ def tiny_report():
         dataset_shape=(1, 20, 20), model_options=TINY, steps=1, warmup=1, device="cpu",
     )
     return run_memory_study(config)
-
-
-def test_profiler_peak_counts_live_bytes_exactly():
-    def work():
-        a = torch.empty(1_000_000, dtype=torch.uint8)
-        b = torch.empty(2_000_000, dtype=torch.uint8)
-        del a
-        c = torch.empty(500_000, dtype=torch.uint8)
-        del b, c
-
-    assert profiler_peak_bytes(work) == 3_000_000  # a and b together, not a + b + c
 
 
 def test_mocapsnet_memory_slope_flatter_than_rescapsnet(tiny_report):
@@ -66,73 +55,64 @@ def test_report_rows_and_files(tiny_report, tmp_path):
     for r in rows:
         assert r.peak_bytes > r.persistent_bytes > 0 and r.train_seconds > 0
     paths = write_report(tiny_report, tmp_path)
-    data = json.loads((tmp_path / "memory.json").read_text())
+    assert set(paths) == {"json", "csv", "png"}
+    data = json.loads(paths["json"].read_text())
+    assert data["format"] == "capslab-memory" and data["version"] == 1
     assert data["device"] == "cpu" and len(data["rows"]) == 7
+    assert data["rows"][0]["blocks"] is None and data["rows"][1]["peak_mib"] > 0
+    assert data["config"] == tiny_report.config.to_dict()
+    assert MemoryConfig.from_dict(data["config"]) == tiny_report.config  # reopens as settings
     assert set(data["fits"]) == {"capsnet", "rescapsnet", "mocapsnet"}
+    assert data["comparison"]["activation_slope_ratio"] is None  # infinite: strict JSON has none
     with open(paths["csv"]) as f:
         table = list(csv.DictReader(f))
-    assert int(table[1]["peak_bytes"]) == rows[1].peak_bytes
-    assert (tmp_path / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int(table[1]["peak_bytes"]) == rows[1].peak_bytes and table[0]["blocks"] == ""
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not (tmp_path / "nested" / "memory.png").exists()
+    assert "png" not in write_report(tiny_report, tmp_path / "nested", plot=False)
 
 
-def test_fit_line_and_parsers():
+def test_fit_line():
     slope, icpt = fit_line([1, 2, 3, 4], [5.0, 7.0, 9.0, 11.0])
     assert slope == pytest.approx(2.0) and icpt == pytest.approx(3.0)
     assert fit_line([3], [7.0]) == (0.0, 7.0)
-    assert parse_blocks("1-3,6") == (1, 2, 3, 6)
-    assert parse_blocks("4,2,2") == (2, 4)
-    assert parse_shape("3x32x32") == (3, 32, 32)
-    with pytest.raises(ValueError, match="blocks"):
-        parse_blocks("3-1")
-    with pytest.raises(ValueError, match="CxHxW"):
-        parse_shape("28x28")
-    with pytest.raises(ValueError, match="unknown model"):
-        MemoryConfig(models=("nope",)).validate()
-    with pytest.raises(ValueError, match="blocks"):
-        MemoryConfig(blocks=(0, 1)).validate()
 
 
-def test_memory_command_json(tmp_path):
-    from typer.testing import CliRunner
+def test_config_is_coerced_and_validated_on_construction():
+    config = MemoryConfig(blocks=["1", 2], dataset_shape=[1, 20, 20], batch_size="4")
+    assert config.blocks == (1, 2) and config.dataset_shape == (1, 20, 20) and config.batch_size == 4
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        MemoryConfig(models=("nope",))
+    with pytest.raises(ConfigError, match="no models"):
+        MemoryConfig(models=())
+    with pytest.raises(ConfigError, match="blocks must be >= 1"):
+        MemoryConfig(blocks=(0, 1))
+    with pytest.raises(ConfigError, match="no depths"):
+        MemoryConfig(blocks=())
+    with pytest.raises(ConfigError, match="square"):
+        MemoryConfig(dataset_shape=(1, 20, 28))
+    with pytest.raises(ConfigError, match="dataset_shape"):
+        MemoryConfig(dataset_shape=(1, 28))
+    with pytest.raises(ConfigError, match="routing"):
+        MemoryConfig(routing="dynamic")
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        MemoryConfig(steps=0)
+    with pytest.raises(ConfigError, match="device"):
+        MemoryConfig(device="tpu")
+    with pytest.raises(ConfigError, match="no model takes option.* wings"):
+        MemoryConfig(model_options={"wings": 2})
+    with pytest.raises(ConfigError, match="unknown memory setting.*colour"):
+        MemoryConfig.from_dict({"colour": "red"})
 
-    from capslab.cli.main import app
 
-    result = CliRunner().invoke(app, [
-        "memory", "--models", "capsnet,mocapsnet", "--blocks", "1-2", "--batch-size", "2",
-        "--dataset-shape", "1x20x20", "--conv-channels", "4", "--primary-types", "2",
-        "--steps", "1", "--warmup", "0", "--device", "cpu", "--json", "--no-plot",
-        "--out", str(tmp_path),
-    ])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout[result.stdout.index("{"):])
-    assert [(r["model"], r["blocks"]) for r in data["rows"]] == [
-        ("capsnet", None), ("mocapsnet", 1), ("mocapsnet", 2)]
-    assert (tmp_path / "memory.csv").exists() and not (tmp_path / "memory.png").exists()
-    bad = CliRunner().invoke(app, ["memory", "--models", "nope", "--out", str(tmp_path)])
-    assert bad.exit_code == 2
-
-
-def test_memory_command_model_options(tmp_path):
-    """--model-opt reaches the models (the small configuration of the docs and the tests)."""
-    from typer.testing import CliRunner
-
-    from capslab.cli.main import app
-
-    args = ["memory", "--models", "capsnet,rescapsnet", "--blocks", "1", "--batch-size", "2",
-            "--dataset-shape", "1x20x20", "--conv-channels", "4", "--primary-types", "2",
-            "--steps", "1", "--warmup", "0", "--device", "cpu", "--json", "--no-plot",
-            "--out", str(tmp_path)]
-    params = {}
-    for extra in ([], ["--model-opt", "block_dim=2", "--model-opt", "decoder=false"]):
-        result = CliRunner().invoke(app, args + extra)
-        assert result.exit_code == 0, result.output
-        data = json.loads(result.stdout[result.stdout.index("{"):])
-        params[bool(extra)] = {r["model"]: r["parameters"] for r in data["rows"]}
-    assert data["config"]["model_options"]["block_dim"] == 2
-    assert data["config"]["model_options"]["decoder"] is False
-    # capsnet loses its decoder; rescapsnet its decoder and most of its block weights
-    assert params[True]["capsnet"] < params[False]["capsnet"]
-    assert params[True]["rescapsnet"] < params[False]["rescapsnet"] - 2 * 32 * 32 * (8 * 8 - 2 * 2)
-    bad = CliRunner().invoke(app, args + ["--model-opt", "wings=2"])
-    assert bad.exit_code == 2 and "wings" in bad.output
+def test_model_at_depth_and_plan():
+    config = MemoryConfig(models=("capsnet", "mocapsnet"), blocks=(1, 3), dataset_shape=(3, 20, 20),
+                          gamma=0.5, model_options=TINY)
+    assert plan(config) == [("capsnet", None), ("mocapsnet", 1), ("mocapsnet", 3)]
+    capsnet = model_at_depth("capsnet", None, config)  # block_dim left out: capsnet has none
+    assert capsnet.model_options["in_channels"] == 3 and "block_dim" not in capsnet.model_options
+    deep = model_at_depth("mocapsnet", 3, config)
+    assert deep.model_options["num_blocks"] == 3 and deep.model_options["gamma"] == 0.5
+    shallow = model_at_depth("mocapsnet", 1, config)
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in shallow.parameters())

@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymoo.core.individual import Individual
 
+from capslab.errors import ConfigError, GenotypeError
 from capslab.genotype import (
     CAPSNET_GENOTYPE,
     DEEPCAPS_GENOTYPE,
     LayerKind,
-    skip_cell,
+    skip_layer,
     skip_source,
     valid_skips,
     validate,
@@ -120,7 +121,7 @@ def test_cut_points_keep_the_rules():
 def _skip_follows(child, head, i, tail, j):
     """``child = head[:i] + tail[j:]`` points its skip at the cell its parent's skip pointed at
     (the head's when that cell was kept, else the tail's), or has none."""
-    h, t = skip_cell(head), skip_cell(tail)
+    h, t = skip_layer(head), skip_layer(tail)
     if h is not None and h < i:
         want, parent, at = h, head, h
     elif t is not None and t >= j:
@@ -128,7 +129,7 @@ def _skip_follows(child, head, i, tail, j):
     else:
         assert child.skip == -1
         return None
-    assert skip_cell(child) == want and child.layers[want].kind == LayerKind.CELL
+    assert skip_layer(child) == want and child.layers[want].kind == LayerKind.CELL
     assert _signature(child.layers[want]) == _signature(parent.layers[at])
     validate(child)
     return want
@@ -168,7 +169,7 @@ def test_skip_of_children_points_at_the_parents_cell(seed, cifar):
             assert m.skip == -1 or m.skip in valid_skips(m, effective=True)
             assert skip_source(m) != skip_source(g)
         elif m.skip != -1:  # other mutations keep the skip on its cell
-            assert skip_cell(m) == skip_cell(g)
+            assert skip_layer(m) == skip_layer(g)
         g = m
 
 
@@ -231,20 +232,43 @@ def test_baselines_and_keys():
         "[[0,28,1,1,9,1,28,256,1],[1,28,256,1,9,2,14,32,8],[1,14,32,8,9,2,7,10,16],[-1],[1]]"
     )
     # The published CapsNet's class layer is not fully connected: outside this space's structure.
-    assert not SPACE.contains(CAPSNET_GENOTYPE)
+    with pytest.raises(GenotypeError, match="class stage must be 1x1"):
+        SPACE.check_genotype(CAPSNET_GENOTYPE)
     assert DEEPCAPS_GENOTYPE.layers[-1].out_size == 1
 
 
 def test_space_configuration_errors():
-    with pytest.raises(ValueError, match="unknown search-space key"):
+    with pytest.raises(ConfigError, match=r"unknown search-space key\(s\) kernel; valid: image_size"):
         SearchSpace.from_dict({"kernel": [3]})
-    with pytest.raises(ValueError, match="caps_layers"):
+    with pytest.raises(ConfigError, match=r"unknown search-space key\(s\) kernal; valid: .*kernels"):
+        SearchSpace.for_dataset("mnist", kernal=3)
+    with pytest.raises(ConfigError, match="search space: caps_layers must satisfy 2 <= low"):
         SearchSpace(caps_layers=(1, 3))
-    with pytest.raises(ValueError, match="famil"):
+    with pytest.raises(ConfigError, match="search space: channels must be a list of 2 values"):
+        SearchSpace.from_dict({"channels": [1]})
+    with pytest.raises(ConfigError, match=r"search space: kernels\[0\] must be"):
+        SearchSpace.from_dict({"kernels": ["nine"]})
+    with pytest.raises(ConfigError, match="search space: kernels must be a positive integer"):
+        SearchSpace(kernels=(3, 0))
+    with pytest.raises(ConfigError, match="search space: strides must not be empty"):
+        SearchSpace(strides=())
+    with pytest.raises(ConfigError, match="search space: resizes must be 1 or 2"):
+        SearchSpace(resizes=(1, 3))
+    with pytest.raises(ConfigError, match="famil"):
         SearchSpace(families=("resnet",))
     space = SearchSpace.from_dict({"kernels": [3, 5], "strides": [2]})
     assert space.kernels == (3, 5) and SearchSpace.from_dict(space.to_dict()) == space
+    assert space.to_dict()["kernels"] == [3, 5]
     small = SearchSpace.for_dataset("cifar10", families=["deepcaps"])
     assert (small.image_size, small.in_channels) == (32, 3)
     g = sample(small, np.random.default_rng(0))
     assert g.layers[0].in_channels == 3 and g.layers[-1].kind == LayerKind.CELL
+
+
+def test_space_scalars_become_one_tuples():
+    """``--space kernels=3`` arrives as the int 3: coercion makes it ``(3,)``."""
+    space = SearchSpace.from_dict({"kernels": 3, "strides": "2", "resizes": 1, "families": "sabour"})
+    assert (space.kernels, space.strides, space.resizes, space.families) == ((3,), (2,), (1,), ("sabour",))
+    assert SearchSpace.for_dataset("mnist", kernels=5).kernels == (5,)
+    g = sample(space, np.random.default_rng(0))
+    assert all(x.kernel <= 3 and x.stride == 2 for x in g.layers[1:-1])  # 3 unless clamped

@@ -8,13 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capslab.cli.options import parse_key_values
+from capslab.errors import ConfigError
 from capslab.train.policies import (
     POLICIES,
     build_schedule,
     cosine_restart_lr,
+    make_policy_options,
     one_cycle_lr,
-    parse_policy_options,
-    schedule_from_dict,
+    policy_options_class,
 )
 
 MID = (1e-4 + 1e-3) / 2  # lr halfway through a cosine cycle over [1e-4, 1e-3]
@@ -56,16 +58,16 @@ def test_exp_decay_after_2000_steps():
 
 
 def test_exp_decay_staircase_and_authors_4000():
-    s = build_schedule("exp-decay", 30, 60_000, 128, staircase=True)
+    s = build_schedule("exp-decay", 30, 60_000, 128, options={"staircase": True})
     assert lr_at(s, 1999) == pytest.approx(1e-3)
     assert lr_at(s, 2000) == pytest.approx(9.6e-4)
     assert lr_at(s, 3999) == pytest.approx(9.6e-4)
-    s = build_schedule("exp-decay", 30, 60_000, 128, decay_steps=4000)
+    s = build_schedule("exp-decay", 30, 60_000, 128, options={"decay_steps": 4000})
     assert lr_at(s, 4000) == pytest.approx(9.6e-4)
 
 
 def test_exp_decay_per_epoch():
-    s = build_schedule("exp-decay", 5, 1000, 100, decay_every="epoch")
+    s = build_schedule("exp-decay", 5, 1000, 100, options={"decay_every": "epoch"})
     for e in range(5):
         assert s.lr(e, 0) == s.lr(e, 9) == pytest.approx(1e-3 * 0.96**e)
 
@@ -88,7 +90,7 @@ def test_one_cycle_pinned_points():
 
 
 def test_one_cycle_fractions_overridable():
-    s = build_schedule("one-cycle", 1, 100, 1, peak_fraction=0.3, end_fraction=0.6, lr_max=2e-3)
+    s = build_schedule("one-cycle", 1, 100, 1, options={"peak_fraction": 0.3, "end_fraction": 0.6, "lr_max": 2e-3})
     assert lr_at(s, 30) == pytest.approx(2e-3)
     assert lr_at(s, 60) == pytest.approx(1e-4)
     assert lr_at(s, 80) == pytest.approx(1e-4 - 9e-5 * 0.5)
@@ -110,11 +112,11 @@ def test_warm_restarts_one_epoch_cycles():
 
 
 def test_warm_restarts_multiplier_and_fractional_cycles():
-    s = build_schedule("warm-restarts", 7, 1000, 10, cycle_mult=2)  # cycles of 1, 2, 4 epochs
+    s = build_schedule("warm-restarts", 7, 1000, 10, options={"cycle_mult": 2})  # cycles of 1, 2, 4 epochs
     assert s.cycle_starts == [0, 100, 300]
     assert lr_at(s, 300) == pytest.approx(1e-3)
     assert lr_at(s, 500) == pytest.approx(MID)  # half of the 400-step third cycle
-    s = build_schedule("warm-restarts", 2, 1000, 10, cycle_epochs=0.5)
+    s = build_schedule("warm-restarts", 2, 1000, 10, options={"cycle_epochs": 0.5})
     assert s.cycle_starts == [0, 50, 100, 150]
     assert s.lr(0, 25) == pytest.approx(MID)
 
@@ -133,13 +135,13 @@ def test_adabatch_paper_sequence():
 
 
 def test_adabatch_overrides():
-    s = build_schedule("adabatch", 20, 100, p=2)
+    s = build_schedule("adabatch", 20, 100, options={"p": 2})
     assert [s.batch_size(e) for e in (0, 2, 3, 7, 8, 12, 13, 19)] == [1, 1, 4, 4, 8, 8, 16, 16]
-    s = build_schedule("adabatch", 3, 100, batch_sizes=[8, 32], phase_epochs=[1], lr=5e-3)
+    s = build_schedule("adabatch", 3, 100, options={"batch_sizes": [8, 32], "phase_epochs": [1], "lr": 5e-3})
     assert [s.batch_size(e) for e in range(3)] == [8, 32, 32]
     assert [s.steps_in_epoch(e) for e in range(3)] == [13, 4, 4]
     assert s.lr(2, 3) == 5e-3
-    s = build_schedule("adabatch", 4, 100, batch_sizes=[8, 16, 64])  # phase_epochs -> [3, 5]
+    s = build_schedule("adabatch", 4, 100, options={"batch_sizes": [8, 16, 64]})  # phase_epochs -> [3, 5]
     assert [s.batch_size(e) for e in range(4)] == [8, 8, 8, 16]
 
 
@@ -162,13 +164,15 @@ def test_warm_adabatch_paper_setting():
 
 
 def test_warm_adabatch_reduced_scale():
-    s = build_schedule("warm-adabatch", 3, 100, warm_epochs=1, batch_sizes=[8, 32], lr_min=1e-5)
+    s = build_schedule(
+        "warm-adabatch", 3, 100, options={"warm_epochs": 1, "batch_sizes": [8, 32], "lr_min": 1e-5}
+    )
     assert [s.batch_size(e) for e in range(3)] == [8, 32, 32]
     assert s.cycle_starts == [0, 13]
     assert s.lr(1, 0) == pytest.approx(1e-3)
     assert lr_at(s, 13 + 4) == pytest.approx((1e-5 + 1e-3) / 2)  # half of the 8-step cycle
     # training not longer than the warm phase: the first cycle spans the whole run
-    s = build_schedule("warm-adabatch", 2, 100, batch_sizes=[10, 20])
+    s = build_schedule("warm-adabatch", 2, 100, options={"batch_sizes": [10, 20]})
     assert s.cycle_starts == [0] and s.lr(1, 0) == pytest.approx(MID)
 
 
@@ -186,7 +190,7 @@ def test_schedules_scale_with_data_and_batch(policy, epochs, train_size, batch_s
     opts = {"batch_sizes": [batch_size, 2 * batch_size]} if "adabatch" in policy else {}
     if policy == "adabatch":
         opts["phase_epochs"] = [1]
-    s = build_schedule(policy, epochs, train_size, batch_size, **opts)
+    s = build_schedule(policy, epochs, train_size, batch_size, options=opts)
     steps = list(s.steps())
     assert len(steps) == s.total_steps == sum(s.steps_in_epoch(e) for e in range(epochs))
     for e in range(epochs):
@@ -195,7 +199,8 @@ def test_schedules_scale_with_data_and_batch(policy, epochs, train_size, batch_s
     assert [x["epoch"] for x in steps] == sorted(x["epoch"] for x in steps)
     assert steps[0]["epoch"] == 1 and steps[-1]["epoch"] == epochs
     assert all(1e-5 - 1e-12 <= x["lr"] <= 1e-3 + 1e-12 for x in steps)
-    assert schedule_from_dict(s.to_dict()).to_dict() == s.to_dict()
+    d = s.to_dict()  # everything needed to rebuild the schedule
+    assert build_schedule(d["policy"], d["epochs"], d["train_size"], d["batch_size"], options=d["options"]).to_dict() == d
 
 
 def test_one_cycle_peak_follows_train_size():
@@ -212,10 +217,15 @@ def test_one_cycle_peak_follows_train_size():
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"no option\(s\) cycle_epochs; valid options: lr, p, "):
-        build_schedule("adabatch", 3, 100, cycle_epochs=2)
-    with pytest.raises(ValueError, match="unknown policy 'cosine'"):
+    with pytest.raises(ConfigError, match=r"no option\(s\) cycle_epochs; valid options: lr, p, "):
+        build_schedule("adabatch", 3, 100, options={"cycle_epochs": 2})
+    with pytest.raises(ConfigError, match=r"unknown policy 'cosine'; choose one of \['fixed', "):
         build_schedule("cosine", 3, 100)
+    with pytest.raises(ConfigError, match="unknown policy 'cosine'"):
+        make_policy_options("cosine")
+    # class attributes are not options
+    with pytest.raises(ConfigError, match=r"policy 'fixed' has no option\(s\) LR_FIELD; valid options: lr$"):
+        make_policy_options("fixed", {"LR_FIELD": "x"})
 
 
 @pytest.mark.parametrize(
@@ -223,24 +233,33 @@ def test_unknown_option_lists_valid_ones():
     [
         ("one-cycle", {"lr_min": 1e-2}, "lr_max .* is below lr_min"),
         ("one-cycle", {"peak_fraction": 0.95}, "peak_fraction < end_fraction"),
-        ("exp-decay", {"rate": 1.5}, "rate must be in"),
+        ("exp-decay", {"rate": 1.5}, r"policy 'exp-decay': option rate must be in \(0, 1\], got 1.5"),
         ("exp-decay", {"decay_every": "batch"}, "decay_every"),
-        ("exp-decay", {"decay_steps": "many"}, "decay_steps='many' is not a valid int"),
+        ("exp-decay", {"decay_steps": "many"}, "policy 'exp-decay': option decay_steps must be a int, got 'many'"),
         ("warm-restarts", {"cycle_mult": 0.5}, "cycle_mult"),
         ("adabatch", {"batch_sizes": [8, 16], "phase_epochs": [1, 2]}, "need 1 phase_epochs"),
         ("adabatch", {"batch_sizes": [0, 16]}, "integers >= 1"),
+        ("adabatch", {"phase_epochs": ["x"]}, r"policy 'adabatch': option phase_epochs must be a list of int"),
         ("warm-adabatch", {"batch_sizes": [1, 16, 32]}, "needs 2 values"),
         ("fixed", {"lr": -1.0}, "lr must be > 0"),
     ],
 )
 def test_option_validation(policy, options, message):
-    with pytest.raises(ValueError, match=message):
-        build_schedule(policy, 3, 100, **options)
+    with pytest.raises(ConfigError, match=message):
+        build_schedule(policy, 3, 100, options=options)
 
 
 def test_bad_epochs_and_steps():
-    with pytest.raises(ValueError, match="epochs must be"):
+    with pytest.raises(ConfigError, match="epochs must be"):
         build_schedule("fixed", 0, 100)
+    for bad in ({"train_size": 2.5}, {"batch_size": True}, {"epochs": "3"}):
+        args = {"epochs": 2, "train_size": 100, "batch_size": 10, **bad}
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            build_schedule("fixed", **args)
+    fixed_schedule = type(build_schedule("fixed", 1, 1))
+    assert fixed_schedule(2, 100, 10).options == make_policy_options("fixed")  # the defaults
+    with pytest.raises(ConfigError, match="options must be FixedOptions, got AdaBatchOptions"):
+        fixed_schedule(2, 100, 10, make_policy_options("adabatch"))
     s = build_schedule("fixed", 2, 100, 10)
     with pytest.raises(IndexError, match="0-based"):
         s.lr(2, 0)
@@ -248,85 +267,61 @@ def test_bad_epochs_and_steps():
         s.lr(0, 10)
 
 
-def test_parse_policy_options():
-    raw = parse_policy_options(["batch_sizes=8,64", "phase-epochs=1", "staircase=yes", "lr=1e-3", "x=abc"])
+def test_options_classes_are_settings():
+    for policy in POLICIES:
+        cls = policy_options_class(policy)
+        assert cls.POLICY == policy
+        defaults = cls()
+        assert make_policy_options(policy) == defaults
+        assert cls.from_dict(defaults.to_dict()) == defaults  # the dict round trip
+    # adabatch: derived defaults, from p
+    o = make_policy_options("adabatch", {"p": 2})
+    assert (o.batch_sizes, o.phase_epochs) == ((1, 4, 8, 16), (3, 5, 5))
+    o = make_policy_options("adabatch", {"batch_sizes": [8, 16, 64]})
+    assert o.phase_epochs == (3, 5)
+    o = make_policy_options("adabatch", {"batch_sizes": [8]})
+    assert o.phase_epochs == ()
+
+
+def test_command_line_options_are_parsed_then_coerced():
+    # the command line parses key=value (capslab.cli.options) ...
+    raw = parse_key_values(["batch_sizes=8,64", "phase-epochs=1", "staircase=yes", "lr=1e-3", "x=abc"])
     assert raw == {"batch_sizes": [8, 64], "phase_epochs": 1, "staircase": True, "lr": 1e-3, "x": "abc"}
-    typed = parse_policy_options(["batch_sizes=8,64", "phase_epochs=1", "lr=0.01"], "adabatch")
-    assert typed == {"batch_sizes": (8, 64), "phase_epochs": (1,), "lr": 0.01}
-    assert parse_policy_options(["cycle_epochs=2"], "warm-restarts") == {"cycle_epochs": 2.0}
-    s = build_schedule("adabatch", 3, 100, **typed)
+    # ... and the policy's options convert to the declared types
+    typed = make_policy_options("adabatch", parse_key_values(["batch_sizes=8,64", "phase_epochs=1", "lr=0.01"]))
+    assert (typed.batch_sizes, typed.phase_epochs, typed.lr) == ((8, 64), (1,), 0.01)
+    assert make_policy_options("warm-restarts", parse_key_values(["cycle_epochs=2"])).cycle_epochs == 2.0
+    assert make_policy_options("exp-decay", parse_key_values(["staircase=yes"])).staircase is True
+    # strings from a config file are read too
+    o = make_policy_options("exp-decay", {"staircase": "off", "decay_steps": "4000", "rate": "0.5"})
+    assert (o.staircase, o.decay_steps, o.rate) == (False, 4000, 0.5)
+    s = build_schedule("adabatch", 3, 100, options=parse_key_values(["batch_sizes=8,64", "phase_epochs=1"]))
     assert [s.batch_size(e) for e in range(3)] == [8, 64, 64]
-    with pytest.raises(ValueError, match="valid options: lr_min, lr_max, warm_epochs, batch_sizes"):
-        parse_policy_options(["p=3"], "warm-adabatch")
-    with pytest.raises(ValueError, match="not of the form key=value"):
-        parse_policy_options(["lr"])
-    with pytest.raises(ValueError, match="given twice"):
-        parse_policy_options(["lr=1", "lr=2"])
-    with pytest.raises(ValueError, match="not a valid bool"):
-        parse_policy_options(["staircase=maybe"], "exp-decay")
+    with pytest.raises(ConfigError, match="valid options: lr_min, lr_max, warm_epochs, batch_sizes"):
+        make_policy_options("warm-adabatch", parse_key_values(["p=3"]))
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_key_values(["lr"], "policy option")
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_key_values(["lr=1", "lr=2"], "policy option")
+    with pytest.raises(ConfigError, match="policy 'exp-decay': option staircase must be a bool, got 'maybe'"):
+        make_policy_options("exp-decay", parse_key_values(["staircase=maybe"]))
+    with pytest.raises(ConfigError, match="policy 'fixed': option lr must be a float, got True"):
+        make_policy_options("fixed", {"lr": True})  # a bool is not a number
 
 
 def test_lr_argument_maps_to_main_rate():
     assert build_schedule("warm-restarts", 1, 10, 1, lr=2e-3).options.lr_max == 2e-3
     assert build_schedule("adabatch", 1, 10, lr=2e-3).options.lr == 2e-3
+    assert make_policy_options("one-cycle", lr=2e-3).lr_max == 2e-3
     # an explicit option wins over the generic lr
-    assert build_schedule("one-cycle", 1, 10, 1, lr=2e-3, lr_max=5e-3).options.lr_max == 5e-3
-    d = build_schedule("warm-adabatch", 4, 50, batch_sizes=[2, 8]).to_dict()
+    assert build_schedule("one-cycle", 1, 10, 1, lr=2e-3, options={"lr_max": 5e-3}).options.lr_max == 5e-3
+    d = build_schedule("warm-adabatch", 4, 50, options={"batch_sizes": [2, 8]}).to_dict()
     assert d["options"] == {"lr_min": 1e-4, "lr_max": 1e-3, "warm_epochs": 3, "batch_sizes": [2, 8]}
     assert d["total_steps"] == 3 * 25 + 7
 
 
-# -- the schedule command -------------------------------------------------------------------
-
-
-def _schedule_app():
-    import typer
-
-    from capslab.cli.schedule import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:  # keeps "schedule" a sub-command
-        pass
-
-    return app
-
-
-def test_schedule_command_json(tmp_path):
-    import json
-
-    from typer.testing import CliRunner
-
-    runner = CliRunner()
-    args = ["schedule", "--policy", "warm-adabatch", "--epochs", "3", "--train-size", "100",
-            "--opt", "batch_sizes=10,50", "--opt", "warm_epochs=1", "--json",
-            "--plot", str(tmp_path / "s.png")]
-    result = runner.invoke(_schedule_app(), args)
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert (data["policy"], data["epochs"], data["train_size"]) == ("warm-adabatch", 3, 100)
-    steps = data["steps"]
-    assert len(steps) == data["total_steps"] == 10 + 2 + 2
-    assert set(steps[0]) == {"epoch", "step", "lr", "batch_size"}
-    assert [s["batch_size"] for s in steps] == [10] * 10 + [50] * 4
-    assert [s["epoch"] for s in steps] == [1] * 10 + [2, 2, 3, 3]
-    assert steps[10]["lr"] == pytest.approx(1e-3)  # restart with the batch change
-    assert steps[12]["lr"] == pytest.approx(MID)  # half of the 4-step second cycle
-    assert (tmp_path / "s.png").stat().st_size > 1000
-
-    table = runner.invoke(_schedule_app(), ["schedule", "-p", "exp-decay", "-e", "2", "-n", "1000"])
-    assert table.exit_code == 0 and "exp-decay schedule (16 steps)" in table.output
-    bad = runner.invoke(_schedule_app(), ["schedule", "-p", "fixed", "-e", "1", "-n", "9",
-                                          "--opt", "rate=0.5"])
-    assert bad.exit_code != 0 and "valid options: lr" in bad.output
-
-
-def test_make_schedule_takes_an_lr_option_next_to_the_lr_argument():
-    from capslab.train.policies import make_schedule
-
-    s = make_schedule("fixed", 1, 10, 5, 1e-3, {"lr": 0.02})
+def test_an_lr_option_next_to_the_lr_argument():
+    s = build_schedule("fixed", 1, 10, 5, 1e-3, {"lr": 0.02})
     assert s.lr(0, 1) == 0.02
-    s = make_schedule("warm-restarts", 1, 10, 5, 2e-3, {"lr_min": 1e-5})
+    s = build_schedule("warm-restarts", 1, 10, 5, 2e-3, {"lr_min": 1e-5})
     assert (s.options.lr_max, s.options.lr_min) == (2e-3, 1e-5)

@@ -2,24 +2,46 @@
 
 Each variant is a ``(name, model factory, channels_last)`` triple; the plain eager reference
 (``benchmarks/plain_capsnet.py`` in a checkout) is the baseline the speed-up ratio is taken
-against. The maths is identical in all variants; only the implementation differs.
+against. The maths is identical in all variants; only the implementation differs. Time and
+peak memory are measured with :mod:`capslab.profiling`, as ``capslab memory`` measures them.
+The results are written as ``bench.json``, a versioned ``capslab-bench`` document.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from capslab.errors import ConfigError
+from capslab.experiments import write_json
 from capslab.losses import capsule_loss
-from capslab.memory import median_seconds, training_step_peak_bytes
 from capslab.models import create_model
+from capslab.profiling import median_seconds, training_step_peak_bytes
+
+__all__ = [
+    "REFERENCE_FILE",
+    "REPORT_KIND",
+    "BenchResult",
+    "Variant",
+    "bench_devices",
+    "default_variants",
+    "load_plain_reference",
+    "measure_variant",
+    "results_payload",
+    "run_benchmark",
+    "write_results",
+]
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
+#: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
+REPORT_KIND = "bench"
 
 
 @dataclass
@@ -31,6 +53,9 @@ class BenchResult:
     infer_images_per_s_b128: float
     peak_train_memory_MiB: float
     speedup_vs_plain: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -48,6 +73,22 @@ def load_plain_reference(path: Path = REFERENCE_FILE) -> Callable[[], nn.Module]
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module.PlainCapsNet
+
+
+def bench_devices(name: str) -> list[torch.device]:
+    """The devices ``name`` stands for: ``auto`` is the CPU and, when present, the GPU;
+    ``cpu``, ``cuda`` or ``cuda:N`` is that one device."""
+    if name == "auto":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    return [device]
 
 
 def default_variants(include_plain: bool = True, compile_: bool = False) -> list[Variant]:
@@ -116,9 +157,11 @@ def run_benchmark(
     steps: int = 3,
     warmup: int = 1,
     progress: Callable[[str], None] | None = None,
+    on_result: Callable[[BenchResult], None] | None = None,
 ) -> list[BenchResult]:
     """Measure every variant on every device; speed-ups are relative to the first variant
-    (the plain reference) on the same device, at batch 128."""
+    (the plain reference) on the same device, at batch 128. ``progress`` is called with
+    "<variant> on <device>" before each measurement, ``on_result`` with its result after."""
     variants = variants if variants is not None else default_variants()
     results = []
     for device in devices:
@@ -131,8 +174,21 @@ def run_benchmark(
                 base = r.train_images_per_s_b128
             r.speedup_vs_plain = r.train_images_per_s_b128 / base
             results.append(r)
+            if on_result:
+                on_result(r)
     return results
 
 
-def results_as_dicts(results: list[BenchResult]) -> list[dict]:
-    return [asdict(r) for r in results]
+def results_payload(results: list[BenchResult]) -> dict[str, Any]:
+    """The payload of ``bench.json`` (without its format and version): the torch version, the
+    CPU threads and every result."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def write_results(results: list[BenchResult], out_dir: str | os.PathLike) -> Path:
+    """Write ``bench.json`` (versioned, :func:`results_payload`) into ``out_dir``; return its path."""
+    return write_json(Path(out_dir) / "bench.json", REPORT_KIND, results_payload(results))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from capslab.errors import RunMismatchError
+from capslab.errors import CapsLabError, RunMismatchError, TrainingError
 from capslab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from capslab.settings import identity_difference
 
@@ -198,3 +198,20 @@ def run_or_reuse(
     if train_fn is None:
         from capslab.train import train as train_fn
     return RunOutcome(train_fn(config.replace(resume=True), **train_kwargs), reused=False)
+
+
+def run_or_failure(
+    config: TrainConfig,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
+    **train_kwargs: Any,
+) -> tuple[RunOutcome | None, str | None]:
+    """:func:`run_or_reuse` for studies of many networks, where one that cannot be trained (a
+    NaN loss, out of memory, a shape the model cannot take) must not stop the others: returns
+    ``(outcome, None)`` or ``(None, reason)``. Bad settings and folders of other settings
+    (every other :class:`~capslab.errors.CapsLabError`) still propagate."""
+    try:
+        return run_or_reuse(config, train_fn, **train_kwargs), None
+    except Exception as exc:
+        if isinstance(exc, CapsLabError) and not isinstance(exc, TrainingError):
+            raise
+        return None, f"{type(exc).__name__}: {exc}"

@@ -9,8 +9,9 @@ Exchange format (the NASCaps authors' chromosomes): a JSON list of 9-int genes
 and ``[resize]``. Type 0 is a convolution, 1 a Sabour capsule layer (the last one is the class
 capsule layer), 2 a DeepCaps cell (the last one is the flatten + class capsule stage). For
 capsule genes ``outch`` is the number of capsule types and ``outcaps`` the capsule dimension.
-``xtraskip`` counts layers from 1 (see :func:`skip_source`): ``s`` sends the output of layer
-``s - 1`` to the final stage as well, ``-1`` means no extra skip.
+``xtraskip`` is "the skip" everywhere in CapsLab and counts layers from 1 (see
+:func:`skip_source`): ``s`` sends the output of layer index ``s - 1`` (a layer index is always
+0-based) to the final stage as well, ``-1`` means no extra skip.
 
 Readable format (this project's): ``{"format": "capslab-genotype", "version": 1,
 "layers": [{"kind": "conv", "in_size": ..., ...}, ...], "skip": -1, "resize": 1}``.
@@ -37,12 +38,11 @@ __all__ = [
     "Genotype",
     "LayerDescriptor",
     "LayerKind",
-    "is_valid",
     "load_genotype",
     "parse_genotype",
     "repair",
     "save_genotype",
-    "skip_cell",
+    "skip_layer",
     "skip_source",
     "skip_value",
     "valid_skips",
@@ -144,8 +144,8 @@ class LayerDescriptor:
 @dataclass(frozen=True, slots=True)
 class Genotype:
     """A whole network: layer genes, the extra skip (xtraskip, counted from 1: ``skip = s`` points
-    at layer ``s - 1``, see :func:`skip_source`; -1 = none) and the resize flag (1 = native input
-    size, 2 = input scaled up 2x)."""
+    at layer index ``s - 1``, see :func:`skip_layer`; -1 = none) and the resize factor (1 = native
+    input size, 2 = input scaled up 2x)."""
 
     layers: tuple[LayerDescriptor, ...]
     skip: int = -1
@@ -240,13 +240,6 @@ class Genotype:
             raise GenotypeError("the genotype has no layers")
         return self.layers[0].in_channels
 
-    @property
-    def num_classes(self) -> int:
-        """Class capsules of the final stage."""
-        if not self.layers:
-            raise GenotypeError("the genotype has no layers")
-        return self.layers[-1].out_channels
-
     def describe(self) -> str:
         """One line, e.g. ``conv9/1x256 -> caps9/2:32x8D -> class:10x16D (28px, skip -1, resize 1)``."""
         parts = []
@@ -270,14 +263,16 @@ class Genotype:
 
 # --------------------------------------------------------------------------- the skip
 # The one place that knows how ``skip`` counts: every other module goes through these helpers.
+# Vocabulary: "skip" is always the xtraskip value (counted from 1, -1 = none); a 0-based
+# position in ``Genotype.layers`` is always a "layer index".
 def skip_value(layer_index: int) -> int:
-    """The ``skip`` value that points at 0-based layer ``layer_index`` (skip counts from 1)."""
+    """The ``skip`` value that points at layer index ``layer_index`` (0-based): ``layer_index + 1``."""
     return layer_index + 1
 
 
 def valid_skips(g: Genotype, *, effective: bool = False) -> list[int]:
     """The skip values :func:`validate` accepts for ``g``'s layers, ``-1`` aside, ascending:
-    ``skip_value(i)`` for every cell ``i`` before the final stage.
+    ``skip_value(i)`` for every cell at layer index ``i`` before the final stage.
 
     With ``effective=True`` only those that add an input to the final stage
     (:func:`skip_source` is not None): the last cell is left out, it feeds the final stage anyway.
@@ -286,18 +281,19 @@ def valid_skips(g: Genotype, *, effective: bool = False) -> list[int]:
     return [skip_value(i) for i in range(max(end, 0)) if g.layers[i].kind == LayerKind.CELL]
 
 
-def skip_cell(g: Genotype) -> int | None:
-    """0-based index of the cell ``g.skip`` points at (``g.skip - 1``), or None when the skip is
-    -1 or not valid for ``g`` (see :func:`valid_skips`). Unlike :func:`skip_source` this also
-    returns the last cell before the final stage."""
+def skip_layer(g: Genotype) -> int | None:
+    """The layer index (0-based) that ``g.skip`` points at, ``g.skip - 1``; always a cell. None
+    when the skip is -1 or not valid for ``g`` (see :func:`valid_skips`). Unlike
+    :func:`skip_source` this also returns the last cell before the final stage."""
     return g.skip - 1 if g.skip in valid_skips(g) else None
 
 
 def skip_source(g: Genotype) -> int | None:
-    """Index of the layer whose output ``g.skip`` (xtraskip) also sends to the final stage.
+    """The layer index (0-based) whose output ``g.skip`` (xtraskip) also sends to the final
+    stage, or None when the skip adds no input.
 
     The skip counts layers from 1, as the NASCaps authors' model builder does: ``skip = s``
-    feeds the output of layer ``s - 1`` (0-based) to the final stage beside the last cell's
+    feeds the output of layer index ``s - 1`` to the final stage beside the last cell's
     output. The published DeepCaps genotype (layers 0 = conv, 1-4 = cells, 5 = final stage)
     has ``skip = 4``: ``skip_source(DEEPCAPS_GENOTYPE) == 3``, the third cell (8x8 output)
     feeds the class stage together with the fourth, exactly as DeepCaps concatenates the
@@ -308,7 +304,7 @@ def skip_source(g: Genotype) -> int | None:
     anyway. :func:`validate` accepts ``-1`` and every ``s`` pointing at a cell before the final
     stage (:func:`valid_skips`), the last cell included.
     """
-    i = skip_cell(g)
+    i = skip_layer(g)
     if i is None or i == len(g.layers) - 2:
         return None
     return i
@@ -351,7 +347,7 @@ def validate(
     network; return ``g`` otherwise.
 
     ``in_channels`` / ``image_size`` check the first layer against the data (``image_size`` is
-    the native size; the resize flag is applied), ``kernels`` / ``strides`` restrict the allowed
+    the native size; the resize factor is applied), ``kernels`` / ``strides`` restrict the allowed
     values (the NASCaps search space uses kernels {3, 5, 9} and strides {1, 2}).
     """
     if not isinstance(g, Genotype):
@@ -478,14 +474,6 @@ def validate(
                 "not a cell"
             )
     return g
-
-
-def is_valid(g: Genotype, **kwargs: Any) -> bool:
-    try:
-        validate(g, **kwargs)
-    except GenotypeError:
-        return False
-    return True
 
 
 def repair(g: Genotype) -> Genotype:

@@ -1,62 +1,87 @@
 """Peak memory and time of one training step versus depth (Figures 3 and 4 of the MoCapsNet paper).
 
 For every model and number of blocks, one training step (forward, capsule loss, backward, Adam
-step) is measured on random data:
+step) is measured on random data with :mod:`capslab.profiling` (its docstring says how the CPU
+peak is obtained):
 
-* peak memory: on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``;
-  on the CPU the same quantity reconstructed inside the process: the bytes of the live tensors
-  that exist before the step (parameters, optimizer state, the batch) plus the highest point of
-  the running sum of every allocation and free that the CPU allocator reports to
-  ``torch.profiler`` (``profile_memory=True``) during the step. This counts tensor bytes, as
-  CUDA's counter does, and is not disturbed by the allocator's or the OS's caching (RSS is).
+* peak memory of the step (``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the live
+  tensors before the step plus the ``torch.profiler`` allocation peak during it);
+* activations saved for the backward pass, and the persistent bytes (parameters, gradients,
+  Adam state);
 * seconds per training step and per inference batch (``no_grad``, eval mode): median of
   ``steps`` timed runs after ``warmup`` runs, without the profiler.
 
-Slopes (bytes and seconds per added block) are fitted by least squares.
+Slopes (bytes and seconds per added block) are fitted by least squares. The results are written
+as ``memory.json`` (a versioned ``capslab-memory`` document), ``memory.csv`` and ``memory.png``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import gc
-import io
 import math
-import os
-import statistics
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from capslab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from capslab.errors import ConfigError
+from capslab.experiments import pyplot, save_figure, table_csv, write_json
+from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model, list_models, model_options
+from capslab.profiling import (
+    median_seconds,
+    persistent_bytes,
+    saved_activation_bytes,
+    training_step_peak_bytes,
+)
+from capslab.settings import Settings
+
+__all__ = [
+    "BLOCK_MODELS",
+    "CSV_FIELDS",
+    "METRICS",
+    "MemoryConfig",
+    "MemoryReport",
+    "Measurement",
+    "MiB",
+    "REPORT_KIND",
+    "fit_line",
+    "measure",
+    "model_at_depth",
+    "plan",
+    "plot_report",
+    "render_table",
+    "report_csv",
+    "run_memory_study",
+    "write_report",
+]
 
 #: models that take ``num_blocks``; any other model is measured once and drawn flat
 BLOCK_MODELS = ("rescapsnet", "mocapsnet")
 MiB = 2**20
+#: ``memory.json`` is a ``capslab-memory`` document (:func:`capslab.experiments.write_json`)
+REPORT_KIND = "memory"
 
 
 @dataclass
-class MemoryConfig:
-    """What to measure. Validated by :meth:`validate` (called by :func:`run_memory_study`).
+class MemoryConfig(Settings):
+    """What to measure; validated on construction (:class:`~capslab.errors.ConfigError`).
 
     Attributes:
         models: registered model names.
         blocks: depths (numbers of blocks, >= 1) for the block models.
         batch_size: images per step.
-        dataset_shape: ``(channels, height, width)`` of the random images.
+        dataset_shape: ``(channels, height, width)`` of the random images (square).
         num_classes: class capsules.
         routing: ``"rba"`` or ``"sda"`` for every model.
         gamma: momentum of ``mocapsnet``.
-        model_options: further options given to every model (e.g. ``conv_channels``).
+        model_options: further options given to every model that takes them (e.g.
+            ``conv_channels``); an option that no model takes is an error.
         steps / warmup: timed and untimed repetitions.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         seed: seeds the models and the random batch.
     """
 
@@ -65,50 +90,60 @@ class MemoryConfig:
     batch_size: int = 32
     dataset_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
-    routing: str = "rba"
+    routing: Literal["rba", "sda"] = "rba"
     gamma: float = 0.9
-    model_options: dict = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
     steps: int = 3
     warmup: int = 1
     device: str = "auto"
     seed: int = 0
 
-    def validate(self) -> MemoryConfig:
+    WHAT: ClassVar[str] = "memory setting"
+
+    def validate(self) -> None:
+        if not self.models:
+            raise ConfigError("no models given")
         known = list_models()
         for name in self.models:
             if name not in known:
-                raise ValueError(f"memory: unknown model {name!r}; available: {', '.join(known)}")
-        if not self.models:
-            raise ValueError("memory: no models given")
-        if not self.blocks or min(self.blocks) < 1:
-            raise ValueError(f"memory: blocks must be >= 1, got {list(self.blocks)}")
+                raise ConfigError(f"unknown model {name!r}; available: {', '.join(known)}")
+        if not self.blocks:
+            raise ConfigError("no depths (blocks) given")
+        if min(self.blocks) < 1:
+            raise ConfigError(f"blocks must be >= 1, got {list(self.blocks)}")
         if self.batch_size < 1:
-            raise ValueError(f"memory: batch_size must be >= 1, got {self.batch_size}")
-        if len(self.dataset_shape) != 3 or min(self.dataset_shape) < 1:
-            raise ValueError(f"memory: dataset_shape must be C x H x W, got {self.dataset_shape}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if min(self.dataset_shape) < 1:
+            raise ConfigError(f"dataset_shape must be C x H x W, got {list(self.dataset_shape)}")
         if self.dataset_shape[1] != self.dataset_shape[2]:
-            raise ValueError(f"memory: images must be square, got {self.dataset_shape}")
+            raise ConfigError(f"images must be square, got {list(self.dataset_shape)}")
         if self.steps < 1 or self.warmup < 0:
-            raise ValueError("memory: steps must be >= 1 and warmup >= 0")
+            raise ConfigError(f"steps must be >= 1 and warmup >= 0, got {self.steps} and {self.warmup}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {self.device!r}")
         every = set().union(*(model_options(m) for m in self.models))
         unknown = sorted(set(self.model_options) - every)
         if unknown and not every & {"options", "kwargs"}:
-            raise ValueError(f"memory: no model takes option(s) {', '.join(unknown)}")
-        if self.routing not in ("rba", "sda"):
-            raise ValueError(f"memory: routing must be 'rba' or 'sda', got {self.routing!r}")
-        return self
+            raise ConfigError(
+                f"no model takes option(s) {', '.join(unknown)}; valid: {', '.join(sorted(every))}"
+            )
 
     def resolved_device(self) -> torch.device:
+        """The device to measure on (``auto``: CUDA when present); CUDA asked for on a machine
+        without it is a :class:`ConfigError`."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r}: CUDA is not available on this machine")
+        return device
 
 
 @dataclass
 class Measurement:
     """One (model, depth) point. ``blocks`` is ``None`` for models without blocks.
 
-    peak_bytes: peak of one training step (see the module docstring).
+    peak_bytes: peak of one training step (see :mod:`capslab.profiling`).
     activation_bytes: tensors the forward pass keeps for the backward pass (distinct storages
         seen by ``torch.autograd.graph.saved_tensors_hooks``, parameters excluded): what the
         reversible blocks remove.
@@ -128,6 +163,10 @@ class Measurement:
     def peak_mib(self) -> float:
         return self.peak_bytes / MiB
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field plus ``peak_mib``."""
+        return {**asdict(self), "peak_mib": self.peak_mib}
+
 
 #: quantities fitted against depth: attribute -> unit
 METRICS = {
@@ -144,9 +183,9 @@ METRICS = {
 # --------------------------------------------------------------------------------------------
 
 
-def build_model(name: str, blocks: int | None, config: MemoryConfig) -> torch.nn.Module:
-    """The model ``name`` at depth ``blocks``; options it does not take are left out (capsnet
-    has no ``block_dim``), unknown ones in all models are an error of the config."""
+def model_at_depth(name: str, blocks: int | None, config: MemoryConfig) -> torch.nn.Module:
+    """The model ``name`` at depth ``blocks`` with ``config``'s input shape, classes, routing
+    and options; options it does not take are left out (capsnet has no ``block_dim``)."""
     c, h, _ = config.dataset_shape
     options = dict(
         in_channels=c, image_size=h, num_classes=config.num_classes, routing=config.routing,
@@ -162,89 +201,11 @@ def build_model(name: str, blocks: int | None, config: MemoryConfig) -> torch.nn
     return create_model(name, **options)
 
 
-def _tensor_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind ``tensors``."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            s = t.untyped_storage()
-            seen[s.data_ptr()] = s.nbytes()
-    return sum(seen.values())
-
-
-def _persistent_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Parameters, buffers, gradients and optimizer state (distinct storages)."""
-    state = [v for st in optimizer.state.values() for v in st.values()]
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return _tensor_bytes([*model.parameters(), *model.buffers(), *grads, *state])
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide the profiler backend's start/stop lines, which it writes straight to fd 2."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (embedded interpreter): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def profiler_peak_bytes(fn: Callable[[], object]) -> int:
-    """Highest running sum of CPU allocations minus frees while ``fn()`` runs (bytes, >= 0).
-
-    Reads the ``[memory]`` events that the CPU allocator reports to ``torch.profiler`` when
-    ``profile_memory=True`` (one event per allocation with its size, per free with minus it).
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [
-        e for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
-    ]
-    events.sort(key=lambda e: e.start_ns())
-    running = peak = 0
-    for e in events:
-        running += e.nbytes()
-        peak = max(peak, running)
-    return peak
-
-
-def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: Sequence[torch.Tensor]) -> int:
-    """Bytes of the distinct storages that autograd saves while ``fn()`` builds its graph.
-
-    Storages of ``exclude`` (the parameters) are not counted. The graph is dropped afterwards.
-    """
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        if s.data_ptr() not in skip:
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
-    return sum(seen.values())
-
-
 def measure(name: str, blocks: int | None, config: MemoryConfig) -> Measurement:
     """Peak memory and times of one training step and one inference batch."""
     device = config.resolved_device()
     torch.manual_seed(config.seed)
-    model = build_model(name, blocks, config).to(device)
+    model = model_at_depth(name, blocks, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(config.seed)
     images = torch.rand(config.batch_size, *config.dataset_shape, generator=generator).to(device)
@@ -267,7 +228,7 @@ def measure(name: str, blocks: int | None, config: MemoryConfig) -> Measurement:
     model.train()
     # at least one warm-up step: Adam's state exists from there on
     train_seconds = median_seconds(train_step, config.steps, max(1, config.warmup), device)
-    persistent = _persistent_bytes(model, optimizer)
+    persistent = persistent_bytes(model, optimizer)
     peak = training_step_peak_bytes(train_step, model, optimizer, (images, labels), device)
     activations = saved_activation_bytes(loss_of_batch, list(model.parameters()))
 
@@ -276,49 +237,6 @@ def measure(name: str, blocks: int | None, config: MemoryConfig) -> Measurement:
     parameters = sum(p.numel() for p in model.parameters())
     return Measurement(name, blocks, int(peak), activations, persistent,
                        train_seconds, infer_seconds, parameters)
-
-
-def median_seconds(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``steps`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synced)."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def training_step_peak_bytes(
-    train_step: Callable[[], object],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: Sequence[torch.Tensor],
-    device: torch.device,
-) -> int:
-    """Peak bytes of tensors alive during one training step, gradients cleared beforehand.
-
-    CUDA: ``max_memory_allocated``. CPU: what exists when the step starts (parameters,
-    optimizer state, the batch) plus the peak of the step's own allocations.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        train_step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device)
-    baseline = _persistent_bytes(model, optimizer) + _tensor_bytes(batch)
-    return baseline + profiler_peak_bytes(train_step)
 
 
 def plan(config: MemoryConfig) -> list[tuple[str, int | None]]:
@@ -390,11 +308,12 @@ class MemoryReport:
             "mean_train_time_ratio": float(np.mean(times)) if times else math.nan,
         }
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The payload of ``memory.json`` (without its format and version)."""
         return {
-            "config": asdict(self.config), "device": self.device, "method": self.method,
+            "config": self.config.to_dict(), "device": self.device, "method": self.method,
             "torch": torch.__version__,
-            "rows": [dict(asdict(r), peak_mib=r.peak_mib) for r in self.rows],
+            "rows": [r.to_dict() for r in self.rows],
             "fits": self.fits(), "comparison": _finite_or_none(self.comparison()),
         }
 
@@ -410,7 +329,6 @@ def run_memory_study(
     config: MemoryConfig, on_point: Callable[[Measurement], None] | None = None
 ) -> MemoryReport:
     """Measure every point of :func:`plan`; ``on_point`` is called after each (progress bars)."""
-    config.validate()
     device = config.resolved_device()
     method = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
               else "live tensors before the step + torch.profiler allocation peak")
@@ -432,14 +350,10 @@ CSV_FIELDS = ("model", "blocks", "peak_bytes", "activation_bytes", "persistent_b
 
 
 def report_csv(report: MemoryReport) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_FIELDS)
-    for r in report.rows:
-        writer.writerow([r.model, "" if r.blocks is None else r.blocks, r.peak_bytes,
-                         r.activation_bytes, r.persistent_bytes, f"{r.train_seconds:.6f}",
-                         f"{r.infer_seconds:.6f}", r.parameters])
-    return buf.getvalue()
+    """The rows as CSV (``CSV_FIELDS``; no depth is an empty cell)."""
+    rows = [{**asdict(r), "train_seconds": f"{r.train_seconds:.6f}",
+             "infer_seconds": f"{r.infer_seconds:.6f}"} for r in report.rows]
+    return table_csv(rows, CSV_FIELDS)
 
 
 #: (title, metric, scale, unit) of each panel of the plot
@@ -452,13 +366,9 @@ PANELS = (
 COLORS = {"capsnet": "tab:blue", "rescapsnet": "tab:red", "mocapsnet": "tab:green"}
 
 
-def plot_report(report: MemoryReport) -> bytes:
-    """PNG: memory and times against depth with the fitted lines in the legends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_report(report: MemoryReport, path: str | Path) -> Path:
+    """Save a PNG of memory and times against depth, with the fitted lines in the legends."""
+    plt = pyplot()
     fits = report.fits()
     depths = list(report.config.blocks)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2))
@@ -485,22 +395,21 @@ def plot_report(report: MemoryReport) -> bytes:
     fig.suptitle(f"batch {cfg.batch_size}, input {'x'.join(map(str, cfg.dataset_shape))}, "
                  f"routing {cfg.routing}, device {report.device}", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return save_figure(fig, path)
 
 
-def write_report(report: MemoryReport, out_dir, plot: bool = True) -> dict[str, str]:
-    """Write ``memory.json``, ``memory.csv`` and ``memory.png`` atomically; return the paths."""
+def write_report(report: MemoryReport, out_dir: str | Path, plot: bool = True) -> dict[str, Path]:
+    """Write ``memory.json`` (versioned), ``memory.csv`` and ``memory.png`` atomically into
+    ``out_dir``; return their paths by kind (``json``, ``csv``, ``png``)."""
     out = Path(out_dir)
-    paths = {"json": out / "memory.json", "csv": out / "memory.csv"}
-    atomic_write_json(paths["json"], report.to_dict())
+    paths = {
+        "json": write_json(out / "memory.json", REPORT_KIND, report.to_dict()),
+        "csv": out / "memory.csv",
+    }
     atomic_write_text(paths["csv"], report_csv(report))
     if plot:
-        paths["png"] = out / "memory.png"
-        atomic_write_bytes(paths["png"], plot_report(report))
-    return {k: str(v) for k, v in paths.items()}
+        paths["png"] = plot_report(report, out / "memory.png")
+    return paths
 
 
 def render_table(report: MemoryReport):
@@ -533,34 +442,3 @@ def render_table(report: MemoryReport):
             f"mean {cmp['mean_train_time_ratio']:.2f}x, max {cmp['max_train_time_ratio']:.2f}x"
         )
     return table
-
-
-def parse_blocks(text: str) -> tuple[int, ...]:
-    """``"1-8"``, ``"1,2,4"`` or ``"1-3,6"`` -> sorted distinct depths."""
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                out.update(range(lo, hi + 1))
-            else:
-                out.add(int(part))
-        except ValueError:
-            raise ValueError(f"--blocks: cannot read {part!r} (use e.g. 1-8 or 1,2,4)") from None
-    if not out:
-        raise ValueError("--blocks: no depth given")
-    return tuple(sorted(out))
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"1x28x28"`` -> ``(1, 28, 28)``."""
-    try:
-        c, h, w = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--dataset-shape: expected CxHxW such as 1x28x28, got {text!r}") from None
-    return c, h, w

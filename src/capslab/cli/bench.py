@@ -6,45 +6,57 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from capslab.cli.common import console, friendly_errors, print_json
+from capslab.cli.options import JsonFlag, Quiet, default_out
+from capslab.cli.output import console, emit, err_console, note
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("bench")
-    @friendly_errors
-    def bench_cmd(
-        steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement (median).")] = 5,
-        warmup: Annotated[int, typer.Option(min=0)] = 1,
-        device: Annotated[str, typer.Option(help="auto (CPU and the GPU when present), cpu or cuda.")] = "auto",
-        compile_: Annotated[bool, typer.Option("--compile", help="Also measure torch.compile.")] = False,
-        threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-        out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
-    ) -> None:
-        """Images/s for training at batch 16 and 128, inference at 128, and peak training memory,
-        for a plain eager CapsNet and CapsLab's, side by side in one run."""
-        import torch
+def bench(
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement (median).")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps before timing.")] = 1,
+    device: Annotated[str, typer.Option(help="auto (the CPU and the GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="Also measure torch.compile.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads [default: torch's].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for bench.json [default: runs/bench].")] = None,
+    as_json: JsonFlag = False,
+    quiet: Quiet = False,
+) -> None:
+    """Images/s for training at batch 16 and 128, inference at 128, and peak training memory,
+    for a plain eager CapsNet and CapsLab's, side by side in one run; written to bench.json."""
+    import torch
 
-        from capslab.bench import default_variants, results_as_dicts, run_benchmark
-        from capslab.io import atomic_write_json
+    from capslab.bench import (
+        REPORT_KIND,
+        bench_devices,
+        default_variants,
+        results_payload,
+        run_benchmark,
+        write_results,
+    )
+    from capslab.experiments import versioned
 
-        if threads:
-            torch.set_num_threads(threads)
-        if device == "auto":
-            devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-        else:
-            devices = [torch.device(device)]
-        with console.status("measuring") as status:
-            results = run_benchmark(devices, default_variants(compile_=compile_), steps, warmup,
-                                    progress=lambda s: status.update(f"measuring {s}"))
-        rows = results_as_dicts(results)
-        if out is not None:
-            atomic_write_json(out, {"threads": torch.get_num_threads(), "results": rows})
-        if as_json:
-            print_json(rows)
-            return
+    devices = bench_devices(device)
+    if threads:
+        torch.set_num_threads(threads)
+    variants = default_variants(compile_=compile_)
+    if quiet:
+        results = run_benchmark(devices, variants, steps, warmup)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+            task = progress.add_task("measuring", total=len(devices) * len(variants))
+            results = run_benchmark(
+                devices, variants, steps, warmup,
+                progress=lambda s: progress.update(task, description=f"measuring {s}"),
+                on_result=lambda _: progress.advance(task),
+            )
+    path = write_results(results, out if out is not None else default_out("bench"))
+
+    def render(_) -> None:
+        from rich.table import Table
+
         table = Table(title=f"CapsNet (MNIST shape), {torch.get_num_threads()} CPU threads")
         for col in ("variant", "device", "train img/s b16", "train img/s b128", "infer img/s b128",
                     "peak train MiB b128", "speed-up b128"):
@@ -54,3 +66,10 @@ def register(app: typer.Typer) -> None:
                           f"{r.train_images_per_s_b128:.1f}", f"{r.infer_images_per_s_b128:.1f}",
                           f"{r.peak_train_memory_MiB:.0f}", f"{r.speedup_vs_plain:.2f}x")
         console.print(table)
+
+    emit(versioned(REPORT_KIND, results_payload(results)), as_json, render)
+    note(f"written: {path}", as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

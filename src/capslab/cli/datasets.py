@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from capslab.cli.common import console, err_console
+from capslab.cli.options import JsonFlag, split_list
+from capslab.cli.output import console, emit, err_console, note
 
 
 def _human(n: int | None) -> str:
@@ -30,8 +31,8 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
     """Where one registry file is, its size and whether its md5 matches (``verified``:
     ``True``/``False``/``None`` for not checked)."""
     from capslab.data import sources
-    from capslab.errors import DatasetError
     from capslab.data.registry import get_spec
+    from capslab.errors import DatasetError
 
     spec = get_spec(name)
     fspec = spec.files[filename]
@@ -94,105 +95,103 @@ def collect(names: list[str], data_dir: str | None, verify: bool) -> list[dict[s
     return rows
 
 
-def datasets(
-    names: list[str] | None = typer.Argument(
-        None, help="Datasets to show (default: all of them).", show_default=False
-    ),
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", "-d", help="Folder searched first (before $CAPSLAB_DATA and the cache).",
-        file_okay=False,
-    ),
-    verify: bool = typer.Option(
-        False, "--verify", help="Recompute the md5 of every file found (else: remembered results)."
-    ),
-    download: list[str] | None = typer.Option(
-        None, "--download", help="Download a dataset's missing files (NAME or 'all'; repeatable).",
-        show_default=False,
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
-    """Show each dataset's files: where they were found, their size and whether their md5 is
-    the published one. Looks in --data-dir, $CAPSLAB_DATA, ~/.cache/capslab/datasets and known
-    system copies."""
+def download_names(text: str | None) -> list[str]:
+    """``--download`` value -> canonical dataset names: a comma list, or ``all``."""
+    from capslab.data.registry import canonical_name, list_datasets
+
+    names: list[str] = []
+    for n in split_list(text, "--download"):
+        names.extend(list_datasets() if n.lower() == "all" else [canonical_name(n)])
+    return list(dict.fromkeys(names))
+
+
+def _download(names: list[str], root: str | None, as_json: bool) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     from capslab.data import sources
-    from capslab.errors import DatasetError
-    from capslab.data.registry import canonical_name, dataset_info, list_datasets
 
-    root = str(data_dir) if data_dir is not None else None
-    try:
-        selected = [canonical_name(n) for n in names] if names else list_datasets()
-        to_download = []
-        for n in download or []:
-            to_download.extend(list_datasets() if n.lower() == "all" else [canonical_name(n)])
-    except DatasetError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
-
-    for name in dict.fromkeys(to_download):
+    for name in names:
         dest = (Path(root) if root else sources.default_data_dir()) / name
-        if not as_json:
-            err_console.print(f"downloading {name} into {dest} ...", highlight=False)
-        try:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+        note(f"downloading {name} into {escape(str(dest))} ...", as_json)
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
+            task = bar.add_task(name, total=None)
+            sources.download(name, root, progress=lambda done, total, t=task: bar.update(
+                t, completed=done, total=total))
 
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
-                task = bar.add_task(name, total=None)
-                sources.download(name, root, progress=lambda done, total, t=task: bar.update(
-                    t, completed=done, total=total))
-        except DatasetError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2) from None
 
-    rows = collect(selected, root, verify)
-    failed = any(r["verified"] is False for r in rows)
-    if as_json:
-        out = {
-            "search_dirs": {n: [{"path": str(d.path), "origin": d.origin}
-                                for d in sources.search_dirs(n, root)] for n in selected},
-            "datasets": {n: dataset_info(n).to_dict() for n in selected},
-            "files": rows,
-        }
-        typer.echo(json.dumps(out, indent=2))
-        raise typer.Exit(1 if failed and verify else 0)
-
+def _render(result: dict[str, Any]) -> None:
+    """The search folders, then one table row per file, then what to do next."""
+    selected = list(result["datasets"])
+    rows = result["files"]
     console.print("Searched, in order:", highlight=False)
-    folders: dict[Path, tuple[str, list[str]]] = {}
+    folders: dict[str, tuple[str, list[str]]] = {}
     for n in selected:
-        for d in sources.search_dirs(n, root):
-            folders.setdefault(d.path, (d.origin, []))[1].append(n)
+        for d in result["search_dirs"][n]:
+            folders.setdefault(d["path"], (d["origin"], []))[1].append(n)
     for path, (origin, users) in folders.items():
         only = "" if len(users) == len(selected) else f", {', '.join(users)} only"
-        state = "" if path.is_dir() else " (missing)"
-        console.print(f"  {path} [dim]\\[{origin}{only}]{state}[/]", highlight=False)
+        state = "" if Path(path).is_dir() else " (missing)"
+        console.print(f"  {escape(path)} [dim]\\[{origin}{only}]{state}[/]", highlight=False)
     table = Table(title="CapsLab datasets")
     for col in ("dataset", "split", "file", "where found", "present", "verified", "size"):
         table.add_column(col, justify="right" if col == "size" else "left",
                          overflow="fold" if col in ("where found", "file") else "ellipsis")
     for r in rows:
         if r["verified"] is True:
-            ver = f"[green]ok[/] [dim]{r['check']}[/]"
+            ver = f"[green]ok[/] [dim]{escape(r['check'])}[/]"
         elif r["verified"] is False:
             ver = "[bold red]FAILED[/]"
         else:
             ver = "[dim]-[/]" if not r["present"] else "[yellow]not checked[/]"
-        where = f"{r['path']} [dim]({r['origin']})[/]" if r["present"] else "[dim]-[/]"
+        where = f"{escape(r['path'])} [dim]({r['origin']})[/]" if r["present"] else "[dim]-[/]"
         table.add_row(r["dataset"], ", ".join(r["splits"]), r["file"], where,
                       "[green]yes[/]" if r["present"] else "[red]no[/]", ver, _human(r["size"]))
     console.print(table)
     for r in rows:
         if r["verified"] is False:
-            err_console.print(f"[bold red]checksum:[/] {r['check']}", highlight=False)
+            err_console.print(f"[bold red]checksum:[/] {escape(r['check'])}", highlight=False)
     missing = sorted({r["dataset"] for r in rows if not r["present"]})
     if missing:
-        console.print(
-            f"[dim]Missing: {', '.join(missing)}. Point --data-dir or CAPSLAB_DATA at a folder with "
-            "the official files, or (online) run `capslab datasets --download NAME`.[/]",
-            highlight=False,
-        )
+        note(f"[dim]Missing: {', '.join(missing)}. Point --data-dir or CAPSLAB_DATA at a folder "
+             "with the official files, or (online) run `capslab datasets --download NAME`.[/]")
     if any(r["present"] and r["verified"] is None for r in rows):
-        console.print("[dim]Run with --verify to check the md5 of every file found.[/]")
-    if failed and verify:
+        note("[dim]Run with --verify to check the md5 of every file found.[/]")
+
+
+def datasets(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Datasets to show (default: all of them).", show_default=False)] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", "-d", help="Folder searched first (before $CAPSLAB_DATA and the cache).",
+        file_okay=False)] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Recompute the md5 of every file found (else: remembered results).")] = False,
+    download: Annotated[str | None, typer.Option(
+        "--download", help="Download the missing files of these datasets first: a comma list "
+        "(mnist,fashion-mnist) or 'all'.", show_default=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show each dataset's files: where they were found, their size and whether their md5 is
+    the published one. Looks in --data-dir, $CAPSLAB_DATA, ~/.cache/capslab/datasets and known
+    system copies. Exits with 1 when --verify finds a file with a wrong checksum."""
+    from capslab.data import sources
+    from capslab.data.registry import canonical_name, dataset_info, list_datasets
+    from capslab.experiments import versioned
+
+    root = str(data_dir) if data_dir is not None else None
+    selected = list(dict.fromkeys(canonical_name(n) for n in names)) if names else list_datasets()
+    _download(download_names(download), root, as_json)
+
+    rows = collect(selected, root, verify)
+    result = versioned("datasets", {
+        "search_dirs": {n: [{"path": str(d.path), "origin": d.origin}
+                            for d in sources.search_dirs(n, root)] for n in selected},
+        "datasets": {n: dataset_info(n).to_dict() for n in selected},
+        "files": rows,
+    }, version=1)
+    emit(result, as_json, _render)
+    if verify and any(r["verified"] is False for r in rows):
         raise typer.Exit(1)
 
 

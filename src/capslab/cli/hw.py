@@ -3,16 +3,14 @@ accelerator, with the per-layer breakdown."""
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from capslab.cli.common import console, err_console
+from capslab.cli.output import console, emit
+from capslab.errors import ConfigError
 
 PUBLISHED = ("capsnet", "deepcaps")
 
@@ -20,13 +18,6 @@ PUBLISHED = ("capsnet", "deepcaps")
 class _Model(StrEnum):
     capsnet = "capsnet"
     deepcaps = "deepcaps"
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-    )
-    raise typer.Exit(2)
 
 
 def hw(
@@ -54,31 +45,25 @@ def hw(
     from capslab.genotype import (
         CAPSNET_GENOTYPE,
         DEEPCAPS_GENOTYPE,
-        GenotypeError,
         load_genotype,
         validate,
     )
-    from capslab.hw import CAPSACC, Accelerator, AcceleratorError, estimate
+    from capslab.hw import CAPSACC, Accelerator, estimate
 
     if (model is None) == (genotype is None):
-        _fail("give exactly one of --model (capsnet, deepcaps) or --genotype FILE")
-    try:
-        if genotype is not None:
-            g = load_genotype(genotype)
-            source = str(genotype)
-        else:
-            g = CAPSNET_GENOTYPE if model == _Model.capsnet else DEEPCAPS_GENOTYPE
-            source = f"published {model.value} genotype"
-        validate(g)
-        acc = Accelerator.from_file(accelerator) if accelerator is not None else CAPSACC
-    except (GenotypeError, AcceleratorError) as e:
-        _fail(str(e))
+        raise ConfigError("give exactly one of --model (capsnet, deepcaps) or --genotype FILE")
+    if genotype is not None:
+        g = load_genotype(genotype)
+        source = str(genotype)
+    else:
+        g = CAPSNET_GENOTYPE if model == _Model.capsnet else DEEPCAPS_GENOTYPE
+        source = f"published {model.value} genotype"
+    validate(g)
+    acc = Accelerator.from_file(accelerator) if accelerator is not None else CAPSACC
     result = estimate(g, acc, check=False)
 
     if as_json:
-        d = result.to_dict(layers=True)
-        d = {"source": source, **d, "genotype": g.to_nascaps()}
-        typer.echo(json.dumps(d, indent=2))
+        emit({"source": source, **result.to_dict(layers=True), "genotype": g.to_nascaps()}, True)
         return
 
     console.print(f"[bold]{source}[/]: {g.describe()}", highlight=False)

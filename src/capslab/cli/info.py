@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from capslab.cli.common import console, friendly_errors, print_json
-from capslab.cli.train import ModelOpt, model_options_from_flags
+from capslab.cli import options as opt
+from capslab.cli.output import console, emit
+from capslab.cli.train import model_options_from_flags
 
 
 def dataset_for_genotype(path: Path) -> str:
@@ -28,7 +29,6 @@ def dataset_for_genotype(path: Path) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command("info")
-    @friendly_errors
     def info_cmd(
         model: Annotated[str, typer.Option(help="Registered model name.")] = "capsnet",
         dataset: Annotated[str | None, typer.Option(help="Dataset whose image shape and classes to use (default: mnist, or for --genotype the dataset of its input shape).")] = None,
@@ -38,9 +38,9 @@ def register(app: typer.Typer) -> None:
         blocks: int | None = None,
         gamma: float | None = None,
         genotype: Annotated[Path | None, typer.Option(help="Describe the network of a genotype file.")] = None,
-        model_opt: ModelOpt = None,
+        model_opt: opt.ModelOpt = None,
         list_: Annotated[bool, typer.Option("--list", help="List the registered models.")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: opt.JsonFlag = False,
     ) -> None:
         """Print parameters (per layer and in total) and output shapes of a model."""
         from capslab.data import dataset_info
@@ -48,11 +48,7 @@ def register(app: typer.Typer) -> None:
         from capslab.models.summary import describe_layers
 
         if list_:
-            if as_json:
-                print_json(list_models())
-            else:
-                for name in list_models():
-                    console.print(name)
+            emit(list_models(), as_json, lambda names: console.print("\n".join(names), highlight=False))
             return
         if dataset is None:
             dataset = dataset_for_genotype(genotype) if genotype is not None else "mnist"
@@ -63,17 +59,19 @@ def register(app: typer.Typer) -> None:
         net = create_model(name, **{**defaults, **options})
         rows = describe_layers(net, tuple(net.image_shape))
         total = sum(p.numel() for p in net.parameters())
-        result = {"model": name, "dataset": dataset, "options": options, "layers": rows, "parameters": total}
-        if as_json:
-            print_json(result)
-            return
-        table = Table(title=f"{name} on {dataset} {tuple(net.image_shape)}")
-        table.add_column("layer")
-        table.add_column("type")
-        table.add_column("output shape")
-        table.add_column("parameters", justify="right")
-        for r in rows:
-            table.add_row(r["name"], r["type"], str(r["output_shape"]), f"{r['parameters']:,}")
-        table.add_section()
-        table.add_row("total", "", "", f"{total:,}")
-        console.print(table)
+        result = {"model": name, "dataset": dataset, "input_shape": list(net.image_shape),
+                  "options": options, "layers": rows, "parameters": total}
+        emit(result, as_json, _render)
+
+
+def _render(result: dict) -> None:
+    table = Table(title=f"{result['model']} on {result['dataset']} {tuple(result['input_shape'])}")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("parameters", justify="right")
+    for r in result["layers"]:
+        table.add_row(r["name"], r["type"], str(r["output_shape"]), f"{r['parameters']:,}")
+    table.add_section()
+    table.add_row("total", "", "", f"{result['parameters']:,}")
+    console.print(table)

@@ -2,100 +2,88 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from capslab.cli.common import console, err_console
+from capslab.cli.options import (
+    Device,
+    JsonFlag,
+    ModelOpt,
+    Quiet,
+    Seed,
+    default_out,
+    parse_int_list,
+    parse_key_values,
+    parse_shape,
+    split_list,
+)
+from capslab.cli.output import console, emit, err_console, note
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("memory")
-    def memory(
-        models: str = typer.Option(
-            "capsnet,rescapsnet,mocapsnet", help="Comma-separated registered model names."
-        ),
-        blocks: str = typer.Option("1-8", help="Depths to measure, e.g. 1-8 or 1,2,4."),
-        batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per step."),
-        dataset_shape: str = typer.Option("1x28x28", help="Random image shape CxHxW."),
-        num_classes: int = typer.Option(10, help="Class capsules."),
-        routing: str = typer.Option("rba", help="Routing of every capsule layer: rba or sda."),
-        gamma: float = typer.Option(0.9, help="Momentum of mocapsnet."),
-        conv_channels: int = typer.Option(256, help="Channels of the first convolution."),
-        primary_types: int = typer.Option(32, help="Primary capsule types."),
-        model_opt: list[str] = typer.Option(
-            [], "--model-opt",
-            help="Further model option key=value (repeatable), e.g. block_dim=2 or decoder=false; "
-            "each model gets the options it takes.",
-        ),
-        steps: int = typer.Option(3, help="Timed repetitions (median is reported)."),
-        warmup: int = typer.Option(1, help="Untimed repetitions before timing."),
-        device: str = typer.Option("auto", help="cpu, cuda or auto."),
-        seed: int = typer.Option(0, help="Seed of the models and the random batch."),
-        out: Path = typer.Option(
-            Path("results/memory"), help="Folder for memory.json, memory.csv, memory.png."
-        ),
-        plot: bool = typer.Option(True, help="Write the PNG plot."),
-        as_json: bool = typer.Option(False, "--json", help="Print the JSON report, no table."),
-    ) -> None:
-        """Measure peak memory, saved activations and seconds per step for each model and depth.
+def memory(
+    models: Annotated[str, typer.Option(help="Registered model names, comma-separated.")] = "capsnet,rescapsnet,mocapsnet",
+    blocks: Annotated[str, typer.Option(help="Depths of the block models, e.g. 1-8 or 1,2,4.")] = "1-8",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per step.")] = 32,
+    dataset_shape: Annotated[str, typer.Option(help="Random image shape CxHxW (square).")] = "1x28x28",
+    num_classes: Annotated[int, typer.Option(help="Class capsules.")] = 10,
+    routing: Annotated[str, typer.Option(help="Routing of every capsule layer: rba or sda.")] = "rba",
+    gamma: Annotated[float, typer.Option(help="Momentum of mocapsnet.")] = 0.9,
+    model_opt: ModelOpt = None,
+    steps: Annotated[int, typer.Option(help="Timed repetitions (the median is reported).")] = 3,
+    warmup: Annotated[int, typer.Option(help="Untimed repetitions before timing.")] = 1,
+    device: Device = "auto",
+    seed: Seed = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for memory.json, memory.csv, memory.png [default: runs/memory].")] = None,
+    plot: Annotated[bool, typer.Option(help="Write the PNG plot.")] = True,
+    as_json: JsonFlag = False,
+    quiet: Quiet = False,
+) -> None:
+    """Measure peak memory, saved activations and seconds per step for each model and depth.
 
-        Peak memory is torch.cuda.max_memory_allocated on CUDA; on the CPU it is the bytes of
-        the live tensors at the start of the step plus the peak of the allocations the CPU
-        allocator reports to torch.profiler during the step (not the RSS). Slopes per added
-        block are fitted by least squares; capsnet (no blocks) is a flat reference line.
-        """
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    Peak memory is torch.cuda.max_memory_allocated on CUDA; on the CPU it is the bytes of the
+    live tensors at the start of the step plus the peak of the allocations the CPU allocator
+    reports to torch.profiler during the step (not the RSS). Slopes per added block are fitted
+    by least squares; capsnet (no blocks) is a flat reference line. Each model gets the
+    --model-opt options it takes (e.g. conv_channels=32, block_dim=2, decoder=false).
+    """
+    from capslab.experiments import versioned
+    from capslab.memory import REPORT_KIND, MemoryConfig, plan, render_table, run_memory_study, write_report
 
-        from capslab.memory import (
-            MemoryConfig,
-            parse_blocks,
-            parse_shape,
-            plan,
-            render_table,
-            run_memory_study,
-            write_report,
-        )
-        from capslab.train.policies import parse_policy_options
+    config = MemoryConfig(
+        models=tuple(split_list(models, "models")),
+        blocks=parse_int_list(blocks, "blocks"),
+        batch_size=batch_size,
+        dataset_shape=parse_shape(dataset_shape, "dataset_shape"),
+        num_classes=num_classes,
+        routing=routing,
+        gamma=gamma,
+        model_options=parse_key_values(model_opt, "model option"),
+        steps=steps,
+        warmup=warmup,
+        device=device,
+        seed=seed,
+    )
+    config.resolved_device()  # CUDA asked for but absent: refused before any work
+    if quiet:
+        report = run_memory_study(config)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        try:
-            extra = parse_policy_options(model_opt)
-            config = MemoryConfig(
-                models=tuple(m.strip() for m in models.split(",") if m.strip()),
-                blocks=parse_blocks(blocks),
-                batch_size=batch_size,
-                dataset_shape=parse_shape(dataset_shape),
-                num_classes=num_classes,
-                routing=routing,
-                gamma=gamma,
-                model_options={"conv_channels": conv_channels, "primary_types": primary_types,
-                               **extra},
-                steps=steps,
-                warmup=warmup,
-                device=device,
-                seed=seed,
-            ).validate()
-        except ValueError as e:
-            err_console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
-
-        points = plan(config)
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=err_console, transient=as_json,
-        ) as progress:
-            task = progress.add_task("measuring", total=len(points))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+            task = progress.add_task("measuring", total=len(plan(config)))
 
             def on_point(m) -> None:
                 depth = "" if m.blocks is None else f" x{m.blocks}"
-                progress.update(task, advance=1,
-                                description=f"{m.model}{depth}: {m.peak_mib:.1f} MiB")
+                progress.update(task, advance=1, description=f"{m.model}{depth}: {m.peak_mib:.1f} MiB")
 
             report = run_memory_study(config, on_point)
-        paths = write_report(report, out, plot=plot)
-        if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
-        else:
-            console.print(render_table(report))
-            console.print("written: " + ", ".join(paths.values()))
+    paths = write_report(report, out if out is not None else default_out("memory"), plot=plot)
+    emit(versioned(REPORT_KIND, report.to_dict()), as_json, lambda _: console.print(render_table(report)))
+    note("written: " + ", ".join(str(p) for p in paths.values()), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("memory")(memory)

@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from capslab.cli.common import console
-from capslab.io import atomic_write_bytes
-from capslab.train.policies import POLICIES, Schedule, build_schedule, parse_policy_options
+from capslab.cli import options as opt
+from capslab.cli.output import console, emit, note
+from capslab.experiments import pyplot, save_figure, versioned
+from capslab.train.policies import POLICIES, Schedule, build_schedule
 
 
-def schedule_json(schedule: Schedule) -> dict:
-    """``{"policy", "epochs", "train_size", "total_steps", "options", "steps": [...]}``; every
-    step is ``{"epoch" (1-based), "step" (global, 0-based), "lr", "batch_size"}``."""
-    d = schedule.to_dict()
-    return {
-        "policy": d["policy"],
-        "epochs": d["epochs"],
-        "train_size": d["train_size"],
-        "total_steps": d["total_steps"],
-        "options": d["options"],
-        "steps": list(schedule.steps()),
-    }
+def schedule_json(schedule: Schedule) -> dict[str, Any]:
+    """``{"format": "capslab-schedule", "version", "policy", "epochs", "train_size",
+    "batch_size", "total_steps", "options", "steps": [...]}``; every step is ``{"epoch"
+    (1-based), "step" (global, 0-based), "lr", "batch_size"}``."""
+    return versioned("schedule", {**schedule.to_dict(), "steps": list(schedule.steps())})
 
 
 def plot_schedule(schedule: Schedule, path: str | Path) -> Path:
     """Save lr (left axis) and batch size (right axis) against the global step as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     steps = list(schedule.steps())
     x = [s["step"] for s in steps]
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(x, [s["lr"] for s in steps], color="tab:blue", lw=1.2)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("learning rate", color="tab:blue")
@@ -52,12 +42,7 @@ def plot_schedule(schedule: Schedule, path: str | Path) -> Path:
         ax.axvline(schedule.epoch_start(e), color="0.85", lw=0.6, zorder=0)
     ax.set_title(f"{schedule.policy}: {schedule.epochs} epochs, {schedule.train_size} images")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())  # creates the folder; no half-written PNG
-    return path
+    return save_figure(fig, path, dpi=120)  # atomic: creates the folder, no half-written PNG
 
 
 def schedule_table(schedule: Schedule, all_steps: bool = False) -> Table:
@@ -80,44 +65,38 @@ def schedule_table(schedule: Schedule, all_steps: bool = False) -> Table:
     return table
 
 
+def render_schedule(schedule: Schedule, all_steps: bool = False) -> None:
+    """The table and a line with the options and the number of steps, on the console."""
+    console.print(schedule_table(schedule, all_steps))
+    opts = ", ".join(f"{k}={v}" for k, v in schedule.to_dict()["options"].items())
+    console.print(f"[bold]{schedule.policy}[/]: {escape(opts)}; {schedule.total_steps} optimiser steps")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("schedule")
     def schedule_cmd(
-        policy: str = typer.Option(..., "--policy", "-p", help=f"One of: {', '.join(POLICIES)}."),
-        epochs: int = typer.Option(..., "--epochs", "-e", min=1, help="Training epochs."),
-        train_size: int = typer.Option(..., "--train-size", "-n", min=1, help="Training images."),
-        batch_size: int = typer.Option(
-            128, "--batch-size", "-b", min=1,
-            help="Batch size of the constant-batch policies (adabatch policies: opt batch_sizes).",
-        ),
-        lr: float | None = typer.Option(
-            None, "--lr", help="Main learning rate (lr, or lr_max of the cyclic policies)."
-        ),
-        opt: list[str] = typer.Option(
-            [], "--opt", "--policy-opt", help="Policy option key=value (repeatable), e.g. batch_sizes=8,64."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print every step as JSON."),
-        plot: Path | None = typer.Option(None, "--plot", help="Save lr and batch size vs step (PNG)."),
-        all_steps: bool = typer.Option(False, "--all", help="Table of every step, not first/last."),
+        policy: Annotated[str, typer.Option("--policy", "-p", help=f"One of: {', '.join(POLICIES)}.")],
+        epochs: Annotated[int, typer.Option("--epochs", "-e", min=1, help="Training epochs.")],
+        train_size: Annotated[int, typer.Option("--train-size", "-n", min=1, help="Training images.")],
+        batch_size: Annotated[int, typer.Option(
+            "--batch-size", "-b", min=1,
+            help="Batch size of the constant-batch policies (adabatch policies: --policy-opt batch_sizes).",
+        )] = 128,
+        lr: Annotated[float | None, typer.Option(
+            "--lr", help="Main learning rate (lr, or lr_max of the cyclic policies).",
+        )] = None,
+        policy_opt: opt.PolicyOpt = None,
+        as_json: opt.JsonFlag = False,
+        plot: Annotated[Path | None, typer.Option("--plot", help="Save lr and batch size vs step (PNG).")] = None,
+        all_steps: Annotated[bool, typer.Option("--all", help="Table of every step, not first/last.")] = False,
     ) -> None:
         """Print the learning rate and batch size of every optimiser step, without training.
 
         Epochs are 1-based in the output and the global step counts from 0.
         """
-        try:
-            if policy not in POLICIES:
-                raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
-            options = parse_policy_options(opt, policy)
-            sched = build_schedule(policy, epochs, train_size, batch_size, lr, **options)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        if as_json:
-            typer.echo(json.dumps(schedule_json(sched)))
-        else:
-            console.print(schedule_table(sched, all_steps))
-            opts = ", ".join(f"{k}={v}" for k, v in sched.to_dict()["options"].items())
-            console.print(f"[bold]{policy}[/]: {opts}; {sched.total_steps} optimiser steps")
+        options = opt.parse_key_values(policy_opt, "policy option")
+        sched = build_schedule(policy, epochs, train_size, batch_size, lr, options)
+        # the table needs no list of every step: build the JSON only when it is printed
+        emit(schedule_json(sched) if as_json else sched, as_json, lambda s: render_schedule(s, all_steps))
         if plot is not None:
-            out = plot_schedule(sched, plot)
-            # keep --json output parseable: the note goes to stderr
-            typer.echo(f"plot saved to {out}", err=as_json)
+            note(f"plot saved to {escape(str(plot_schedule(sched, plot)))}", as_json)

@@ -16,7 +16,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from capslab.cli.common import console, err_console, friendly_errors, parse_options
+from capslab.cli import options as opt
+from capslab.cli.output import console, emit, err_console, note
+from capslab.errors import ConfigError
 
 
 def _workers(n: int) -> int:
@@ -121,15 +123,21 @@ def _front_table(records, title: str) -> Table:
 
 
 def _space_overrides(space: list[str] | None, space_file: Path | None) -> dict[str, Any]:
+    """Search-space fields from a JSON file, then from ``--space key=value`` (which win)."""
     d: dict[str, Any] = {}
     if space_file is not None:
-        d.update(json.loads(Path(space_file).read_text()))
-    for key, value in parse_options(space).items():
-        # "kernels=3,5" arrives as a list, "kernels=3" as an int: tuples fields want lists
-        if key in {"kernels", "strides", "resizes", "families"} and not isinstance(value, list):
-            value = [value]
-        d[key] = value
+        try:
+            d.update(json.loads(Path(space_file).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"search-space file {space_file} cannot be read as JSON: {exc}") from None
+    d.update(opt.parse_key_values(space, "search-space key"))
     return d
+
+
+def _result_dict(result) -> dict[str, Any]:
+    return {"run_dir": str(result.run_dir), "run_id": result.run_id,
+            "evaluations": result.evaluations, "evaluated_now": result.evaluated_now,
+            "generations": result.generations, "front": [r.summary() for r in result.front]}
 
 
 # ---------------------------------------------------------------------- commands
@@ -139,40 +147,46 @@ def run_cmd(
     population: Annotated[int, typer.Option(min=2, help="Parent population |P| (paper: 10).")] = 10,
     offspring: Annotated[int, typer.Option(min=1, help="Offspring per generation |Q| (paper: 10).")] = 10,
     epochs: Annotated[int, typer.Option(min=1, help="Partial-training epochs per candidate (paper: 5; 10 for CIFAR-10).")] = 5,
-    subset: Annotated[int | None, typer.Option(help="Train each candidate on a stratified subset of N images.")] = None,
-    test_subset: Annotated[int | None, typer.Option(help="Measure accuracy on a stratified subset of M test images.")] = None,
-    out: Annotated[Path, typer.Option(help="Run folder (run.json, journal.sqlite, reports).")] = Path("runs/search"),
+    subset: opt.Subset = None,
+    test_subset: opt.TestSubset = None,
+    out: Annotated[Path, typer.Option(help="Run folder (run.json, journal.sqlite, reports).")] = opt.default_out("search"),
     db: Annotated[str | None, typer.Option(help="SQLAlchemy URL or SQLite path of the journal (default: OUT/journal.sqlite).")] = None,
     workers: Annotated[int, typer.Option(min=0, help="Evaluate N candidates at once in worker processes; 0 = one per CPU core (in-process on one core).")] = 0,
     ray_address: Annotated[str | None, typer.Option(help="Spread evaluations over this Ray cluster (needs capslab[ray]).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search (and of every candidate's training).")] = 0,
     time_limit: Annotated[float | None, typer.Option(help="Seconds per candidate; slower ones fail.")] = None,
-    policy: Annotated[str, typer.Option(help="Training policy (LR/batch schedule), e.g. fixed, one-cycle, warm-adabatch.")] = "fixed",
-    policy_opt: Annotated[list[str] | None, typer.Option("--policy-opt", help="Policy option key=value (repeatable).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 128,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the policy's).")] = None,
+    policy: opt.Policy = "fixed",
+    policy_opt: opt.PolicyOpt = None,
+    batch_size: opt.BatchSize = 128,
+    lr: opt.LearningRate = None,
     mutation_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Mutation probability p_m (paper: 0.1).")] = 0.1,
-    space: Annotated[list[str] | None, typer.Option("--space", help="Search-space field key=value, e.g. kernels=3,5 or caps_layers=2,3 (repeatable).")] = None,
+    space: opt.SpaceOpt = None,
     space_file: Annotated[Path | None, typer.Option(help="JSON object of search-space fields.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (else $CAPSLAB_DATA, else the cache).")] = None,
+    device: opt.Device = "auto",
+    data_dir: opt.DataDir = None,
     keep_candidates: Annotated[bool, typer.Option(help="Keep each candidate's metrics under OUT/candidates.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+    quiet: opt.Quiet = False,
+    as_json: opt.JsonFlag = False,
 ) -> None:
     """Start a search: NSGA-II, every evaluation journaled as it finishes."""
     from capslab.nas.search import SearchConfig, run_search
+    from capslab.train import TrainingSettings
 
+    # validated in full (policy options, space keys, ...) before the run folder is created
     config = SearchConfig(
-        dataset=dataset, generations=generations, population=population, offspring=offspring,
-        mutation_prob=mutation_prob, seed=seed, epochs=epochs, subset=subset,
-        test_subset=test_subset, policy=policy, policy_options=parse_options(policy_opt),
-        batch_size=batch_size, lr=lr, device=device,
-        data_dir=str(data_dir) if data_dir else None, time_limit=time_limit,
+        training=TrainingSettings(
+            model="genotype", dataset=dataset, epochs=epochs, subset=subset, test_subset=test_subset,
+            policy=policy, policy_options=opt.parse_key_values(policy_opt, "policy option"),
+            batch_size=batch_size, lr=lr, seed=seed, device=device,
+            data_dir=str(data_dir) if data_dir else None,
+        ),
+        generations=generations, population=population, offspring=offspring,
+        mutation_prob=mutation_prob, seed=seed, time_limit=time_limit,
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
     )
-    with _interrupt_hint(out), _Progress(not quiet) as progress:
+    with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
         result = run_search(config, out, db=db, workers=_workers(workers), ray_address=ray_address, progress=progress)
-    _finish(result)
+    _finish(result, as_json)
 
 
 @contextmanager
@@ -189,119 +203,109 @@ def _interrupt_hint(run_dir: Path):
         raise typer.Exit(130) from None
 
 
-def _finish(result) -> None:
-    console.print(_front_table(result.front, f"Pareto front of the final population ({result.run_id})"))
-    console.print(
-        f"{result.evaluations} candidates in the journal, {result.evaluated_now} trained now. "
-        f"Next: [bold]capslab search report {result.run_dir}[/]"
-    )
+def _finish(result, as_json: bool) -> None:
+    emit(_result_dict(result), as_json, lambda _: console.print(
+        _front_table(result.front, f"Pareto front of the final population ({result.run_id})")))
+    note(f"{result.evaluations} candidates in the journal, {result.evaluated_now} trained now. "
+         f"Next: capslab search report {result.run_dir}", as_json)
 
 
 def register(app: typer.Typer) -> None:
-    search_app.command("run")(friendly_errors(run_cmd))
+    search_app.command("run")(run_cmd)
 
     @search_app.command("resume")
-    @friendly_errors
     def resume_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder of `capslab search run`.")],
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json (e.g. to give a password).")] = None,
         workers: Annotated[int, typer.Option(min=0, help="Worker processes; 0 = one per CPU core.")] = 0,
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         device: Annotated[str | None, typer.Option(help="Override the device (auto, cpu, cuda).")] = None,
-        quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+        quiet: opt.Quiet = False,
+        as_json: opt.JsonFlag = False,
     ) -> None:
         """Continue an interrupted search: journaled evaluations are reused, never repeated."""
         from capslab.nas.search import resume
 
-        with _interrupt_hint(run), _Progress(not quiet) as progress:
+        with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
             result = resume(run, db=db, workers=_workers(workers), ray_address=ray_address, device=device, progress=progress)
-        _finish(result)
+        _finish(result, as_json)
 
     @search_app.command("report")
-    @friendly_errors
     def report_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder.")],
         out: Annotated[Path | None, typer.Option(help="Report folder (default: RUN/report).")] = None,
         baseline_accuracy: Annotated[list[str] | None, typer.Option("--baseline-accuracy", help="Known accuracy of a baseline, e.g. capsnet=0.9967 (repeatable); without it baselines are drawn on the hardware axes only.")] = None,
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
+        as_json: opt.JsonFlag = False,
     ) -> None:
         """Write candidates.csv, pareto.json/.csv and objectives.png (every pair of objectives)."""
         from capslab.nas.report import pareto_front, write_report
         from capslab.nas.search import open_journal
 
         accs = {}
-        for name, value in parse_options(baseline_accuracy).items():
+        for name, value in opt.parse_key_values(baseline_accuracy, "baseline accuracy").items():
             key = {"capsnet": "CapsNet", "deepcaps": "DeepCaps"}.get(name.lower())
             if key is None:
-                raise ValueError(f"unknown baseline {name!r}; valid: capsnet, deepcaps")
-            value = float(value)
-            accs[key] = value / 100 if value > 1 else value
+                raise ConfigError(f"unknown baseline {name!r}; valid: capsnet, deepcaps")
+            if not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(f"baseline accuracy {name}={value!r} must be a fraction in [0, 1], e.g. 0.9967")
+            accs[key] = float(value)
         journal, info = open_journal(run, db)
         with journal:
             records = journal.evaluations()
         if not records:
-            raise ValueError(f"{run}: the journal holds no evaluation yet")
-        title = f"{info['config']['dataset']}: {len(records)} candidates"
+            raise ConfigError(f"{run}: the journal holds no evaluation yet")
+        title = f"{info['config']['training']['dataset']}: {len(records)} candidates"
         paths = write_report(records, out or Path(run) / "report", baseline_accuracy=accs, title=title)
-        console.print(_front_table(pareto_front(records), "Pareto front of all candidates"))
-        for name, path in paths.items():
-            console.print(f"{name}: {path}")
+        front = pareto_front(records)
+        emit({"front": [r.summary() for r in front], "files": {k: str(v) for k, v in paths.items()}},
+             as_json, lambda _: console.print(_front_table(front, "Pareto front of all candidates")))
+        note("written: " + ", ".join(str(p) for p in paths.values()), as_json)
 
     @search_app.command("finalize")
-    @friendly_errors
     def finalize_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder.")],
         epochs: Annotated[int, typer.Option(min=1, help="Full-training epochs (paper: up to 300 on CIFAR-10).")] = 30,
         out: Annotated[Path | None, typer.Option(help="Folder of the trained networks and tables (default: RUN/final).")] = None,
-        subset: Annotated[int | None, typer.Option(help="Train on a stratified subset of N images.")] = None,
-        test_subset: Annotated[int | None, typer.Option(help="Test on a stratified subset of M images.")] = None,
+        subset: opt.Subset = None,
+        test_subset: opt.TestSubset = None,
         batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the search's).")] = None,
         lr: Annotated[float | None, typer.Option(help="Learning rate (default: the search's).")] = None,
-        policy: Annotated[str | None, typer.Option(help="Training policy (default: the search's).")] = None,
+        policy: Annotated[str | None, typer.Option(help="Training policy (default: the search's, with its options).")] = None,
         device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the search's).")] = None,
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
+        as_json: opt.JsonFlag = False,
     ) -> None:
         """Fully train the Pareto set; table like the paper's Table 3 (final.csv/.md/.json).
-        Networks already trained are not retrained."""
-        from capslab.nas.report import finalize, markdown_table, pareto_front, summary_matches
+        Networks already trained with the same settings are not retrained."""
+        from capslab.nas.report import finalize, markdown_table, pareto_front
         from capslab.nas.search import SearchConfig, open_journal
-        from capslab.train import TrainConfig, train
 
         journal, info = open_journal(run, db)
         with journal:
             front = pareto_front(journal.evaluations())
         if not front:
-            raise ValueError(f"{run}: no successful candidate to finalize")
-        cfg = SearchConfig.from_dict(info["config"])
-
-        def train_config(genotype, run_dir=None):
-            return TrainConfig(
-                model="genotype", model_options={"genotype": genotype.to_nascaps()},
-                dataset=cfg.dataset, data_dir=cfg.data_dir, epochs=epochs,
-                batch_size=batch_size or cfg.batch_size, lr=lr if lr is not None else cfg.lr,
-                policy=policy or cfg.policy,
-                policy_options={} if policy else dict(cfg.policy_options),
-                subset=subset, test_subset=test_subset, seed=cfg.seed,
-                device=device or cfg.device, out=None if run_dir is None else str(run_dir),
-                resume=True,
-            )
-
-        def train_fn(genotype, run_dir):
-            return train(train_config(genotype, run_dir), progress=True)
-
-        def reuse(genotype, summary):
-            # a network trained earlier with other settings (e.g. fewer --epochs) is not reused:
-            # it is trained again, or its checkpoint's mismatch is reported
-            return summary_matches(summary, train_config(genotype).identity())
-
-        console.print(f"fully training {len(front)} Pareto-optimal network(s) for {epochs} epochs")
-        rows = finalize(front, out or Path(run) / "final", train_fn, reuse=reuse)
-        console.print(markdown_table(rows), markup=False, highlight=False)
+            raise ConfigError(f"{run}: no successful candidate to finalize")
+        searched = SearchConfig.from_dict(info["config"]).training
+        changes: dict[str, Any] = {"epochs": epochs, "subset": subset, "test_subset": test_subset}
+        if batch_size is not None:
+            changes["batch_size"] = batch_size
+        if lr is not None:
+            changes["lr"] = lr
+        if policy is not None:
+            changes.update(policy=policy, policy_options={})
+        if device is not None:
+            changes["device"] = device
+        training = searched.replace(**changes)
+        if not as_json:
+            console.print(f"fully training {len(front)} Pareto-optimal network(s) for {epochs} epochs")
+        rows = finalize(front, out or Path(run) / "final", training, progress=not as_json)
+        emit(rows, as_json, lambda r: console.print(markdown_table(r), markup=False, highlight=False))
 
     # `capslab search --dataset mnist ...` runs a search, like `capslab search run ...`.
     def search_callback(ctx: typer.Context, **kwargs: Any) -> None:
         if ctx.invoked_subcommand is None:
-            friendly_errors(run_cmd)(**kwargs)
+            run_cmd(**kwargs)
 
     sig = inspect.signature(run_cmd, eval_str=True)
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)

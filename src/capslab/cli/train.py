@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from capslab.cli.common import console, err_console, friendly_errors, parse_options, print_json
+from capslab.cli import options as opt
+from capslab.cli.output import console, emit, err_console, note
+from capslab.errors import ConfigError
 
 
 def model_options_from_flags(
-    weight_sharing: bool | None = None,
-    small_decoder: bool | None = None,
+    weight_sharing: bool = False,
+    small_decoder: bool = False,
     routing: str | None = None,
     blocks: int | None = None,
     gamma: float | None = None,
     genotype: Path | None = None,
     model_opt: list[str] | None = None,
     dataset: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Map the convenience flags onto model factory options (only the ones given).
 
     A genotype written for another input shape than ``dataset``'s is still built (its spatial
@@ -41,7 +43,7 @@ def model_options_from_flags(
         options["genotype"] = g.to_nascaps()
         if dataset is not None:
             warn_genotype_mismatch(g, dataset, genotype)
-    options.update(parse_options(model_opt))
+    options.update(opt.parse_key_values(model_opt, "model option"))
     return options
 
 
@@ -77,9 +79,10 @@ def merge_config_file(path: Path, values: dict, given: set[str]) -> dict:
     try:
         base = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"config file {path} cannot be read as JSON: {exc}") from exc
+        raise ConfigError(f"config file {path} cannot be read as JSON: {exc}") from exc
     if not isinstance(base, dict):
-        raise ValueError(f"config file {path} must hold a JSON object of TrainConfig keys")
+        raise ConfigError(f"config file {path} must hold a JSON object of training settings")
+    base.pop("format", None), base.pop("version", None)  # a run's config.json can be reused
     merged = dict(base)
     for key, value in values.items():
         typed = bool(_OPTION_SOURCES.get(key, {key}) & given)
@@ -90,32 +93,36 @@ def merge_config_file(path: Path, values: dict, given: set[str]) -> dict:
     return merged
 
 
-ModelOpt = Annotated[list[str] | None, typer.Option("--model-opt", help="Model option key=value (repeatable).")]
+def _print_summary(summary: dict[str, Any]) -> None:
+    console.print(
+        f"[bold green]done[/]: best test accuracy {100 * summary['best_test_accuracy']:.2f}% "
+        f"at epoch {summary['best_epoch']} in {summary['total_seconds']:.1f} s "
+        f"({summary['parameters']:,} parameters)"
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
-    @friendly_errors
     def train_cmd(
         ctx: typer.Context,
         model: Annotated[str, typer.Option(help="Registered model name (see `capslab info --list`).")] = "capsnet",
         dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist, cifar10, cifar100, svhn.")] = "mnist",
         epochs: Annotated[int, typer.Option(min=1)] = 10,
-        batch_size: Annotated[int, typer.Option(min=1, help="Batch size (policies with batch phases override it).")] = 128,
-        lr: Annotated[float | None, typer.Option(help="Learning rate; default: the policy's.")] = None,
-        policy: Annotated[str, typer.Option(help="fixed, exp-decay, one-cycle, warm-restarts, adabatch, warm-adabatch.")] = "fixed",
-        policy_opt: Annotated[list[str] | None, typer.Option("--policy-opt", help="Policy option key=value (repeatable).")] = None,
-        optimizer: Annotated[str, typer.Option(help="adam, ranger21 or sgd.")] = "adam",
-        out: Annotated[Path | None, typer.Option(help="Run folder for metrics, checkpoints and plots.")] = None,
-        subset: Annotated[int | None, typer.Option(help="Train on a stratified subset of N images.")] = None,
-        test_subset: Annotated[int | None, typer.Option(help="Evaluate on a stratified subset of N images.")] = None,
-        seed: int = 0,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+        batch_size: opt.BatchSize = 128,
+        lr: opt.LearningRate = None,
+        policy: opt.Policy = "fixed",
+        policy_opt: opt.PolicyOpt = None,
+        optimizer: opt.Optimizer = "adam",
+        out: Annotated[Path, typer.Option(help="Run folder for metrics, checkpoints and plots.")] = opt.default_out("train"),
+        subset: opt.Subset = None,
+        test_subset: opt.TestSubset = None,
+        seed: opt.Seed = 0,
+        device: opt.Device = "auto",
         precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster after a warm-up).")] = False,
-        data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (else $CAPSLAB_DATA, else the cache).")] = None,
+        data_dir: opt.DataDir = None,
         download: Annotated[bool, typer.Option(help="Download missing dataset files (online).")] = False,
-        augment: Annotated[bool, typer.Option(help="Random shift by up to 2 pixels (training only).")] = True,
+        augment: opt.Augment = True,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
         tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard in OUT/tensorboard.")] = False,
         reconstruction_weight: float = 0.0005,
@@ -125,13 +132,13 @@ def register(app: typer.Typer) -> None:
         blocks: Annotated[int | None, typer.Option(help="Residual/momentum blocks (rescapsnet, mocapsnet).")] = None,
         gamma: Annotated[float | None, typer.Option(help="Momentum of mocapsnet.")] = None,
         genotype: Annotated[Path | None, typer.Option(help="Train the network of a genotype file (NASCaps or CapsLab format).")] = None,
-        model_opt: ModelOpt = None,
-        config: Annotated[Path | None, typer.Option(help="JSON file of TrainConfig keys; flags given here override it.")] = None,
-        quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+        model_opt: opt.ModelOpt = None,
+        config: Annotated[Path | None, typer.Option(help="JSON file of training settings (e.g. a run's config.json); flags given here override it.")] = None,
+        quiet: opt.Quiet = False,
+        as_json: opt.JsonFlag = False,
     ) -> None:
         """Train a capsule network and write metrics, checkpoints and plots to --out."""
         from capslab.train import TrainConfig, train
-        from capslab.train.policies import parse_policy_options
 
         model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, dataset)
         if genotype is not None:
@@ -139,8 +146,8 @@ def register(app: typer.Typer) -> None:
         values = dict(
             model=model, model_options=model_options, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
             download=download, epochs=epochs, batch_size=batch_size, lr=lr, policy=policy,
-            policy_options=parse_policy_options(policy_opt, policy), optimizer=optimizer, subset=subset,
-            test_subset=test_subset, seed=seed, out=str(out) if out else None, device=device,
+            policy_options=opt.parse_key_values(policy_opt, "policy option"), optimizer=optimizer, subset=subset,
+            test_subset=test_subset, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, resume=resume, tensorboard=tensorboard, augment=augment,
             reconstruction_weight=reconstruction_weight,
         )
@@ -148,26 +155,20 @@ def register(app: typer.Typer) -> None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
             values = merge_config_file(config, values, given)
         cfg = TrainConfig.from_dict(values)
-        summary = train(cfg, progress=not quiet)
-        console.print(
-            f"[bold green]done[/]: best test accuracy {100 * summary['best_test_accuracy']:.2f}% "
-            f"at epoch {summary['best_epoch']} in {summary['total_seconds']:.1f} s "
-            f"({summary['parameters']:,} parameters)"
-        )
-        if out is not None:
-            console.print(f"results: {out}/metrics.jsonl, {out}/summary.json, {out}/curves.png, "
-                          f"{out}/reconstructions.png, checkpoints {out}/last.pt and {out}/best.pt")
+        summary = train(cfg, progress=not (quiet or as_json))
+        emit(summary, as_json, _print_summary)
+        note(f"results: {out}/metrics.jsonl, {out}/summary.json, {out}/curves.png, "
+             f"{out}/reconstructions.png, checkpoints {out}/last.pt and {out}/best.pt", as_json)
 
     @app.command("eval")
-    @friendly_errors
     def eval_cmd(
         checkpoint: Annotated[Path, typer.Option(help="A last.pt or best.pt written by `capslab train`.")],
         dataset: Annotated[str | None, typer.Option(help="Dataset to evaluate on; default: the one it was trained on.")] = None,
-        data_dir: Path | None = None,
-        test_subset: int | None = None,
-        batch_size: int = 256,
-        device: str = "auto",
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        data_dir: opt.DataDir = None,
+        test_subset: opt.TestSubset = None,
+        batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 256,
+        device: opt.Device = "auto",
+        as_json: opt.JsonFlag = False,
     ) -> None:
         """Evaluate a checkpoint on a test split."""
         from capslab.data import BatchLoader, dataset_info, load_dataset, stratified_subset
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
         info = dataset_info(name)
         expected = (info.channels, info.image_size, info.image_size)
         if tuple(model.image_shape) != expected or model.num_classes != info.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint {checkpoint} is a model for images {tuple(model.image_shape)} with "
                 f"{model.num_classes} classes; {name} has {expected} with {info.num_classes} classes"
             )
@@ -189,8 +190,6 @@ def register(app: typer.Typer) -> None:
         result = evaluate(model.to(dev), BatchLoader(test, batch_size, shuffle=False), dev,
                           ckpt["config"].get("reconstruction_weight", 0.0005))
         result.update(dataset=name, checkpoint=str(checkpoint), epoch=ckpt["epoch"], images=len(test))
-        if as_json:
-            print_json(result)
-        else:
-            console.print(f"{name} test accuracy [bold]{100 * result['test_accuracy']:.2f}%[/] "
-                          f"(loss {result['test_loss']:.4f}, {len(test)} images, epoch {ckpt['epoch']})")
+        emit(result, as_json, lambda r: console.print(
+            f"{name} test accuracy [bold]{100 * r['test_accuracy']:.2f}%[/] "
+            f"(loss {r['test_loss']:.4f}, {r['images']} images, epoch {r['epoch']})"))

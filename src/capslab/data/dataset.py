@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from capslab.data import readers, sources
-from capslab.errors import DatasetFormatError
 from capslab.data.registry import DatasetInfo, get_spec, split_spec
+from capslab.errors import DatasetFormatError
 
 
 @dataclass
@@ -29,7 +29,8 @@ class ImageDataset:
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
-            raise DatasetFormatError(
+            # tensors handed in by code, not read from a file: a caller's bug, not a damaged file
+            raise ValueError(
                 f"{self.info.name}/{self.split}: images must be [N,C,H,W] and labels [N]; got "
                 f"{list(self.images.shape)} and {list(self.labels.shape)}"
             )

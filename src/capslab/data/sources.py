@@ -2,7 +2,7 @@
 
 Search order for every file (the first folder that holds it wins):
 
-1. ``root`` (``--data-dir``) when given,
+1. ``root`` when given (a configuration's ``data_dir``; labelled ``data_dir`` in listings),
 2. every folder of ``$CAPSLAB_DATA`` (``os.pathsep``-separated),
 3. the user cache ``$XDG_CACHE_HOME/capslab/datasets`` (default ``~/.cache/capslab/datasets``),
    where downloads go,
@@ -30,15 +30,17 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from capslab.data.registry import DatasetSpec, FileSpec, SplitSpec, get_spec
 from capslab.errors import (
     ChecksumError,
     DatasetFormatError,
     DatasetNotFoundError,
     DownloadError,
 )
-from capslab.data.registry import DatasetSpec, FileSpec, SplitSpec, get_spec
 
 ENV_DATA = "CAPSLAB_DATA"
+#: origin label of the folder given as ``data_dir`` (``root=`` of the functions here)
+DATA_DIR = "data_dir"
 
 
 def cache_root() -> Path:
@@ -55,7 +57,7 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True)
 class SearchDir:
     path: Path
-    origin: str  # "--data-dir", "CAPSLAB_DATA", "cache", "system"
+    origin: str  # "data_dir", "CAPSLAB_DATA", "cache", "system"
 
 
 def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[SearchDir]:
@@ -63,7 +65,7 @@ def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Search
     spec = get_spec(name)
     out: list[SearchDir] = []
     if root is not None and str(root) != "":
-        out.append(SearchDir(Path(root).expanduser(), "--data-dir"))
+        out.append(SearchDir(Path(root).expanduser(), DATA_DIR))
     for part in os.environ.get(ENV_DATA, "").split(os.pathsep):
         if part.strip():
             out.append(SearchDir(Path(part.strip()).expanduser(), ENV_DATA))
@@ -152,10 +154,9 @@ def not_found_error(name: str, split: str, missing: list[str], root=None) -> Dat
         state = "" if d.path.is_dir() else " (folder does not exist)"
         lines.append(f"  - {d.path}  [{d.origin}]{state}  (also in its sub-folders {subs})")
     lines.append(
-        "To fix: pass --data-dir DIR (or root=DIR), or set CAPSLAB_DATA=DIR, to a folder holding "
-        f"the official files (as DIR/{spec.name}/FILE or DIR/FILE); or, when online, run "
-        f"`capslab datasets --download {spec.name}` (or load_dataset(..., download=True)), "
-        f"which saves them under {default_data_dir()}."
+        f"To fix: give a data folder (data_dir, or root= of load_dataset) or set {ENV_DATA}=DIR to a "
+        f"folder holding the official files (as DIR/{spec.name}/FILE or DIR/FILE), or, when "
+        f"online, download them (download=True), which saves them under {default_data_dir()}."
     )
     return DatasetNotFoundError("\n".join(lines))
 
@@ -262,8 +263,8 @@ def verify_file(path: str | os.PathLike, fspec: FileSpec, md5: str | None = None
     extra = f" or decompressed md5 {raw_expected}" if raw_expected else ""
     raise ChecksumError(
         f"{path}: checksum mismatch{' for ' + what if what else ''}: md5 {digests['md5']}, "
-        f"expected {expected}{extra} (file {fspec.name}). The file is corrupt, truncated or "
-        "not the official one; delete it and fetch it again."
+        f"expected {expected}{extra} (file {fspec.name}): it is corrupt, truncated or not the "
+        "official one."
     )
 
 
@@ -343,8 +344,8 @@ def download_file(fspec: FileSpec, dest_dir: str | os.PathLike, md5: str | None 
     raise DownloadError(
         f"could not download {fspec.name} into {dest_dir} (offline or server unreachable?):\n  "
         + "\n  ".join(failures + checksum_failures)
-        + f"\nWithout internet, copy the official file to {dest_dir} or point --data-dir / "
-        f"{ENV_DATA} at a folder that holds it."
+        + f"\nWithout internet, copy the official file to {dest_dir}, or give a data folder "
+        f"(data_dir) or set {ENV_DATA}=DIR to a folder that holds it."
     )
 
 

@@ -1,5 +1,6 @@
 """Writers of SMALL files in the datasets' official formats, for tests (here and in other
-modules' tests that need a tiny dataset on disk without the real files).
+modules' tests that need a tiny dataset on disk without the real files), and
+:func:`make_image_dataset`, a small random dataset in memory.
 
 Example::
 
@@ -124,3 +125,20 @@ def write_fake_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: in
     md5s.update(write_idx_split(Path(folder), "train", n_train, seed)[2])
     md5s.update(write_idx_split(Path(folder), "t10k", n_test, seed + 1)[2])
     return md5s
+
+
+def make_image_dataset(n: int = 40, name: str = "mnist", seed: int = 0, labels=None):
+    """An in-memory :class:`~capslab.data.ImageDataset` of ``n`` random uint8 images shaped
+    like dataset ``name``'s (no file involved). ``labels``: default ``i % num_classes``; tests
+    of the loader pass ``torch.arange(n)`` so that every label names its sample."""
+    import torch
+
+    from capslab.data.dataset import ImageDataset
+    from capslab.data.registry import dataset_info
+
+    info = dataset_info(name)
+    gen = torch.Generator().manual_seed(int(seed))
+    images = torch.randint(0, 256, (n, *info.shape), dtype=torch.uint8, generator=gen)
+    if labels is None:
+        labels = torch.arange(n) % info.num_classes
+    return ImageDataset(images, torch.as_tensor(labels, dtype=torch.long), info, "synthetic")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from capslab.errors import ConfigError
+from capslab.genotype import skip_value
 from capslab.layers import ClassCaps
 from capslab.layers.conv_caps import CapsCell, FlatCaps, SameConv2d, features_to_grid
 from capslab.models.base import CapsuleClassifier, decoder_kind
@@ -18,24 +19,28 @@ from capslab.models.registry import register_model
 class DeepCaps(CapsuleClassifier):
     """Conv 3x3 + ReLU + BatchNorm -> four CapsCells -> FlatCaps -> ClassCaps -> decoder.
 
-    Shapes for the default configuration (``S`` = input size, doubled with ``resize=True``):
+    Layers are indexed as in the genotype (:mod:`capslab.genotype`): layer 0 is the stem
+    convolution, layers 1..n the ``n`` cells, layer n + 1 the flatten + class capsule stage.
+    Shapes for the default configuration (``S`` = input size, times ``resize``):
 
     - ``[B, C, S, S]`` -> conv ``[B, 128, S, S]`` read as a capsule grid ``[B, 128, 1, S, S]``
       (128 one-dimensional capsules per position, as DeepCaps' ConvertToCaps does);
     - cell 1 (stride 2): ``[B, 32, 4, S/2, S/2]``; cells 2-4 (stride 2 each): ``[B, 32, 8, ...]``
       down to ``ceil(S/16)``; the last cell's skip branch is a :class:`ConvCaps3D` with 3-D
       dynamic routing;
-    - FlatCaps of cell 4 and of cell ``skip_cell`` (3 in DeepCaps), concatenated:
-      ``[B, 32 (s4^2 + s3^2), 8]``;
+    - FlatCaps of cell 4 and of the layer ``skip`` points at (``skip=4``: layer 3, the third
+      cell, as in DeepCaps), concatenated: ``[B, 32 (s4^2 + s3^2), 8]``;
     - ClassCaps with ``routing_iterations`` of routing-by-agreement -> ``[B, classes, class_dim]``.
 
-    32x32x3 with ``resize=True`` (64x64) is the published DeepCaps genotype of NASCaps:
+    32x32x3 with ``resize=2`` (64x64) is the published DeepCaps genotype of NASCaps
+    (:data:`~capslab.genotype.DEEPCAPS_GENOTYPE`, which has ``skip 4, resize 2`` too):
     cells 64 -> 32 -> 16 -> 8 -> 4 and 4x4x32 + 8x8x32 = 2,560 capsules into the class layer.
 
     Args:
         in_channels, image_size, num_classes: the data.
-        resize: upsample the input 2x (bilinear) before the first convolution (28 -> 56,
-            32 -> 64), as the DeepCaps paper does. The decoder still reconstructs the original.
+        resize: 1 (native size) or 2: upsample the input 2x (bilinear) before the first
+            convolution (28 -> 56, 32 -> 64), as the DeepCaps paper does; the genotype's resize
+            factor. The decoder still reconstructs the original.
         conv_channels: channels of the first convolution (128).
         num_types: capsule types in every cell (32).
         capsule_dims: capsule dimension of each cell's output (4, 8, 8, 8); the number of
@@ -44,8 +49,10 @@ class DeepCaps(CapsuleClassifier):
         class_dim: class capsule dimension (16, as in NASCaps' genotype; the authors' code
             used 32).
         routing_iterations: iterations of the class layer and of the 3-D routing (3).
-        skip_cell: 1-based index of the cell whose output also feeds the class capsules
-            (3 as in DeepCaps), or 0 for none.
+        skip: the genotype's skip (xtraskip): ``skip = s`` also feeds the output of layer index
+            ``s - 1`` (cell ``s - 1``) to the class capsules. 4 (the third cell) as in DeepCaps;
+            -1 for none. Valid: -1 and ``2..len(capsule_dims)`` (the last cell feeds the class
+            capsules anyway).
         coupling: 3-D routing softmax, ``"types+positions"`` (default, DeepCaps' softmax_3D:
             over output types and positions jointly) or ``"types"`` (per position); see
             :class:`~capslab.layers.conv_caps.ConvCaps3D`.
@@ -58,14 +65,14 @@ class DeepCaps(CapsuleClassifier):
         in_channels: int = 1,
         image_size: int = 28,
         num_classes: int = 10,
-        resize: bool = False,
+        resize: int = 1,
         conv_channels: int = 128,
         num_types: int = 32,
         capsule_dims: Sequence[int] = (4, 8, 8, 8),
         kernel_size: int = 3,
         class_dim: int = 16,
         routing_iterations: int = 3,
-        skip_cell: int = 3,
+        skip: int = 4,
         coupling: str = "types+positions",
         squash_sum: bool = False,
         decoder: bool = True,
@@ -74,32 +81,41 @@ class DeepCaps(CapsuleClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
+        dims = [int(d) for d in capsule_dims]
+        if not dims:
+            raise ConfigError("deepcaps: capsule_dims must name at least one cell")
+        if type(resize) is not int or resize not in (1, 2):  # not a bool, not a float
+            raise ConfigError(f"deepcaps: resize must be 1 or 2, got {resize!r}")
+        # cells are layers 1..n; the last one feeds the class capsules anyway
+        skips = [skip_value(layer) for layer in range(1, len(dims))]
+        if type(skip) is not int or skip not in (-1, *skips):
+            valid = ", ".join(str(s) for s in (-1, *skips))
+            raise ConfigError(
+                f"deepcaps: skip must be one of {valid} (-1 = none; skip = s also feeds layer "
+                "index s - 1, cell s - 1, to the class capsules; not the last cell, which feeds "
+                f"them anyway), got {skip!r}"
+            )
+        skip_layer = None if skip == -1 else skip - 1  # the layer index = the 1-based cell
+        if skip_layer is not None and dims[skip_layer - 1] != dims[-1]:
+            raise ConfigError(
+                f"deepcaps: skip {skip} points at cell {skip_layer}, which has "
+                f"{dims[skip_layer - 1]}-D capsules but the last cell has {dims[-1]}-D; "
+                "both feed one class layer"
+            )
         super().__init__(
             (in_channels, image_size, image_size), num_classes, class_dim,
             decoder_kind(decoder, small_decoder), normalization, mean, std,
         )
-        dims = [int(d) for d in capsule_dims]
-        if not dims:
-            raise ConfigError("deepcaps: capsule_dims must name at least one cell")
-        if not 0 <= skip_cell < len(dims):
-            raise ConfigError(
-                f"deepcaps: skip_cell must be 0 (none) or a cell index 1..{len(dims) - 1} "
-                f"(not the last cell), got {skip_cell}"
-            )
-        if skip_cell and dims[skip_cell - 1] != dims[-1]:
-            raise ConfigError(
-                f"deepcaps: skip_cell {skip_cell} has {dims[skip_cell - 1]}-D capsules but the last "
-                f"cell has {dims[-1]}-D; both feed one class layer"
-            )
-        self.resize = bool(resize)
-        self.skip_cell = skip_cell
+        self.resize = resize
+        self.skip = skip
+        self.skip_layer = skip_layer
         self.stem = nn.Sequential(
             SameConv2d(in_channels, conv_channels, kernel_size, 1),
             nn.ReLU(inplace=True),
             nn.BatchNorm2d(conv_channels),
         )
         self.conv_channels = conv_channels
-        size = image_size * (2 if self.resize else 1)
+        size = image_size * resize
         sizes = []
         cells = []
         in_types, in_dim = conv_channels, 1
@@ -113,22 +129,21 @@ class DeepCaps(CapsuleClassifier):
             sizes.append(size)
             in_types, in_dim = num_types, d
         self.cells = nn.ModuleList(cells)
-        self.grid_sizes = tuple(sizes)
         self.flat = FlatCaps()
         num_in = num_types * sizes[-1] ** 2
-        if skip_cell:
-            num_in += num_types * sizes[skip_cell - 1] ** 2
+        if skip_layer is not None:
+            num_in += num_types * sizes[skip_layer - 1] ** 2
         self.class_caps = ClassCaps(num_in, dims[-1], num_classes, class_dim, "rba",
                                     routing_iterations)
 
     def encode(self, x: Tensor) -> Tensor:
-        if self.resize:
+        if self.resize == 2:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         h = features_to_grid(self.stem(x), self.conv_channels)  # [B, 128, 1, S, S]
         skip = None
-        for i, cell in enumerate(self.cells, start=1):
+        for layer, cell in enumerate(self.cells, start=1):  # layer index: the stem is layer 0
             h = cell(h)
-            if i == self.skip_cell:
+            if layer == self.skip_layer:
                 skip = h
         u = self.flat(h)  # [B, T s_last^2, D]
         if skip is not None:

@@ -14,9 +14,9 @@ and strides come from the genes):
 - type 2 (DeepCaps cells): :class:`~capslab.layers.conv_caps.CapsCell`; the cell just before
   the final stage has the ConvCaps3D (3-D routing) skip branch; the LAST type-2 gene is
   FlatCaps + class capsules with routing.
-- ``skip`` (xtraskip, counted from 1): the output of layer ``skip - 1`` also feeds the final
-  stage (see :func:`capslab.genotype.skip_source`); ``resize == 2``: the input is upsampled
-  2x (bilinear) first.
+- ``skip`` (xtraskip, counted from 1): the output of layer index ``skip - 1`` also feeds the
+  final stage (see :func:`capslab.genotype.skip_source`); ``resize == 2``: the input is
+  upsampled 2x (bilinear) first.
 
 The number of classes comes from the dataset (``num_classes``), not from the genotype.
 """
@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from capslab.errors import GenotypeError
 from capslab.genotype import (
     Genotype,
-    GenotypeError,
     LayerKind,
     load_genotype,
     parse_genotype,
-    skip_source,  # the one definition of xtraskip; re-exported here for existing callers
+    skip_source,
     validate,
 )
 from capslab.layers import ClassCaps
@@ -122,7 +122,7 @@ class GenotypeNet(CapsuleClassifier):
         genotype: :class:`~capslab.genotype.Genotype`, NASCaps list, capslab dict, JSON text or
             file path. It is checked with :func:`capslab.genotype.validate`.
         in_channels / image_size: the data (default: the genotype's first layer, the size
-            divided by the resize flag).
+            divided by the resize factor).
         num_classes: class capsules (from the dataset).
         routing / routing_iterations: class-capsule routing (``"rba"`` or ``"sda"``) and the
             iterations of the class layer and of the 3-D routing in the last cell.
@@ -163,7 +163,7 @@ class GenotypeNet(CapsuleClassifier):
         )
         self.genotype = g
         self.resize = g.resize
-        self.skip_from = skip_source(g)
+        self.skip_source = skip_source(g)
         n = len(layers)
 
         size = image_size * g.resize
@@ -184,8 +184,8 @@ class GenotypeNet(CapsuleClassifier):
                 grid = (channels, 1)
             if is_last:
                 sources = [(grid[0] * size * size, grid[1])]
-                if self.skip_from is not None:
-                    t, d, sz = grids_seen[self.skip_from]
+                if self.skip_source is not None:
+                    t, d, sz = grids_seen[self.skip_source]
                     sources.append((t * sz * sz, d))
                 blocks[f"{i}_class"] = ClassStage(sources, num_classes, class_dim, routing,
                                                   routing_iterations)
@@ -234,7 +234,7 @@ class GenotypeNet(CapsuleClassifier):
             if h.dim() == 4 and not isinstance(block, ConvGene):
                 h = features_to_grid(h, h.shape[1])  # [B, C, 1, H, W]
             h = block(h)
-            if index == self.skip_from:
+            if index == self.skip_source:
                 skip = h
         raise RuntimeError("genotype network has no class stage")  # validate() prevents this
 

@@ -8,7 +8,7 @@ See docs/nas.md. The pieces: :mod:`~capslab.nas.space` (search space, sampler),
 :mod:`~capslab.nas.pcc` (partial-training correlation study).
 """
 
-from capslab.nas.evaluate import Evaluator, TrainedAccuracy, TrainingSettings
+from capslab.nas.evaluate import Evaluator, TrainedAccuracy
 from capslab.nas.journal import FAILED_OBJECTIVES, OBJECTIVE_NAMES, EvaluationRecord, Journal
 from capslab.nas.operators import (
     GenotypeDuplicates,
@@ -41,7 +41,6 @@ __all__ = [
     "SearchSpace",
     "SinglePointCrossover",
     "TrainedAccuracy",
-    "TrainingSettings",
     "build_algorithm",
     "cross",
     "genotype_key",

@@ -16,88 +16,32 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from capslab.errors import GenotypeError
+from capslab.errors import (
+    CandidateFailed,
+    CandidateTimeout,
+    ConfigError,
+    GenotypeError,
+    NonFiniteLossError,
+    TrainingTimeout,
+)
 from capslab.genotype import Genotype
 from capslab.nas.journal import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
-
-if TYPE_CHECKING:
-    from capslab.train import TrainConfig
-
-
-class CandidateTimeout(Exception):
-    """A candidate ran past the per-candidate time limit."""
-
-
-class CandidateFailed(Exception):
-    """A candidate could not be evaluated (the message is the recorded reason)."""
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How a candidate is partially trained (see :class:`capslab.train.TrainConfig`)."""
-
-    dataset: str = "mnist"
-    epochs: int = 1
-    subset: int | None = None
-    test_subset: int | None = None
-    policy: str = "fixed"
-    policy_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 128
-    lr: float | None = None
-    optimizer: str = "adam"
-    augment: bool = True
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    out_dir: str | None = None  # keep each candidate's run (metrics, checkpoints) under here
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainingSettings:
-        valid = list(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; valid: {valid}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def of(cls, config: Any, **values: Any) -> TrainingSettings:
-        """The settings that the dataclass ``config`` (e.g. a search's) holds under the same
-        field names, plus ``values``."""
-        return cls(**_shared_fields(config, cls), **values)
-
-    def train_config(self, **values: Any) -> TrainConfig:
-        """The :class:`capslab.train.TrainConfig` of these settings (all but ``out_dir`` are
-        its fields), plus ``values``."""
-        from capslab.train import TrainConfig
-
-        return TrainConfig(**_shared_fields(self, TrainConfig), **values)
-
-
-def _shared_fields(source: Any, target: type) -> dict[str, Any]:
-    """``source``'s values of the dataclass fields that ``target`` has too (mappings copied)."""
-    names = {f.name for f in fields(target)}
-    return {
-        f.name: dict(v) if isinstance(v := getattr(source, f.name), dict) else v
-        for f in fields(source)
-        if f.name in names
-    }
+from capslab.train.config import TrainConfig, TrainingSettings
 
 
 class TrainedAccuracy:
-    """Accuracy of a genotype after ``settings.epochs`` epochs of training with
-    :func:`capslab.train.train` (the best test accuracy of the short run)."""
+    """Accuracy of a genotype after ``training.epochs`` epochs of training with
+    :func:`capslab.train.train` (the best test accuracy of the short run). With ``out_dir``
+    each candidate's run (metrics, summary) is kept in a folder of its own under it."""
 
-    def __init__(self, settings: TrainingSettings):
-        self.settings = settings
+    def __init__(self, training: TrainingSettings, out_dir: str | None = None):
+        self.training = training
+        self.out_dir = out_dir
 
     def prepare(self) -> None:
         """Import what training imports lazily (torch, its compiler stack), so that the first
@@ -109,17 +53,10 @@ class TrainedAccuracy:
     def __call__(self, genotype: Genotype, time_limit: float | None = None) -> float:
         from capslab.train import train
 
-        s = self.settings
-        out = None
-        if s.out_dir is not None:
-            out = str(Path(s.out_dir) / _short_name(genotype))
-        config = s.train_config(
-            model="genotype",
-            model_options={"genotype": genotype.to_nascaps()},
-            out=out,
-            time_limit=time_limit,
-            checkpoints=False,
-            plots=False,
+        out = None if self.out_dir is None else str(Path(self.out_dir) / _short_name(genotype))
+        config = TrainConfig.of(
+            self.training.replace(model="genotype", model_options={"genotype": genotype.to_nascaps()}),
+            out=out, time_limit=time_limit, checkpoints=False, plots=False,
         )
         summary = train(config, progress=False)
         return float(summary["best_test_accuracy"])
@@ -178,11 +115,11 @@ def _failure_reason(exc: BaseException) -> str:
     """A short, classified reason for the journal."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    if isinstance(exc, CandidateTimeout) or name == "TrainingTimeout":
+    if isinstance(exc, CandidateTimeout | TrainingTimeout):
         return f"time limit: {text}"
     if isinstance(exc, GenotypeError):
         return f"invalid genotype: {text}"
-    if name == "NonFiniteLossError":
+    if isinstance(exc, NonFiniteLossError):
         return f"nan loss: {text}"
     if isinstance(exc, MemoryError) or "out of memory" in text.lower() or name == "OutOfMemoryError":
         return f"out of memory: {text}"
@@ -212,9 +149,9 @@ class Evaluator:
         time_limit: float | None = None,
     ):
         if accuracy_fn is None:
-            accuracy_fn = TrainedAccuracy(training or TrainingSettings())
+            accuracy_fn = TrainedAccuracy(training or TrainingSettings(model="genotype"))
         if time_limit is not None and time_limit <= 0:
-            raise ValueError(f"time_limit must be positive seconds, got {time_limit}")
+            raise ConfigError(f"time_limit must be positive seconds, got {time_limit}")
         self.accuracy_fn = accuracy_fn
         self.space = space
         self.accelerator = accelerator

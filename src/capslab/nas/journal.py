@@ -8,6 +8,7 @@ Tables
 - ``nas_runs``: one row per run (id, seed, configuration as JSON, status, timestamps).
 - ``nas_evaluations``: one row per distinct genotype per run, unique on (run_id, key); the key is
   the genotype's canonical exchange form, so a genotype is trained at most once per run.
+- ``capslab_meta``: the journal's format version (a newer one than this code reads is refused).
 - ``nas_generations``: per generation the keys of the offspring asked for, the surviving
   population and the state of the algorithm's random generator. ``resume`` replays the search
   from the seed and checks every replayed generation against these rows.
@@ -43,7 +44,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
+from capslab.errors import ConfigError, MissingDependencyError, RunMismatchError
+
 DEFAULT_DB_NAME = "journal.sqlite"
+JOURNAL_VERSION = 1
 
 #: Objective values given to a failed candidate: the worst accuracy and hardware figures far above
 #: anything a real network reaches, so a failure never enters the front.
@@ -51,6 +55,13 @@ FAILED_OBJECTIVES = (1.0, 1.0e6, 1.0e9, 1.0e6)
 OBJECTIVE_NAMES = ("error", "energy_mJ", "memory_KiB", "latency_ms")
 
 metadata = MetaData()
+
+meta_table = Table(
+    "capslab_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
 
 runs_table = Table(
     "nas_runs",
@@ -198,15 +209,18 @@ class GenerationRecord:
 
 
 def database_url(target: str | os.PathLike | None, run_dir: str | os.PathLike | None = None) -> str:
-    """Turn ``--db`` into an SQLAlchemy URL: a URL is kept, a path becomes SQLite, nothing means
+    """Turn a journal target into an SQLAlchemy URL: a URL is kept, a path becomes SQLite, nothing means
     ``<run_dir>/journal.sqlite``."""
     if target is None:
         if run_dir is None:
-            raise ValueError("a journal needs either a database URL or a run folder")
+            raise ConfigError("a journal needs either a database URL or a run folder")
         target = Path(run_dir) / DEFAULT_DB_NAME
     text = str(target)
     if "://" in text:
-        make_url(text)  # raises a clear ArgumentError for a malformed URL
+        try:
+            make_url(text)
+        except Exception as exc:  # sqlalchemy's ArgumentError: a malformed URL
+            raise ConfigError(f"journal URL {text!r} is not a database URL: {exc}") from None
         return text
     path = Path(text).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +238,7 @@ def _engine(url: str) -> Engine:
         return create_engine(url, future=True)
     except ModuleNotFoundError as exc:
         dialect = make_url(url).get_backend_name()
-        raise ImportError(
+        raise MissingDependencyError(
             f"the journal URL needs the {dialect} driver {exc.name!r}, which is not installed: "
             f"`pip install {exc.name}` (or name another driver in the URL, e.g. postgresql+psycopg://)"
         ) from exc
@@ -242,6 +256,22 @@ class Journal:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         metadata.create_all(self.engine)
+        self._check_version()
+
+    def _check_version(self) -> None:
+        """Stamp a new journal with :data:`JOURNAL_VERSION`; refuse one of a newer format."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(meta_table.c.value).where(meta_table.c.key == "version")).first()
+            if row is None:
+                try:
+                    conn.execute(insert(meta_table).values(key="version", value=str(JOURNAL_VERSION)))
+                except IntegrityError:  # another process stamped it first
+                    pass
+            elif int(row[0]) > JOURNAL_VERSION:
+                raise RunMismatchError(
+                    f"the journal in {masked_url(self.url)} has format {row[0]}, newer than this "
+                    f"CapsLab reads ({JOURNAL_VERSION})"
+                )
 
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, seed: int, config: dict, exist_ok: bool = False) -> None:
@@ -254,9 +284,8 @@ class Journal:
             if existing is not None:
                 if exist_ok:
                     return
-                raise FileExistsError(
-                    f"run {self.run_id!r} already exists in {masked_url(self.url)}; "
-                    "use `capslab search resume` to continue it"
+                raise RunMismatchError(
+                    f"run {self.run_id!r} already exists in {masked_url(self.url)}; resume it instead"
                 )
             conn.execute(
                 insert(runs_table).values(
@@ -273,7 +302,7 @@ class Journal:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs_table).where(runs_table.c.run_id == self.run_id)).first()
         if row is None:
-            raise KeyError(f"no run {self.run_id!r} in {masked_url(self.url)}")
+            raise RunMismatchError(f"no run {self.run_id!r} in {masked_url(self.url)}")
         m = row._mapping
         return {
             "run_id": m["run_id"],

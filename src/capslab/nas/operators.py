@@ -21,7 +21,7 @@ from capslab.genotype import (
     Genotype,
     LayerDescriptor,
     LayerKind,
-    skip_cell,
+    skip_layer,
     skip_source,
     skip_value,
     valid_skips,
@@ -79,13 +79,13 @@ def valid_cut_points(a: Genotype, b: Genotype, space: SearchSpace) -> list[tuple
 def _child_skip(head: Genotype, i: int, tail: Genotype, j: int) -> int:
     """The skip of ``head[:i] + tail[j:]``: it keeps pointing at the cell it pointed at in its
     parent, whichever parent that cell came from (the head's first); -1 when neither parent's
-    skip cell is in the child."""
-    h = skip_cell(head)
+    skip layer is in the child."""
+    h = skip_layer(head)
     if h is not None and h < i:
         return skip_value(h)
-    t = skip_cell(tail)
+    t = skip_layer(tail)
     if t is not None and t >= j:
-        return skip_value(t - j + i)  # the tail's layer t is the child's layer t - j + i
+        return skip_value(t - j + i)  # the tail's layer index t is the child's t - j + i
     return -1
 
 
@@ -99,9 +99,6 @@ def cross(a: Genotype, b: Genotype, cut: tuple[int, int], space: SearchSpace) ->
 
 
 # ---------------------------------------------------------------------- mutation (pure)
-MUTABLE_FIELDS = ("kernel", "stride", "capsules", "skip")
-
-
 def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotype:
     """Change one thing: a random layer's kernel, stride or number of capsules, or the skip
     position, to a different value; then repair. The class stage keeps its fixed shape.

@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from multiprocessing import get_context
 
+from capslab.errors import ConfigError, MissingDependencyError
 from capslab.genotype import Genotype
 from capslab.nas.journal import EvaluationRecord
 from capslab.nas.space import genotype_key
@@ -70,7 +71,7 @@ class ProcessPool(SerialPool):
 
     def __init__(self, evaluator: EvaluatorFn, workers: int, mp_context: str = "spawn"):
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise ConfigError(f"workers must be >= 1, got {workers}")
         super().__init__(evaluator)
         self.workers = workers
         self.mp_context = mp_context
@@ -121,9 +122,8 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise ImportError(
-            "--ray-address needs Ray, which is not installed; install it with "
-            "`pip install 'capslab[ray]'`"
+        raise MissingDependencyError(
+            "evaluating on a Ray cluster needs Ray, which is not installed: pip install 'capslab[ray]'"
         ) from None
     return ray
 
@@ -163,7 +163,7 @@ def make_pool(
     ray_address: str | None = None,
     mp_context: str = "spawn",
 ) -> SerialPool:
-    """The pool for ``--workers`` / ``--ray-address``: Ray if an address is given, processes if
+    """The pool for ``workers`` and ``ray_address``: Ray if an address is given, processes if
     ``workers > 1``, otherwise in-process."""
     if ray_address:
         return RayPool(evaluator, ray_address)

@@ -3,43 +3,59 @@
 Train K random networks of the search space for E epochs, record the test accuracy after every
 epoch (each run's ``metrics.jsonl``), and report for each n the Pearson correlation between the
 accuracy after n epochs and the final accuracy (after E epochs), with the median cumulative
-training time of n epochs. The study is resumable: finished networks are not retrained and an
-interrupted one continues from its last checkpoint.
+training time of n epochs. Each network is one training run through :func:`capslab.experiments.run_or_reuse`, so the study
+is resumable: finished networks are not retrained and an interrupted one continues from its last
+checkpoint.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from capslab.errors import ConfigError
+from capslab.experiments import (
+    Column,
+    pyplot,
+    read_json,
+    run_or_failure,
+    save_figure,
+    write_json,
+    write_table,
+)
 from capslab.genotype import Genotype
-from capslab.io import atomic_write_json, atomic_write_text
 from capslab.nas.space import SearchSpace, sample
+from capslab.settings import Settings
+from capslab.train.config import TrainConfig, TrainingSettings
+from capslab.train.loop import read_metrics
+
+__all__ = [
+    "PCCConfig", "histories_to_arrays", "markdown", "pcc_table", "pearson", "read_metrics",
+    "run_pcc_study",
+]
 
 
 # ---------------------------------------------------------------------- maths (pure)
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation of two equally long samples; NaN when either is constant or n < 2."""
+    """Pearson correlation (scipy) of two equally long samples; NaN when either is constant
+    or n < 2, where the correlation is undefined."""
+    from scipy.stats import ConstantInputWarning, pearsonr
+
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"pearson needs two 1-D samples of equal length, got {x.shape} and {y.shape}")
     if len(x) < 2:
         return float("nan")
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(dx @ dx) * float(dy @ dy))
-    if denom == 0.0:
-        return float("nan")
-    return float(np.clip((dx @ dy) / denom, -1.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(pearsonr(x, y).statistic)
 
 
 def pcc_table(accuracy: np.ndarray, seconds: np.ndarray) -> list[dict[str, float]]:
@@ -83,122 +99,104 @@ def histories_to_arrays(
     return acc.reshape(len(full), epochs), sec.reshape(len(full), epochs)
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-epoch records of a run's ``metrics.jsonl`` (empty if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # ---------------------------------------------------------------------- the study
+def _default_training() -> TrainingSettings:
+    return TrainingSettings(model="genotype", epochs=10)
+
+
 @dataclass
-class PCCConfig:
-    dataset: str = "mnist"
+class PCCConfig(Settings):
+    """K random networks of the search space, each trained as ``training`` says (its
+    ``epochs`` is the full training whose last epoch is "final")."""
+
+    training: TrainingSettings = field(default_factory=_default_training)
     networks: int = 66
-    epochs: int = 10
-    subset: int | None = None
-    test_subset: int | None = None
-    batch_size: int = 128
-    lr: float | None = None
-    policy: str = "fixed"
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    out: str = "runs/pcc"
+    out: str = "runs/study-pcc"
     space: dict[str, Any] = field(default_factory=dict)
     report_epochs: tuple[int, ...] = ()  # epochs to show in the table; default: all
 
-    def __post_init__(self) -> None:
+    WHAT: ClassVar[str] = "PCC study setting"
+
+    def validate(self) -> None:
+        if self.training.model != "genotype":
+            raise ConfigError(f"the PCC study trains genotype networks, got model {self.training.model!r}")
         if self.networks < 2:
-            raise ValueError(f"networks must be >= 2 for a correlation, got {self.networks}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        bad = [n for n in self.report_epochs if not 1 <= n <= self.epochs]
+            raise ConfigError(f"networks must be >= 2 for a correlation, got {self.networks}")
+        bad = [n for n in self.report_epochs if not 1 <= n <= self.training.epochs]
         if bad:
-            raise ValueError(f"report epochs {bad} are outside 1..{self.epochs}")
-        self.report_epochs = tuple(self.report_epochs)
+            raise ConfigError(f"report epochs {bad} are outside 1..{self.training.epochs}")
+        self.build_space()  # a bad space is refused before anything is written
 
     def build_space(self) -> SearchSpace:
-        return SearchSpace.for_dataset(self.dataset, **self.space)
+        return SearchSpace.for_dataset(self.training.dataset, **self.space)
 
     def genotypes(self) -> list[Genotype]:
         """The K random networks (fixed by the seed, so a resumed study trains the same ones)."""
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.training.seed)
         space = self.build_space()
         return [sample(space, rng) for _ in range(self.networks)]
 
+    def train_config(self, genotype: Genotype, run_dir: Path) -> TrainConfig:
+        return TrainConfig.of(
+            self.training.replace(model_options={**self.training.model_options,
+                                                 "genotype": genotype.to_nascaps()}),
+            out=str(run_dir), resume=True, plots=False,
+        )
 
-def _default_train(config: PCCConfig, genotype: Genotype, run_dir: Path) -> None:
-    from capslab.train import TrainConfig, train
 
-    train(
-        TrainConfig(
-            model="genotype", model_options={"genotype": genotype.to_nascaps()},
-            dataset=config.dataset, data_dir=config.data_dir, epochs=config.epochs,
-            batch_size=config.batch_size, lr=config.lr, policy=config.policy,
-            subset=config.subset, test_subset=config.test_subset, seed=config.seed,
-            device=config.device, out=str(run_dir), resume=True, plots=False,
-        ),
-        progress=False,
-    )
+COLUMNS = [Column("epoch"), Column("pcc", "PCC", ".4f"), Column("mctt_s", "MCTT [s]", ".1f"),
+           Column("networks")]
 
 
 def run_pcc_study(
     config: PCCConfig,
-    train_fn: Callable[[PCCConfig, Genotype, Path], None] | None = None,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
     on_network: Callable[[int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Train the networks that are not finished yet, then write ``pcc.json``, ``pcc.csv``,
-    ``pcc.md`` and ``pcc.png`` into ``config.out``. Returns the JSON result."""
-    train_fn = train_fn or _default_train
+    ``pcc.md`` and ``pcc.png`` into ``config.out``. Returns the JSON result.
+
+    ``train_fn(train_config, progress=False)`` defaults to :func:`capslab.train.train`.
+    """
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     genotypes = config.genotypes()
-    atomic_write_json(out / "study.json", {"config": asdict(config),
-                                            "genotypes": [g.to_nascaps() for g in genotypes]})
+    run_configs = [config.train_config(g, out / f"net_{i:03d}") for i, g in enumerate(genotypes)]
+    write_json(out / "study.json", "pcc-study", {"config": config.to_dict(),
+                                                 "genotypes": [g.to_nascaps() for g in genotypes]})
     histories, failures = [], {}
-    for i, g in enumerate(genotypes):
-        run_dir = out / f"net_{i:03d}"
-        failed = run_dir / "failed.json"
-        history = read_metrics(run_dir / "metrics.jsonl")
-        if len(history) < config.epochs and not failed.exists():
-            try:
-                train_fn(config, g, run_dir)
-                status = "trained"
-            except Exception as exc:  # an untrainable network is reported, not fatal
-                atomic_write_json(failed, {"reason": f"{type(exc).__name__}: {exc}"})
-                status = "failed"
-            history = read_metrics(run_dir / "metrics.jsonl")
+    for i, run in enumerate(run_configs):
+        failed = Path(run.out) / "failed.json"
+        previous = read_json(failed, "pcc-failure")
+        if previous is not None:
+            failures[i], status, history = previous["reason"], "failed earlier", []
         else:
-            status = "failed earlier" if failed.exists() else "done earlier"
-        if failed.exists():
-            failures[i] = json.loads(failed.read_text())["reason"]
+            outcome, reason = run_or_failure(run, train_fn, progress=False)
+            if outcome is not None:
+                history = outcome.summary["history"]
+                status = "done earlier" if outcome.reused else "trained"
+            else:
+                failures[i], status, history = reason, "failed", []
+                write_json(failed, "pcc-failure", {"reason": reason})
         histories.append(history)
         if on_network is not None:
             on_network(i, status)
-    acc, sec = histories_to_arrays(histories, config.epochs)
+    epochs = config.training.epochs
+    acc, sec = histories_to_arrays(histories, epochs)
     rows = pcc_table(acc, sec)
     if config.report_epochs:
         rows = [r for r in rows if r["epoch"] in config.report_epochs]
     result = {
-        "dataset": config.dataset,
+        "dataset": config.training.dataset,
         "networks": config.networks,
         "complete": int(acc.shape[0]),
         "failed": {str(k): v for k, v in failures.items()},
-        "epochs": config.epochs,
-        "rows": rows,
+        "epochs": epochs,
     }
-    atomic_write_json(out / "pcc.json", result)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["epoch", "pcc", "mctt_s", "networks"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "pcc.csv", buf.getvalue())
-    atomic_write_text(out / "pcc.md", markdown(rows, config.dataset))
+    write_table(rows, out / "pcc", "pcc", COLUMNS, markdown=markdown(rows, config.training.dataset),
+                extra=result)
     if rows:
-        _plot(rows, out / "pcc.png", config.dataset)
-    return result
+        _plot(rows, out / "pcc.png", config.training.dataset)
+    return {**result, "rows": rows}
 
 
 def markdown(rows: Sequence[dict[str, Any]], dataset: str) -> str:
@@ -211,12 +209,9 @@ def markdown(rows: Sequence[dict[str, Any]], dataset: str) -> str:
 
 
 def _plot(rows: Sequence[dict[str, Any]], path: Path, dataset: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["epoch"] for r in rows], [r["pcc"] for r in rows], "o-")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -224,8 +219,5 @@ def _plot(rows: Sequence[dict[str, Any]], path: Path, dataset: str) -> None:
     ax.set_ylabel("Pearson correlation with final accuracy")
     ax.set_title(f"{dataset}: partial vs final accuracy")
     ax.grid(alpha=0.3)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -15,9 +13,19 @@ from typing import Any
 
 import numpy as np
 
+from capslab.experiments import (
+    Column,
+    pyplot,
+    run_or_failure,
+    save_figure,
+    table_csv,
+    write_json,
+    write_table,
+)
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
-from capslab.io import atomic_write_json, atomic_write_text
+from capslab.io import atomic_write_text
 from capslab.nas.journal import OBJECTIVE_NAMES, EvaluationRecord
+from capslab.train.config import TrainConfig, TrainingSettings
 
 AXIS_LABELS = {
     "accuracy": "accuracy (partial training)",
@@ -38,15 +46,6 @@ def pareto_front(records: Sequence[EvaluationRecord]) -> list[EvaluationRecord]:
     F = np.asarray([r.objectives() for r in ok], dtype=float)  # [n, 4]
     idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
     return [ok[i] for i in sorted(int(i) for i in idx)]
-
-
-def _csv_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    return buf.getvalue()
 
 
 def candidate_rows(records: Sequence[EvaluationRecord], front_keys: set[str]) -> list[dict]:
@@ -96,11 +95,7 @@ def plot_objectives(
     """Every pair of objectives (6 panels): candidates coloured by generation, the Pareto front
     ringed, baselines as stars (or as dashed lines on an accuracy axis when their accuracy is
     unknown)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ok = [r for r in records if r.ok]
     values = {
         "accuracy": np.array([r.accuracy for r in ok], dtype=float),
@@ -156,12 +151,7 @@ def plot_objectives(
         bar.update_ticks()
     if title:
         fig.suptitle(title, y=0.99)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def write_report(
@@ -185,11 +175,12 @@ def write_report(
         "pareto_csv": out / "pareto.csv",
         "plot": out / "objectives.png",
     }
-    atomic_write_text(paths["candidates"], _csv_text(rows, CANDIDATE_COLUMNS))
+    atomic_write_text(paths["candidates"], table_csv(rows, CANDIDATE_COLUMNS))
     front_rows = [row for row in rows if row["pareto"]]
-    atomic_write_text(paths["pareto_csv"], _csv_text(front_rows, CANDIDATE_COLUMNS))
-    atomic_write_json(
+    atomic_write_text(paths["pareto_csv"], table_csv(front_rows, CANDIDATE_COLUMNS))
+    write_json(
         paths["pareto_json"],
+        "pareto",
         {
             "objectives": list(OBJECTIVE_NAMES),
             "evaluated": len(records),
@@ -209,7 +200,16 @@ def write_report(
 
 
 # ---------------------------------------------------------------------- finalize (Table 3)
-FINAL_COLUMNS = (
+FINAL_COLUMNS = [
+    Column("name", "network"),
+    Column("accuracy", "accuracy [%]", ".2f", 100),
+    Column("energy_mJ", "energy [mJ]", ".3f"),
+    Column("latency_ms", "latency [ms]", ".3f"),
+    Column("memory_KiB", "memory [KiB]", ",.1f"),
+    Column("parameters", "parameters", ","),
+    Column("status", "status"),
+]
+FINAL_CSV_KEYS = (
     "name", "accuracy", "partial_accuracy", "energy_mJ", "latency_ms", "memory_KiB",
     "parameters", "epochs", "seconds", "status", "description",
 )
@@ -218,30 +218,31 @@ FINAL_COLUMNS = (
 def finalize(
     front: Sequence[EvaluationRecord],
     out_dir: str | os.PathLike,
-    train_fn: Callable[[Genotype, Path], dict[str, Any]],
+    training: TrainingSettings,
     *,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
+    progress: bool = True,
     on_done: Callable[[dict[str, Any]], None] | None = None,
-    reuse: Callable[[Genotype, dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fully train every genotype of ``front`` with ``train_fn(genotype, run_dir) -> summary``
-    (resumable: a genotype whose ``summary.json`` exists is not retrained, provided
-    ``reuse(genotype, summary)`` accepts it, e.g. it was trained with the settings asked for
-    now; see :func:`summary_matches`) and write ``final.csv``, ``final.md`` and ``final.json``
-    in ``out_dir``."""
+    """Fully train every genotype of ``front`` as ``training`` says and write ``final.csv``,
+    ``final.md`` (the paper's Table 3 layout) and ``final.json`` in ``out_dir``.
+
+    Each network is a run through :func:`capslab.experiments.run_or_reuse` in
+    ``out_dir/NASCaps-<k>``: one trained earlier with these settings is reused, an interrupted
+    one resumed, one of other settings refused. A network that cannot be trained is reported in
+    its row and the others go on.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, rec in enumerate(front):
         g = Genotype.from_nascaps(rec.genotype_nascaps)
         name = f"NASCaps-{i + 1}"
-        run = out / name
-        summary_path = run / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-        if summary is None or (reuse is not None and not reuse(g, summary)):
-            try:
-                summary = train_fn(g, run)
-            except Exception as exc:  # one bad network must not lose the others
-                summary = {"error": f"{type(exc).__name__}: {exc}"}
+        config = TrainConfig.of(
+            training.replace(model="genotype", model_options={"genotype": g.to_nascaps()}),
+            out=str(out / name),
+        )
+        outcome, reason = run_or_failure(config, train_fn, progress=progress)
+        summary = outcome.summary if outcome is not None else {}
         row = {
             "name": name,
             "accuracy": summary.get("best_test_accuracy"),
@@ -252,45 +253,20 @@ def finalize(
             "parameters": summary.get("parameters"),
             "epochs": len(summary.get("history", [])) or None,
             "seconds": summary.get("total_seconds"),
-            "status": "failed: " + summary["error"] if "error" in summary else "ok",
+            "status": "ok" if reason is None else f"failed: {reason}",
             "description": g.describe(),
             "genotype_nascaps": rec.genotype_nascaps,
         }
         rows.append(row)
-        atomic_write_json(out / "final.json", rows)
         if on_done is not None:
             on_done(row)
-    atomic_write_json(out / "final.json", rows)
-    atomic_write_text(out / "final.csv", _csv_text(rows, FINAL_COLUMNS))
-    atomic_write_text(out / "final.md", markdown_table(rows))
+    write_table(rows, out / "final", "final", FINAL_COLUMNS, csv_keys=FINAL_CSV_KEYS,
+                extra={"training": training.to_dict()})
     return rows
-
-
-def summary_matches(summary: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """Was the run of ``summary`` (``summary.json`` of :func:`capslab.train.train`) trained with
-    the settings ``identity`` (:meth:`capslab.train.TrainConfig.identity`)?"""
-    saved = summary.get("config")
-    if not isinstance(saved, dict):
-        return False
-    wanted = json.loads(json.dumps(identity))  # tuples -> lists, as in the saved JSON
-    return all(k in saved and saved[k] == v for k, v in wanted.items())
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The fully trained Pareto set as the paper's Table 3 (accuracy, energy, latency, memory)."""
+    from capslab.experiments import table_markdown
 
-    def fmt(v: Any, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
-    lines = [
-        "| network | accuracy [%] | energy [mJ] | latency [ms] | memory [KiB] | parameters | status |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        acc = None if r["accuracy"] is None else 100 * r["accuracy"]
-        lines.append(
-            f"| {r['name']} | {fmt(acc, '.2f')} | {fmt(r['energy_mJ'], '.3f')} | "
-            f"{fmt(r['latency_ms'], '.3f')} | {fmt(r['memory_KiB'], ',.1f')} | "
-            f"{fmt(r['parameters'], ',')} | {r['status']} |"
-        )
-    return "\n".join(lines) + "\n"
+    return table_markdown(rows, FINAL_COLUMNS)

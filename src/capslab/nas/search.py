@@ -13,21 +13,20 @@ settings (10, 10, 20) that is 10 + 20 x 10 = 210 candidates, as in the paper's M
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
+from capslab.errors import ConfigError, RunMismatchError
+from capslab.experiments import read_json, write_json
 from capslab.genotype import Genotype
-from capslab.io import atomic_write_json
-from capslab.nas.evaluate import Evaluator, TrainingSettings
+from capslab.nas.evaluate import Evaluator, TrainedAccuracy
 from capslab.nas.journal import EvaluationRecord, Journal, database_url, masked_url
 from capslab.nas.operators import (
     GenotypeDuplicates,
@@ -39,85 +38,65 @@ from capslab.nas.operators import (
 from capslab.nas.parallel import SerialPool, make_pool
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
 from capslab.nas.space import SearchSpace, genotype_key
+from capslab.settings import Settings
+from capslab.train.config import TrainingSettings
 
 RUN_FILE = "run.json"
 
 
-class ResumeError(RuntimeError):
-    """The run cannot be resumed as recorded (missing files, different settings, or a replay
-    that diverges from the journal)."""
+def _default_training() -> TrainingSettings:
+    return TrainingSettings(model="genotype", epochs=5)
 
 
 @dataclass
-class SearchConfig:
-    """Everything that defines a search (and must match when it is resumed)."""
+class SearchConfig(Settings):
+    """Everything that defines a search (and must match when it is resumed).
 
-    dataset: str = "mnist"
+    ``training`` is how each candidate is partially trained (its model is the candidate's
+    genotype network); ``seed`` seeds the algorithm; ``space`` overrides fields of the
+    dataset's :class:`~capslab.nas.space.SearchSpace`; ``time_limit`` bounds each candidate
+    (seconds); ``keep_candidates`` keeps each candidate's metrics under ``<run>/candidates``.
+    """
+
+    training: TrainingSettings = field(default_factory=_default_training)
     generations: int = 20
     population: int = 10
     offspring: int = 10
     mutation_prob: float = 0.1
     crossover_prob: float = 1.0
     seed: int = 0
-    epochs: int = 5
-    subset: int | None = None
-    test_subset: int | None = None
-    policy: str = "fixed"
-    policy_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 128
-    lr: float | None = None
-    device: str = "auto"
-    data_dir: str | None = None
     time_limit: float | None = None
-    keep_candidates: bool = False  # keep each candidate's metrics under <run>/candidates
-    space: dict[str, Any] = field(default_factory=dict)  # overrides of SearchSpace fields
+    keep_candidates: bool = False
+    space: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for name in ("generations",):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        for name in ("population", "offspring", "epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+    WHAT: ClassVar[str] = "search setting"
+
+    def validate(self) -> None:
+        if self.training.model != "genotype":
+            raise ConfigError(f"the search trains genotype networks, got model {self.training.model!r}")
+        if self.generations < 0:
+            raise ConfigError(f"generations must be >= 0, got {self.generations}")
+        for name in ("population", "offspring"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.population < 2:
-            raise ValueError(f"population must be >= 2 for crossover, got {self.population}")
+            raise ConfigError(f"population must be >= 2 for crossover, got {self.population}")
         for name in ("mutation_prob", "crossover_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.time_limit is not None and self.time_limit <= 0:
-            raise ValueError(f"time_limit must be positive seconds, got {self.time_limit}")
+            raise ConfigError(f"time_limit must be positive seconds, got {self.time_limit}")
         self.build_space()  # refuse a bad space now, not mid-run
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown search setting(s) {unknown}; valid: {valid}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def identity(self) -> dict[str, Any]:
-        """What a resumed run must share with the journal (the device may change)."""
-        d = self.to_dict()
-        d.pop("device")
-        d.pop("data_dir")
-        return json.loads(json.dumps(d))
-
     def build_space(self) -> SearchSpace:
-        return SearchSpace.for_dataset(self.dataset, **self.space)
+        return SearchSpace.for_dataset(self.training.dataset, **self.space)
 
-    def training(self, run_dir: str | os.PathLike | None = None) -> TrainingSettings:
+    def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
         out = None
         if self.keep_candidates and run_dir is not None:
             out = str(Path(run_dir) / "candidates")
-        return TrainingSettings.of(self, out_dir=out)
-
-    def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
         return Evaluator(
-            training=self.training(run_dir), space=self.build_space(), time_limit=self.time_limit
+            TrainedAccuracy(self.training, out), space=self.build_space(), time_limit=self.time_limit
         )
 
 
@@ -154,20 +133,16 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 
 # ---------------------------------------------------------------------- run folder
 def _write_run_file(run_dir: Path, run_id: str, url: str, config: SearchConfig) -> None:
-    atomic_write_json(
-        run_dir / RUN_FILE,
-        {"run_id": run_id, "db": masked_url(url), "config": config.to_dict()},
-    )
+    write_json(run_dir / RUN_FILE, "search-run",
+               {"run_id": run_id, "db": masked_url(url), "config": config.to_dict()})
 
 
 def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
-    if not path.exists():
-        raise ResumeError(f"{path} not found: {run_dir} is not a search run folder")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResumeError(f"{path} is not valid JSON ({exc})") from None
+    info = read_json(path, "search-run")
+    if info is None:
+        raise RunMismatchError(f"{path} not found or unreadable: {run_dir} is not a search run folder")
+    return info
 
 
 def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Journal, dict]:
@@ -176,8 +151,8 @@ def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Jou
     info = read_run_file(run_dir)
     url = database_url(db, run_dir) if db else info["db"]
     if "***" in url:
-        raise ResumeError(
-            f"the journal URL of {run_dir} hides its password ({url}); pass it again with --db"
+        raise RunMismatchError(
+            f"the journal URL of {run_dir} hides its password ({url}); give the URL again"
         )
     if url.startswith("sqlite:///") and db is None:
         # the recorded path is absolute; if the folder was moved, use the file next to run.json
@@ -227,7 +202,7 @@ def _drive(
             genotypes: list[Genotype] = [ind.X[0] for ind in pop]
             keys = [genotype_key(g) for g in genotypes]
             if gen in recorded and recorded[gen].offspring != keys:
-                raise ResumeError(
+                raise RunMismatchError(
                     f"generation {gen} replays differently from the journal; the code, the "
                     "search space or the seed changed since the run started"
                 )
@@ -257,7 +232,7 @@ def _drive(
                     evaluations=len(cache.memory),
                 )
             elif recorded[gen].population != survivors:
-                raise ResumeError(f"generation {gen}: the surviving population differs from the journal")
+                raise RunMismatchError(f"generation {gen}: the surviving population differs from the journal")
             notify("generation_done", {"generation": gen, "front": _front(algorithm, cache)})
             gen += 1
     except BaseException:
@@ -301,9 +276,7 @@ def run_search(
     """
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a search; continue it with `capslab search resume {run_dir}`"
-        )
+        raise RunMismatchError(f"{run_dir} already holds a search; resume it or choose another folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(db, run_dir)
     run_id = run_id or f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
@@ -329,10 +302,10 @@ def resume(
     journal, info = open_journal(run_dir, db)
     config = SearchConfig.from_dict(info["config"])
     if device is not None:
-        config.device = device
+        config = config.replace(training=config.training.replace(device=device))
     recorded = journal.run_info()["config"]
     if recorded != config.identity():
-        raise ResumeError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
+        raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
     return _run(config, journal, run_dir, progress, evaluator, workers, ray_address, mp_context)
 
 

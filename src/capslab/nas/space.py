@@ -10,31 +10,33 @@ The class stage is always fully connected (kernel = its input size, 1x1 output,
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
+from capslab.errors import ConfigError, GenotypeError
 from capslab.genotype import (
     Genotype,
-    GenotypeError,
     LayerDescriptor,
     LayerKind,
     repair,
     valid_skips,
     validate,
 )
+from capslab.settings import Settings
 
 FAMILIES = ("sabour", "deepcaps")
-_FAMILY_KIND = {"sabour": LayerKind.CAPS, "deepcaps": LayerKind.CELL}
 
 
-@dataclass(frozen=True)
-class SearchSpace:
+@dataclass
+class SearchSpace(Settings):
     """What the search may build. The defaults are the paper's (Section 4.1 and the authors'
     sampler); image size, channels and classes come from the dataset.
 
-    Ranges are inclusive ``(low, high)`` pairs.
+    Ranges are inclusive ``(low, high)`` pairs. A :class:`~capslab.settings.Settings`: values are
+    coerced on construction (a list becomes a tuple, a scalar a 1-tuple: ``kernels=3`` is
+    ``(3,)``), then :meth:`validate` raises :class:`~capslab.errors.ConfigError` naming the field.
     """
 
     image_size: int = 28
@@ -57,27 +59,12 @@ class SearchSpace:
     resizes: tuple[int, ...] = (1, 2)
     skip: bool = True  # may a DeepCaps genotype carry the extra skip connection?
 
-    def __post_init__(self) -> None:
-        # Lists from JSON/CLI become tuples so the space stays hashable and comparable.
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
-        self.check()
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
-        """Build from a plain dict (JSON, CLI). Unknown keys are refused with the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown search-space key(s) {unknown}; valid keys: {valid}")
-        return cls(**d)
+    WHAT: ClassVar[str] = "search-space key"
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> SearchSpace:
-        """The space for a registered dataset (image size, channels, classes from its info)."""
+        """The space for a registered dataset (image size, channels, classes from its info),
+        with ``overrides`` of any field; unknown keys are refused, naming the valid ones."""
         from capslab.data import dataset_info
 
         info = dataset_info(name)
@@ -89,24 +76,21 @@ class SearchSpace:
         base.update(overrides)
         return cls.from_dict(base)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
     # ------------------------------------------------------------------ checks
-    def check(self) -> None:
-        """Raise ValueError naming the field if the space is inconsistent."""
+    def _where(self) -> str:
+        return "search space: "  # coercion errors read like validate()'s
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field if the space is inconsistent."""
 
         def positive(name: str, value: int) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"search space: {name} must be a positive integer, got {value!r}")
+            if value <= 0:
+                raise ConfigError(f"search space: {name} must be a positive integer, got {value!r}")
 
         def span(name: str, lo_min: int) -> None:
-            value = getattr(self, name)
-            if len(value) != 2 or not all(isinstance(v, int) for v in value):
-                raise ValueError(f"search space: {name} must be a (low, high) pair, got {value!r}")
-            lo, hi = value
+            lo, hi = value = getattr(self, name)
             if lo < lo_min or hi < lo:
-                raise ValueError(
+                raise ConfigError(
                     f"search space: {name} must satisfy {lo_min} <= low <= high, got {value!r}"
                 )
 
@@ -116,17 +100,17 @@ class SearchSpace:
         positive("class_dim", self.class_dim)
         for name in ("kernels", "strides", "resizes", "families"):
             if not getattr(self, name):
-                raise ValueError(f"search space: {name} must not be empty")
+                raise ConfigError(f"search space: {name} must not be empty")
         for k in self.kernels:
             positive("kernels", k)
         for s in self.strides:
             positive("strides", s)
         bad = [r for r in self.resizes if r not in (1, 2)]
         if bad:
-            raise ValueError(f"search space: resizes must be 1 or 2, got {bad}")
+            raise ConfigError(f"search space: resizes must be 1 or 2, got {bad}")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
-            raise ValueError(f"search space: unknown famil(ies) {bad}; valid: {list(FAMILIES)}")
+            raise ConfigError(f"search space: unknown famil(ies) {bad}; valid: {list(FAMILIES)}")
         span("channels", 1)
         span("capsules", 1)
         span("conv_layers", 1)
@@ -168,13 +152,6 @@ class SearchSpace:
         if g.skip != -1 and not self.skip:
             raise GenotypeError("field skip: this space has no skip connection")
         return g
-
-    def contains(self, g: Genotype) -> bool:
-        try:
-            self.check_genotype(g)
-        except GenotypeError:
-            return False
-        return True
 
     # ------------------------------------------------------------------ repair
     def repair(self, g: Genotype) -> Genotype:

@@ -1,29 +1,11 @@
-"""Training: configuration, loop, learning-rate/batch-size policies, checkpoints, plots.
+"""Training: configuration, the loop and its callbacks, learning-rate/batch-size policies,
+checkpoints, plots. See :mod:`capslab.train.loop` for the phases of a run."""
 
-The loop is imported lazily so that ``capslab.train.policies`` stays light (``capslab schedule``
-needs no dataset code).
-"""
+from capslab.train.callbacks import Callback, LambdaCallback, StepInfo
+from capslab.train.config import TrainConfig, TrainingSettings
+from capslab.train.loop import evaluate, load_model, resolve_device, train
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
-from capslab.train.config import ConfigError, TrainConfig
-
-_LAZY = {
-    name: "capslab.train.trainer"
-    for name in (
-        "NonFiniteLossError", "TrainingTimeout", "build_model", "evaluate", "load_model",
-        "prepare_data", "resolve_device", "train",
-    )
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'capslab.train' has no attribute {name!r}")
-
-
-__all__ = ["ConfigError", "TrainConfig", *_LAZY]
+__all__ = [
+    "Callback", "LambdaCallback", "StepInfo", "TrainConfig", "TrainingSettings", "evaluate",
+    "load_model", "resolve_device", "train",
+]

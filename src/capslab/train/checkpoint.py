@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from capslab.errors import CheckpointError
 from capslab.io import atomic_torch_save
 
 FORMAT = "capslab-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or belongs to another model or config."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -61,8 +59,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, foreign pickle
-        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc})") from exc
+    except pickle.UnpicklingError:
+        # a pickle of arbitrary objects: PyTorch's advice to load it unsafely is not ours to give
+        raise CheckpointError(f"{path} is not a CapsLab checkpoint (it holds pickled objects)") from None
+    except Exception as exc:  # corrupt zip, truncated file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a CapsLab checkpoint")
     if ckpt.get("version", 0) > VERSION:
@@ -78,5 +79,5 @@ def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: str |
         lines = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {identity.get(k)!r}" for k in diff)
         raise CheckpointError(
             f"checkpoint {path} belongs to another model or config ({lines}); "
-            "use a new --out folder or the same settings"
+            "use another output folder or the same settings"
         )

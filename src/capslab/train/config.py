@@ -73,11 +73,18 @@ class TrainingSettings(Settings):
             )
         from capslab.data import dataset_info
         from capslab.models import check_model_options
-        from capslab.train.policies import make_policy_options
-
         dataset_info(self.dataset)  # an unknown dataset is refused here, before any file
         check_model_options(self.model, self.model_options)
-        make_policy_options(self.policy, self.policy_options, self.lr)
+        self.policy_options = typed_policy_options(self.policy, self.policy_options, self.lr)
+
+
+def typed_policy_options(policy: str, options: dict[str, Any], lr: float | None = None) -> dict[str, Any]:
+    """``options`` checked against ``policy`` and held as their declared types (``"8,64"`` and
+    ``[8, 64]`` alike become ``(8, 64)``), so equal settings have one identity."""
+    from capslab.train.policies import make_policy_options
+
+    typed = make_policy_options(policy, options, lr)
+    return {k: getattr(typed, k) for k in options}
 
 
 @dataclass

@@ -13,29 +13,30 @@ Conventions:
   global step 0-based.
 
 Policies (see docs/fastrcaps.md for the formulas): ``fixed``, ``exp-decay``, ``one-cycle``,
-``warm-restarts``, ``adabatch``, ``warm-adabatch``. Each has a typed option dataclass with the
-paper's defaults; :func:`build_schedule` refuses unknown options and names the valid ones.
+``warm-restarts``, ``adabatch``, ``warm-adabatch``. Each has typed options (a
+:class:`~capslab.settings.Settings` subclass of :class:`PolicyOptions`) with the paper's defaults;
+:func:`build_schedule` converts the values to the declared types, refuses unknown options and
+names the valid ones. Every bad input raises :class:`~capslab.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from capslab.errors import ConfigError
+from capslab.settings import Settings
 
 __all__ = [
     "POLICIES",
     "Schedule",
+    "PolicyOptions",
     "build_schedule",
-    "make_schedule",
     "make_policy_options",
-    "schedule_from_dict",
     "policy_options_class",
-    "parse_policy_options",
     "exp_decay_lr",
     "one_cycle_lr",
     "cosine_restart_lr",
@@ -102,45 +103,87 @@ def cosine_restart_lr(t: float, period: float, lr_min: float, lr_max: float) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def _positive(policy: str, name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"policy {policy!r}: option {name} must be > 0, got {value!r}")
+@dataclass
+class PolicyOptions(Settings):
+    """Base of the typed options of one policy.
 
+    Subclasses set ``POLICY`` (the policy's name) and ``LR_FIELD`` (the option that the generic
+    ``lr`` argument sets). Errors name the policy: ``policy 'adabatch': option phase_epochs must
+    be a ...``, ``policy 'fixed' has no option(s) rate; valid options: lr``.
+    """
 
-def _lr_range(policy: str, lr_min: float, lr_max: float) -> None:
-    _positive(policy, "lr_min", lr_min)
-    if lr_max < lr_min:
-        raise ValueError(f"policy {policy!r}: lr_max ({lr_max}) is below lr_min ({lr_min})")
+    POLICY: ClassVar[str] = ""
+    LR_FIELD: ClassVar[str] = "lr"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.WHAT = f"policy {cls.POLICY!r}"
 
-def _batch_list(policy: str, sizes: Sequence[int]) -> None:
-    if not sizes:
-        raise ValueError(f"policy {policy!r}: batch_sizes is empty")
-    for b in sizes:
-        if int(b) != b or b < 1:
-            raise ValueError(f"policy {policy!r}: batch sizes must be integers >= 1, got {list(sizes)}")
+    def _where(self) -> str:
+        return f"policy {self.POLICY!r}: option "
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "") -> Any:
+        """The options from a dict; an unknown key is refused with the list of valid ones."""
+        if isinstance(data, Mapping):
+            valid = cls.field_names()
+            unknown = sorted(map(str, set(data) - set(valid)))
+            if unknown:
+                prefix = f"{where}: " if where else ""
+                raise ConfigError(
+                    f"{prefix}policy {cls.POLICY!r} has no option(s) {', '.join(unknown)}; "
+                    f"valid options: {', '.join(valid)}"
+                )
+            data = dict(data)
+        return super().from_dict(data, where=where)
+
+    # -- shared checks --------------------------------------------------------------------
+
+    def _positive(self, name: str) -> None:
+        value = getattr(self, name)
+        if not value > 0:
+            raise ConfigError(f"policy {self.POLICY!r}: option {name} must be > 0, got {value!r}")
+
+    def _lr_range(self) -> None:
+        self._positive("lr_min")
+        if self.lr_max < self.lr_min:
+            raise ConfigError(
+                f"policy {self.POLICY!r}: lr_max ({self.lr_max}) is below lr_min ({self.lr_min})"
+            )
+
+    def _batch_list(self, sizes: Sequence[int]) -> None:
+        if not sizes:
+            raise ConfigError(f"policy {self.POLICY!r}: batch_sizes is empty")
+        if any(b < 1 for b in sizes):
+            raise ConfigError(
+                f"policy {self.POLICY!r}: batch sizes must be integers >= 1, got {list(sizes)}"
+            )
 
 
 @dataclass
-class FixedOptions:
+class FixedOptions(PolicyOptions):
     """``fixed``: one learning rate for all of training."""
+
+    POLICY: ClassVar[str] = "fixed"
+    LR_FIELD: ClassVar[str] = "lr"
 
     lr: float = 1e-3
 
-    LR_FIELD: ClassVar[str] = "lr"
-
-    def __post_init__(self) -> None:
-        _positive("fixed", "lr", self.lr)
+    def validate(self) -> None:
+        self._positive("lr")
 
 
 @dataclass
-class ExpDecayOptions:
+class ExpDecayOptions(PolicyOptions):
     """``exp-decay``: ``lr * rate ** (step / decay_steps)``.
 
     The paper uses 2,000 steps (the authors' code 4,000). ``decay_every="epoch"`` decays once per
     ``decay_epochs`` epochs instead (0.96 per epoch is the Momentum CapsNets' Adam default);
     the rate is then constant within an epoch.
     """
+
+    POLICY: ClassVar[str] = "exp-decay"
+    LR_FIELD: ClassVar[str] = "lr"
 
     lr: float = 1e-3
     rate: float = 0.96
@@ -149,25 +192,26 @@ class ExpDecayOptions:
     decay_every: str = "step"
     decay_epochs: int = 1
 
-    LR_FIELD: ClassVar[str] = "lr"
-
-    def __post_init__(self) -> None:
-        _positive("exp-decay", "lr", self.lr)
+    def validate(self) -> None:
+        self._positive("lr")
         if not 0 < self.rate <= 1:
-            raise ValueError(f"policy 'exp-decay': option rate must be in (0, 1], got {self.rate}")
-        _positive("exp-decay", "decay_steps", self.decay_steps)
-        _positive("exp-decay", "decay_epochs", self.decay_epochs)
+            raise ConfigError(f"policy 'exp-decay': option rate must be in (0, 1], got {self.rate}")
+        self._positive("decay_steps")
+        self._positive("decay_epochs")
         if self.decay_every not in ("step", "epoch"):
-            raise ValueError(
+            raise ConfigError(
                 f"policy 'exp-decay': option decay_every must be 'step' or 'epoch', "
                 f"got {self.decay_every!r}"
             )
 
 
 @dataclass
-class OneCycleOptions:
+class OneCycleOptions(PolicyOptions):
     """``one-cycle``: up to ``lr_max`` at ``peak_fraction``, down to ``lr_min`` at
     ``end_fraction``, then annealed to ``lr_final`` over the rest."""
+
+    POLICY: ClassVar[str] = "one-cycle"
+    LR_FIELD: ClassVar[str] = "lr_max"
 
     lr_min: float = 1e-4
     lr_max: float = 1e-3
@@ -175,93 +219,93 @@ class OneCycleOptions:
     peak_fraction: float = 0.45
     end_fraction: float = 0.9
 
-    LR_FIELD: ClassVar[str] = "lr_max"
-
-    def __post_init__(self) -> None:
-        _lr_range("one-cycle", self.lr_min, self.lr_max)
-        _positive("one-cycle", "lr_final", self.lr_final)
+    def validate(self) -> None:
+        self._lr_range()
+        self._positive("lr_final")
         if not 0 < self.peak_fraction < self.end_fraction <= 1:
-            raise ValueError(
+            raise ConfigError(
                 "policy 'one-cycle': need 0 < peak_fraction < end_fraction <= 1, got "
                 f"peak_fraction={self.peak_fraction}, end_fraction={self.end_fraction}"
             )
 
 
 @dataclass
-class WarmRestartsOptions:
+class WarmRestartsOptions(PolicyOptions):
     """``warm-restarts`` (SGDR): cosine from ``lr_max`` to ``lr_min`` in cycles of
     ``cycle_epochs`` epochs (may be fractional), each ``cycle_mult`` times the previous."""
+
+    POLICY: ClassVar[str] = "warm-restarts"
+    LR_FIELD: ClassVar[str] = "lr_max"
 
     lr_min: float = 1e-4
     lr_max: float = 1e-3
     cycle_epochs: float = 1.0
     cycle_mult: float = 1.0
 
-    LR_FIELD: ClassVar[str] = "lr_max"
-
-    def __post_init__(self) -> None:
-        _lr_range("warm-restarts", self.lr_min, self.lr_max)
-        _positive("warm-restarts", "cycle_epochs", self.cycle_epochs)
+    def validate(self) -> None:
+        self._lr_range()
+        self._positive("cycle_epochs")
         if self.cycle_mult < 1:
-            raise ValueError(f"policy 'warm-restarts': cycle_mult must be >= 1, got {self.cycle_mult}")
+            raise ConfigError(f"policy 'warm-restarts': cycle_mult must be >= 1, got {self.cycle_mult}")
 
 
 @dataclass
-class AdaBatchOptions:
+class AdaBatchOptions(PolicyOptions):
     """``adabatch``: batch 1 for 3 epochs, then ``2**p``, ``2**(p+1)``, ``2**(p+2)`` every 5.
 
     ``batch_sizes`` (if given) replaces the sizes derived from ``p``; ``phase_epochs`` gives the
     length of every phase but the last (which runs to the end) and defaults to
     ``[3, 5, 5, ...]`` of the right length. The paper's P is 4 (batch 1, 16, 32, 64).
+    Once constructed, both hold the values in use (never ``None``).
     """
+
+    POLICY: ClassVar[str] = "adabatch"
+    LR_FIELD: ClassVar[str] = "lr"
 
     lr: float = 1e-3
     p: int = 4
     batch_sizes: tuple[int, ...] | None = None
     phase_epochs: tuple[int, ...] | None = None
 
-    LR_FIELD: ClassVar[str] = "lr"
-
-    def __post_init__(self) -> None:
-        _positive("adabatch", "lr", self.lr)
+    def validate(self) -> None:
+        self._positive("lr")
         if self.p < 0:
-            raise ValueError(f"policy 'adabatch': option p must be >= 0, got {self.p}")
+            raise ConfigError(f"policy 'adabatch': option p must be >= 0, got {self.p}")
+        # the derived defaults: filled in here, after the given values were converted
         if self.batch_sizes is None:
             self.batch_sizes = (1, 2**self.p, 2 ** (self.p + 1), 2 ** (self.p + 2))
-        self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
-        _batch_list("adabatch", self.batch_sizes)
+        self._batch_list(self.batch_sizes)
         if self.phase_epochs is None:
             self.phase_epochs = tuple([3] + [5] * (len(self.batch_sizes) - 2))[: len(self.batch_sizes) - 1]
-        self.phase_epochs = tuple(int(e) for e in self.phase_epochs)
         if len(self.phase_epochs) != len(self.batch_sizes) - 1:
-            raise ValueError(
+            raise ConfigError(
                 f"policy 'adabatch': phase_epochs gives the length of every phase but the last, so "
                 f"{len(self.batch_sizes)} batch_sizes need {len(self.batch_sizes) - 1} phase_epochs, "
                 f"got {list(self.phase_epochs)}"
             )
         if any(e < 1 for e in self.phase_epochs):
-            raise ValueError(f"policy 'adabatch': phase_epochs must be >= 1, got {list(self.phase_epochs)}")
+            raise ConfigError(f"policy 'adabatch': phase_epochs must be >= 1, got {list(self.phase_epochs)}")
 
 
 @dataclass
-class WarmAdaBatchOptions:
+class WarmAdaBatchOptions(PolicyOptions):
     """``warm-adabatch``: batch ``batch_sizes[0]`` with one cosine cycle over the first
     ``warm_epochs`` epochs, then ``batch_sizes[1]`` with a second cycle over all the rest."""
+
+    POLICY: ClassVar[str] = "warm-adabatch"
+    LR_FIELD: ClassVar[str] = "lr_max"
 
     lr_min: float = 1e-4
     lr_max: float = 1e-3
     warm_epochs: int = 3
-    batch_sizes: tuple[int, ...] = field(default=(1, 16))
+    batch_sizes: tuple[int, ...] = (1, 16)
 
-    LR_FIELD: ClassVar[str] = "lr_max"
-
-    def __post_init__(self) -> None:
-        _lr_range("warm-adabatch", self.lr_min, self.lr_max)
-        _positive("warm-adabatch", "warm_epochs", self.warm_epochs)
-        self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
-        _batch_list("warm-adabatch", self.batch_sizes)
+    def validate(self) -> None:
+        self._lr_range()
+        self._positive("warm_epochs")
+        self._batch_list(self.batch_sizes)
         if len(self.batch_sizes) != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"policy 'warm-adabatch': batch_sizes needs 2 values (warm phase, rest), "
                 f"got {list(self.batch_sizes)}"
             )
@@ -280,22 +324,19 @@ class Schedule:
     """
 
     policy: ClassVar[str] = ""
-    Options: ClassVar[type] = object
+    Options: ClassVar[type[PolicyOptions]] = PolicyOptions
 
-    def __init__(self, epochs: int, train_size: int, batch_size: int, options: Any):
-        if int(epochs) != epochs or epochs < 1:
-            raise ValueError(f"schedule {self.policy!r}: epochs must be an integer >= 1, got {epochs!r}")
-        if int(train_size) != train_size or train_size < 1:
-            raise ValueError(
-                f"schedule {self.policy!r}: train_size must be an integer >= 1, got {train_size!r}"
+    def __init__(self, epochs: int, train_size: int, batch_size: int, options: PolicyOptions | None = None):
+        self.epochs = self._count("epochs", epochs)
+        self.train_size = self._count("train_size", train_size)
+        self.base_batch_size = self._count("batch_size", batch_size)
+        if options is None:
+            options = self.Options()
+        elif not isinstance(options, self.Options):
+            raise ConfigError(
+                f"schedule {self.policy!r}: options must be {self.Options.__name__}, "
+                f"got {type(options).__name__}"
             )
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(
-                f"schedule {self.policy!r}: batch_size must be an integer >= 1, got {batch_size!r}"
-            )
-        self.epochs = int(epochs)
-        self.train_size = int(train_size)
-        self.base_batch_size = int(batch_size)
         self.options = options
         self._batch = [self._batch_size(e) for e in range(self.epochs)]
         self._steps = [math.ceil(self.train_size / b) for b in self._batch]
@@ -305,6 +346,17 @@ class Schedule:
             self._offset.append(self._offset[-1] + n)
 
     # -- bookkeeping ----------------------------------------------------------------------
+
+    def _count(self, name: str, value: Any) -> int:
+        """``value`` as an int >= 1 (an integral float is accepted), else :class:`ConfigError`."""
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not float(value).is_integer()
+            or value < 1
+        ):
+            raise ConfigError(f"schedule {self.policy!r}: {name} must be an integer >= 1, got {value!r}")
+        return int(value)
 
     def _batch_size(self, epoch: int) -> int:
         return self.base_batch_size
@@ -370,13 +422,14 @@ class Schedule:
         return self.lr(epoch, 0), self.lr(epoch, self._steps[epoch] - 1)
 
     def to_dict(self) -> dict:
-        """Everything needed to rebuild the schedule (:func:`schedule_from_dict`)."""
+        """Everything needed to rebuild the schedule: ``build_schedule(d["policy"],
+        d["epochs"], d["train_size"], d["batch_size"], options=d["options"])``."""
         return {
             "policy": self.policy,
             "epochs": self.epochs,
             "train_size": self.train_size,
             "batch_size": self.base_batch_size,
-            "options": {k: _plain(v) for k, v in dataclasses.asdict(self.options).items()},
+            "options": self.options.to_dict(),
             "total_steps": self.total_steps,
         }
 
@@ -385,10 +438,6 @@ class Schedule:
             f"{type(self).__name__}(epochs={self.epochs}, train_size={self.train_size}, "
             f"total_steps={self.total_steps}, options={self.options})"
         )
-
-
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
 
 
 class FixedSchedule(Schedule):
@@ -520,86 +569,34 @@ POLICIES: list[str] = list(_SCHEDULES)
 
 
 # --------------------------------------------------------------------------------------------
-# Building and option parsing
+# Building
 # --------------------------------------------------------------------------------------------
 
 
 def _schedule_class(policy: str) -> type[Schedule]:
     try:
         return _SCHEDULES[policy]
-    except KeyError:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown policy {policy!r}; choose one of {POLICIES}") from None
 
 
-def policy_options_class(policy: str) -> type:
-    """The option dataclass of ``policy``."""
+def policy_options_class(policy: str) -> type[PolicyOptions]:
+    """The options class of ``policy`` (:class:`ConfigError` for an unknown policy)."""
     return _schedule_class(policy).Options
 
 
-def _option_types(policy: str) -> dict[str, Any]:
+def make_policy_options(policy: str, options: Mapping[str, Any] | None = None, lr: float | None = None) -> PolicyOptions:
+    """The validated options of ``policy`` from a dict (values are converted to the declared
+    types: ``"3"`` -> 3, ``8`` -> ``(8,)`` for a list option, ``"yes"`` -> ``True``); ``lr`` (if
+    given) sets the policy's main learning rate (``lr`` or ``lr_max``) unless ``options`` sets it
+    explicitly. Unknown options and bad values raise :class:`ConfigError`."""
     cls = policy_options_class(policy)
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(policy: str, name: str, value: Any, hint: Any) -> Any:
-    """Convert ``value`` to the option's declared type (``int``, ``float``, ``bool``, ``str``,
-    ``tuple[int, ...]``, optionally ``| None``); a scalar becomes a 1-tuple for a list option."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
-    bad = ValueError(f"policy {policy!r}: option {name}={value!r} is not a valid {_type_name(hint)}")
-    if typing.get_origin(hint) is tuple:
-        items = value if isinstance(value, list | tuple) else [value]
-        return tuple(_coerce(policy, name, v, args[0]) for v in items)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _BOOLS:
-            return _BOOLS[value.lower()]
-        raise bad
-    if hint is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if hint is str:
-        return str(value)
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is tuple:
-        return f"comma-separated list of {typing.get_args(hint)[0].__name__}"
-    return getattr(hint, "__name__", str(hint))
-
-
-def make_policy_options(policy: str, options: dict | None = None, lr: float | None = None) -> Any:
-    """The validated option dataclass of ``policy`` from a dict; ``lr`` (if given) sets the
-    policy's main learning rate (``lr`` or ``lr_max``) unless ``options`` sets it explicitly."""
-    cls = policy_options_class(policy)
-    hints = _option_types(policy)
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(hints))
-    if unknown:
-        raise ValueError(
-            f"policy {policy!r} has no option(s) {', '.join(unknown)}; valid options: "
-            f"{', '.join(hints)}"
-        )
-    kwargs = {k: _coerce(policy, k, v, hints[k]) for k, v in options.items()}
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"policy {policy!r}: options must be a mapping of option=value, got {options!r}")
+    data = dict(options or {})
     if lr is not None:
-        kwargs.setdefault(cls.LR_FIELD, float(lr))
-    return cls(**kwargs)
+        data.setdefault(cls.LR_FIELD, lr)
+    return cls.from_dict(data)
 
 
 def build_schedule(
@@ -608,7 +605,7 @@ def build_schedule(
     train_size: int,
     batch_size: int = 128,
     lr: float | None = None,
-    **options: Any,
+    options: Mapping[str, Any] | None = None,
 ) -> Schedule:
     """The schedule of ``policy`` for ``epochs`` epochs over ``train_size`` images.
 
@@ -620,79 +617,13 @@ def build_schedule(
             ``warm-adabatch`` take theirs from the ``batch_sizes`` option instead).
         lr: the policy's main learning rate: ``lr`` of fixed / exp-decay / adabatch, ``lr_max``
             of one-cycle / warm-restarts / warm-adabatch. An explicit option wins over it.
-        **options: the policy's options (see its dataclass); unknown ones are refused.
-    """
-    return make_schedule(policy, epochs, train_size, batch_size, lr, options)
+        options: the policy's options as one dict (see its :class:`PolicyOptions` class), e.g.
+            from a config, :meth:`Schedule.to_dict` or
+            :func:`capslab.cli.options.parse_key_values`; unknown ones are refused.
 
-
-def make_schedule(
-    policy: str,
-    epochs: int,
-    train_size: int,
-    batch_size: int = 128,
-    lr: float | None = None,
-    options: dict | None = None,
-) -> Schedule:
-    """:func:`build_schedule` with the options as one dict.
-
-    Use this when the options come from a config or the command line: an option named ``lr``
-    (fixed, exp-decay, adabatch) cannot clash with the ``lr`` argument here, and it wins over it.
+    Raises:
+        ConfigError: an unknown policy or option, a bad option value, or ``epochs``,
+            ``train_size`` or ``batch_size`` not an integer >= 1.
     """
     cls = _schedule_class(policy)
     return cls(epochs, train_size, batch_size, make_policy_options(policy, options, lr))
-
-
-def schedule_from_dict(d: dict) -> Schedule:
-    """Rebuild a schedule from :meth:`Schedule.to_dict` (e.g. from a checkpoint's config)."""
-    cls = _schedule_class(d["policy"])
-    options = make_policy_options(d["policy"], d.get("options", {}))
-    return cls(d["epochs"], d["train_size"], d.get("batch_size", 128), options)
-
-
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _parse_scalar(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "yes", "on", "false", "no", "off"):
-        return _BOOLS[low]
-    if low in ("none", "null"):
-        return None
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_policy_options(items: Sequence[str] | None, policy: str | None = None) -> dict:
-    """Parse ``["key=value", ...]`` from the command line into an options dict.
-
-    Values become ints, floats, booleans (true/false/yes/no/on/off), ``None`` (none/null),
-    comma lists (``batch_sizes=8,64`` -> ``[8, 64]``) or strings; dashes in keys become
-    underscores. With ``policy`` the keys are checked against that policy's options and the
-    values converted to their declared types (``phase_epochs=1`` -> ``(1,)``).
-    """
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ValueError(f"policy option {item!r} is not of the form key=value")
-        if key in out:
-            raise ValueError(f"policy option {key!r} is given twice")
-        if "," in value:
-            out[key] = [_parse_scalar(v) for v in value.split(",") if v.strip()]
-        else:
-            out[key] = _parse_scalar(value)
-    if policy is not None:
-        hints = _option_types(policy)
-        unknown = sorted(set(out) - set(hints))
-        if unknown:
-            raise ValueError(
-                f"policy {policy!r} has no option(s) {', '.join(unknown)}; valid options: "
-                f"{', '.join(hints)}"
-            )
-        out = {k: _coerce(policy, k, v, hints[k]) for k, v in out.items()}
-    return out

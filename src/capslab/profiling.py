@@ -1,0 +1,162 @@
+"""Time and peak memory of a training step, measured the same way by ``capslab bench`` and
+``capslab memory``.
+
+* seconds: :func:`median_seconds`, the median of ``steps`` timed calls after ``warmup`` untimed
+  ones, the device synchronised around each call (CUDA), without the profiler.
+* peak memory of one training step (:func:`training_step_peak_bytes`): on CUDA
+  ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. On the CPU, which has
+  no allocator statistics, the same quantity is reconstructed inside the process: the bytes of
+  the live tensors that exist before the step (parameters, optimizer state, the batch:
+  :func:`persistent_bytes` + :func:`tensor_bytes`) plus the highest point of the running sum of
+  every allocation and free that the CPU allocator reports to ``torch.profiler``
+  (``profile_memory=True``) during the step (:func:`profiler_peak_bytes`). This counts tensor
+  bytes, as CUDA's counter does, and is not disturbed by the allocator's or the OS's caching
+  (RSS is).
+* activations saved for the backward pass (:func:`saved_activation_bytes`): the distinct
+  storages that ``torch.autograd.graph.saved_tensors_hooks`` sees, parameters excluded.
+
+Tensors are counted by distinct storage, so views and shared storages count once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+__all__ = [
+    "median_seconds",
+    "native_stderr_silenced",
+    "persistent_bytes",
+    "profiler_peak_bytes",
+    "saved_activation_bytes",
+    "tensor_bytes",
+    "training_step_peak_bytes",
+]
+
+
+def tensor_bytes(tensors: Iterable[object]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (anything else is ignored)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def persistent_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Parameters, buffers, gradients and optimizer state (distinct storages)."""
+    state = [v for st in optimizer.state.values() for v in st.values()]
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return tensor_bytes([*model.parameters(), *model.buffers(), *grads, *state])
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide the profiler backend's start/stop lines, which it writes straight to fd 2."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def profiler_peak_bytes(fn: Callable[[], object]) -> int:
+    """Highest running sum of CPU allocations minus frees while ``fn()`` runs (bytes, >= 0).
+
+    Reads the ``[memory]`` events that the CPU allocator reports to ``torch.profiler`` when
+    ``profile_memory=True`` (one event per allocation with its size, per free with minus it).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [
+        e for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
+    ]
+    events.sort(key=lambda e: e.start_ns())
+    running = peak = 0
+    for e in events:
+        running += e.nbytes()
+        peak = max(peak, running)
+    return peak
+
+
+def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: Sequence[torch.Tensor]) -> int:
+    """Bytes of the distinct storages that autograd saves while ``fn()`` builds its graph.
+
+    Storages of ``exclude`` (the parameters) are not counted. The graph is dropped afterwards.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in skip:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def median_seconds(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``steps`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synced)."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def training_step_peak_bytes(
+    train_step: Callable[[], object],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Sequence[torch.Tensor],
+    device: torch.device,
+) -> int:
+    """Peak bytes of tensors alive during one training step, gradients cleared beforehand.
+
+    CUDA: ``max_memory_allocated``. CPU: what exists when the step starts (parameters,
+    optimizer state, the batch) plus the peak of the step's own allocations.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        train_step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    baseline = persistent_bytes(model, optimizer) + tensor_bytes(batch)
+    return baseline + profiler_peak_bytes(train_step)

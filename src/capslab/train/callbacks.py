@@ -1,0 +1,151 @@
+"""Hooks into the training loop: the one small interface that progress display, TensorBoard,
+the time budget, the studies and the search plug into.
+
+The loop (:mod:`capslab.train.loop`) calls every :class:`Callback` at the start of a run, after
+every optimiser step and after every epoch's evaluation, and closes them at the end, also when
+the run fails. A callback may stop a run by raising (e.g. :class:`TimeBudget`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from capslab.errors import MissingDependencyError, TrainingTimeout
+
+if TYPE_CHECKING:
+    from capslab.train.config import TrainConfig
+
+
+@dataclass
+class StepInfo:
+    """One optimiser step: ``epoch`` (0-based), ``step`` within it and ``global_step``
+    (both 0-based), the learning rate and batch size it used, and its mean loss."""
+
+    epoch: int
+    step: int
+    global_step: int
+    steps_in_epoch: int
+    lr: float
+    batch_size: int
+    loss: float
+
+
+class Callback:
+    """Base class: override the hooks you need (each does nothing here)."""
+
+    def on_train_start(self, config: TrainConfig, start_epoch: int) -> None:
+        """Before the first epoch that will run (``start_epoch`` > 0 when resuming)."""
+
+    def on_step_end(self, step: StepInfo) -> None:
+        """After every optimiser step."""
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        """After an epoch's evaluation, once its metrics and checkpoint are written.
+        ``record`` is the epoch's line of ``metrics.jsonl``."""
+
+    def close(self) -> None:
+        """At the end of the run, finished or not."""
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions: ``LambdaCallback(on_epoch_end=fn)``."""
+
+    def __init__(self, on_step_end=None, on_epoch_end=None):
+        self._step, self._epoch = on_step_end, on_epoch_end
+
+    def on_step_end(self, step: StepInfo) -> None:
+        if self._step is not None:
+            self._step(step)
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        if self._epoch is not None:
+            self._epoch(record)
+
+
+class TimeBudget(Callback):
+    """Stop the run with :class:`TrainingTimeout` once ``seconds`` have passed since it began."""
+
+    def __init__(self, seconds: float, started: float | None = None):
+        self.seconds = seconds
+        self.started = time.perf_counter() if started is None else started
+
+    def on_step_end(self, step: StepInfo) -> None:
+        if time.perf_counter() - self.started > self.seconds:
+            raise TrainingTimeout(f"run exceeded its time limit of {self.seconds:g} s")
+
+
+class ProgressDisplay(Callback):
+    """A rich progress bar per epoch and one line per finished epoch."""
+
+    def __init__(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        )
+        self.task = None
+        self.epochs = 0
+        self.loss_sum = 0.0
+        self.best = (-1.0, 0)
+
+    def on_train_start(self, config: TrainConfig, start_epoch: int) -> None:
+        self.epochs = config.epochs
+        self.bar.start()
+
+    def on_step_end(self, step: StepInfo) -> None:
+        if step.step == 0:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(f"epoch {step.epoch + 1}/{self.epochs}",
+                                          total=step.steps_in_epoch, loss=0.0)
+            self.loss_sum = 0.0
+        self.loss_sum += step.loss
+        self.bar.update(self.task, advance=1, loss=self.loss_sum / (step.step + 1))
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        if record["test_accuracy"] > self.best[0]:
+            self.best = (record["test_accuracy"], record["epoch"])
+        self.bar.console.print(
+            f"epoch {record['epoch']}: test accuracy {100 * record['test_accuracy']:.2f}% "
+            f"(best {100 * self.best[0]:.2f}% @ {self.best[1]}), lr {record['lr']:.2e}, "
+            f"batch {record['batch_size']}, {record['images_per_second']:.0f} img/s"
+        )
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+class TensorBoardLogger(Callback):
+    """Per-step learning rate, batch size and loss, per-epoch metrics, in ``log_dir``."""
+
+    def __init__(self, log_dir: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "TensorBoard logging needs the tensorboard package: pip install 'capslab[tensorboard]'"
+            ) from exc
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def on_step_end(self, step: StepInfo) -> None:
+        self.writer.add_scalar("step/lr", step.lr, step.global_step)
+        self.writer.add_scalar("step/batch_size", step.batch_size, step.global_step)
+        self.writer.add_scalar("step/loss", step.loss, step.global_step)
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        for key in ("train_loss", "test_loss", "test_accuracy", "lr", "batch_size"):
+            self.writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,395 @@
+"""The training loop, as its phases: data, model and optimiser, resume, step, evaluate,
+checkpoint and log.
+
+``train(config)`` is what ``capslab train``, the studies and the architecture search all call.
+A run in ``config.out`` holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
+``summary.json``, ``last.pt`` / ``best.pt`` and PNG plots; ``resume=True`` continues from
+``last.pt`` and reaches the same result as an uninterrupted run with the same seed. Progress,
+TensorBoard, the time budget and the callers' own hooks are :mod:`~capslab.train.callbacks`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
+from capslab.errors import CheckpointError, NonFiniteLossError
+from capslab.experiments import SUMMARY_FILE, versioned, write_json
+from capslab.io import atomic_write_text
+from capslab.losses import capsule_loss
+from capslab.models import create_model
+from capslab.train.callbacks import (
+    Callback,
+    ProgressDisplay,
+    StepInfo,
+    TensorBoardLogger,
+    TimeBudget,
+)
+from capslab.train.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from capslab.train.config import TrainConfig
+from capslab.train.policies import Schedule, build_schedule
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# --------------------------------------------------------------------------- phase: data
+def prepare_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Load train/test splits and take the configured stratified subsets."""
+    train_set = load_dataset(config.dataset, "train", root=config.data_dir, download=config.download)
+    test_set = load_dataset(config.dataset, "test", root=config.data_dir, download=config.download)
+    if config.subset is not None and config.subset < len(train_set):
+        train_set = train_set.subset(stratified_subset(train_set.labels, config.subset, config.seed))
+    if config.test_subset is not None and config.test_subset < len(test_set):
+        test_set = test_set.subset(stratified_subset(test_set.labels, config.test_subset, config.seed))
+    return train_set, test_set
+
+
+# --------------------------------------------------------------------------- phase: model and optimiser
+def build_model(config: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The model of ``config`` with the dataset's shape, classes and statistics as defaults."""
+    options = {
+        "in_channels": info.channels,
+        "image_size": info.image_size,
+        "num_classes": info.num_classes,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        **config.model_options,
+    }
+    return create_model(config.model, **options)
+
+
+def build_optimizer(config: TrainConfig, params: Iterable[nn.Parameter], lr: float, total_steps: int):
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+    from pytorch_optimizer import Ranger21
+
+    # Ranger21 plans its warm-up and warm-down over the total number of optimiser steps
+    # (epochs x batches per epoch), not the batch size.
+    return Ranger21(params, num_iterations=total_steps, lr=lr, weight_decay=config.weight_decay)
+
+
+# --------------------------------------------------------------------------- phase: resume
+@dataclass
+class RunState:
+    """What a checkpoint restores: epochs done, optimiser steps, the best epoch, the history."""
+
+    epoch: int = 0
+    global_step: int = 0
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Append an epoch's record; ``True`` when it is the best so far."""
+        self.history.append(record)
+        self.epoch = record["epoch"]
+        if record["test_accuracy"] > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = record["test_accuracy"], record["epoch"]
+            return True
+        return False
+
+
+def open_run_folder(config: TrainConfig) -> Path | None:
+    """Create ``config.out``; refuse a folder that holds a run unless resuming."""
+    if config.out is None:
+        return None
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not config.resume and (out / "last.pt").exists():
+        raise CheckpointError(
+            f"{out} already holds a run (last.pt); resume it or choose another output folder"
+        )
+    return out
+
+
+def resume_state(config: TrainConfig, out: Path | None, model: nn.Module, optimizer, device) -> RunState:
+    """The state in ``out/last.pt`` loaded into ``model`` and ``optimizer`` when resuming,
+    else a fresh state."""
+    if out is None or not config.resume or not (out / "last.pt").exists():
+        return RunState()
+    last = out / "last.pt"
+    ckpt = load_checkpoint(last, map_location=device)
+    check_compatible(ckpt, config.identity(), last)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {last} does not fit model {config.model!r}: {exc}") from exc
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    return RunState(ckpt["epoch"], ckpt["global_step"], ckpt["best_accuracy"], ckpt["best_epoch"],
+                    list(ckpt["history"]))
+
+
+# --------------------------------------------------------------------------- phase: step
+def train_epoch(
+    config: TrainConfig, epoch: int, model: nn.Module, forward: nn.Module, optimizer,
+    schedule: Schedule, train_set: ImageDataset, state: RunState, device: torch.device,
+    callbacks: Sequence[Callback], out: Path | None,
+) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns the epoch's training metrics."""
+    batch_size = schedule.batch_size(epoch)
+    loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment, seed=config.seed)
+    loader.set_epoch(epoch)
+    model.train()
+    started = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0, 0
+    lr = schedule.lr(epoch, 0)
+    for step, (images, labels) in enumerate(loader):
+        lr = schedule.lr(epoch, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, labels = images.to(device), labels.to(device)
+        with _autocast(device, config.precision):
+            output = forward(images, labels)
+        loss, margin, recon = capsule_loss(
+            output.lengths.float(), labels,
+            None if output.reconstruction is None else output.reconstruction.float(),
+            images, config.reconstruction_weight,
+        )
+        if not torch.isfinite(loss):
+            last = None if out is None else out / "last.pt"
+            kept = f"; last good checkpoint: {last}" if last is not None and last.exists() else ""
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                f"(margin {margin.item()}, reconstruction {recon.item()}){kept}. "
+                "Try a lower learning rate."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = labels.shape[0]
+        loss_sum += loss.item() * n
+        correct += (output.lengths.detach().argmax(dim=1) == labels).sum().item()
+        seen += n
+        info = StepInfo(epoch, step, state.global_step, len(loader), lr, batch_size, loss.item())
+        state.global_step += 1
+        for cb in callbacks:
+            cb.on_step_end(info)
+    seconds = time.perf_counter() - started
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
+        "lr": lr,
+        "batch_size": batch_size,
+        "epoch_seconds": seconds,
+        "images_per_second": seen / seconds if seconds > 0 else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- phase: evaluate
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str = "cpu",
+    reconstruction_weight: float = 0.0005,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """Test loss and accuracy; the decoder reads the longest capsule (no target)."""
+    device = torch.device(device)
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        with _autocast(device, precision):
+            out = model(images)
+        loss, _, _ = capsule_loss(
+            out.lengths.float(), labels,
+            None if out.reconstruction is None else out.reconstruction.float(),
+            images, reconstruction_weight,
+        )
+        total_loss += loss.item() * labels.shape[0]
+        correct += (out.lengths.argmax(dim=1) == labels).sum().item()
+        seen += labels.shape[0]
+    return {"test_loss": total_loss / max(seen, 1), "test_accuracy": correct / max(seen, 1)}
+
+
+# --------------------------------------------------------------------------- phase: checkpoint and log
+def save_epoch(
+    out: Path, config: TrainConfig, model: nn.Module, optimizer, schedule: Schedule,
+    state: RunState, is_best: bool,
+) -> None:
+    """``metrics.jsonl`` (the whole history, rewritten atomically) and the checkpoints."""
+    atomic_write_text(out / METRICS_FILE,
+                      "".join(json.dumps(versioned("metrics", h)) + "\n" for h in state.history))
+    if not config.checkpoints:
+        return
+    payload = {
+        "model_name": config.model,
+        "model_options": _jsonable(getattr(model, "model_options", config.model_options)),
+        "identity": config.identity(),
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": _jsonable(schedule.to_dict()),
+        "rng": rng_state(),
+        "history": state.history,
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "best_accuracy": state.best_accuracy,
+        "best_epoch": state.best_epoch,
+    }
+    save_checkpoint(out / "last.pt", **payload)
+    if is_best:
+        save_checkpoint(out / "best.pt", **payload)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run's ``metrics.jsonl`` (empty if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def finish_run(out: Path, config: TrainConfig, model: nn.Module, test_set: ImageDataset,
+               summary: dict[str, Any], device: torch.device) -> None:
+    """Plots (curves, reconstructions) and ``summary.json``."""
+    history = summary["history"]
+    if config.plots and history:
+        from capslab.train.plots import plot_history, plot_reconstructions
+
+        plot_history(history, out / "curves.png")
+        if getattr(model, "decoder", None) is not None:
+            sample = test_set.subset(torch.arange(min(8, len(test_set))))
+            images, _ = next(iter(BatchLoader(sample, len(sample), shuffle=False)))
+            images = images.to(device)
+            model.eval()
+            with torch.no_grad():
+                recon = model(images).reconstruction
+            plot_reconstructions(images, recon, out / "reconstructions.png")
+    write_json(out / SUMMARY_FILE, "summary", summary)
+
+
+# --------------------------------------------------------------------------- the loop
+def default_callbacks(config: TrainConfig, out: Path | None, progress: bool, started: float) -> list[Callback]:
+    callbacks: list[Callback] = []
+    if progress:
+        callbacks.append(ProgressDisplay())
+    if config.tensorboard and out is not None:
+        callbacks.append(TensorBoardLogger(out / "tensorboard"))
+    if config.time_limit is not None:
+        callbacks.append(TimeBudget(config.time_limit, started))
+    return callbacks
+
+
+def train(
+    config: TrainConfig,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train ``config``; returns the summary (also written to ``out/summary.json``).
+
+    ``callbacks`` are called after each step and epoch besides the ones the config asks for
+    (progress display, TensorBoard, time budget).
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    train_set, test_set = prepare_data(config)
+    model = build_model(config, train_set.info).to(device)
+    schedule = build_schedule(config.policy, config.epochs, len(train_set), config.batch_size,
+                              config.lr, config.policy_options)
+    optimizer = build_optimizer(config, model.parameters(), schedule.lr(0, 0), schedule.total_steps)
+    out = open_run_folder(config)
+    state = resume_state(config, out, model, optimizer, device)
+    if out is not None:
+        write_json(out / "config.json", "config", config.to_dict())
+    hooks = [*default_callbacks(config, out, progress, started), *callbacks]
+    # checkpoints always hold the plain module's state dict; only the calls go through compile
+    forward = torch.compile(model) if config.compile else model
+    test_loader = BatchLoader(test_set, config.eval_batch_size, shuffle=False, augment=False,
+                              seed=config.seed)
+    try:
+        for cb in hooks:
+            cb.on_train_start(config, state.epoch)
+        for epoch in range(state.epoch, config.epochs):
+            record = train_epoch(config, epoch, model, forward, optimizer, schedule, train_set,
+                                 state, device, hooks, out)
+            record.update(evaluate(forward, test_loader, device, config.reconstruction_weight,
+                                   config.precision))
+            record["steps"] = state.global_step
+            is_best = state.add(record)
+            if out is not None:
+                save_epoch(out, config, model, optimizer, schedule, state, is_best)
+            for cb in hooks:
+                cb.on_epoch_end(record)
+    finally:
+        for cb in hooks:
+            cb.close()
+    history = state.history
+    summary = {
+        "best_test_accuracy": state.best_accuracy,
+        "best_epoch": state.best_epoch,
+        "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+        "total_seconds": sum(h["epoch_seconds"] for h in history),
+        "wall_seconds": time.perf_counter() - started,
+        "parameters": count_parameters(model),
+        "model": config.model,
+        "dataset": config.dataset,
+        "train_size": len(train_set),
+        "test_size": len(test_set),
+        "identity": config.identity(),
+        "config": config.to_dict(),
+        "history": history,
+    }
+    if out is not None:
+        finish_run(out, config, model, test_set, summary, device)
+    return summary
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint)``."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    model = create_model(ckpt["model_name"], **ckpt["model_options"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not match model {ckpt['model_name']!r}: {exc}") from exc
+    return model, ckpt

@@ -1,0 +1,101 @@
+"""``capslab.profiling``: the time and peak-memory measurement shared by bench and memory."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from capslab import profiling
+from capslab.profiling import (
+    median_seconds,
+    native_stderr_silenced,
+    persistent_bytes,
+    profiler_peak_bytes,
+    saved_activation_bytes,
+    tensor_bytes,
+    training_step_peak_bytes,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_profiler_peak_counts_live_bytes_exactly():
+    def work():
+        a = torch.empty(1_000_000, dtype=torch.uint8)
+        b = torch.empty(2_000_000, dtype=torch.uint8)
+        del a
+        c = torch.empty(500_000, dtype=torch.uint8)
+        del b, c
+
+    assert profiler_peak_bytes(work) == 3_000_000  # a and b together, not a + b + c
+
+
+def test_tensor_bytes_counts_each_storage_once():
+    a = torch.zeros(100)  # 400 bytes
+    b = torch.zeros(50, dtype=torch.uint8)
+    assert tensor_bytes([a, a[10:], a.view(10, 10), b, None, 3]) == 450
+    assert tensor_bytes([]) == 0
+
+
+def _linear_after_adam_step() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 4)).sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_persistent_bytes_are_parameters_gradients_and_adam_state():
+    model, optimizer = _linear_after_adam_step()
+    param_bytes = tensor_bytes(model.parameters())
+    assert param_bytes == 15 * 4
+    steps = tensor_bytes([st["step"] for st in optimizer.state.values()])
+    # parameters, their gradients and Adam's two moments, plus the step counters
+    assert persistent_bytes(model, optimizer) == 4 * param_bytes + steps
+    optimizer.zero_grad(set_to_none=True)
+    assert persistent_bytes(model, optimizer) == 3 * param_bytes + steps
+
+
+def test_saved_activation_bytes_excludes_the_parameters():
+    w = nn.Parameter(torch.randn(10))
+
+    def forward() -> torch.Tensor:
+        return (w * w).exp().sum()  # mul saves w (twice), exp saves its 40-byte result
+
+    assert saved_activation_bytes(forward, exclude=[w]) == 40
+    assert saved_activation_bytes(forward, exclude=[]) == 80
+
+
+def test_median_seconds_is_the_median_after_the_warmup(monkeypatch):
+    calls = []
+    clock = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0])  # durations 1, 3, 2
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: next(clock))
+    assert median_seconds(lambda: calls.append(1), steps=3, warmup=2, device=CPU) == 2.0
+    assert len(calls) == 5
+
+
+def test_training_step_peak_holds_the_start_state_and_the_new_gradients():
+    model, optimizer = _linear_after_adam_step()
+    batch = (torch.rand(32, 4),)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(batch[0]).pow(2).sum().backward()
+        optimizer.step()
+
+    optimizer.zero_grad(set_to_none=True)
+    start = persistent_bytes(model, optimizer) + tensor_bytes(batch)
+    peak = training_step_peak_bytes(train_step, model, optimizer, batch, CPU)
+    # the gradients are allocated during the step and still alive at its end
+    assert peak >= start + tensor_bytes(model.parameters())
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_native_stderr_silenced_hides_writes_to_fd_2(capfd):
+    with native_stderr_silenced():
+        os.write(2, b"hidden\n")
+    os.write(2, b"shown\n")
+    assert capfd.readouterr().err == "shown\n"
