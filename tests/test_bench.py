@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from capslab import bench
-from capslab.bench import BenchResult, Variant, bench_devices, measure_variant, run_benchmark, write_results
+from capslab.bench import (
+    BenchResult,
+    Variant,
+    bench_devices,
+    measure_variant,
+    run_benchmark,
+    write_results,
+)
 from capslab.errors import ConfigError
 from capslab.models import create_model
 

@@ -102,6 +102,8 @@ def test_config_is_coerced_and_validated_on_construction():
         MemoryConfig(device="tpu")
     with pytest.raises(ConfigError, match="no model takes option.* wings"):
         MemoryConfig(model_options={"wings": 2})
+    with pytest.raises(ConfigError, match="routing come from the memory settings"):
+        MemoryConfig(model_options={"routing": "sda"})  # a field of the config, not an option
     with pytest.raises(ConfigError, match="unknown memory setting.*colour"):
         MemoryConfig.from_dict({"colour": "red"})
 

@@ -7,15 +7,17 @@ import torch
 from typer.testing import CliRunner
 
 from capslab.cli.main import app
-from capslab.train import ConfigError, TrainConfig, load_model, train
-from capslab.train.checkpoint import CheckpointError, load_checkpoint
+from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
+from capslab.train import LambdaCallback, TrainConfig, load_model, train
+from capslab.train.checkpoint import load_checkpoint
 
 TINY = {"conv_channels": 16, "primary_types": 4}
 
 
 def tiny_config(out, **kw):
     base = dict(model="capsnet", model_options=TINY, dataset="mnist", epochs=2, batch_size=32,
-                subset=600, test_subset=200, out=str(out), seed=3, plots=False)
+                subset=600, test_subset=200, out=None if out is None else str(out), seed=3,
+                plots=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -49,7 +51,8 @@ def test_resume_reaches_the_same_result(mnist_root, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train(tiny_config(tmp_path / "cut"), progress=False, on_epoch=interrupt)
+        train(tiny_config(tmp_path / "cut"), progress=False,
+              callbacks=[LambdaCallback(on_epoch_end=interrupt)])
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     resumed = train(tiny_config(tmp_path / "cut", resume=True), progress=False)
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
@@ -62,12 +65,12 @@ def test_resume_refuses_other_config_and_existing_run(mnist_root, tmp_path):
     train(tiny_config(tmp_path / "r", epochs=1), progress=False)
     with pytest.raises(CheckpointError, match="another model or config.*lr"):
         train(tiny_config(tmp_path / "r", epochs=1, lr=0.5, resume=True), progress=False)
-    with pytest.raises(CheckpointError, match="--resume"):
+    with pytest.raises(CheckpointError, match="already holds a run.*resume it"):
         train(tiny_config(tmp_path / "r", epochs=1), progress=False)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_root, tmp_path, monkeypatch):
-    import capslab.train.trainer as trainer
+    import capslab.train.loop as trainer
 
     cfg = tiny_config(tmp_path / "n", epochs=2)
     real = trainer.capsule_loss
@@ -81,7 +84,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_root, tmp_path, mon
         return total, m, r
 
     monkeypatch.setattr(trainer, "capsule_loss", poisoned)
-    with pytest.raises(trainer.NonFiniteLossError, match="nan at epoch 2.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="nan at epoch 2.*last good checkpoint"):
         train(cfg, progress=False)
     ckpt = load_checkpoint(tmp_path / "n" / "last.pt")
     assert ckpt["epoch"] == 1
@@ -89,7 +92,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_root, tmp_path, mon
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="unknown config key.*bogus"):
+    with pytest.raises(ConfigError, match="unknown training setting.*bogus"):
         TrainConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="optimizer"):
         TrainConfig(optimizer="adamw2")
@@ -100,12 +103,17 @@ def test_config_errors():
 def test_corrupt_and_foreign_checkpoints(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="not a CapsLab checkpoint"):
         load_checkpoint(bad)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(CheckpointError, match="not a CapsLab checkpoint"):
         load_checkpoint(foreign)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"object": Stop()}, pickled)  # arbitrary objects: refused in one line, no advice
+    with pytest.raises(CheckpointError, match="not a CapsLab checkpoint") as info:
+        load_checkpoint(pickled)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_cli_train_then_eval(mnist_root, tmp_path):
@@ -122,8 +130,10 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
     assert json.loads(res.output)["images"] == 100
     res = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--dataset", "cifar10"])
     assert res.exit_code == 2 and "classes" in res.output
-    res = runner.invoke(app, ["train", "--model", "capsnet", "--model-opt", "bogus=1", "--epochs", "1"])
+    res = runner.invoke(app, ["train", "--model", "capsnet", "--model-opt", "bogus=1", "--epochs", "1",
+                              "--out", str(tmp_path / "never")])
     assert res.exit_code == 2 and "bogus" in res.output
+    assert not (tmp_path / "never").exists()
 
 
 def test_tensorboard_logs_per_step_lr_and_batch_size(mnist_root, tmp_path):
@@ -170,6 +180,71 @@ def test_cli_config_file_with_command_line_overrides(mnist_root, tmp_path):
     assert saved["model_options"] == {"conv_channels": 8, "primary_types": 3}  # merged per key
     assert (saved["subset"], saved["batch_size"], saved["seed"]) == (200, 50, 7)
     assert saved["epochs"] == 1  # from the file although the flag has a default
+    assert saved["format"] == "capslab-config" and saved["version"] == 1
+    # a run's own config.json can be given back (its format keys are not settings)
+    res = CliRunner().invoke(app, ["train", "--config", str(out / "config.json"), "--out",
+                                   str(tmp_path / "again"), "--quiet"])
+    assert res.exit_code == 0, res.output
     cfg.write_text(json.dumps({"bogus": 1}))
-    res = CliRunner().invoke(app, ["train", "--config", str(cfg)])
-    assert res.exit_code == 2 and "unknown config key(s): bogus" in res.output
+    res = CliRunner().invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "unknown training setting(s) bogus" in res.output
+    assert not (tmp_path / "b").exists()  # validated before anything is written
+
+
+def test_files_carry_format_and_version_and_identity(mnist_root, tmp_path):
+    summary = train(tiny_config(tmp_path / "v", epochs=1, subset=200, test_subset=100), progress=False)
+    saved = json.loads((tmp_path / "v" / "summary.json").read_text())
+    assert (saved["format"], saved["version"]) == ("capslab-summary", 1)
+    assert saved["identity"] == summary["identity"] == tiny_config("x", epochs=1, subset=200,
+                                                                   test_subset=100).identity()
+    assert "device" not in saved["identity"] and "out" not in saved["identity"]
+    line = json.loads((tmp_path / "v" / "metrics.jsonl").read_text().splitlines()[0])
+    assert (line["format"], line["version"], line["epoch"]) == ("capslab-metrics", 1, 1)
+    assert 0.0 <= line["test_accuracy"] <= 1.0  # a fraction in every file
+
+
+def test_callbacks_see_every_step_and_epoch_in_order(mnist_root, tmp_path):
+    from capslab.train import Callback
+
+    events = []
+
+    class Recorder(Callback):
+        def on_train_start(self, config, start_epoch):
+            events.append(("start", start_epoch))
+
+        def on_step_end(self, step):
+            events.append(("step", step.epoch, step.step, step.global_step, step.batch_size))
+
+        def on_epoch_end(self, record):
+            events.append(("epoch", record["epoch"], record["steps"]))
+
+        def close(self):
+            events.append(("close",))
+
+    train(tiny_config(None, epochs=2, subset=100, test_subset=50, batch_size=40),
+          progress=False, callbacks=[Recorder()])
+    steps = [e for e in events if e[0] == "step"]
+    assert events[0] == ("start", 0) and events[-1] == ("close",)
+    assert [s[3] for s in steps] == list(range(6))  # ceil(100 / 40) = 3 steps per epoch
+    assert [(s[1], s[2]) for s in steps] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert [e for e in events if e[0] == "epoch"] == [("epoch", 1, 3), ("epoch", 2, 6)]
+
+
+def test_time_budget_stops_a_run(mnist_root, tmp_path):
+    from capslab.errors import TrainingTimeout
+
+    with pytest.raises(TrainingTimeout, match="time limit"):
+        train(tiny_config(None, epochs=50, time_limit=0.01), progress=False)
+
+
+def test_run_or_reuse_by_identity(mnist_root, tmp_path):
+    from capslab.errors import RunMismatchError
+    from capslab.experiments import run_or_reuse
+
+    cfg = tiny_config(tmp_path / "r", epochs=1, subset=200, test_subset=100)
+    first = run_or_reuse(cfg, progress=False)
+    assert not first.reused
+    again = run_or_reuse(cfg.replace(device="cpu", plots=True), progress=False)  # same identity
+    assert again.reused and again.summary["history"] == first.summary["history"]
+    with pytest.raises(RunMismatchError, match=r"other settings \(epochs\)"):
+        run_or_reuse(cfg.replace(epochs=2), progress=False)

@@ -47,6 +47,7 @@ __all__ = [
     "MemoryReport",
     "Measurement",
     "MiB",
+    "OWN_MODEL_OPTIONS",
     "REPORT_KIND",
     "fit_line",
     "measure",
@@ -62,6 +63,11 @@ __all__ = [
 #: models that take ``num_blocks``; any other model is measured once and drawn flat
 BLOCK_MODELS = ("rescapsnet", "mocapsnet")
 MiB = 2**20
+#: model options that :func:`model_at_depth` sets from a :class:`MemoryConfig` field
+OWN_MODEL_OPTIONS = {
+    "in_channels": "dataset_shape", "image_size": "dataset_shape", "num_classes": "num_classes",
+    "routing": "routing", "num_blocks": "blocks", "gamma": "gamma",
+}
 #: ``memory.json`` is a ``capslab-memory`` document (:func:`capslab.experiments.write_json`)
 REPORT_KIND = "memory"
 
@@ -121,12 +127,17 @@ class MemoryConfig(Settings):
             raise ConfigError(f"steps must be >= 1 and warmup >= 0, got {self.steps} and {self.warmup}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {self.device!r}")
+        owned = sorted(set(self.model_options) & set(OWN_MODEL_OPTIONS))
+        if owned:
+            raise ConfigError(
+                f"model option(s) {', '.join(owned)} come from the memory settings; set "
+                + ", ".join(sorted({OWN_MODEL_OPTIONS[k] for k in owned})) + " instead"
+            )
         every = set().union(*(model_options(m) for m in self.models))
         unknown = sorted(set(self.model_options) - every)
         if unknown and not every & {"options", "kwargs"}:
-            raise ConfigError(
-                f"no model takes option(s) {', '.join(unknown)}; valid: {', '.join(sorted(every))}"
-            )
+            valid = sorted(every - set(OWN_MODEL_OPTIONS))
+            raise ConfigError(f"no model takes option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
 
     def resolved_device(self) -> torch.device:
         """The device to measure on (``auto``: CUDA when present); CUDA asked for on a machine

@@ -49,7 +49,14 @@ def memory(
     --model-opt options it takes (e.g. conv_channels=32, block_dim=2, decoder=false).
     """
     from capslab.experiments import versioned
-    from capslab.memory import REPORT_KIND, MemoryConfig, plan, render_table, run_memory_study, write_report
+    from capslab.memory import (
+        REPORT_KIND,
+        MemoryConfig,
+        plan,
+        render_table,
+        run_memory_study,
+        write_report,
+    )
 
     config = MemoryConfig(
         models=tuple(split_list(models, "models")),
@@ -69,7 +76,13 @@ def memory(
     if quiet:
         report = run_memory_study(config)
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True) as progress:

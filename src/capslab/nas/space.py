@@ -22,8 +22,8 @@ from capslab.genotype import (
     LayerKind,
     repair,
     valid_skips,
-    validate,
 )
+from capslab.genotype import validate as validate_genotype
 from capslab.settings import Settings
 
 FAMILIES = ("sabour", "deepcaps")
@@ -126,7 +126,7 @@ class SearchSpace(Settings):
     def check_genotype(self, g: Genotype) -> Genotype:
         """Raise GenotypeError unless ``g`` is buildable and inside this space's structure
         (input shape, classes, layer counts, a fully connected class stage)."""
-        validate(g, in_channels=self.in_channels, image_size=self.image_size)
+        validate_genotype(g, in_channels=self.in_channels, image_size=self.image_size)
         if g.resize not in self.resizes:
             raise GenotypeError(f"field resize {g.resize} is not one of {list(self.resizes)}")
         last = g.layers[-1]

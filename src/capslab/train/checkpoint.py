@@ -61,7 +61,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # a pickle of arbitrary objects: PyTorch's advice to load it unsafely is not ours to give
-        raise CheckpointError(f"{path} is not a CapsLab checkpoint (it holds pickled objects)") from None
+        raise CheckpointError(
+            f"{path} is not a CapsLab checkpoint (not a tensor file, or one holding pickled objects)"
+        ) from None
     except Exception as exc:  # corrupt zip, truncated file
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
