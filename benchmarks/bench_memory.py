@@ -1,7 +1,7 @@
 """Memory and time of a training step against depth: CapsNet, ResCapsNet, MoCapsNet.
 
     .venv/bin/python benchmarks/bench_memory.py [--blocks 1-8] [--batch-size 128] [--device auto]
-        [--routing rba] [--out results/memory] [--quick]
+        [--routing rba] [--out runs/memory] [--quick]
 
 The same measurement as ``capslab memory`` (shared code in ``capslab.memory``); prints the
 table and checks the paper's claim on the per-block slopes: MoCapsNet's saved activations do
@@ -15,7 +15,8 @@ import argparse
 
 from rich.console import Console
 
-from capslab.memory import MemoryConfig, parse_blocks, render_table, run_memory_study, write_report
+from capslab.cli.options import parse_int_list
+from capslab.memory import MemoryConfig, render_table, run_memory_study, write_report
 
 QUICK = dict(conv_channels=4, primary_types=2, block_dim=2, class_dim=4, decoder=False)
 
@@ -27,11 +28,11 @@ def main() -> None:
     parser.add_argument("--routing", default="rba")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--out", default="results/memory")
+    parser.add_argument("--out", default="runs/memory")
     parser.add_argument("--quick", action="store_true", help="tiny network, 1x20x20 images")
     args = parser.parse_args()
     config = MemoryConfig(
-        blocks=parse_blocks(args.blocks), batch_size=args.batch_size, routing=args.routing,
+        blocks=parse_int_list(args.blocks, "blocks"), batch_size=args.batch_size, routing=args.routing,
         device=args.device, steps=args.steps,
         dataset_shape=(1, 20, 20) if args.quick else (1, 28, 28),
         model_options=QUICK if args.quick else {},
@@ -42,7 +43,7 @@ def main() -> None:
             f"{m.model} {m.blocks or '-'}: {m.peak_mib:.1f} MiB, {m.train_seconds:.3f} s/step"))
     console.print(render_table(report))
     paths = write_report(report, args.out)
-    console.print("written: " + ", ".join(paths.values()))
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))
     cmp = report.comparison()
     if cmp is not None:
         fits = report.fits()

@@ -240,7 +240,7 @@ def test_fixed_point_conversion_and_limits():
 
 def test_reversible_stack_saves_nothing_per_block():
     """Saved-for-backward bytes stay the same from 1 to 4 blocks; the plain stack's grow."""
-    from capslab.memory import saved_activation_bytes
+    from capslab.profiling import saved_activation_bytes
 
     x = torch.randn(16, 8, 4, requires_grad=True)
     sizes = {}

@@ -4,6 +4,7 @@ hand-made fronts, determinism, the journal, resume after a crash, duplicates, fa
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 
@@ -18,7 +19,8 @@ from capslab.nas.journal import FAILED_OBJECTIVES, Journal, database_url
 from capslab.nas.parallel import make_pool
 from capslab.nas.problem import CachedEvaluations
 from capslab.nas.report import pareto_front
-from capslab.nas.search import ResumeError, SearchConfig, resume, run_search
+from capslab.errors import NonFiniteLossError, RunMismatchError
+from capslab.nas.search import SearchConfig, resume, run_search
 from capslab.nas.space import SearchSpace, genotype_key, sample
 
 SMALL = dict(generations=4, population=6, offspring=6, seed=3)
@@ -46,7 +48,7 @@ class Counting:
 
 
 def _config(**kw):
-    return SearchConfig(dataset="mnist", **{**SMALL, **kw})
+    return SearchConfig(training={"model": "genotype", "dataset": "mnist"}, **{**SMALL, **kw})
 
 
 # ---------------------------------------------------------------------- NSGA-II building blocks
@@ -141,7 +143,7 @@ def test_resume_after_a_crash_gives_the_same_front(tmp_path):
 def test_resume_refuses_a_changed_configuration(tmp_path):
     cfg = _config(generations=1)
     run_search(cfg, tmp_path / "run", evaluator=Counting(cfg.build_space()))
-    with pytest.raises(FileExistsError, match="resume"):
+    with pytest.raises(RunMismatchError, match="already holds a search; resume it"):
         run_search(cfg, tmp_path / "run", evaluator=Counting(cfg.build_space()))
     import json
 
@@ -149,9 +151,9 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
     info = json.loads(path.read_text())
     info["config"]["seed"] = 99
     path.write_text(json.dumps(info))
-    with pytest.raises(ResumeError, match="does not match"):
+    with pytest.raises(RunMismatchError, match="does not match"):
         resume(tmp_path / "run", evaluator=Counting(cfg.build_space()))
-    with pytest.raises(ResumeError, match="not a search run folder"):
+    with pytest.raises(RunMismatchError, match="not a search run folder"):
         resume(tmp_path / "nothing")
 
 
@@ -197,7 +199,6 @@ def _slow(genotype, time_limit=None):
 
 
 def _nan_loss(genotype, time_limit=None):
-    from capslab.train import NonFiniteLossError
 
     raise NonFiniteLossError("loss became nan at epoch 1, step 3")
 
@@ -342,37 +343,35 @@ def test_journal_rows(tmp_path):
 
 
 # ---------------------------------------------------------------------- finalize
-def test_finalize_reuses_a_network_only_when_reuse_accepts_it(tmp_path):
-    import json as _json
-
-    from capslab.nas.report import finalize, summary_matches
+def test_finalize_reuses_a_network_only_with_the_same_settings(tmp_path):
+    from capslab.experiments import write_json
+    from capslab.nas.report import finalize
+    from capslab.train import TrainingSettings
 
     space = SearchSpace()
     g = sample(space, np.random.default_rng(4))
     rec = Evaluator(fake_accuracy, space=space)(g)
     calls = []
 
-    def train_fn(epochs):
-        def fn(genotype, run_dir):
-            calls.append(epochs)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            summary = {"best_test_accuracy": 0.5 + epochs / 100, "config": {"epochs": epochs},
-                       "history": [{}] * epochs}
-            (run_dir / "summary.json").write_text(_json.dumps(summary))
-            return summary
-        return fn
+    def fake_train(config, progress=False):
+        calls.append(config.epochs)
+        summary = {"best_test_accuracy": 0.5 + config.epochs / 100, "identity": config.identity(),
+                   "history": [{}] * config.epochs, "parameters": 10, "total_seconds": 1.0}
+        write_json(f"{config.out}/summary.json", "summary", summary)
+        return summary
 
-    def reuse(epochs):
-        return lambda genotype, summary: summary_matches(summary, {"epochs": epochs})
-
-    finalize([rec], tmp_path, train_fn(1), reuse=reuse(1))
-    rows = finalize([rec], tmp_path, train_fn(1), reuse=reuse(1))
-    assert calls == [1] and rows[0]["epochs"] == 1  # same settings: reused
-    rows = finalize([rec], tmp_path, train_fn(3), reuse=reuse(3))
-    assert calls == [1, 3] and rows[0]["epochs"] == 3  # other settings: trained again
-    assert summary_matches({"config": {"epochs": 3, "x": 1}}, {"epochs": 3})
-    assert not summary_matches({"config": {"epochs": 3}}, {"epochs": 3, "lr": None})
-    assert not summary_matches({}, {"epochs": 3})
+    one = TrainingSettings(model="genotype", epochs=1)
+    finalize([rec], tmp_path, one, train_fn=fake_train, progress=False)
+    rows = finalize([rec], tmp_path, one.replace(device="cpu"), train_fn=fake_train, progress=False)
+    assert calls == [1] and rows[0]["epochs"] == 1 and rows[0]["accuracy"] == 0.51  # reused
+    # other settings: refused, not passed off as the new result nor trained over
+    with pytest.raises(RunMismatchError, match=r"other settings \(epochs\)"):
+        finalize([rec], tmp_path, one.replace(epochs=3), train_fn=fake_train, progress=False)
+    rows = finalize([rec], tmp_path / "three", one.replace(epochs=3), train_fn=fake_train,
+                    progress=False)
+    assert calls == [1, 3] and rows[0]["epochs"] == 3
+    saved = json.loads((tmp_path / "three" / "final.json").read_text())
+    assert saved["format"] == "capslab-final" and saved["rows"][0]["name"] == "NASCaps-1"
 
 
 def test_front_table_shows_failed_candidates():

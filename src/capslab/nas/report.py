@@ -233,14 +233,17 @@ def finalize(
     its row and the others go on.
     """
     out = Path(out_dir)
+    genotypes = [Genotype.from_nascaps(rec.genotype_nascaps) for rec in front]
+    configs = [
+        TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.to_nascaps()}),
+                       out=str(out / f"NASCaps-{i + 1}"))
+        for i, g in enumerate(genotypes)
+    ]
+    for config in configs:  # a folder of other settings is refused before anything trains
+        finished_summary(config)
     rows = []
-    for i, rec in enumerate(front):
-        g = Genotype.from_nascaps(rec.genotype_nascaps)
+    for i, (rec, g, config) in enumerate(zip(front, genotypes, configs, strict=True)):
         name = f"NASCaps-{i + 1}"
-        config = TrainConfig.of(
-            training.replace(model="genotype", model_options={"genotype": g.to_nascaps()}),
-            out=str(out / name),
-        )
         outcome, reason = run_or_failure(config, train_fn, progress=progress)
         summary = outcome.summary if outcome is not None else {}
         row = {
