@@ -2,13 +2,9 @@
 
 import json
 
-import pytest
-import typer
 from typer.testing import CliRunner
 
-from capslab.cli.common import friendly_errors
 from capslab.cli.main import app
-from capslab.errors import DownloadError
 from capslab.genotype import DEEPCAPS_GENOTYPE, save_genotype
 
 runner = CliRunner()
@@ -45,20 +41,3 @@ def test_unknown_model_and_option_errors_are_one_line():
     assert res.exit_code == 2 and "unknown model 'nope'" in res.output
     res = runner.invoke(app, ["info", "--model-opt", "bogus=1"])
     assert res.exit_code == 2 and "bogus" in res.output
-
-
-def test_library_errors_become_one_line_and_exit_code_2():
-    @friendly_errors
-    def offline():
-        raise DownloadError("could not download train_32x32.mat (offline?)")
-
-    with pytest.raises(typer.Exit) as exit_info:
-        offline()
-    assert exit_info.value.exit_code == 2
-
-    @friendly_errors
-    def bug():
-        raise ZeroDivisionError("a real bug keeps its traceback")
-
-    with pytest.raises(ZeroDivisionError):
-        bug()

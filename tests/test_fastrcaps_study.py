@@ -8,9 +8,11 @@ import json
 
 import pytest
 
+from capslab.cli.study import split_policy_options
+from capslab.errors import ConfigError, RunMismatchError
+from capslab.experiments import table_csv
 from capslab.studies.fastrcaps import (
     StudyConfig,
-    StudyError,
     build_table,
     epochs_to_target,
     mean_curve,
@@ -19,9 +21,7 @@ from capslab.studies.fastrcaps import (
     plot_pareto,
     run_study,
     select_configuration,
-    split_policy_options,
     summarize_configuration,
-    table_csv,
     table_markdown,
 )
 from capslab.train.policies import build_schedule
@@ -44,19 +44,19 @@ def test_mean_curve_and_epochs_to_target():
     assert epochs_to_target([0.6, 0.8, 0.8], 0.8) == 2
     assert epochs_to_target([0.6, 0.8, 0.8], 0.81) is None
     assert epochs_to_target([0.9], 0.5) == 1
-    with pytest.raises(StudyError, match="different lengths"):
+    with pytest.raises(ConfigError, match="different lengths"):
         mean_curve([history([0.5]), history([0.5, 0.6])])
 
 
 def test_summarize_configuration():
     h = [history([0.90, 0.95, 0.94], [10.0, 2.0, 2.0]), history([0.92, 0.93, 0.96], [12.0, 2.0, 2.0])]
     row = summarize_configuration(h, parameters=1000, target=0.935)
-    # per-run bests 0.95 and 0.96: mean 95.5 %, sample std 0.707 points
-    assert row["best_acc_mean"] == pytest.approx(95.5)
-    assert row["best_acc_std"] == pytest.approx(100 * 0.01 / 2**0.5)
+    # per-run bests 0.95 and 0.96: mean 95.5 %, sample std 0.707 points (fractions in the row)
+    assert row["best_acc_mean"] == pytest.approx(0.955)
+    assert row["best_acc_std"] == pytest.approx(0.01 / 2**0.5)
     # mean curve 0.91, 0.94, 0.95: peak at epoch 3, target reached at epoch 2
     assert row["best_epoch"] == 3
-    assert row["peak_mean_acc"] == pytest.approx(95.0)
+    assert row["peak_mean_acc"] == pytest.approx(0.95)
     assert row["epochs_to_target"] == 2
     # mean epoch seconds 11, 2, 2: measured time is cumulative, the paper's is epochs x mean
     assert row["seconds_to_target"] == pytest.approx(13.0)
@@ -86,11 +86,11 @@ def test_pareto_mask_hand_made():
 
 
 ROWS = [
-    {"policy": "fixed", "variant": "baseline", "best_acc_mean": 99.37, "train_time_paper_s": 1421.0, "parameters": 8_215_568},
-    {"policy": "warm-adabatch", "variant": "baseline", "best_acc_mean": 99.45, "train_time_paper_s": 1307.0, "parameters": 8_215_568},
-    {"policy": "warm-restarts", "variant": "baseline", "best_acc_mean": 99.44, "train_time_paper_s": 308.0, "parameters": 8_215_568},
-    {"policy": "warm-adabatch", "variant": "ws", "best_acc_mean": 99.38, "train_time_paper_s": 900.0, "parameters": 6_708_240},
-    {"policy": "fixed", "variant": "ws", "best_acc_mean": 99.26, "train_time_paper_s": 200.0, "parameters": 6_708_240},
+    {"policy": "fixed", "variant": "baseline", "best_acc_mean": 0.9937, "train_time_paper_s": 1421.0, "parameters": 8_215_568},
+    {"policy": "warm-adabatch", "variant": "baseline", "best_acc_mean": 0.9945, "train_time_paper_s": 1307.0, "parameters": 8_215_568},
+    {"policy": "warm-restarts", "variant": "baseline", "best_acc_mean": 0.9944, "train_time_paper_s": 308.0, "parameters": 8_215_568},
+    {"policy": "warm-adabatch", "variant": "ws", "best_acc_mean": 0.9938, "train_time_paper_s": 900.0, "parameters": 6_708_240},
+    {"policy": "fixed", "variant": "ws", "best_acc_mean": 0.9926, "train_time_paper_s": 200.0, "parameters": 6_708_240},
 ]
 
 
@@ -101,9 +101,9 @@ def test_select_configuration_goals():
     assert select_configuration(ROWS, "params") == 3  # fewest parameters, the more accurate of two
     assert select_configuration(ROWS, "params", tolerance=0.01) == 1  # only 99.45 qualifies
     assert select_configuration(ROWS, "params", tolerance=0.1) == 3
-    with pytest.raises(StudyError, match="goal must be one of"):
+    with pytest.raises(ConfigError, match="goal must be one of"):
         select_configuration(ROWS, "energy")
-    with pytest.raises(StudyError, match="tolerance"):
+    with pytest.raises(ConfigError, match="tolerance"):
         select_configuration(ROWS, "time", tolerance=-1)
 
 
@@ -127,7 +127,7 @@ def test_build_table_uses_the_baseline_peak_as_target():
     rows, target = build_table({("fixed", "ws"): configs[("fixed", "ws")]})
     assert target is None and rows[0]["epochs_to_target"] is None
 
-    text = table_csv(rows)
+    text = table_csv(rows, list(rows[0]))
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert parsed[0]["policy"] == "fixed" and parsed[0]["epochs_to_target"] == ""
     md = table_markdown(build_table(configs)[0], 0.9)
@@ -143,7 +143,7 @@ def test_plots_from_synthetic_histories(tmp_path):
     }
     rows, _ = build_table(configs)
     p = plot_pareto(rows, tmp_path / "pareto.png")
-    schedules = {"warm-adabatch": build_schedule("warm-adabatch", 3, 100, warm_epochs=1, batch_sizes=[4, 16])}
+    schedules = {"warm-adabatch": build_schedule("warm-adabatch", 3, 100, options={"warm_epochs": 1, "batch_sizes": [4, 16]})}
     c = plot_curves({k: v[0] for k, v in configs.items()}, tmp_path / "curves.png", schedules)
     for path in (p, c):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
@@ -159,26 +159,31 @@ def test_split_policy_options():
         ["fixed", "adabatch", "warm-adabatch", "one-cycle"],
     )
     assert opts == {
-        "adabatch": {"batch_sizes": (8, 64)},
-        "warm-adabatch": {"batch_sizes": (8, 64), "warm_epochs": 1, "lr_min": 1e-5},
+        "adabatch": {"batch_sizes": [8, 64]},
+        "warm-adabatch": {"batch_sizes": [8, 64], "warm_epochs": 1, "lr_min": 1e-5},
         "one-cycle": {"lr_min": 1e-5},
     }
-    with pytest.raises(StudyError, match="none of the policies"):
+    # the study holds them as the policies' declared types
+    study = StudyConfig(policies=("fixed", "adabatch", "warm-adabatch", "one-cycle"), policy_options=opts)
+    assert study.policy_options["warm-adabatch"]["batch_sizes"] == (8, 64)
+    with pytest.raises(ConfigError, match="none of the policies"):
         split_policy_options(["cycle_mult=2"], ["fixed", "adabatch"])
-    with pytest.raises(StudyError, match="not in the study"):
+    with pytest.raises(ConfigError, match="not in the study"):
         split_policy_options(["one-cycle:lr_min=1e-5"], ["fixed"])
-    with pytest.raises(ValueError, match="valid options"):
-        split_policy_options(["fixed:rate=0.5"], ["fixed"])
+    with pytest.raises(ConfigError, match="valid options"):
+        StudyConfig(policies=("fixed",), policy_options=split_policy_options(["fixed:rate=0.5"], ["fixed"]))
 
 
 def test_study_config_validation():
-    with pytest.raises(StudyError, match="unknown policy"):
+    with pytest.raises(ConfigError, match="unknown policy"):
         StudyConfig(policies=("fixed", "cosine"))
-    with pytest.raises(StudyError, match="unknown model variant"):
+    with pytest.raises(ConfigError, match="unknown model variant"):
         StudyConfig(variants=("tiny",))
-    with pytest.raises(StudyError, match="no option"):
+    with pytest.raises(ConfigError, match="no option"):
         StudyConfig(policies=("fixed",), policy_options={"fixed": {"rate": 0.5}})
-    cfg = StudyConfig(epochs=2, repeats=2, policies=("fixed", "adabatch"), out="/tmp/x",
+    with pytest.raises(ConfigError, match="unknown training setting"):
+        StudyConfig(training={"epoch": 2})
+    cfg = StudyConfig(training={"epochs": 2}, repeats=2, policies=("fixed", "adabatch"), out="/tmp/x",
                       policy_options={"adabatch": {"batch_sizes": (8, 32), "phase_epochs": (1,)}})
     assert len(cfg.runs()) == 2 * 2 * 2
     tc = cfg.train_config("adabatch", "ws", 1)
@@ -190,21 +195,19 @@ def test_study_config_validation():
 def fake_trainer(calls):
     """Writes a summary like the trainer's; accuracy rises faster for warm-adabatch."""
 
-    def train(config, progress=False, on_epoch=None):
-        from pathlib import Path
+    def train(config, progress=False, callbacks=()):
+        from capslab.experiments import write_json
 
         calls.append((config.policy, config.model_options.get("weight_sharing", False), config.seed))
         speed = 0.3 if config.policy == "warm-adabatch" else 0.1
         hist = history([min(0.99, 0.5 + speed * (e + 1)) for e in range(config.epochs)], 2.0)
         for record in hist:
-            if on_epoch:
-                on_epoch(record)
+            for cb in callbacks:
+                cb.on_epoch_end(record)
         summary = {"best_test_accuracy": max(h["test_accuracy"] for h in hist), "history": hist,
                    "parameters": 50 if config.model_options else 60, "train_size": 100,
-                   "config": config.to_dict()}
-        out = Path(config.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, default=list))
+                   "config": config.to_dict(), "identity": config.identity()}
+        write_json(f"{config.out}/summary.json", "summary", summary)
         return summary
 
     return train
@@ -212,11 +215,11 @@ def fake_trainer(calls):
 
 def test_run_study_resumes_and_writes_files(tmp_path):
     calls = []
-    cfg = StudyConfig(epochs=3, repeats=2, policies=("fixed", "warm-adabatch"), out=str(tmp_path))
+    cfg = StudyConfig(training={"epochs": 3}, repeats=2, policies=("fixed", "warm-adabatch"), out=str(tmp_path))
     result = run_study(cfg, progress=False, train_fn=fake_trainer(calls), plots=False)
     assert result.trained == 8 and result.reused == 0 and len(calls) == 8
     assert result.choice["policy"] == "warm-adabatch"
-    for name in ("results.csv", "results.md", "study.json"):
+    for name in ("study.csv", "study.md", "study.json"):
         assert (tmp_path / name).stat().st_size > 0
     # a second call trains nothing; a goal change only re-selects
     result = run_study(cfg, goal="params", progress=False, train_fn=fake_trainer(calls), plots=False)
@@ -224,24 +227,28 @@ def test_run_study_resumes_and_writes_files(tmp_path):
     assert result.choice["variant"] == "ws"
     saved = json.loads((tmp_path / "study.json").read_text())
     assert saved["goal"] == "params" and len(saved["rows"]) == 4
+    assert (saved["format"], saved["version"]) == ("capslab-fastrcaps-study", 1)
+    assert all(0 < r["best_acc_mean"] <= 1 for r in saved["rows"])  # fractions in files
     # an unfinished run (summary lost) is retrained, the others are reused
     (tmp_path / "runs" / "fixed__ws" / "seed1" / "summary.json").unlink()
     result = run_study(cfg, progress=False, train_fn=fake_trainer(calls), plots=False)
     assert result.trained == 1 and calls[-1] == ("fixed", True, 1)
     # a folder holding runs with other settings is refused
-    other = StudyConfig(epochs=3, repeats=1, policies=("fixed",), out=str(tmp_path), batch_size=64)
-    with pytest.raises(StudyError, match="other settings"):
+    other = StudyConfig(training={"epochs": 3, "batch_size": 64}, repeats=1, policies=("fixed",),
+                        out=str(tmp_path))
+    with pytest.raises(RunMismatchError, match="other settings"):
         run_study(other, progress=False, train_fn=fake_trainer(calls), plots=False)
     # also when only the number of epochs differs: the finished 3-epoch run is not silently
     # retrained from scratch (its checkpoints are gone) and overwritten
-    longer = StudyConfig(epochs=4, repeats=2, policies=("fixed", "warm-adabatch"), out=str(tmp_path))
-    with pytest.raises(StudyError, match=r"other settings \(epochs\)"):
+    longer = StudyConfig(training={"epochs": 4}, repeats=2, policies=("fixed", "warm-adabatch"),
+                         out=str(tmp_path))
+    with pytest.raises(RunMismatchError, match=r"other settings \(epochs\)"):
         run_study(longer, progress=False, train_fn=fake_trainer(calls), plots=False)
     assert len(calls) == 9
 
 
 def test_class_constants_are_not_options():
-    with pytest.raises(StudyError, match="no option"):
+    with pytest.raises(ConfigError, match="no option"):
         StudyConfig(policies=("fixed",), policy_options={"fixed": {"LR_FIELD": "x"}})
-    with pytest.raises(StudyError, match="none of the policies"):
+    with pytest.raises(ConfigError, match="none of the policies"):
         split_policy_options(["LR_FIELD=lr"], ["fixed"])

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from capslab.train.policies import make_schedule
+from capslab.train.policies import build_schedule
 
 pytestmark = pytest.mark.skipif(
     not any(
@@ -45,7 +45,7 @@ def test_policy_trains_tiny_capsnet(policy, options, epochs):
     # 10 classes: chance is 10 %
     assert summary["best_test_accuracy"] > 0.5, (policy, summary["best_test_accuracy"])
     # the trainer followed the schedule: batch size per epoch, lr of the epoch's last step
-    schedule = make_schedule(policy, epochs, 600, 16, None, options)
+    schedule = build_schedule(policy, epochs, 600, 16, None, options)
     for e, record in enumerate(summary["history"]):
         assert record["batch_size"] == schedule.batch_size(e)
         assert record["lr"] == pytest.approx(schedule.lr(e, schedule.steps_in_epoch(e) - 1))
@@ -53,15 +53,10 @@ def test_policy_trains_tiny_capsnet(policy, options, epochs):
 
 
 def test_study_command_end_to_end_and_resume(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from capslab.cli.groups import study_app
-    from capslab.cli.study_fastrcaps import register
+    from capslab.cli.main import app
 
-    app = typer.Typer()
-    register(app)
-    app.add_typer(study_app, name="study")
     out = tmp_path / "study"
     args = [
         "study", "fastrcaps", "--dataset", "mnist", "--subset", "300", "--test-subset", "150",
@@ -73,9 +68,9 @@ def test_study_command_end_to_end_and_resume(tmp_path):
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "trained 4 run(s), reused 0" in first.output
-    for name in ("results.csv", "results.md", "study.json", "pareto.png", "curves.png"):
+    for name in ("study.csv", "study.md", "study.json", "pareto.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "study.csv").open()))
     assert [(r["policy"], r["variant"]) for r in rows] == [
         ("fixed", "baseline"), ("fixed", "ws"), ("warm-restarts", "baseline"), ("warm-restarts", "ws"),
     ]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capslab.errors import AcceleratorError
 from capslab.genotype import (
     CAPSNET_GENOTYPE,
     DEEPCAPS_GENOTYPE,
@@ -22,7 +23,6 @@ from capslab.genotype import (
     valid_skips,
     validate,
 )
-from capslab.errors import AcceleratorError
 from capslab.hw import CAPSACC, Accelerator, HardwareLayer, cost, estimate, expand
 from capslab.hw.estimate import _layer_wsd
 

@@ -13,13 +13,13 @@ import pytest
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from capslab.errors import NonFiniteLossError, RunMismatchError
 from capslab.genotype import CAPSNET_GENOTYPE
 from capslab.nas.evaluate import Evaluator
 from capslab.nas.journal import FAILED_OBJECTIVES, Journal, database_url
 from capslab.nas.parallel import make_pool
 from capslab.nas.problem import CachedEvaluations
 from capslab.nas.report import pareto_front
-from capslab.errors import NonFiniteLossError, RunMismatchError
 from capslab.nas.search import SearchConfig, resume, run_search
 from capslab.nas.space import SearchSpace, genotype_key, sample
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from capslab.io import atomic_write_text
+from capslab.errors import ConfigError
+from capslab.experiments import write_json
+from capslab.genotype import Genotype
 from capslab.nas.pcc import (
     PCCConfig,
     histories_to_arrays,
@@ -66,19 +69,21 @@ def test_histories_drop_unfinished_runs():
 def test_study_is_resumable_and_skips_failures(tmp_path):
     calls = []
 
-    def fake_train(config, genotype, run_dir):
+    def fake_train(config, progress=False):
+        run_dir = Path(config.out)
         calls.append(run_dir.name)
         if run_dir.name == "net_002":
-            raise RuntimeError("loss became nan")
+            raise RuntimeError("the network does not fit the input")
+        genotype = Genotype.from_nascaps(config.model_options["genotype"])
         quality = (len(genotype.layers) % 5) / 5 + 0.1 * len(calls)
-        lines = [
-            json.dumps({"epoch": e + 1, "test_accuracy": min(1.0, quality * (e + 1) / config.epochs),
-                        "epoch_seconds": 2.0})
-            for e in range(config.epochs)
-        ]
-        atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
+        history = [{"epoch": e + 1, "test_accuracy": min(1.0, quality * (e + 1) / config.epochs),
+                    "epoch_seconds": 2.0} for e in range(config.epochs)]
+        summary = {"history": history, "identity": config.identity()}
+        write_json(run_dir / "summary.json", "summary", summary)
+        return summary
 
-    cfg = PCCConfig(networks=5, epochs=3, out=str(tmp_path / "pcc"), seed=1)
+    cfg = PCCConfig(training={"model": "genotype", "epochs": 3, "seed": 1}, networks=5,
+                    out=str(tmp_path / "pcc"))
     result = run_pcc_study(cfg, train_fn=fake_train)
     assert len(calls) == 5 and result["complete"] == 4 and list(result["failed"]) == ["2"]
     assert [r["epoch"] for r in result["rows"]] == [1, 2, 3]
@@ -86,12 +91,16 @@ def test_study_is_resumable_and_skips_failures(tmp_path):
     assert result["rows"][0]["mctt_s"] == pytest.approx(2.0)
     for name in ("pcc.json", "pcc.csv", "pcc.md", "pcc.png", "study.json"):
         assert (tmp_path / "pcc" / name).exists()
+    saved = json.loads((tmp_path / "pcc" / "pcc.json").read_text())
+    assert saved["format"] == "capslab-pcc" and saved["rows"][-1]["epoch"] == 3
+    assert "does not fit" in json.loads((tmp_path / "pcc" / "net_002" / "failed.json").read_text())["reason"]
     # rerun: nothing retrained (failed one neither), same table
     again = run_pcc_study(cfg, train_fn=fake_train)
     assert len(calls) == 5 and again["rows"] == result["rows"]
-    assert read_metrics(tmp_path / "pcc" / "net_000" / "metrics.jsonl")[0]["epoch"] == 1
-    with pytest.raises(ValueError, match="outside"):
-        PCCConfig(epochs=3, report_epochs=(5,))
+    with pytest.raises(ConfigError, match="outside"):
+        PCCConfig(training={"model": "genotype", "epochs": 3}, report_epochs=(5,))
+    with pytest.raises(ConfigError, match="no option"):  # the PCC study has policy options too
+        PCCConfig(training={"model": "genotype", "policy_options": {"typo": 1}})
 
 
 @pytest.mark.slow
@@ -119,7 +128,7 @@ def test_pcc_command_on_real_training(tmp_path):
     assert res.exit_code == 0, res.output
     assert "| MCTT [s] |" in res.output  # the table is printed as written, not as rich markup
     result = json.loads((out / "pcc.json").read_text())
-    assert result["complete"] == 3 and result["rows"][-1]["pcc"] == pytest.approx(1.0)
+    assert result["complete"] == 3 and "rows" in result and result["rows"][-1]["pcc"] == pytest.approx(1.0)
     histories = [read_metrics(out / f"net_{i:03d}" / "metrics.jsonl") for i in range(3)]
     assert all(len(h) == 2 for h in histories)
     assert max(h[-1]["test_accuracy"] for h in histories) > 0.3  # the networks really learn

@@ -15,6 +15,7 @@ import numpy as np
 
 from capslab.experiments import (
     Column,
+    finished_summary,
     pyplot,
     run_or_failure,
     save_figure,
