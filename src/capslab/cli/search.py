@@ -1,11 +1,8 @@
 """``capslab search``: NASCaps hardware-aware architecture search (run, resume, report, finalize).
-
-``capslab search --dataset mnist ...`` is the same as ``capslab search run --dataset mnist ...``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from contextlib import contextmanager
@@ -302,17 +299,4 @@ def register(app: typer.Typer) -> None:
         rows = finalize(front, out or Path(run) / "final", training, progress=not as_json)
         emit(rows, as_json, lambda r: console.print(markdown_table(r), markup=False, highlight=False))
 
-    # `capslab search --dataset mnist ...` runs a search, like `capslab search run ...`.
-    def search_callback(ctx: typer.Context, **kwargs: Any) -> None:
-        if ctx.invoked_subcommand is None:
-            run_cmd(**kwargs)
-
-    sig = inspect.signature(run_cmd, eval_str=True)
-    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-    search_callback.__signature__ = sig.replace(parameters=[ctx_param, *sig.parameters.values()])  # type: ignore[attr-defined]
-    search_callback.__annotations__ = {
-        "ctx": typer.Context, **{n: p.annotation for n, p in sig.parameters.items()}
-    }
-    search_callback.__doc__ = "Search commands; with options and no command, start a search (as `run`)."
-    search_app.callback(invoke_without_command=True)(search_callback)
     app.add_typer(search_app, name="search")

@@ -50,13 +50,6 @@ class ImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageDataset(self.images[idx], self.labels[idx], self.info, self.split, self.sources)
 
-    def class_counts(self) -> Tensor:
-        return torch.bincount(self.labels, minlength=self.info.num_classes)
-
-    def float_images(self) -> Tensor:
-        """All images as float ``[N, C, H, W]`` in [0, 1]."""
-        return self.images.float().div_(255.0)
-
 
 def stratified_subset(labels, n: int, seed: int = 0) -> Tensor:
     """``n`` indices into ``labels`` keeping the class proportions, deterministic in ``seed``.

@@ -163,10 +163,6 @@ def not_found_error(name: str, split: str, missing: list[str], root=None) -> Dat
 
 # ---------------------------------------------------------------- checksums
 
-def md5_bytes(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:

@@ -66,10 +66,6 @@ class Accelerator:
 
     # Derived numbers used by the cost formulas.
     @property
-    def num_pes(self) -> int:
-        return self.rows * self.cols
-
-    @property
     def array_power_mW(self) -> float:
         """Power of the whole PE array (123.264 mW for CapsAcc)."""
         return self.rows * self.cols * self.pe_power_mW
@@ -78,10 +74,6 @@ class Accelerator:
     def weight_load_cycles(self) -> int:
         """Cycles to shift one group of weights into the array (Eq. 2: 16 for CapsAcc)."""
         return self.rows + self.pipeline_stages - 1
-
-    @property
-    def multipliers_per_column(self) -> int:
-        return self.rows * self.pe_width
 
     # Conversions.
     def to_dict(self) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
 from capslab.errors import ConfigError, RunMismatchError
@@ -307,8 +306,3 @@ def resume(
     if recorded != config.identity():
         raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
     return _run(config, journal, run_dir, progress, evaluator, workers, ray_address, mp_context)
-
-
-def objectives_array(records: list[EvaluationRecord]) -> np.ndarray:
-    """``[n, 4]`` objective matrix (failures get the worst values)."""
-    return np.asarray([r.objectives() for r in records], dtype=float).reshape(-1, 4)

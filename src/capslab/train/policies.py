@@ -417,10 +417,6 @@ class Schedule:
                 g = self._offset[e] + s
                 yield {"epoch": e + 1, "step": g, "lr": float(self._lr(e, s, g)), "batch_size": b}
 
-    def epoch_lrs(self, epoch: int) -> tuple[float, float]:
-        """Learning rate at the first and the last step of ``epoch`` (for per-epoch plots)."""
-        return self.lr(epoch, 0), self.lr(epoch, self._steps[epoch] - 1)
-
     def to_dict(self) -> dict:
         """Everything needed to rebuild the schedule: ``build_schedule(d["policy"],
         d["epochs"], d["train_size"], d["batch_size"], options=d["options"])``."""

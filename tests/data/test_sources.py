@@ -25,7 +25,7 @@ from capslab.data.testing import write_fake_mnist
 from capslab.errors import CapsLabError, ChecksumError, DatasetNotFoundError, DownloadError
 
 REAL_DATA = os.environ.get("CAPSLAB_DATA") or str(
-    Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 )
 
 

@@ -113,7 +113,7 @@ def test_search_command_line(tmp_path):
     space = [f"--space={k}={','.join(map(str, v)) if isinstance(v, list) else v}"
              for k, v in SMALL_SPACE.items()]
     out = tmp_path / "cli"
-    args = ["search", "--dataset", "mnist", "--generations", "0", "--population", "2",
+    args = ["search", "run", "--dataset", "mnist", "--generations", "0", "--population", "2",
             "--epochs", "1", "--subset", "200", "--test-subset", "100", "--batch-size", "16",
             "--lr", "0.003", "--device", "cpu", "--out", str(out), "--quiet", *space]
     res = runner.invoke(app, args)

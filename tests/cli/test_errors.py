@@ -80,9 +80,9 @@ def test_debug_shows_the_traceback_and_version_prints():
 
 def test_invalid_search_settings_write_nothing(tmp_path):
     out = tmp_path / "search"
-    res = runner.invoke(app, ["search", "--policy-opt", "typo=1", "--out", str(out)])
+    res = runner.invoke(app, ["search", "run", "--policy-opt", "typo=1", "--out", str(out)])
     assert res.exit_code == 2 and "typo" in res.output and "valid options" in res.output
-    res = runner.invoke(app, ["search", "--space", "kernelz=3", "--out", str(out)])
+    res = runner.invoke(app, ["search", "run", "--space", "kernelz=3", "--out", str(out)])
     assert res.exit_code == 2 and "kernelz" in res.output
     res = runner.invoke(app, ["study", "pcc", "--policy-opt", "typo=1", "--out", str(out)])
     assert res.exit_code == 2 and "typo" in res.output
