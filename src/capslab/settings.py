@@ -102,29 +102,18 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
         raise bad
-    if hint is int:
+    if hint is int or hint is float:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
         if isinstance(value, str):
             try:
-                return int(value)
+                value = hint(value)
             except ValueError:
                 raise bad from None
-        raise bad
-    if hint is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
+        if hint is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) or (hint is float and isinstance(value, float)):
+            return hint(value)
         raise bad
     if hint is str:
         if isinstance(value, str):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from capslab.cli.options import JsonFlag, Quiet, default_out
-from capslab.cli.output import console, emit, err_console, note
+from capslab.cli.output import console, emit, note, progress_bar
 
 
 def bench(
@@ -39,25 +39,13 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     variants = default_variants(compile_=compile_)
-    if quiet:
-        results = run_benchmark(devices, variants, steps, warmup)
-    else:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
+    with progress_bar(not quiet, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(devices) * len(variants))
+        results = run_benchmark(
+            devices, variants, steps, warmup,
+            progress=lambda s: progress.update(task, description=f"measuring {s}"),
+            on_result=lambda _: progress.advance(task),
         )
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
-            task = progress.add_task("measuring", total=len(devices) * len(variants))
-            results = run_benchmark(
-                devices, variants, steps, warmup,
-                progress=lambda s: progress.update(task, description=f"measuring {s}"),
-                on_result=lambda _: progress.advance(task),
-            )
     path = write_results(results, out if out is not None else default_out("bench"))
 
     def render(_) -> None:

@@ -19,7 +19,7 @@ from capslab.cli.options import (
     parse_shape,
     split_list,
 )
-from capslab.cli.output import console, emit, err_console, note
+from capslab.cli.output import console, emit, note, progress_bar
 
 
 def memory(
@@ -73,26 +73,14 @@ def memory(
         seed=seed,
     )
     config.resolved_device()  # CUDA asked for but absent: refused before any work
-    if quiet:
-        report = run_memory_study(config)
-    else:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+    with progress_bar(not quiet, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(plan(config)))
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
-            task = progress.add_task("measuring", total=len(plan(config)))
+        def on_point(m) -> None:
+            depth = "" if m.blocks is None else f" x{m.blocks}"
+            progress.update(task, advance=1, description=f"{m.model}{depth}: {m.peak_mib:.1f} MiB")
 
-            def on_point(m) -> None:
-                depth = "" if m.blocks is None else f" x{m.blocks}"
-                progress.update(task, advance=1, description=f"{m.model}{depth}: {m.peak_mib:.1f} MiB")
-
-            report = run_memory_study(config, on_point)
+        report = run_memory_study(config, on_point)
     paths = write_report(report, out if out is not None else default_out("memory"), plot=plot)
     emit(versioned(REPORT_KIND, report.to_dict()), as_json, lambda _: console.print(render_table(report)))
     note("written: " + ", ".join(str(p) for p in paths.values()), as_json)

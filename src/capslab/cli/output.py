@@ -70,3 +70,14 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None
 def note(text: str, as_json: bool = False) -> None:
     """A line for people (files written, next steps): stdout, or stderr when stdout is JSON."""
     (err_console if as_json else console).print(text, highlight=False)
+
+
+def progress_bar(enabled: bool = True, transient: bool = False):
+    """The one progress display of the command line: description, bar, n/total, elapsed, on
+    stderr (stdout stays clean for ``--json``). Disabled, it accepts the same calls and shows
+    nothing."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=transient,
+                    disable=not enabled)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from capslab.cli import options as opt
-from capslab.cli.output import console, emit, err_console, note
+from capslab.cli.output import console, emit, err_console, note, progress_bar
 from capslab.errors import ConfigError
 
 
@@ -41,18 +41,7 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console,
-            )
+            self.bar = progress_bar()
             self.bar.__enter__()
         return self
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from capslab.cli import options as opt
-from capslab.cli.output import console, emit, err_console, note
+from capslab.cli.output import console, emit, note, progress_bar
 from capslab.errors import ConfigError
 
 study_app = typer.Typer(help="Studies from the papers (FasTrCaps trade-offs, NASCaps PCC).", no_args_is_help=True)
@@ -154,8 +154,6 @@ def pcc_cmd(
 ) -> None:
     """Train K random networks, correlate accuracy after n epochs with the final accuracy
     (Pearson) and report the median cumulative training time: pcc.json/.csv/.md/.png."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from capslab.nas.pcc import PCCConfig, markdown, run_pcc_study
     from capslab.train import TrainingSettings
 
@@ -169,8 +167,7 @@ def pcc_cmd(
         networks=networks, out=str(out), space=opt.parse_key_values(space, "search-space key"),
         report_epochs=opt.parse_int_list(report_epochs, "report epochs"),
     )
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, disable=quiet or as_json) as bar:
+    with progress_bar(not (quiet or as_json)) as bar:
         task = bar.add_task("networks", total=networks)
 
         def done(i: int, status: str) -> None:
