@@ -25,20 +25,6 @@ from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.profiling import median_seconds, training_step_peak_bytes
 
-__all__ = [
-    "REFERENCE_FILE",
-    "REPORT_KIND",
-    "BenchResult",
-    "Variant",
-    "bench_devices",
-    "default_variants",
-    "load_plain_reference",
-    "measure_variant",
-    "results_payload",
-    "run_benchmark",
-    "write_results",
-]
-
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
 REPORT_KIND = "bench"

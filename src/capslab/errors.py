@@ -9,27 +9,6 @@ traceback. Domain errors also derive from the built-in type that callers may alr
 
 from __future__ import annotations
 
-__all__ = [
-    "AcceleratorError",
-    "CandidateFailed",
-    "CandidateTimeout",
-    "CapsLabError",
-    "CheckpointError",
-    "ChecksumError",
-    "ConfigError",
-    "DatasetError",
-    "DatasetFormatError",
-    "DatasetNotFoundError",
-    "DownloadError",
-    "GenotypeError",
-    "MissingDependencyError",
-    "NonFiniteLossError",
-    "RunMismatchError",
-    "TrainingError",
-    "TrainingTimeout",
-    "UnknownDatasetError",
-]
-
 
 class CapsLabError(Exception):
     """Base class of every error that a user's input or environment causes."""

@@ -30,25 +30,6 @@ from typing import Any
 from capslab.errors import GenotypeError
 from capslab.io import atomic_write_text
 
-__all__ = [
-    "CAPSNET_GENOTYPE",
-    "DEEPCAPS_GENOTYPE",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "Genotype",
-    "LayerDescriptor",
-    "LayerKind",
-    "load_genotype",
-    "parse_genotype",
-    "repair",
-    "save_genotype",
-    "skip_layer",
-    "skip_source",
-    "skip_value",
-    "valid_skips",
-    "validate",
-]
-
 FORMAT_NAME = "capslab-genotype"
 FORMAT_VERSION = 1
 

@@ -39,27 +39,6 @@ from capslab.profiling import (
 )
 from capslab.settings import Settings
 
-__all__ = [
-    "BLOCK_MODELS",
-    "CSV_FIELDS",
-    "METRICS",
-    "MemoryConfig",
-    "MemoryReport",
-    "Measurement",
-    "MiB",
-    "OWN_MODEL_OPTIONS",
-    "REPORT_KIND",
-    "fit_line",
-    "measure",
-    "model_at_depth",
-    "plan",
-    "plot_report",
-    "render_table",
-    "report_csv",
-    "run_memory_study",
-    "write_report",
-]
-
 #: models that take ``num_blocks``; any other model is measured once and drawn flat
 BLOCK_MODELS = ("rescapsnet", "mocapsnet")
 MiB = 2**20

@@ -30,16 +30,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-__all__ = [
-    "median_seconds",
-    "native_stderr_silenced",
-    "persistent_bytes",
-    "profiler_peak_bytes",
-    "saved_activation_bytes",
-    "tensor_bytes",
-    "training_step_peak_bytes",
-]
-
 
 def tensor_bytes(tensors: Iterable[object]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (anything else is ignored)."""

@@ -15,9 +15,6 @@ from typing import Any
 
 from capslab.errors import AcceleratorError
 
-__all__ = ["CAPSACC", "Accelerator", "AcceleratorError"]
-
-
 _INT_FIELDS = ("rows", "cols", "pe_width", "pipeline_stages", "weight_bits", "accumulator_bits")
 _FLOAT_FIELDS = ("clock_ns", "pe_power_mW", "accumulator_power_mW")
 

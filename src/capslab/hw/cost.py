@@ -18,20 +18,6 @@ from __future__ import annotations
 
 from capslab.hw.accelerator import Accelerator
 
-__all__ = [
-    "ROUTING_KINDS",
-    "accumulators",
-    "cycles",
-    "data_per_weight",
-    "energy_mJ",
-    "latency_ms",
-    "layer_counts",
-    "memory_bytes",
-    "power_mW",
-    "sums_per_out",
-    "weights",
-]
-
 ROUTING_KINDS = frozenset({"sum", "update"})
 _CONV_KINDS = frozenset({"conv", "convcaps", "convcaps3d", "class"})
 

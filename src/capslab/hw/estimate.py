@@ -17,8 +17,6 @@ from capslab.hw.accelerator import CAPSACC, Accelerator
 from capslab.hw.cost import ROUTING_KINDS
 from capslab.hw.expand import ROUTING, HardwareLayer, expand, expand_groups
 
-__all__ = ["HardwareEstimate", "LayerEstimate", "estimate"]
-
 
 @dataclass(frozen=True, slots=True)
 class LayerEstimate:

@@ -27,8 +27,6 @@ from typing import NamedTuple
 
 from capslab.genotype import Genotype, LayerKind
 
-__all__ = ["HW_KINDS", "HardwareLayer", "expand", "expand_groups"]
-
 HW_KINDS = ("conv", "convcaps", "convcaps3d", "class", "sum", "update")
 ROUTING = "routing"  # group kind of a run of sum/update layers (they cost the same)
 

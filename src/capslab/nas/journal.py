@@ -148,55 +148,25 @@ class EvaluationRecord:
             return FAILED_OBJECTIVES
         return tuple(float(v) for v in values)  # type: ignore[return-value]
 
+    # the genotype columns hold JSON text; every other field is a column of its own
+    _JSON_COLUMNS = ("genotype_nascaps", "genotype")
+    _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "energy_mJ", "memory_KiB",
+                "latency_ms", "seconds")
+
     def to_row(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "genotype_nascaps": json.dumps(self.genotype_nascaps),
-            "genotype": json.dumps(self.genotype),
-            "generation": self.generation,
-            "status": self.status,
-            "reason": self.reason,
-            "accuracy": self.accuracy,
-            "energy_mJ": self.energy_mJ,
-            "memory_KiB": self.memory_KiB,
-            "latency_ms": self.latency_ms,
-            "seconds": self.seconds,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+        row = {c.name: getattr(self, c.name) for c in evaluations_table.columns
+               if c.name not in ("id", "run_id")}
+        return {k: json.dumps(v) if k in self._JSON_COLUMNS else v for k, v in row.items()}
 
     @classmethod
     def from_row(cls, row: Any) -> EvaluationRecord:
-        m = row._mapping
-        return cls(
-            key=m["key"],
-            genotype_nascaps=json.loads(m["genotype_nascaps"]),
-            genotype=json.loads(m["genotype"]),
-            status=m["status"],
-            reason=m["reason"],
-            accuracy=m["accuracy"],
-            energy_mJ=m["energy_mJ"],
-            memory_KiB=m["memory_KiB"],
-            latency_ms=m["latency_ms"],
-            seconds=m["seconds"] or 0.0,
-            started_at=m["started_at"],
-            finished_at=m["finished_at"],
-            generation=m["generation"],
-        )
+        m = {k: v for k, v in row._mapping.items() if k not in ("id", "run_id")}
+        m.update({k: json.loads(m[k]) for k in cls._JSON_COLUMNS}, seconds=m["seconds"] or 0.0)
+        return cls(**m)
 
     def summary(self) -> dict[str, Any]:
         """A flat, JSON-friendly view (for tables and reports)."""
-        return {
-            "key": self.key,
-            "generation": self.generation,
-            "status": self.status,
-            "reason": self.reason or "",
-            "accuracy": self.accuracy,
-            "energy_mJ": self.energy_mJ,
-            "memory_KiB": self.memory_KiB,
-            "latency_ms": self.latency_ms,
-            "seconds": self.seconds,
-        }
+        return {k: getattr(self, k) or "" if k == "reason" else getattr(self, k) for k in self._SUMMARY}
 
 
 @dataclass(frozen=True)

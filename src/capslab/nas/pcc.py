@@ -33,12 +33,6 @@ from capslab.genotype import Genotype
 from capslab.nas.space import SearchSpace, sample
 from capslab.settings import Settings
 from capslab.train.config import TrainConfig, TrainingSettings
-from capslab.train.loop import read_metrics
-
-__all__ = [
-    "PCCConfig", "histories_to_arrays", "markdown", "pcc_table", "pearson", "read_metrics",
-    "run_pcc_study",
-]
 
 
 # ---------------------------------------------------------------------- maths (pure)

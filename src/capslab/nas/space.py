@@ -244,4 +244,3 @@ def genotype_key(g: Genotype) -> str:
     return json.dumps(g.to_nascaps(), separators=(",", ":"))
 
 
-__all__ = ["FAMILIES", "SearchSpace", "genotype_key", "sample"]

@@ -30,25 +30,6 @@ from typing import Any, ClassVar
 from capslab.errors import ConfigError
 from capslab.settings import Settings
 
-__all__ = [
-    "POLICIES",
-    "Schedule",
-    "PolicyOptions",
-    "build_schedule",
-    "make_policy_options",
-    "policy_options_class",
-    "exp_decay_lr",
-    "one_cycle_lr",
-    "cosine_restart_lr",
-    "FixedOptions",
-    "ExpDecayOptions",
-    "OneCycleOptions",
-    "WarmRestartsOptions",
-    "AdaBatchOptions",
-    "WarmAdaBatchOptions",
-]
-
-
 # --------------------------------------------------------------------------------------------
 # The formulas: small pure functions of the (global) step
 # --------------------------------------------------------------------------------------------
