@@ -20,7 +20,6 @@ from capslab.nas.pcc import (
     markdown,
     pcc_table,
     pearson,
-    read_metrics,
     run_pcc_study,
 )
 
@@ -129,6 +128,7 @@ def test_pcc_command_on_real_training(tmp_path):
     assert "| MCTT [s] |" in res.output  # the table is printed as written, not as rich markup
     result = json.loads((out / "pcc.json").read_text())
     assert result["complete"] == 3 and "rows" in result and result["rows"][-1]["pcc"] == pytest.approx(1.0)
-    histories = [read_metrics(out / f"net_{i:03d}" / "metrics.jsonl") for i in range(3)]
+    histories = [[json.loads(line) for line in (out / f"net_{i:03d}" / "metrics.jsonl").read_text().splitlines()]
+                 for i in range(3)]
     assert all(len(h) == 2 for h in histories)
     assert max(h[-1]["test_accuracy"] for h in histories) > 0.3  # the networks really learn

@@ -93,7 +93,7 @@ def fastrcaps_cmd(
     goal: Annotated[str, typer.Option(help="accuracy, time or params: which configuration to pick.")] = "accuracy",
     tolerance: Annotated[float | None, typer.Option(help="With goal time/params: stay within T percentage points of the best accuracy.")] = None,
     time_metric: Annotated[str, typer.Option(help="paper (epochs to best x s/epoch) or measured (seconds to best).")] = "paper",
-    target: Annotated[float | None, typer.Option(help="Accuracy to reach, in %; default: the fixed-LR baseline's peak.")] = None,
+    target: Annotated[float | None, typer.Option(help="Accuracy to reach, a fraction (e.g. 0.993); default: the fixed-LR baseline's peak.")] = None,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     data_dir: opt.DataDir = None,
@@ -122,7 +122,7 @@ def fastrcaps_cmd(
         ),
         repeats=repeats, policies=tuple(chosen), variants=tuple(opt.split_list(variants)),
         policy_options=split_policy_options(policy_opt, chosen), out=str(out),
-        target=None if target is None else target / 100, time_metric=time_metric,
+        target=target, time_metric=time_metric,
         keep_checkpoints=keep_checkpoints, run_plots=run_plots,
     )
     result = run_study(study, goal=goal, tolerance=tolerance, progress=not (quiet or as_json)).to_dict()

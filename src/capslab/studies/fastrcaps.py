@@ -385,6 +385,8 @@ class StudyConfig(Settings):
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ConfigError(f"unknown model variant(s) {bad}; choose from {list(VARIANTS)}")
+        if self.target is not None and not 0 < self.target <= 1:
+            raise ConfigError(f"target is an accuracy fraction in (0, 1], got {self.target}")
         if self.repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
         extra = sorted(set(self.policy_options) - set(self.policies))

@@ -276,14 +276,6 @@ def save_epoch(
         save_checkpoint(out / "best.pt", **payload)
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of a run's ``metrics.jsonl`` (empty if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 

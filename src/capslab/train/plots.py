@@ -1,20 +1,20 @@
-"""PNG plots of a training run (matplotlib, Agg backend)."""
+"""PNG plots of a training run (matplotlib, Agg backend), saved atomically."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from capslab.experiments import pyplot, save_figure
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
     """Accuracy and losses per epoch, side by side."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", label="test")
@@ -30,14 +30,12 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_reconstructions(images: torch.Tensor, reconstructions: torch.Tensor, path: str | Path) -> Path:
     """Inputs (top row) beside their reconstructions (bottom row); ``[N, C, H, W]`` in [0, 1]."""
+    plt = pyplot()
     n = images.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
     for row, batch in enumerate((images, reconstructions)):
@@ -52,7 +50,4 @@ def plot_reconstructions(images: torch.Tensor, reconstructions: torch.Tensor, pa
             ax.set_yticks([])
         axes[row][0].set_ylabel("input" if row == 0 else "recon.")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
