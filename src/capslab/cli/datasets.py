@@ -16,15 +16,13 @@ from capslab.cli.output import console, emit, err_console, note
 def _human(n: int | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB"):
         n /= 1024
-    return str(n)
-
-
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GiB"
 
 
 def file_status(name: str, filename: str, data_dir: str | None, verify: bool) -> dict[str, Any]:
@@ -43,56 +41,45 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
         "check": "", "md5": fspec.md5, "urls": list(fspec.urls),
     }
     loc = sources.locate_file(name, filename, data_dir)
-    if loc is None:
-        split = next((spec.splits[s] for s in splits if spec.splits[s].folder), None)
-        if split is not None:
-            loc = sources.locate_extracted(name, split, data_dir)
+    split = next((spec.splits[s] for s in splits if spec.splits[s].folder), None)
+    if loc is None and split is not None:
+        loc = sources.locate_extracted(name, split, data_dir)
     if loc is None:
         return row
     row.update(present=True, path=str(loc.path), origin=loc.origin, variant=loc.variant)
-    if loc.variant == "extracted":
-        row["size"] = _dir_size(loc.path)
-        members = [m for s in splits for m in spec.splits[s].members]
-        try:
+    try:
+        if loc.variant == "extracted":
+            row["size"] = sum(p.stat().st_size for p in loc.path.iterdir() if p.is_file())
+            members = {m: loc.path / Path(m).name for s in splits for m in spec.splits[s].members}
+            pinned = spec.member_md5
             if verify:
-                for m in members:
-                    if m in spec.member_md5:
-                        sources.verify_member(loc.path / Path(m).name, spec.member_md5[m], force=True)
+                for m, path in members.items():
+                    if m in pinned:
+                        sources.verify_member(path, pinned[m], force=True)
                 row.update(verified=True, check="md5 of each batch")
-            else:
-                cached = [sources.cached_verification(loc.path / Path(m).name) for m in members]
-                if all(c and c.get("md5") == spec.member_md5.get(m) for c, m in zip(cached, members, strict=True)):
-                    row.update(verified=True, check="cached")
-        except DatasetError as e:
-            row.update(verified=False, check=str(e))
-        return row
-    row["size"] = loc.path.stat().st_size
-    if verify:
-        try:
+            elif all((c := sources.cached_verification(path)) and c.get("md5") == pinned.get(m)
+                     for m, path in members.items()):
+                row.update(verified=True, check="cached")
+            return row
+        row["size"] = loc.path.stat().st_size
+        if verify:
             row.update(verified=True, check=sources.verify_file(loc.path, fspec, force=True))
-        except DatasetError as e:
-            row.update(verified=False, check=str(e))
-    else:
-        cached = sources.cached_verification(loc.path)
-        if cached:
+        elif cached := sources.cached_verification(loc.path):
             if cached.get("md5") == fspec.md5:
                 row.update(verified=True, check="cached")
             elif fspec.raw_md5 and cached.get("raw_md5") == fspec.raw_md5:
                 row.update(verified=True, check="cached (decompressed md5)")
             elif fspec.raw_md5 is None or "raw_md5" in cached:
                 row.update(verified=False, check="cached: checksum mismatch")
+    except DatasetError as e:
+        row.update(verified=False, check=str(e))
     return row
 
 
 def collect(names: list[str], data_dir: str | None, verify: bool) -> list[dict[str, Any]]:
     from capslab.data.registry import get_spec
 
-    rows = []
-    for name in names:
-        spec = get_spec(name)
-        files = list(dict.fromkeys(f for sp in spec.splits.values() for f in sp.files))
-        rows.extend(file_status(spec.name, f, data_dir, verify) for f in files)
-    return rows
+    return [file_status(n, f, data_dir, verify) for n in names for f in get_spec(n).files]
 
 
 def download_names(text: str | None) -> list[str]:
@@ -138,12 +125,8 @@ def _render(result: dict[str, Any]) -> None:
         table.add_column(col, justify="right" if col == "size" else "left",
                          overflow="fold" if col in ("where found", "file") else "ellipsis")
     for r in rows:
-        if r["verified"] is True:
-            ver = f"[green]ok[/] [dim]{escape(r['check'])}[/]"
-        elif r["verified"] is False:
-            ver = "[bold red]FAILED[/]"
-        else:
-            ver = "[dim]-[/]" if not r["present"] else "[yellow]not checked[/]"
+        ver = {True: f"[green]ok[/] [dim]{escape(r['check'])}[/]", False: "[bold red]FAILED[/]",
+               None: "[yellow]not checked[/]" if r["present"] else "[dim]-[/]"}[r["verified"]]
         where = f"{escape(r['path'])} [dim]({r['origin']})[/]" if r["present"] else "[dim]-[/]"
         table.add_row(r["dataset"], ", ".join(r["splits"]), r["file"], where,
                       "[green]yes[/]" if r["present"] else "[red]no[/]", ver, _human(r["size"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,16 +70,14 @@ def stratified_subset(labels, n: int, seed: int = 0) -> Tensor:
     exact = counts.double() * n / total
     alloc = exact.floor().long()
     remainder = n - int(alloc.sum())
-    if remainder > 0:
-        frac = exact - alloc.double()
-        # stable sort by descending fraction: ties keep class order
-        order = torch.sort(-frac, stable=True).indices
-        alloc[order[:remainder]] += 1
+    # stable sort by descending fraction: ties keep class order
+    order = torch.sort(alloc.double() - exact, stable=True).indices
+    alloc[order[:remainder]] += 1
     gen = torch.Generator().manual_seed(int(seed))
     picked = []
     for c, k in zip(classes.tolist(), alloc.tolist(), strict=True):
         if k == 0:
-            continue
+            continue  # no draw: the generator's state stays as it was for the next class
         members = torch.nonzero(labels == c, as_tuple=True)[0]
         perm = torch.randperm(len(members), generator=gen)[:k]
         picked.append(members[perm])
@@ -112,17 +111,18 @@ def _decoded_cache_path(key: tuple) -> Path:
     return sources.cache_root() / "decoded" / f"{key[0]}-{key[1]}-{digest}.npz"
 
 
-def _read_decoded(path: Path):
+def _read_decoded(path: Path, shape: tuple[int, int, int]):
+    """The arrays :func:`_write_decoded` kept at ``path``, or ``None`` (absent, unreadable or not
+    of the dataset's shape)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return z["images"], z["labels"]
+            images, labels = z["images"], z["labels"]
     except (OSError, ValueError, KeyError):
         return None
+    return (images, labels) if images.shape[1:] == shape and len(images) == len(labels) else None
 
 
 def _write_decoded(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    import tempfile
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -149,21 +149,17 @@ def _decode(spec, split, found: list[sources.Located]) -> tuple[np.ndarray, np.n
     raise ValueError(f"unknown reader {split.reader!r}")
 
 
-def _verify(spec, split, found, checksums, force):
+def _verify(spec, split: str, found: list[sources.Located], checksums: dict[str, str],
+            force: bool) -> None:
     for loc in found:
         if loc.variant == "extracted":
-            for member in split.members:
-                expected = (checksums or {}).get(member) or spec.member_md5.get(member)
+            for member in spec.splits[split].members:
+                expected = checksums.get(member) or spec.member_md5.get(member)
                 if expected:
                     sources.verify_member(loc.path / Path(member).name, expected, force)
         else:
-            fspec = spec.files[loc.spec_file]
-            sources.verify_file(loc.path, fspec, (checksums or {}).get(loc.spec_file), force,
-                                what=f"{spec.name}/{split_name(spec, split)}")
-
-
-def split_name(spec, split) -> str:
-    return next((k for k, v in spec.splits.items() if v is split), "?")
+            sources.verify_file(loc.path, spec.files[loc.spec_file], checksums.get(loc.spec_file),
+                                force, what=f"{spec.name}/{split}")
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
@@ -187,39 +183,28 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     if missing:
         raise sources.not_found_error(spec.name, split, missing, root)
     if verify is not False:
-        _verify(spec, sspec, found, checksums, force=bool(verify))
+        _verify(spec, split, found, checksums or {}, force=bool(verify))
+    paths = tuple(str(loc.path) for loc in found)
     key = (spec.name, split) + tuple(_file_ident(loc.path) for loc in found)
-    arrays = None
     if cache:
         with _memory_lock:
             hit = _memory_cache.get(key)
         if hit is not None:
-            images, labels = hit
-            return ImageDataset(images, labels, spec.info, split, tuple(str(loc.path) for loc in found))
-        disk = _decoded_cache_path(key)
-        if disk.is_file():
-            arrays = _read_decoded(disk)
-            if arrays is not None and (arrays[0].shape[1:] != spec.info.shape
-                                       or len(arrays[0]) != len(arrays[1])):
-                arrays = None
+            return ImageDataset(*hit, spec.info, split, paths)
+    arrays = _read_decoded(_decoded_cache_path(key), spec.info.shape) if cache else None
     from_disk_cache = arrays is not None
-    if arrays is None:
-        arrays = _decode(spec, sspec, found)
-    images_np, labels_np = arrays
+    images_np, labels_np = arrays if from_disk_cache else _decode(spec, sspec, found)
     if images_np.shape[1:] != spec.info.shape:
         raise DatasetFormatError(
             f"{found[0].path}: images have shape {list(images_np.shape[1:])}, "
             f"{spec.name} expects {list(spec.info.shape)}"
         )
-    if not images_np.flags.writeable:  # frombuffer views are read-only: own the memory
-        images_np = np.array(images_np)
-    if not labels_np.flags.writeable:
-        labels_np = np.array(labels_np)
-    images = torch.from_numpy(np.ascontiguousarray(images_np))
-    labels = torch.from_numpy(np.ascontiguousarray(labels_np, dtype=np.int64))
+    # "W": frombuffer views are read-only, so those are copied to own the memory
+    images = torch.from_numpy(np.require(images_np, requirements=["C", "W"]))
+    labels = torch.from_numpy(np.require(labels_np, np.int64, ["C", "W"]))
     if cache:
         if not from_disk_cache and sspec.reader != "idx":  # IDX decodes as fast as it loads
             _write_decoded(_decoded_cache_path(key), images.numpy(), labels.numpy())
         with _memory_lock:
             _memory_cache[key] = (images, labels)
-    return ImageDataset(images, labels, spec.info, split, tuple(str(loc.path) for loc in found))
+    return ImageDataset(images, labels, spec.info, split, paths)

@@ -60,7 +60,7 @@ class BatchLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = int(self.labels.shape[0])
+        n = self.num_samples
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     @property
@@ -80,10 +80,8 @@ class BatchLoader:
         self.epoch += 1
         order = self.order(epoch).to(self.images.device)
         aug_gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
-        bs = self.batch_size
-        n_batches = len(self)
-        for i in range(n_batches):
-            idx = order[i * bs : (i + 1) * bs]
+        # with drop_last, len() leaves out the partial last batch
+        for idx in order.split(self.batch_size)[: len(self)]:
             x = self.images[idx]
             if self.augment:
                 x = augment_batch(x, aug_gen, self.max_shift, self.hflip)

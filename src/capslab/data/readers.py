@@ -19,6 +19,7 @@ import pickle
 import struct
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,7 @@ def _fmt(path, what: str) -> DatasetFormatError:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     """The content of ``path``, decompressed if it is gzip'd."""
-    path = Path(path)
-    data = path.read_bytes()
+    data = Path(path).read_bytes()
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
@@ -75,19 +75,13 @@ def parse_idx(data: bytes, path="<bytes>", expect_magic: int | None = None) -> n
 
 
 def read_idx_images(path: str | os.PathLike) -> np.ndarray:
-    """IDX images -> uint8 ``[N, 1, H, W]``."""
-    arr = parse_idx(read_bytes(path), path, IDX_IMAGES_MAGIC)
-    if arr.ndim != 3:
-        raise _fmt(path, f"IDX images must be 3-D [N, rows, cols], got shape {list(arr.shape)}")
-    return arr[:, None, :, :]
+    """IDX images -> uint8 ``[N, 1, H, W]`` (magic 2051 declares 3 dimensions, [N, rows, cols])."""
+    return parse_idx(read_bytes(path), path, IDX_IMAGES_MAGIC)[:, None, :, :]
 
 
 def read_idx_labels(path: str | os.PathLike) -> np.ndarray:
-    """IDX labels -> int64 ``[N]``."""
-    arr = parse_idx(read_bytes(path), path, IDX_LABELS_MAGIC)
-    if arr.ndim != 1:
-        raise _fmt(path, f"IDX labels must be 1-D, got shape {list(arr.shape)}")
-    return arr.astype(np.int64)
+    """IDX labels -> int64 ``[N]`` (magic 2049 declares 1 dimension)."""
+    return parse_idx(read_bytes(path), path, IDX_LABELS_MAGIC).astype(np.int64)
 
 
 def read_idx_pair(images_path, labels_path, num_classes: int | None = None):
@@ -99,15 +93,11 @@ def read_idx_pair(images_path, labels_path, num_classes: int | None = None):
 
 def check_pair(images: np.ndarray, labels: np.ndarray, where, num_classes: int | None = None):
     if len(images) != len(labels):
-        raise DatasetFormatError(
-            f"{where}: image/label count mismatch: {len(images)} images, {len(labels)} labels"
-        )
+        raise _fmt(where, f"image/label count mismatch: {len(images)} images, {len(labels)} labels")
     if num_classes is not None and len(labels):
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
-            raise DatasetFormatError(
-                f"{where}: labels out of range [0, {num_classes - 1}]: min {lo}, max {hi}"
-            )
+            raise _fmt(where, f"labels out of range [0, {num_classes - 1}]: min {lo}, max {hi}")
 
 
 # ---------------------------------------------------------------- CIFAR python pickles
@@ -143,20 +133,18 @@ def parse_cifar_batch(data: bytes, where, label_key: str) -> tuple[np.ndarray, n
     try:
         batch = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
     except Exception as e:  # truncated pickles raise EOFError, UnpicklingError, ValueError, ...
-        raise DatasetFormatError(f"{where}: not a readable CIFAR pickle batch ({type(e).__name__}: {e})") from e
+        raise _fmt(where, f"not a readable CIFAR pickle batch ({type(e).__name__}: {e})") from e
     if not isinstance(batch, dict):
-        raise DatasetFormatError(f"{where}: a CIFAR batch is a dict, got {type(batch).__name__}")
+        raise _fmt(where, f"a CIFAR batch is a dict, got {type(batch).__name__}")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
-        raise DatasetFormatError(
-            f"{where}: a CIFAR batch needs keys 'data' and {label_key!r}; found {sorted(batch)}"
-        )
+        raise _fmt(where, f"a CIFAR batch needs keys 'data' and {label_key!r}; "
+                          f"found {sorted(batch)}")
     images = np.asarray(batch["data"])
     labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
-        raise DatasetFormatError(
-            f"{where}: 'data' must be uint8 [N, 3072], got {images.dtype} {list(images.shape)}"
-        )
+        raise _fmt(where,
+                   f"'data' must be uint8 [N, 3072], got {images.dtype} {list(images.shape)}")
     check_pair(images, labels, where)
     return images.reshape(-1, 3, 32, 32), labels
 
@@ -166,35 +154,39 @@ def read_cifar(path: str | os.PathLike, members: tuple[str, ...], label_key: str
     """Read and concatenate CIFAR batches from a ``.tar.gz`` (``members`` are paths inside it)
     or from an extracted folder (``members`` are relative to ``path``'s parent or to ``path``)."""
     path = Path(path)
-    chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    chunks = [parse_cifar_batch(data, where, label_key)
+              for where, data in _cifar_payloads(path, members)]
+    images, labels = (np.concatenate(arrays) for arrays in zip(*chunks, strict=True))
+    check_pair(images, labels, path, num_classes)
+    return images, labels
+
+
+def _cifar_payloads(path: Path, members: tuple[str, ...]) -> Iterator[tuple[str | Path, bytes]]:
+    """``(where, pickled bytes)`` of each member in order, from the folder or the tarball."""
     if path.is_dir():
         for member in members:
             candidates = [path.parent / member, path / Path(member).name]
             file = next((c for c in candidates if c.is_file()), None)
             if file is None:
-                raise DatasetFormatError(f"{path}: missing batch file {Path(member).name}")
-            chunks.append(parse_cifar_batch(file.read_bytes(), file, label_key))
-    else:
-        try:
-            # one sequential pass: the official archive does not store the batches in order,
-            # and seeking backwards in a gzip stream means decompressing it again
-            wanted, payloads = set(members), {}
-            with tarfile.open(path, "r:*") as tar:
-                for info in tar:
-                    if info.name in wanted and info.isfile():
-                        payloads[info.name] = tar.extractfile(info).read()
-                        if len(payloads) == len(wanted):
-                            break
-            for member in members:
-                if member not in payloads:
-                    raise DatasetFormatError(f"{path}: the archive has no member {member}")
-                chunks.append(parse_cifar_batch(payloads[member], f"{path}:{member}", label_key))
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            raise DatasetFormatError(f"{path}: corrupt or truncated tar.gz archive ({e})") from e
-    images = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
-    labels = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-    check_pair(images, labels, path, num_classes)
-    return np.ascontiguousarray(images), labels
+                raise _fmt(path, f"missing batch file {Path(member).name}")
+            yield file, file.read_bytes()
+        return
+    try:
+        # one sequential pass: the official archive does not store the batches in order,
+        # and seeking backwards in a gzip stream means decompressing it again
+        wanted, payloads = set(members), {}
+        with tarfile.open(path, "r:*") as tar:
+            for info in tar:
+                if info.name in wanted and info.isfile():
+                    payloads[info.name] = tar.extractfile(info).read()
+                    if len(payloads) == len(wanted):
+                        break
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise _fmt(path, f"corrupt or truncated tar.gz archive ({e})") from e
+    for member in members:
+        if member not in payloads:
+            raise _fmt(path, f"the archive has no member {member}")
+        yield f"{path}:{member}", payloads[member]
 
 
 # ---------------------------------------------------------------- SVHN .mat
@@ -206,14 +198,14 @@ def read_svhn(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
     except Exception as e:  # scipy raises ValueError/TypeError/OSError on bad files
-        raise DatasetFormatError(f"{path}: not a readable SVHN .mat file ({type(e).__name__}: {e})") from e
+        raise _fmt(path, f"not a readable SVHN .mat file ({type(e).__name__}: {e})") from e
     if "X" not in mat or "y" not in mat:
-        raise DatasetFormatError(f"{path}: an SVHN .mat file needs variables 'X' and 'y'")
+        raise _fmt(path, "an SVHN .mat file needs variables 'X' and 'y'")
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
-        raise DatasetFormatError(f"{path}: 'X' must be [32, 32, 3, N], got {list(x.shape)}")
+        raise _fmt(path, f"'X' must be [32, 32, 3, N], got {list(x.shape)}")
     if x.dtype != np.uint8:
-        raise DatasetFormatError(f"{path}: 'X' must be uint8, got {x.dtype}")
+        raise _fmt(path, f"'X' must be uint8, got {x.dtype}")
     labels = y.astype(np.int64)
     labels[labels == 10] = 0
     images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # [N, C, H, W]

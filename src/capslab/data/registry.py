@@ -5,7 +5,7 @@ Nothing here reads a file: :func:`dataset_info` and :func:`list_datasets` are fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from capslab.errors import UnknownDatasetError
 
@@ -38,15 +38,7 @@ class DatasetInfo:
         }
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "channels": self.channels,
-            "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "classes": list(self.classes),
-        }
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -107,13 +99,13 @@ _MNIST_URLS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 _FASHION_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+_CIFAR_URLS = ("https://www.cs.toronto.edu/~kriz/",)
 
 
-def _idx_files(bases, table) -> dict[str, FileSpec]:
-    return {
-        name: FileSpec(name, md5, tuple(b + name for b in bases), size, raw_md5)
-        for name, md5, size, raw_md5 in table
-    }
+def _files(bases: tuple[str, ...], *table: tuple) -> dict[str, FileSpec]:
+    """``{name: FileSpec}`` from rows ``(name, md5[, size[, raw_md5]])``, one URL per base."""
+    return {row[0]: FileSpec(row[0], row[1], tuple(b + row[0] for b in bases), *row[2:])
+            for row in table}
 
 
 def _idx_splits() -> dict[str, SplitSpec]:
@@ -140,7 +132,8 @@ def _add(spec: DatasetSpec) -> None:
 
 _add(DatasetSpec(
     info=DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
-    files=_idx_files(_MNIST_URLS, [
+    files=_files(
+        _MNIST_URLS,
         ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422,
          "6bbc9ace898e44ae57da46a324031adb"),
         ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", 28881,
@@ -149,7 +142,7 @@ _add(DatasetSpec(
          "2646ac647ad5339dbf082846283269ea"),
         ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", 4542,
          "27ae3e4e09519cfbb04c329615203637"),
-    ]),
+    ),
     splits=_idx_splits(),
     folders=("mnist", "MNIST", "MNIST/raw"),
     homepage="http://yann.lecun.com/exdb/mnist/",
@@ -158,7 +151,8 @@ _add(DatasetSpec(
 
 _add(DatasetSpec(
     info=DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), _FASHION_CLASSES),
-    files=_idx_files(_FASHION_URLS, [
+    files=_files(
+        _FASHION_URLS,
         ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880,
          "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
         ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29515,
@@ -167,7 +161,7 @@ _add(DatasetSpec(
          "8181f5470baa50b63fa0f6fddb340f0a"),
         ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5148,
          "15d484375f8d13e6eb1aabb0c3f46965"),
-    ]),
+    ),
     splits=_idx_splits(),
     folders=("fashion-mnist", "fashion_mnist", "FashionMNIST", "FashionMNIST/raw"),
     offline_dirs=("/usr/share/datasets/fashion-mnist",),
@@ -178,9 +172,8 @@ _add(DatasetSpec(
 _add(DatasetSpec(
     info=DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                      _CIFAR10_CLASSES),
-    files={"cifar-10-python.tar.gz": FileSpec(
-        "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",), 170498071)},
+    files=_files(_CIFAR_URLS,
+                 ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170498071)),
     splits={
         "train": SplitSpec(("cifar-10-python.tar.gz",), "cifar10", 50000,
                            tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
@@ -202,9 +195,8 @@ _add(DatasetSpec(
 
 _add(DatasetSpec(
     info=DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    files={"cifar-100-python.tar.gz": FileSpec(
-        "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-        ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",), 169001437)},
+    files=_files(_CIFAR_URLS,
+                 ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", 169001437)),
     splits={
         "train": SplitSpec(("cifar-100-python.tar.gz",), "cifar100", 50000,
                            ("cifar-100-python/train",), "cifar-100-python"),
@@ -222,14 +214,12 @@ _add(DatasetSpec(
 _add(DatasetSpec(
     info=DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                      tuple(str(i) for i in range(10))),
-    files={
-        "train_32x32.mat": FileSpec("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373",
-                                    ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",)),
-        "test_32x32.mat": FileSpec("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3",
-                                   ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",)),
-        "extra_32x32.mat": FileSpec("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7",
-                                    ("http://ufldl.stanford.edu/housenumbers/extra_32x32.mat",)),
-    },
+    files=_files(
+        ("http://ufldl.stanford.edu/housenumbers/",),
+        ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+        ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+        ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),
+    ),
     splits={
         "train": SplitSpec(("train_32x32.mat",), "svhn", 73257),
         "test": SplitSpec(("test_32x32.mat",), "svhn", 26032),

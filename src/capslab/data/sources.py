@@ -18,6 +18,7 @@ keyed by path, size and modification time (in memory only when that folder is no
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -37,6 +38,7 @@ from capslab.errors import (
     DatasetNotFoundError,
     DownloadError,
 )
+from capslab.io import atomic_write_text
 
 ENV_DATA = "CAPSLAB_DATA"
 #: origin label of the folder given as ``data_dir`` (``root=`` of the functions here)
@@ -62,29 +64,21 @@ class SearchDir:
 
 def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[SearchDir]:
     """The folders searched for dataset ``name``, in order."""
-    spec = get_spec(name)
     out: list[SearchDir] = []
-    if root is not None and str(root) != "":
+    if root is not None and str(root):
         out.append(SearchDir(Path(root).expanduser(), DATA_DIR))
-    for part in os.environ.get(ENV_DATA, "").split(os.pathsep):
-        if part.strip():
-            out.append(SearchDir(Path(part.strip()).expanduser(), ENV_DATA))
+    env = (part.strip() for part in os.environ.get(ENV_DATA, "").split(os.pathsep))
+    out += [SearchDir(Path(part).expanduser(), ENV_DATA) for part in env if part]
     out.append(SearchDir(default_data_dir(), "cache"))
-    for d in spec.offline_dirs:
-        out.append(SearchDir(Path(d), "system"))
-    seen: set[str] = set()
-    unique = []
+    out += [SearchDir(Path(d), "system") for d in get_spec(name).offline_dirs]
+    unique: dict[str, SearchDir] = {}  # the first of the folders that are the same wins
     for d in out:
-        key = os.path.abspath(d.path)
-        if key not in seen:
-            seen.add(key)
-            unique.append(d)
-    return unique
+        unique.setdefault(os.path.abspath(d.path), d)
+    return list(unique.values())
 
 
 def _subfolders(spec: DatasetSpec) -> list[str]:
-    names = [spec.name, *spec.folders]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys([spec.name, *spec.folders]))
 
 
 def candidate_paths(spec: DatasetSpec, base: Path, relname: str) -> list[Path]:
@@ -132,9 +126,7 @@ def locate_split(name: str, split: SplitSpec, root=None) -> tuple[list[Located],
     """``(found, missing file names)`` for every file of ``split``."""
     found, missing = [], []
     for filename in split.files:
-        loc = locate_file(name, filename, root)
-        if loc is None and split.folder:
-            loc = locate_extracted(name, split, root)
+        loc = locate_file(name, filename, root) or locate_extracted(name, split, root)
         if loc is None:
             missing.append(filename)
         else:
@@ -163,24 +155,21 @@ def not_found_error(name: str, split: str, missing: list[str], root=None) -> Dat
 
 # ---------------------------------------------------------------- checksums
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5(usedforsecurity=False)
+_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
+
+
+def md5_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, _md5).hexdigest()
 
 
-def md5_gunzipped(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def md5_gunzipped(path: str | os.PathLike) -> str:
     """md5 of the decompressed content of a gzip file."""
-    h = hashlib.md5(usedforsecurity=False)
     try:
         with gzip.open(path, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
+            return hashlib.file_digest(f, _md5).hexdigest()
     except (EOFError, OSError, zlib.error) as e:
         raise DatasetFormatError(f"{path}: corrupt or truncated gzip data ({e})") from e
-    return h.hexdigest()
 
 
 _stamp_lock = threading.Lock()
@@ -191,50 +180,43 @@ def _stamp_file() -> Path:
     return cache_root() / "verified.json"
 
 
-def _load_stamps() -> dict[str, dict]:
-    stamps = dict(_stamps_memory)
+def _stamps_on_disk() -> dict[str, dict]:
     try:
-        stamps.update(json.loads(_stamp_file().read_text()))
+        return json.loads(_stamp_file().read_text())
     except (OSError, ValueError):
-        pass
-    return stamps
+        return {}
 
 
 def _save_stamp(key: str, value: dict) -> None:
     with _stamp_lock:
         _stamps_memory[key] = value
+        stamps = {**_stamps_on_disk(), key: value}
         try:
-            from capslab.io import atomic_write_text
-
-            stamps = {}
-            try:
-                stamps = json.loads(_stamp_file().read_text())
-            except (OSError, ValueError):
-                pass
-            stamps[key] = value
             atomic_write_text(_stamp_file(), json.dumps(stamps, indent=1, sort_keys=True))
         except OSError:
             pass  # read-only cache: remembered for this process only
 
 
+def _stamp(path: Path) -> tuple[str, dict, dict]:
+    """``(key, {"size", "mtime_ns"} of path, its remembered digests or {} when out of date)``."""
+    st = path.stat()
+    key, ident = str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    cached = {**_stamps_memory, **_stamps_on_disk()}.get(key, {})
+    return key, ident, cached if all(cached.get(k) == v for k, v in ident.items()) else {}
+
+
 def _file_digests(path: Path, want_raw: bool, force: bool) -> dict:
     """``{"md5": ..., "raw_md5": ...}`` of ``path``, from the stamp cache when still valid."""
-    st = path.stat()
-    key = str(path.resolve())
-    ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    cached = None if force else _load_stamps().get(key)
-    if cached and all(cached.get(k) == v for k, v in ident.items()):
-        if "md5" in cached and (not want_raw or "raw_md5" in cached):
-            return cached
-    value = dict(ident)
-    value["md5"] = md5_file(path)
-    if want_raw:
+    key, ident, cached = _stamp(path)
+    value = {**({} if force else cached), **ident}
+    if "md5" not in value:
+        value["md5"] = md5_file(path)
+    if want_raw and "raw_md5" not in value:
         with open(path, "rb") as f:
             gz = f.read(2) == b"\x1f\x8b"
         value["raw_md5"] = md5_gunzipped(path) if gz else value["md5"]
-    if cached and all(cached.get(k) == v for k, v in ident.items()):
-        value = {**cached, **value}
-    _save_stamp(key, value)
+    if value != cached:
+        _save_stamp(key, value)
     return value
 
 
@@ -248,7 +230,7 @@ def verify_file(path: str | os.PathLike, fspec: FileSpec, md5: str | None = None
     """
     path = Path(path)
     expected = (md5 or fspec.md5).lower()
-    raw_expected = None if md5 else (fspec.raw_md5 or None)
+    raw_expected = None if md5 else fspec.raw_md5
     digests = _file_digests(path, False, force)
     if digests["md5"] == expected:
         return "md5"
@@ -275,15 +257,10 @@ def verify_member(path: str | os.PathLike, expected_md5: str, force: bool = Fals
 
 def cached_verification(path: str | os.PathLike) -> dict | None:
     """The remembered digests of ``path`` if still valid (same size and mtime), else ``None``."""
-    path = Path(path)
     try:
-        st = path.stat()
+        return _stamp(Path(path))[2] or None
     except OSError:
         return None
-    cached = _load_stamps().get(str(path.resolve()))
-    if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
-        return cached
-    return None
 
 
 # ---------------------------------------------------------------- download
@@ -306,18 +283,17 @@ def download_file(fspec: FileSpec, dest_dir: str | os.PathLike, md5: str | None 
     for url in fspec.urls:
         fd, tmp = tempfile.mkstemp(prefix=f".{fspec.name}.", suffix=".part", dir=dest_dir)
         try:
-            h = hashlib.md5(usedforsecurity=False)
-            with os.fdopen(fd, "wb") as out:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-                    total = int(total) if total else None
-                    done = 0
-                    while block := resp.read(1 << 20):
-                        out.write(block)
-                        h.update(block)
-                        done += len(block)
-                        if progress is not None:
-                            progress(done, total)
+            h = _md5()
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                length = (getattr(resp, "headers", None) or {}).get("Content-Length")
+                total = int(length) if length else None
+                done = 0
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    h.update(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
                 out.flush()
                 os.fsync(out.fileno())
             got = h.hexdigest()
@@ -325,8 +301,8 @@ def download_file(fspec: FileSpec, dest_dir: str | os.PathLike, md5: str | None 
                 checksum_failures.append(f"{url}: md5 {got}, expected {expected}")
                 continue
             os.replace(tmp, dest)
-            _save_stamp(str(dest.resolve()), {"size": dest.stat().st_size,
-                                              "mtime_ns": dest.stat().st_mtime_ns, "md5": got})
+            key, ident, _ = _stamp(dest)
+            _save_stamp(key, {**ident, "md5": got})
             return dest
         except (urllib.error.URLError, OSError, ValueError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
@@ -351,11 +327,10 @@ def download(name: str, root: str | os.PathLike | None = None, splits=None,
     """Download the files of dataset ``name`` (all splits, or ``splits``) that are not already
     present and valid, into ``<root or the user cache>/<dataset>/``. Returns the file paths."""
     spec = get_spec(name)
-    dest = Path(root).expanduser() / spec.name if root else default_data_dir() / spec.name
-    wanted = spec.splits if splits is None else {s: spec.splits[s] for s in splits}
-    files = list(dict.fromkeys(f for s in wanted.values() for f in s.files))
+    dest = (Path(root).expanduser() if root else default_data_dir()) / spec.name
+    wanted = spec.splits.values() if splits is None else [spec.splits[s] for s in splits]
     paths = []
-    for filename in files:
+    for filename in dict.fromkeys(f for s in wanted for f in s.files):
         fspec = spec.files[filename]
         md5 = (checksums or {}).get(filename)
         loc = locate_file(name, filename, root)

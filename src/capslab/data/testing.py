@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from capslab.data.registry import dataset_info
+
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
@@ -69,7 +71,9 @@ def cifar_batch(n: int, seed: int, label_key: str, num_classes: int, bytes_keys:
     return batch, data.reshape(n, 3, 32, 32), np.array(labels, dtype=np.int64)
 
 
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, obj) -> None:
+    """Add ``obj`` pickled as CIFAR's batches are (protocol 2) as member ``name``."""
+    payload = pickle.dumps(obj, protocol=2)
     info = tarfile.TarInfo(name)
     info.size = len(payload)
     tar.addfile(info, io.BytesIO(payload))
@@ -79,19 +83,19 @@ def write_cifar10(folder: Path, per_batch: int = 6, test_n: int = 5):
     """A small ``cifar-10-python.tar.gz``; returns (path, md5, train (x, y), test (x, y))."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cifar-10-python.tar.gz"
-    train_x, train_y = [], []
+    train = []  # (x, y) of each batch
     with tarfile.open(path, "w:gz") as tar:
         for i in range(1, 6):
-            batch, x, y = cifar_batch(per_batch, i, "labels", 10, bytes_keys=(i % 2 == 0))
-            _add(tar, f"cifar-10-batches-py/data_batch_{i}", pickle.dumps(batch, protocol=2))
-            train_x.append(x)
-            train_y.append(y)
+            batch, *xy = cifar_batch(per_batch, i, "labels", 10, bytes_keys=(i % 2 == 0))
+            _add(tar, f"cifar-10-batches-py/data_batch_{i}", batch)
+            train.append(xy)
         batch, tx, ty = cifar_batch(test_n, 99, "labels", 10)
-        _add(tar, "cifar-10-batches-py/test_batch", pickle.dumps(batch, protocol=2))
-        meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                "horse", "ship", "truck"], "num_cases_per_batch": per_batch}
-        _add(tar, "cifar-10-batches-py/batches.meta", pickle.dumps(meta, protocol=2))
-    return path, md5(path.read_bytes()), (np.concatenate(train_x), np.concatenate(train_y)), (tx, ty)
+        _add(tar, "cifar-10-batches-py/test_batch", batch)
+        meta = {"label_names": list(dataset_info("cifar10").classes),
+                "num_cases_per_batch": per_batch}
+        _add(tar, "cifar-10-batches-py/batches.meta", meta)
+    train_xy = tuple(np.concatenate(a) for a in zip(*train, strict=True))
+    return path, md5(path.read_bytes()), train_xy, (tx, ty)
 
 
 def write_cifar100(folder: Path, train_n: int = 12, test_n: int = 7):
@@ -99,10 +103,10 @@ def write_cifar100(folder: Path, train_n: int = 12, test_n: int = 7):
     path = folder / "cifar-100-python.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         batch, x, y = cifar_batch(train_n, 1, "fine_labels", 100)
-        _add(tar, "cifar-100-python/train", pickle.dumps(batch, protocol=2))
+        _add(tar, "cifar-100-python/train", batch)
         tbatch, tx, ty = cifar_batch(test_n, 2, "fine_labels", 100, bytes_keys=True)
-        _add(tar, "cifar-100-python/test", pickle.dumps(tbatch, protocol=2))
-        _add(tar, "cifar-100-python/meta", pickle.dumps({"fine_label_names": []}, protocol=2))
+        _add(tar, "cifar-100-python/test", tbatch)
+        _add(tar, "cifar-100-python/meta", {"fine_label_names": []})
     return path, md5(path.read_bytes()), (x, y), (tx, ty)
 
 
@@ -121,10 +125,8 @@ def write_svhn(path: Path, n: int = 9, seed: int = 0):
 def write_fake_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> dict[str, str]:
     """Random MNIST-format train and test splits in ``folder``; returns ``{file: md5}`` to pass
     as ``load_dataset(..., checksums=...)`` (works for ``fashion-mnist`` too)."""
-    md5s = {}
-    md5s.update(write_idx_split(Path(folder), "train", n_train, seed)[2])
-    md5s.update(write_idx_split(Path(folder), "t10k", n_test, seed + 1)[2])
-    return md5s
+    return {**write_idx_split(Path(folder), "train", n_train, seed)[2],
+            **write_idx_split(Path(folder), "t10k", n_test, seed + 1)[2]}
 
 
 def make_image_dataset(n: int = 40, name: str = "mnist", seed: int = 0, labels=None):
@@ -134,7 +136,6 @@ def make_image_dataset(n: int = 40, name: str = "mnist", seed: int = 0, labels=N
     import torch
 
     from capslab.data.dataset import ImageDataset
-    from capslab.data.registry import dataset_info
 
     info = dataset_info(name)
     gen = torch.Generator().manual_seed(int(seed))
