@@ -9,6 +9,7 @@ The results are written as ``bench.json``, a versioned ``capslab-bench`` documen
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable
@@ -19,11 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from capslab.errors import ConfigError
 from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
-from capslab.profiling import median_seconds, training_step_peak_bytes
+from capslab.profiling import measurement_device, median_seconds, training_step_peak_bytes
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
@@ -66,15 +66,7 @@ def bench_devices(name: str) -> list[torch.device]:
     ``cpu``, ``cuda`` or ``cuda:N`` is that one device."""
     if name == "auto":
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
-    return [device]
+    return [measurement_device(name)]
 
 
 def default_variants(include_plain: bool = True, compile_: bool = False) -> list[Variant]:
@@ -89,13 +81,8 @@ def default_variants(include_plain: bool = True, compile_: bool = False) -> list
     return variants
 
 
-def _outputs(out):
-    """(lengths, reconstruction) from a CapsuleOutput or the plain model's tuple."""
-    return out[1], out[2]
-
-
 def _train_step(model: nn.Module, optimizer, x, y) -> None:
-    lengths, recon = _outputs(model(x, y))
+    _, lengths, recon = model(x, y)  # a CapsuleOutput or the plain model's tuple
     loss, _, _ = capsule_loss(lengths, y, recon, x)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -111,20 +98,16 @@ def measure_variant(
     seed: int = 0,
 ) -> BenchResult:
     torch.manual_seed(seed)
-    model = variant.factory().to(device)
     fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = variant.factory().to(device, memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def batch(b: int):
-        x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=fmt)
-        return x, torch.randint(0, 10, (b,), device=device)
 
     rates = {}
     model.train()
     for b in (16, 128):
-        x, y = batch(b)
-        step = lambda x=x, y=y: _train_step(model, optimizer, x, y)  # noqa: E731
+        x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (b,), device=device)
+        step = functools.partial(_train_step, model, optimizer, x, y)
         rates[b] = b / median_seconds(step, steps, max(1, warmup), device)
     peak = training_step_peak_bytes(step, model, optimizer, (x, y), device)  # batch 128
     model.eval()
@@ -165,16 +148,12 @@ def run_benchmark(
     return results
 
 
-def results_payload(results: list[BenchResult]) -> dict[str, Any]:
-    """The payload of ``bench.json`` (without its format and version): the torch version, the
-    CPU threads and every result."""
-    return {
+def write_results(results: list[BenchResult], out_dir: str | os.PathLike) -> Path:
+    """Write ``bench.json`` into ``out_dir``: a versioned ``capslab-bench`` document with the
+    torch version, the CPU threads and every result. Returns its path."""
+    payload = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "results": [r.to_dict() for r in results],
     }
-
-
-def write_results(results: list[BenchResult], out_dir: str | os.PathLike) -> Path:
-    """Write ``bench.json`` (versioned, :func:`results_payload`) into ``out_dir``; return its path."""
-    return write_json(Path(out_dir) / "bench.json", REPORT_KIND, results_payload(results))
+    return write_json(Path(out_dir) / "bench.json", REPORT_KIND, payload)

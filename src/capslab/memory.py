@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,6 +32,7 @@ from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model, list_models, model_options
 from capslab.profiling import (
+    measurement_device,
     median_seconds,
     persistent_bytes,
     saved_activation_bytes,
@@ -104,8 +105,7 @@ class MemoryConfig(Settings):
             raise ConfigError(f"images must be square, got {list(self.dataset_shape)}")
         if self.steps < 1 or self.warmup < 0:
             raise ConfigError(f"steps must be >= 1 and warmup >= 0, got {self.steps} and {self.warmup}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {self.device!r}")
+        measurement_device(self.device, check_available=False)  # a valid name
         owned = sorted(set(self.model_options) & set(OWN_MODEL_OPTIONS))
         if owned:
             raise ConfigError(
@@ -121,12 +121,7 @@ class MemoryConfig(Settings):
     def resolved_device(self) -> torch.device:
         """The device to measure on (``auto``: CUDA when present); CUDA asked for on a machine
         without it is a :class:`ConfigError`."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r}: CUDA is not available on this machine")
-        return device
+        return measurement_device(self.device)
 
 
 @dataclass
@@ -158,14 +153,8 @@ class Measurement:
         return {**asdict(self), "peak_mib": self.peak_mib}
 
 
-#: quantities fitted against depth: attribute -> unit
-METRICS = {
-    "peak_bytes": "bytes",
-    "activation_bytes": "bytes",
-    "persistent_bytes": "bytes",
-    "train_seconds": "s",
-    "infer_seconds": "s",
-}
+#: quantities fitted against depth (attributes of :class:`Measurement`)
+METRICS = ("peak_bytes", "activation_bytes", "persistent_bytes", "train_seconds", "infer_seconds")
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,13 +220,11 @@ def measure(name: str, blocks: int | None, config: MemoryConfig) -> Measurement:
 
 def plan(config: MemoryConfig) -> list[tuple[str, int | None]]:
     """The (model, depth) points to measure, in order."""
-    points: list[tuple[str, int | None]] = []
-    for name in config.models:
-        if name in BLOCK_MODELS:
-            points.extend((name, b) for b in config.blocks)
-        else:
-            points.append((name, None))
-    return points
+    return [
+        (name, blocks)
+        for name in config.models
+        for blocks in (config.blocks if name in BLOCK_MODELS else (None,))
+    ]
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -260,19 +247,16 @@ class MemoryReport:
 
     def fits(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{model: {metric: {"slope", "intercept"}}}`` per added block (models without blocks
-        are flat: slope 0, intercept their single value)."""
+        are flat: slope 0, intercept their single value), for the models that have rows."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for name in self.config.models:
             rows = self.rows_of(name)
             if not rows:
                 continue
+            depths = [r.blocks or 0 for r in rows]  # no blocks: a single row, so a flat fit
             out[name] = {}
             for metric in METRICS:
-                values = [getattr(r, metric) for r in rows]
-                if rows[0].blocks is None:
-                    slope, icpt = 0.0, float(values[0])
-                else:
-                    slope, icpt = fit_line([r.blocks for r in rows], values)
+                slope, icpt = fit_line(depths, [getattr(r, metric) for r in rows])
                 out[name][metric] = {"slope": slope, "intercept": icpt}
         return out
 
@@ -294,25 +278,27 @@ class MemoryReport:
         return {
             "peak_slope_ratio": ratio("peak_bytes"),
             "activation_slope_ratio": ratio("activation_bytes"),
-            "max_train_time_ratio": max(times) if times else math.nan,
+            "max_train_time_ratio": max(times, default=math.nan),
             "mean_train_time_ratio": float(np.mean(times)) if times else math.nan,
         }
 
+    def setting(self) -> str:
+        """Batch, input shape, routing and device in words, for titles."""
+        cfg = self.config
+        return (f"batch {cfg.batch_size}, input {'x'.join(map(str, cfg.dataset_shape))}, "
+                f"routing {cfg.routing}, device {self.device}")
+
     def to_dict(self) -> dict[str, Any]:
         """The payload of ``memory.json`` (without its format and version)."""
+        comparison = self.comparison()
+        if comparison is not None:  # strict JSON has no Infinity: a flat denominator gives null
+            comparison = {k: (v if math.isfinite(v) else None) for k, v in comparison.items()}
         return {
             "config": self.config.to_dict(), "device": self.device, "method": self.method,
             "torch": torch.__version__,
             "rows": [r.to_dict() for r in self.rows],
-            "fits": self.fits(), "comparison": _finite_or_none(self.comparison()),
+            "fits": self.fits(), "comparison": comparison,
         }
-
-
-def _finite_or_none(d: dict | None) -> dict | None:
-    """Strict JSON has no Infinity: an infinite ratio (a flat denominator) becomes null."""
-    if d is None:
-        return None
-    return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
 
 
 def run_memory_study(
@@ -335,8 +321,7 @@ def run_memory_study(
 # files
 # --------------------------------------------------------------------------------------------
 
-CSV_FIELDS = ("model", "blocks", "peak_bytes", "activation_bytes", "persistent_bytes",
-              "train_seconds", "infer_seconds", "parameters")
+CSV_FIELDS = tuple(f.name for f in fields(Measurement))
 
 
 def report_csv(report: MemoryReport) -> str:
@@ -363,13 +348,11 @@ def plot_report(report: MemoryReport, path: str | Path) -> Path:
     depths = list(report.config.blocks)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2))
     for ax, (title, metric, scale, unit) in zip(axes, PANELS, strict=True):
-        for name in report.config.models:
+        for name, fit in fits.items():
             rows = report.rows_of(name)
-            if not rows:
-                continue
             color = COLORS.get(name)
-            slope = fits[name][metric]["slope"] * scale
-            icpt = fits[name][metric]["intercept"] * scale
+            slope = fit[metric]["slope"] * scale
+            icpt = fit[metric]["intercept"] * scale
             if rows[0].blocks is None:  # no blocks: a flat reference line
                 ax.axhline(icpt, color=color, linestyle="--", label=f"{name}: {icpt:.4g} {unit}")
                 continue
@@ -381,9 +364,7 @@ def plot_report(report: MemoryReport, path: str | Path) -> Path:
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    cfg = report.config
-    fig.suptitle(f"batch {cfg.batch_size}, input {'x'.join(map(str, cfg.dataset_shape))}, "
-                 f"routing {cfg.routing}, device {report.device}", fontsize=10)
+    fig.suptitle(report.setting(), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -406,9 +387,7 @@ def render_table(report: MemoryReport):
     """A rich table of every point, then the fitted per-block slopes and the comparison."""
     from rich.table import Table
 
-    cfg = report.config
-    table = Table(title=f"One training step vs depth ({report.device}, batch {cfg.batch_size}, "
-                        f"{'x'.join(map(str, cfg.dataset_shape))}, {cfg.routing})")
+    table = Table(title=f"One training step vs depth ({report.setting()})")
     for col in ("model", "blocks", "params", "peak MiB", "activations MiB", "persistent MiB",
                 "train s/step", "infer s/batch"):
         table.add_column(col, justify="left" if col == "model" else "right")

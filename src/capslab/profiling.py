@@ -14,6 +14,7 @@
   (RSS is).
 * activations saved for the backward pass (:func:`saved_activation_bytes`): the distinct
   storages that ``torch.autograd.graph.saved_tensors_hooks`` sees, parameters excluded.
+* the device to measure on, named as on the command line: :func:`measurement_device`.
 
 Tensors are counted by distinct storage, so views and shared storages count once.
 """
@@ -22,13 +23,30 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
+
+from capslab.errors import ConfigError
+
+
+def measurement_device(name: str, check_available: bool = True) -> torch.device:
+    """The device ``name`` stands for: ``auto`` is CUDA when present, else the CPU; ``cpu``,
+    ``cuda`` or ``cuda:N`` is that device. Any other name is a :class:`ConfigError`, and so is
+    CUDA on a machine without it (unless ``check_available`` is false)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if check_available and name != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    return torch.device(name)
 
 
 def tensor_bytes(tensors: Iterable[object]) -> int:
@@ -77,16 +95,12 @@ def profiler_peak_bytes(fn: Callable[[], object]) -> int:
 
     with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [
-        e for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
-    ]
-    events.sort(key=lambda e: e.start_ns())
-    running = peak = 0
-    for e in events:
-        running += e.nbytes()
-        peak = max(peak, running)
-    return peak
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events()
+         if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")),
+        key=lambda e: e.start_ns(),
+    )
+    return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
 
 
 def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: Sequence[torch.Tensor]) -> int:
@@ -95,18 +109,16 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: Sequence[tor
     Storages of ``exclude`` (the parameters) are not counted. The graph is dropped afterwards.
     """
     skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
+    saved: list[torch.Tensor] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        if s.data_ptr() not in skip:
-            seen[s.data_ptr()] = s.nbytes()
+        if t.untyped_storage().data_ptr() not in skip:
+            saved.append(t)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
-    return sum(seen.values())
+        fn()  # the result, and with it the graph, is dropped at once
+    return tensor_bytes(saved)
 
 
 def median_seconds(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:

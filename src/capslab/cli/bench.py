@@ -29,11 +29,10 @@ def bench(
         REPORT_KIND,
         bench_devices,
         default_variants,
-        results_payload,
         run_benchmark,
         write_results,
     )
-    from capslab.experiments import versioned
+    from capslab.experiments import read_json
 
     devices = bench_devices(device)
     if threads:
@@ -61,7 +60,7 @@ def bench(
                           f"{r.peak_train_memory_MiB:.0f}", f"{r.speedup_vs_plain:.2f}x")
         console.print(table)
 
-    emit(versioned(REPORT_KIND, results_payload(results)), as_json, render)
+    emit(read_json(path, REPORT_KIND), as_json, render)  # what bench.json holds
     note(f"written: {path}", as_json)
 
 

@@ -48,7 +48,7 @@ def memory(
     by least squares; capsnet (no blocks) is a flat reference line. Each model gets the
     --model-opt options it takes (e.g. conv_channels=32, block_dim=2, decoder=false).
     """
-    from capslab.experiments import versioned
+    from capslab.experiments import read_json
     from capslab.memory import (
         REPORT_KIND,
         MemoryConfig,
@@ -82,7 +82,7 @@ def memory(
 
         report = run_memory_study(config, on_point)
     paths = write_report(report, out if out is not None else default_out("memory"), plot=plot)
-    emit(versioned(REPORT_KIND, report.to_dict()), as_json, lambda _: console.print(render_table(report)))
+    emit(read_json(paths["json"], REPORT_KIND), as_json, lambda _: console.print(render_table(report)))
     note("written: " + ", ".join(str(p) for p in paths.values()), as_json)
 
 

@@ -21,6 +21,8 @@ names the valid ones. Every bad input raises :class:`~capslab.errors.ConfigError
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
@@ -88,9 +90,10 @@ def cosine_restart_lr(t: float, period: float, lr_min: float, lr_max: float) -> 
 class PolicyOptions(Settings):
     """Base of the typed options of one policy.
 
-    Subclasses set ``POLICY`` (the policy's name) and ``LR_FIELD`` (the option that the generic
-    ``lr`` argument sets). Errors name the policy: ``policy 'adabatch': option phase_epochs must
-    be a ...``, ``policy 'fixed' has no option(s) rate; valid options: lr``.
+    Subclasses set ``POLICY`` (the policy's name) and, unless it is ``lr``, ``LR_FIELD`` (the
+    option that the generic ``lr`` argument sets). Errors name the policy: ``policy 'adabatch':
+    option phase_epochs must be a ...``, ``policy 'fixed' has no option(s) rate; valid options:
+    lr``.
     """
 
     POLICY: ClassVar[str] = ""
@@ -101,7 +104,7 @@ class PolicyOptions(Settings):
         cls.WHAT = f"policy {cls.POLICY!r}"
 
     def _where(self) -> str:
-        return f"policy {self.POLICY!r}: option "
+        return f"{self.WHAT}: option "
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "") -> Any:
@@ -112,7 +115,7 @@ class PolicyOptions(Settings):
             if unknown:
                 prefix = f"{where}: " if where else ""
                 raise ConfigError(
-                    f"{prefix}policy {cls.POLICY!r} has no option(s) {', '.join(unknown)}; "
+                    f"{prefix}{cls.WHAT} has no option(s) {', '.join(unknown)}; "
                     f"valid options: {', '.join(valid)}"
                 )
             data = dict(data)
@@ -120,25 +123,26 @@ class PolicyOptions(Settings):
 
     # -- shared checks --------------------------------------------------------------------
 
-    def _positive(self, name: str) -> None:
-        value = getattr(self, name)
-        if not value > 0:
-            raise ConfigError(f"policy {self.POLICY!r}: option {name} must be > 0, got {value!r}")
+    def _error(self, message: str) -> ConfigError:
+        """``message`` prefixed with the policy's name."""
+        return ConfigError(f"{self.WHAT}: {message}")
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not value > 0:
+                raise self._error(f"option {name} must be > 0, got {value!r}")
 
     def _lr_range(self) -> None:
         self._positive("lr_min")
         if self.lr_max < self.lr_min:
-            raise ConfigError(
-                f"policy {self.POLICY!r}: lr_max ({self.lr_max}) is below lr_min ({self.lr_min})"
-            )
+            raise self._error(f"lr_max ({self.lr_max}) is below lr_min ({self.lr_min})")
 
     def _batch_list(self, sizes: Sequence[int]) -> None:
         if not sizes:
-            raise ConfigError(f"policy {self.POLICY!r}: batch_sizes is empty")
+            raise self._error("batch_sizes is empty")
         if any(b < 1 for b in sizes):
-            raise ConfigError(
-                f"policy {self.POLICY!r}: batch sizes must be integers >= 1, got {list(sizes)}"
-            )
+            raise self._error(f"batch sizes must be integers >= 1, got {list(sizes)}")
 
 
 @dataclass
@@ -146,7 +150,6 @@ class FixedOptions(PolicyOptions):
     """``fixed``: one learning rate for all of training."""
 
     POLICY: ClassVar[str] = "fixed"
-    LR_FIELD: ClassVar[str] = "lr"
 
     lr: float = 1e-3
 
@@ -164,7 +167,6 @@ class ExpDecayOptions(PolicyOptions):
     """
 
     POLICY: ClassVar[str] = "exp-decay"
-    LR_FIELD: ClassVar[str] = "lr"
 
     lr: float = 1e-3
     rate: float = 0.96
@@ -176,13 +178,11 @@ class ExpDecayOptions(PolicyOptions):
     def validate(self) -> None:
         self._positive("lr")
         if not 0 < self.rate <= 1:
-            raise ConfigError(f"policy 'exp-decay': option rate must be in (0, 1], got {self.rate}")
-        self._positive("decay_steps")
-        self._positive("decay_epochs")
+            raise self._error(f"option rate must be in (0, 1], got {self.rate}")
+        self._positive("decay_steps", "decay_epochs")
         if self.decay_every not in ("step", "epoch"):
-            raise ConfigError(
-                f"policy 'exp-decay': option decay_every must be 'step' or 'epoch', "
-                f"got {self.decay_every!r}"
+            raise self._error(
+                f"option decay_every must be 'step' or 'epoch', got {self.decay_every!r}"
             )
 
 
@@ -204,8 +204,8 @@ class OneCycleOptions(PolicyOptions):
         self._lr_range()
         self._positive("lr_final")
         if not 0 < self.peak_fraction < self.end_fraction <= 1:
-            raise ConfigError(
-                "policy 'one-cycle': need 0 < peak_fraction < end_fraction <= 1, got "
+            raise self._error(
+                "need 0 < peak_fraction < end_fraction <= 1, got "
                 f"peak_fraction={self.peak_fraction}, end_fraction={self.end_fraction}"
             )
 
@@ -227,7 +227,7 @@ class WarmRestartsOptions(PolicyOptions):
         self._lr_range()
         self._positive("cycle_epochs")
         if self.cycle_mult < 1:
-            raise ConfigError(f"policy 'warm-restarts': cycle_mult must be >= 1, got {self.cycle_mult}")
+            raise self._error(f"cycle_mult must be >= 1, got {self.cycle_mult}")
 
 
 @dataclass
@@ -241,7 +241,6 @@ class AdaBatchOptions(PolicyOptions):
     """
 
     POLICY: ClassVar[str] = "adabatch"
-    LR_FIELD: ClassVar[str] = "lr"
 
     lr: float = 1e-3
     p: int = 4
@@ -251,7 +250,7 @@ class AdaBatchOptions(PolicyOptions):
     def validate(self) -> None:
         self._positive("lr")
         if self.p < 0:
-            raise ConfigError(f"policy 'adabatch': option p must be >= 0, got {self.p}")
+            raise self._error(f"option p must be >= 0, got {self.p}")
         # the derived defaults: filled in here, after the given values were converted
         if self.batch_sizes is None:
             self.batch_sizes = (1, 2**self.p, 2 ** (self.p + 1), 2 ** (self.p + 2))
@@ -259,13 +258,13 @@ class AdaBatchOptions(PolicyOptions):
         if self.phase_epochs is None:
             self.phase_epochs = tuple([3] + [5] * (len(self.batch_sizes) - 2))[: len(self.batch_sizes) - 1]
         if len(self.phase_epochs) != len(self.batch_sizes) - 1:
-            raise ConfigError(
-                f"policy 'adabatch': phase_epochs gives the length of every phase but the last, so "
+            raise self._error(
+                "phase_epochs gives the length of every phase but the last, so "
                 f"{len(self.batch_sizes)} batch_sizes need {len(self.batch_sizes) - 1} phase_epochs, "
                 f"got {list(self.phase_epochs)}"
             )
         if any(e < 1 for e in self.phase_epochs):
-            raise ConfigError(f"policy 'adabatch': phase_epochs must be >= 1, got {list(self.phase_epochs)}")
+            raise self._error(f"phase_epochs must be >= 1, got {list(self.phase_epochs)}")
 
 
 @dataclass
@@ -286,9 +285,8 @@ class WarmAdaBatchOptions(PolicyOptions):
         self._positive("warm_epochs")
         self._batch_list(self.batch_sizes)
         if len(self.batch_sizes) != 2:
-            raise ConfigError(
-                f"policy 'warm-adabatch': batch_sizes needs 2 values (warm phase, rest), "
-                f"got {list(self.batch_sizes)}"
+            raise self._error(
+                f"batch_sizes needs 2 values (warm phase, rest), got {list(self.batch_sizes)}"
             )
 
 
@@ -300,8 +298,9 @@ class WarmAdaBatchOptions(PolicyOptions):
 class Schedule:
     """Learning rate per optimiser step and batch size per epoch, fixed before training.
 
-    Subclasses set ``policy`` and ``Options`` and implement :meth:`_lr`; the base class does
-    the step bookkeeping. Build through :func:`build_schedule`.
+    Subclasses set ``policy`` and ``Options`` and override :meth:`_lr` (default: the constant
+    ``options.lr``) and :meth:`_batch_size` (default: the ``batch_size`` argument); the base
+    class does the step bookkeeping. Build through :func:`build_schedule`.
     """
 
     policy: ClassVar[str] = ""
@@ -322,9 +321,7 @@ class Schedule:
         self._batch = [self._batch_size(e) for e in range(self.epochs)]
         self._steps = [math.ceil(self.train_size / b) for b in self._batch]
         # _offset[e] = global step of the first step of epoch e; _offset[-1] = total steps
-        self._offset = [0]
-        for n in self._steps:
-            self._offset.append(self._offset[-1] + n)
+        self._offset = list(itertools.accumulate(self._steps, initial=0))
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -387,7 +384,7 @@ class Schedule:
         return float(self._lr(epoch, step_in_epoch, g))
 
     def _lr(self, epoch: int, step_in_epoch: int, global_step: int) -> float:
-        raise NotImplementedError
+        return self.options.lr
 
     def steps(self) -> Iterator[dict]:
         """Every optimiser step: ``{"epoch" (1-based), "step" (global, 0-based), "lr",
@@ -421,9 +418,6 @@ class FixedSchedule(Schedule):
     policy = "fixed"
     Options = FixedOptions
 
-    def _lr(self, epoch: int, step_in_epoch: int, global_step: int) -> float:
-        return self.options.lr
-
 
 class ExpDecaySchedule(Schedule):
     policy = "exp-decay"
@@ -447,30 +441,39 @@ class OneCycleSchedule(Schedule):
         )
 
 
-class WarmRestartsSchedule(Schedule):
+class _CosineCyclesSchedule(Schedule):
+    """Cosine annealing from ``lr_max`` to ``lr_min`` in consecutive cycles; ``cycle_starts``
+    holds the global steps at which the rate restarts to ``lr_max``. Subclasses give the cycles'
+    lengths in :meth:`_cycle_periods`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._periods = self._cycle_periods()
+        self.cycle_starts: list[int] = list(itertools.accumulate(self._periods[:-1], initial=0))
+
+    def _cycle_periods(self) -> list[int]:
+        """Steps of each cycle; together they reach :attr:`total_steps` (the last may go past)."""
+        raise NotImplementedError
+
+    def _lr(self, epoch: int, step_in_epoch: int, global_step: int) -> float:
+        o = self.options
+        i = bisect.bisect_right(self.cycle_starts, global_step) - 1  # the cycle global_step is in
+        return cosine_restart_lr(global_step - self.cycle_starts[i], self._periods[i], o.lr_min, o.lr_max)
+
+
+class WarmRestartsSchedule(_CosineCyclesSchedule):
     """Cycle ``i`` lasts ``round(cycle_epochs * cycle_mult**i * steps_per_epoch)`` steps."""
 
     policy = "warm-restarts"
     Options = WarmRestartsOptions
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def _cycle_periods(self) -> list[int]:
         o = self.options
-        per_epoch = self._steps[0]
-        self.cycle_starts: list[int] = [0]  # global steps at which lr restarts to lr_max
-        self._periods: list[int] = []
-        i = 0
-        while self.cycle_starts[-1] < self.total_steps:
-            period = max(1, round(o.cycle_epochs * o.cycle_mult**i * per_epoch))
-            self._periods.append(period)
-            self.cycle_starts.append(self.cycle_starts[-1] + period)
-            i += 1
-        self.cycle_starts.pop()
-
-    def _lr(self, epoch: int, step_in_epoch: int, global_step: int) -> float:
-        o = self.options
-        i = _last_le(self.cycle_starts, global_step)
-        return cosine_restart_lr(global_step - self.cycle_starts[i], self._periods[i], o.lr_min, o.lr_max)
+        periods, end = [], 0
+        while end < self.total_steps:
+            periods.append(max(1, round(o.cycle_epochs * o.cycle_mult ** len(periods) * self._steps[0])))
+            end += periods[-1]
+        return periods
 
 
 class AdaBatchSchedule(Schedule):
@@ -479,18 +482,11 @@ class AdaBatchSchedule(Schedule):
 
     def _batch_size(self, epoch: int) -> int:
         o = self.options
-        boundary = 0
-        for size, length in zip(o.batch_sizes, o.phase_epochs, strict=False):
-            boundary += length
-            if epoch < boundary:
-                return size
-        return o.batch_sizes[-1]
-
-    def _lr(self, epoch: int, step_in_epoch: int, global_step: int) -> float:
-        return self.options.lr
+        # one more batch size than phase ends: the last phase runs to the end of training
+        return o.batch_sizes[bisect.bisect_right(list(itertools.accumulate(o.phase_epochs)), epoch)]
 
 
-class WarmAdaBatchSchedule(Schedule):
+class WarmAdaBatchSchedule(_CosineCyclesSchedule):
     """Two cosine cycles aligned with the two batch-size phases.
 
     If training is not longer than ``warm_epochs``, the first cycle spans the whole run.
@@ -503,31 +499,9 @@ class WarmAdaBatchSchedule(Schedule):
         o = self.options
         return o.batch_sizes[0] if epoch < o.warm_epochs else o.batch_sizes[1]
 
-    def _lr(self, epoch: int, step_in_epoch: int, global_step: int) -> float:
-        o = self.options
-        warm = min(o.warm_epochs, self.epochs)
-        if epoch < warm:
-            start, period = 0, self._offset[warm]
-        else:
-            start, period = self._offset[warm], self.total_steps - self._offset[warm]
-        return cosine_restart_lr(global_step - start, period, o.lr_min, o.lr_max)
-
-    @property
-    def cycle_starts(self) -> list[int]:
-        warm = min(self.options.warm_epochs, self.epochs)
-        return [0] if warm == self.epochs else [0, self._offset[warm]]
-
-
-def _last_le(sorted_values: list[int], x: int) -> int:
-    """Index of the last value ``<= x`` (``sorted_values[0] <= x``)."""
-    lo, hi = 0, len(sorted_values) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if sorted_values[mid] <= x:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    def _cycle_periods(self) -> list[int]:
+        warm = self._offset[min(self.options.warm_epochs, self.epochs)]  # steps of the warm phase
+        return [warm] if warm == self.total_steps else [warm, self.total_steps - warm]
 
 
 _SCHEDULES: dict[str, type[Schedule]] = {
