@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -40,24 +40,30 @@ class LayerKind(IntEnum):
     CELL = 2  # DeepCaps CapsCell; the last one is the flatten + class capsule stage
 
 
-_KIND_NAMES = {LayerKind.CONV: "conv", LayerKind.CAPS: "caps", LayerKind.CELL: "cell"}
-_KIND_BY_NAME = {v: k for k, v in _KIND_NAMES.items()}
-
-# Order of the fields in a NASCaps gene (after the type).
-GENE_FIELDS = (
-    "in_size",
-    "in_channels",
-    "in_capsules",
-    "kernel",
-    "stride",
-    "out_size",
-    "out_channels",
-    "out_capsules",
-)
+_KIND_BY_NAME = {kind.name.lower(): kind for kind in LayerKind}  # "conv", "caps", "cell"
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_keys(d: dict[str, Any], valid: Sequence[str], what: str) -> None:
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise GenotypeError(f"unknown {what} key(s) {unknown}; valid keys: {list(valid)}")
+
+
+def _parse_layers(
+    items: Iterable[Any], parse: Callable[[Any], LayerDescriptor]
+) -> tuple[LayerDescriptor, ...]:
+    """``parse`` applied to each item; an error names the layer index."""
+    layers = []
+    for i, item in enumerate(items):
+        try:
+            layers.append(parse(item))
+        except GenotypeError as e:
+            raise GenotypeError(f"layer {i}: {e}") from None
+    return tuple(layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,7 @@ class LayerDescriptor:
 
     @property
     def kind_name(self) -> str:
-        return _KIND_NAMES[self.kind]
+        return self.kind.name.lower()
 
     def to_gene(self) -> list[int]:
         """The 9-int NASCaps gene."""
@@ -108,9 +114,7 @@ class LayerDescriptor:
         if not isinstance(d, dict):
             raise GenotypeError(f"a layer is an object with keys kind, {', '.join(GENE_FIELDS)}")
         valid = ("kind", *GENE_FIELDS)
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise GenotypeError(f"unknown layer key(s) {unknown}; valid keys: {list(valid)}")
+        _check_keys(d, valid, "layer")
         missing = [k for k in valid if k not in d]
         if missing:
             raise GenotypeError(f"layer is missing key(s) {missing}")
@@ -120,6 +124,10 @@ class LayerDescriptor:
                 raise GenotypeError(f"unknown layer kind {kind!r}; valid: {list(_KIND_BY_NAME)}")
             kind = _KIND_BY_NAME[kind]
         return cls(kind, *(d[n] for n in GENE_FIELDS))
+
+
+# Order of the fields in a NASCaps gene after the type: the descriptor's own field order.
+GENE_FIELDS = tuple(f.name for f in fields(LayerDescriptor))[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +162,8 @@ class Genotype:
         for name, tail in (("skip", skip), ("resize", resize)):
             if not isinstance(tail, (list, tuple)) or len(tail) != 1 or not _is_int(tail[0]):
                 raise GenotypeError(f"the {name} entry must be a one-integer list, got {tail!r}")
-        layers = []
-        for i, gene in enumerate(layer_genes):
-            try:
-                layers.append(LayerDescriptor.from_gene(gene))
-            except GenotypeError as e:
-                raise GenotypeError(f"layer {i}: {e}") from None
-        return cls(tuple(layers), skip=skip[0], resize=resize[0])
+        layers = _parse_layers(layer_genes, LayerDescriptor.from_gene)
+        return cls(layers, skip=skip[0], resize=resize[0])
 
     def to_nascaps(self) -> list[list[int]]:
         return [layer.to_gene() for layer in self.layers] + [[self.skip], [self.resize]]
@@ -178,10 +181,7 @@ class Genotype:
     def from_dict(cls, d: dict[str, Any]) -> Genotype:
         if not isinstance(d, dict):
             raise GenotypeError("a capslab genotype is a JSON object")
-        valid = ("format", "version", "layers", "skip", "resize")
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise GenotypeError(f"unknown genotype key(s) {unknown}; valid keys: {list(valid)}")
+        _check_keys(d, ("format", "version", "layers", "skip", "resize"), "genotype")
         if d.get("format", FORMAT_NAME) != FORMAT_NAME:
             raise GenotypeError(f"format must be {FORMAT_NAME!r}, got {d.get('format')!r}")
         if d.get("version", FORMAT_VERSION) != FORMAT_VERSION:
@@ -190,13 +190,8 @@ class Genotype:
             )
         if not isinstance(d.get("layers"), list):
             raise GenotypeError("a capslab genotype needs a 'layers' list")
-        layers = []
-        for i, ld in enumerate(d["layers"]):
-            try:
-                layers.append(LayerDescriptor.from_dict(ld))
-            except GenotypeError as e:
-                raise GenotypeError(f"layer {i}: {e}") from None
-        return cls(tuple(layers), skip=d.get("skip", -1), resize=d.get("resize", 1))
+        layers = _parse_layers(d["layers"], LayerDescriptor.from_dict)
+        return cls(layers, skip=d.get("skip", -1), resize=d.get("resize", 1))
 
     # ------------------------------------------------------------- conveniences
     @property
@@ -206,20 +201,22 @@ class Genotype:
 
     @property
     def num_conv_layers(self) -> int:
-        return sum(1 for layer in self.layers if layer.kind == LayerKind.CONV)
+        return len(self.layers) - self.num_capsule_layers
+
+    @property
+    def _first(self) -> LayerDescriptor:
+        if not self.layers:
+            raise GenotypeError("the genotype has no layers")
+        return self.layers[0]
 
     @property
     def input_size(self) -> int:
         """Side of the network's input images: the first gene's in_size (resize included)."""
-        if not self.layers:
-            raise GenotypeError("the genotype has no layers")
-        return self.layers[0].in_size
+        return self._first.in_size
 
     @property
     def in_channels(self) -> int:
-        if not self.layers:
-            raise GenotypeError("the genotype has no layers")
-        return self.layers[0].in_channels
+        return self._first.in_channels
 
     def describe(self) -> str:
         """One line, e.g. ``conv9/1x256 -> caps9/2:32x8D -> class:10x16D (28px, skip -1, resize 1)``."""
@@ -365,20 +362,15 @@ def validate(
             f"x resize {g.resize} = {image_size * g.resize}"
         )
 
-    seen_caps = False
-    caps_kinds = set()
     for i, layer in enumerate(layers):
         is_last = i == n - 1
-        if layer.kind == LayerKind.CONV:
-            if seen_caps:
+        if i > 0:
+            prev = layers[i - 1]
+            # the first convolution after a capsule layer follows one directly
+            if layer.kind == LayerKind.CONV and prev.kind != LayerKind.CONV:
                 raise GenotypeError(
                     f"layer {i}: field kind: a convolution cannot follow a capsule layer"
                 )
-        else:
-            seen_caps = True
-            caps_kinds.add(layer.kind)
-        if i > 0:
-            prev = layers[i - 1]
             if layer.in_size != prev.out_size:
                 raise GenotypeError(
                     f"layer {i}: field in_size is {layer.in_size} but layer {i - 1} outputs {prev.out_size}"
@@ -429,7 +421,7 @@ def validate(
         raise GenotypeError(
             f"layer {n - 1}: field kind: at least two capsule layers are needed, got {g.num_capsule_layers}"
         )
-    if len(caps_kinds) > 1:
+    if len({layer.kind for layer in layers} - {LayerKind.CONV}) > 1:
         i = next(
             j
             for j, layer in enumerate(layers)
@@ -486,14 +478,12 @@ def repair(g: Genotype) -> Genotype:
                 layer = replace(layer, out_size=outs[0])
         out.append(layer)
 
-    resize = g.resize if g.resize in (1, 2) else min((1, 2), key=lambda r: abs(r - g.resize))
-    fixed = Genotype(tuple(out), skip=-1, resize=resize)
-    skip, options = g.skip, valid_skips(fixed)
-    if skip < 1 or not options:
+    fixed = Genotype(tuple(out), skip=-1, resize=min(max(g.resize, 1), 2))
+    options = valid_skips(fixed)
+    if g.skip < 1 or not options:
         return fixed  # -1, or a value below 1 (no extra input in the authors' builder either)
-    if skip not in options:
-        skip = min(options, key=lambda s: (abs(s - skip), s))  # the nearest valid skip
-    return replace(fixed, skip=skip)
+    # the nearest valid skip (the lower one on a tie); a valid skip is kept
+    return replace(fixed, skip=min(options, key=lambda s: (abs(s - g.skip), s)))
 
 
 # --------------------------------------------------------------------------- files
@@ -519,16 +509,12 @@ def load_genotype(path: str | os.PathLike, *, check: bool = True) -> Genotype:
     except OSError as e:
         raise GenotypeError(f"{path}: cannot read genotype file ({e.strerror or e})") from None
     try:
-        obj = json.loads(text)
+        g = parse_genotype(json.loads(text))
+        return validate(g) if check else g
     except json.JSONDecodeError as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
-    try:
-        g = parse_genotype(obj)
-        if check:
-            validate(g)
     except GenotypeError as e:
         raise GenotypeError(f"{path}: {e}") from None
-    return g
 
 
 def save_genotype(g: Genotype, path: str | os.PathLike, format: str = "capslab") -> None:

@@ -24,7 +24,6 @@ from capslab.genotype import (
     validate,
 )
 from capslab.hw import CAPSACC, Accelerator, HardwareLayer, cost, estimate, expand
-from capslab.hw.estimate import _layer_wsd
 
 
 def sig4(x: float) -> str:
@@ -270,7 +269,7 @@ def test_totals_equal_the_sum_of_layers_and_the_formulas(g, acc):
         w, s, d = cost.layer_counts(
             hl.kind, hl.inch, hl.incaps, hl.k, hl.outsize, hl.outch, hl.outcaps
         )
-        assert (w, s, d) == _layer_wsd(hl)
+        assert (w, s, d) == (le.weights, le.sums_per_out, le.data_per_weight)
         assert le.cycles == cost.cycles(w, s, d, acc)
         assert le.accumulators == cost.accumulators(s, d, acc)
         assert le.power_mW == pytest.approx(cost.power_mW(le.accumulators, acc))

@@ -8,15 +8,13 @@ processing elements (one multiplier each), one pipeline stage, 3 ns clock, 8-bit
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from capslab.errors import AcceleratorError
-
-_INT_FIELDS = ("rows", "cols", "pe_width", "pipeline_stages", "weight_bits", "accumulator_bits")
-_FLOAT_FIELDS = ("clock_ns", "pe_power_mW", "accumulator_power_mW")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,25 +39,23 @@ class Accelerator:
     name: str = "CapsAcc"
 
     def __post_init__(self) -> None:
-        for f in _INT_FIELDS:
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise AcceleratorError(f"accelerator field {f} must be an integer, got {v!r}")
-            if v <= 0:
-                raise AcceleratorError(f"accelerator field {f} must be positive, got {v}")
-        for f in _FLOAT_FIELDS:
-            v = getattr(self, f)
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise AcceleratorError(f"accelerator field {f} must be a number, got {v!r}")
-            if not v > 0 or v != v or v == float("inf"):
-                raise AcceleratorError(
-                    f"accelerator field {f} must be a positive finite number, got {v}"
-                )
-            object.__setattr__(self, f, float(v))
-        if not isinstance(self.name, str) or not self.name:
-            raise AcceleratorError(
-                f"accelerator field name must be a non-empty string, got {self.name!r}"
-            )
+        # the annotations are strings here ("int", "float", "str"); integers are checked first
+        for f in sorted(fields(self), key=lambda f: f.type != "int"):
+            v, must = getattr(self, f.name), f"accelerator field {f.name} must be"
+            if f.type == "str":
+                if not isinstance(v, str) or not v:
+                    raise AcceleratorError(f"{must} a non-empty string, got {v!r}")
+            elif f.type == "int":
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise AcceleratorError(f"{must} an integer, got {v!r}")
+                if v <= 0:
+                    raise AcceleratorError(f"{must} positive, got {v}")
+            else:
+                if not isinstance(v, int | float) or isinstance(v, bool):
+                    raise AcceleratorError(f"{must} a number, got {v!r}")
+                if not (v > 0 and math.isfinite(v)):
+                    raise AcceleratorError(f"{must} a positive finite number, got {v}")
+                object.__setattr__(self, f.name, float(v))
 
     # Derived numbers used by the cost formulas.
     @property

@@ -19,7 +19,7 @@ from __future__ import annotations
 from capslab.hw.accelerator import Accelerator
 
 ROUTING_KINDS = frozenset({"sum", "update"})
-_CONV_KINDS = frozenset({"conv", "convcaps", "convcaps3d", "class"})
+_KINDS = ROUTING_KINDS | {"conv", "convcaps", "convcaps3d", "class"}
 
 
 def _kernel_terms(kind: str, k: int) -> int:
@@ -56,7 +56,7 @@ def cycles(w: int, s: int, d: int, acc: Accelerator) -> int:
     takes ``rows + stages - 1`` cycles; then D inputs stream through.
     """
     per_load = acc.cols * min(acc.rows * acc.pe_width, s)
-    return (acc.rows + acc.pipeline_stages - 1) * (-(-w // per_load)) + d
+    return acc.weight_load_cycles * -(-w // per_load) + d
 
 
 def accumulators(s: int, d: int, acc: Accelerator) -> int:
@@ -92,7 +92,7 @@ def layer_counts(
     kind: str, inch: int, incaps: int, k: int, outsize: int, outch: int, outcaps: int
 ) -> tuple[int, int, int]:
     """(W, S, D) of one hardware layer."""
-    if kind not in _CONV_KINDS and kind not in ROUTING_KINDS:
+    if kind not in _KINDS:
         raise ValueError(f"unknown hardware layer kind {kind!r}")
     return (
         weights(kind, inch, incaps, k, outch, outcaps),

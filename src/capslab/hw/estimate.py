@@ -9,12 +9,12 @@ every layer's power is ``array + M * acc_power``, the total energy is exactly
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from capslab.genotype import Genotype, parse_genotype, validate
+from capslab.hw import cost
 from capslab.hw.accelerator import CAPSACC, Accelerator
-from capslab.hw.cost import ROUTING_KINDS
 from capslab.hw.expand import ROUTING, HardwareLayer, expand, expand_groups
 
 
@@ -26,45 +26,18 @@ class LayerEstimate:
     name: str
     kind: str
     gene: int
-    weights: int
-    sums_per_out: int
-    data_per_weight: int
-    accumulators: int
     cycles: int
     power_mW: float
     energy_mJ: float
     latency_ms: float
     memory_bytes: int
+    weights: int
+    sums_per_out: int
+    data_per_weight: int
+    accumulators: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "gene": self.gene,
-            "cycles": self.cycles,
-            "power_mW": self.power_mW,
-            "energy_mJ": self.energy_mJ,
-            "latency_ms": self.latency_ms,
-            "memory_bytes": self.memory_bytes,
-            "weights": self.weights,
-            "sums_per_out": self.sums_per_out,
-            "data_per_weight": self.data_per_weight,
-            "accumulators": self.accumulators,
-        }
-
-
-def _layer_wsd(layer: HardwareLayer) -> tuple[int, int, int]:
-    """(W, S, D) of a hardware layer: Table 1 of the paper, inlined for speed (the same
-    formulas as :func:`capslab.hw.cost.layer_counts`, which the tests compare against)."""
-    kind = layer.kind
-    inch, incaps, k = layer.inch, layer.incaps, layer.k
-    if kind in ROUTING_KINDS:
-        return inch * k * k * layer.outch, incaps, 1
-    kk = k * k * k if kind == "convcaps3d" else k * k
-    w = (inch * kk + 1) * layer.outch * layer.outcaps * incaps
-    s = (kk + 1) * inch * incaps
-    d = 1 if kind == "class" else layer.outsize * layer.outsize * inch * incaps
-    return w, s, d
+        return asdict(self)
 
 
 class HardwareEstimate:
@@ -89,7 +62,6 @@ class HardwareEstimate:
         acc_cycles: int,
         weights: int,
     ) -> None:
-        clock_s = accelerator.clock_ns * 1e-9
         self.genotype = genotype
         self._layers: list[LayerEstimate] | None = None
         self.accelerator = accelerator
@@ -97,9 +69,9 @@ class HardwareEstimate:
         self.weights = weights
         self.energy_mJ = (
             accelerator.array_power_mW * cycles + accelerator.accumulator_power_mW * acc_cycles
-        ) * clock_s
-        self.latency_ms = cycles * accelerator.clock_ns * 1e-6
-        self.memory_bytes = -(-weights * accelerator.weight_bits // 8)
+        ) * (accelerator.clock_ns * 1e-9)
+        self.latency_ms = cost.latency_ms(cycles, accelerator)
+        self.memory_bytes = cost.memory_bytes(weights, accelerator)
 
     @property
     def memory_KiB(self) -> float:
@@ -144,25 +116,24 @@ class HardwareEstimate:
 
 
 def _layer_estimate(hl: HardwareLayer, acc: Accelerator) -> LayerEstimate:
-    w, s, d = _layer_wsd(hl)
-    n_cycles = (acc.rows + acc.pipeline_stages - 1) * (
-        -(-w // (acc.cols * min(acc.rows * acc.pe_width, s)))
-    ) + d
-    m = acc.cols if d == 1 else acc.cols * max(s - acc.rows * acc.pe_width + 1, 1)
-    power = acc.array_power_mW + m * acc.accumulator_power_mW
+    """One layer's costs from the reference formulas of :mod:`capslab.hw.cost`."""
+    w, s, d = cost.layer_counts(hl.kind, hl.inch, hl.incaps, hl.k, hl.outsize, hl.outch, hl.outcaps)
+    n_cycles = cost.cycles(w, s, d, acc)
+    m = cost.accumulators(s, d, acc)
+    power = cost.power_mW(m, acc)
     return LayerEstimate(
         name=hl.name,
         kind=hl.kind,
         gene=hl.gene,
+        cycles=n_cycles,
+        power_mW=power,
+        energy_mJ=cost.energy_mJ(power, n_cycles, acc),
+        latency_ms=cost.latency_ms(n_cycles, acc),
+        memory_bytes=cost.memory_bytes(w, acc),
         weights=w,
         sums_per_out=s,
         data_per_weight=d,
         accumulators=m,
-        cycles=n_cycles,
-        power_mW=power,
-        energy_mJ=power * n_cycles * acc.clock_ns * 1e-9,
-        latency_ms=n_cycles * acc.clock_ns * 1e-6,
-        memory_bytes=-(-w * acc.weight_bits // 8),
     )
 
 
@@ -183,7 +154,7 @@ def estimate(
         validate(genotype)
     if not isinstance(accelerator, Accelerator):
         raise TypeError(f"accelerator must be an Accelerator, got {type(accelerator).__name__}")
-    load = accelerator.rows + accelerator.pipeline_stages - 1
+    load = accelerator.weight_load_cycles
     cols = accelerator.cols
     mults = accelerator.rows * accelerator.pe_width
     total_cycles = 0
@@ -198,12 +169,8 @@ def estimate(
             w = (inch * kk + 1) * outch * outcaps * incaps
             s = (kk + 1) * inch * incaps
             d = 1 if kind == "class" else outsize * outsize * inch * incaps
-        n_cycles = load * (-(-w // (cols * (mults if mults < s else s)))) + d
-        if d == 1:
-            m = cols
-        else:
-            m = s - mults + 1
-            m = cols * (m if m > 1 else 1)
+        n_cycles = load * -(-w // (cols * min(mults, s))) + d
+        m = cols if d == 1 else cols * max(s - mults + 1, 1)
         total_weights += count * w
         total_cycles += count * n_cycles
         total_acc_cycles += count * m * n_cycles

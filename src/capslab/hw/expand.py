@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 from capslab.genotype import Genotype, LayerKind
 
-HW_KINDS = ("conv", "convcaps", "convcaps3d", "class", "sum", "update")
 ROUTING = "routing"  # group kind of a run of sum/update layers (they cost the same)
 
 
@@ -55,33 +54,29 @@ def expand_groups(genotype: Genotype) -> list[Group]:
     """The hardware layers of ``genotype`` as runs of identical layers, in execution order.
     A ``"routing"`` run of ``count`` layers alternates sum, update, sum, ..."""
     out: list[Group] = []
-    append = out.append
-    layers = genotype.layers
-    last = len(layers) - 1
-    for i, g in enumerate(layers):
-        kind = g.kind
-        ins, inch, incaps, k = g.in_size, g.in_channels, g.in_capsules, g.kernel
-        outs, outch, outcaps = g.out_size, g.out_channels, g.out_capsules
-        if kind == LayerKind.CONV:
-            append(("conv", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
-        elif kind == LayerKind.CAPS:
-            if i != last:
-                append(("convcaps", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
-            else:
-                append(("class", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
-                append((ROUTING, ins, inch, incaps, k, outs, outch, outcaps, 5, i))
-        else:  # DeepCaps cell
-            half = ins // 2
-            if i == last:
-                append((ROUTING, ins, inch, incaps, k, outs, outch, outcaps, 6, i))
-                append(("class", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
-            elif i == last - 1:
-                append(("convcaps", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
-                append(("convcaps", half, inch, incaps, k, outs, outch, outcaps, 2, i))
-                append(("convcaps3d", half, inch, incaps, k, outs, outch, outcaps, 1, i))
-            else:
-                append(("convcaps", ins, inch, incaps, k, outs, outch, outcaps, 1, i))
-                append(("convcaps", half, inch, outcaps, k, outs, outch, outcaps, 3, i))
+    last = len(genotype.layers) - 1
+    for i, g in enumerate(genotype.layers):
+        ins, incaps, half = g.in_size, g.in_capsules, g.in_size // 2
+        # runs of (kind, insize, incaps, count); the other fields are the gene's
+        if g.kind == LayerKind.CONV:
+            runs = [("conv", ins, incaps, 1)]
+        elif g.kind == LayerKind.CAPS and i < last:
+            runs = [("convcaps", ins, incaps, 1)]
+        elif g.kind == LayerKind.CAPS:
+            runs = [("class", ins, incaps, 1), (ROUTING, ins, incaps, 5)]
+        elif i == last:  # DeepCaps cells from here on
+            runs = [(ROUTING, ins, incaps, 6), ("class", ins, incaps, 1)]
+        elif i == last - 1:
+            runs = [
+                ("convcaps", ins, incaps, 1),
+                ("convcaps", half, incaps, 2),
+                ("convcaps3d", half, incaps, 1),
+            ]
+        else:
+            runs = [("convcaps", ins, incaps, 1), ("convcaps", half, g.out_capsules, 3)]
+        rest = (g.kernel, g.out_size, g.out_channels, g.out_capsules)
+        for kind, size, caps, count in runs:
+            out.append((kind, size, g.in_channels, caps, *rest, count, i))
     return out
 
 
@@ -92,25 +87,19 @@ def expand(genotype: Genotype) -> list[HardwareLayer]:
     ``cell.4`` / ``cell.3d`` inside a cell, ``L<gene> sum1``, ``update1``, ... for routing.
     """
     out: list[HardwareLayer] = []
-    cell_layer = 0
-    current = -1
-    for kind, ins, inch, incaps, k, outs, outch, outcaps, count, gene in expand_groups(genotype):
-        if gene != current:
-            current, cell_layer = gene, 0
-        tag = f"L{gene}"
+    first: dict[int, int] = {}  # gene -> position in ``out`` of its first hardware layer
+    for kind, *shape, count, gene in expand_groups(genotype):
+        first.setdefault(gene, len(out))
         in_cell = genotype.layers[gene].kind == LayerKind.CELL
         for j in range(count):
+            hw_kind = ("sum", "update")[j % 2] if kind == ROUTING else kind
             if kind == ROUTING:
-                hw_kind = "sum" if j % 2 == 0 else "update"
-                name = f"{tag} {hw_kind}{j // 2 + 1}"
+                name = f"{hw_kind}{j // 2 + 1}"
+            elif kind == "convcaps3d":
+                name = "cell.3d"
+            elif in_cell and kind != "class":
+                name = f"cell.{len(out) - first[gene] + 1}"
             else:
-                hw_kind = kind
-                if in_cell and kind != "class":
-                    cell_layer += 1
-                    name = f"{tag} cell.3d" if kind == "convcaps3d" else f"{tag} cell.{cell_layer}"
-                else:
-                    name = f"{tag} {kind}"
-            out.append(
-                HardwareLayer(name, hw_kind, ins, inch, incaps, k, outs, outch, outcaps, gene)
-            )
+                name = kind
+            out.append(HardwareLayer(f"L{gene} {name}", hw_kind, *shape, gene))
     return out

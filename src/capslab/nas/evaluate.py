@@ -192,10 +192,8 @@ class Evaluator:
             status, reason = "ok", None
         except Exception as exc:  # a bad candidate must not stop the search
             status, reason, accuracy = "failed", _failure_reason(exc), None
-        return EvaluationRecord(
-            key=genotype_key(genotype),
-            genotype_nascaps=genotype.to_nascaps(),
-            genotype=genotype.to_dict(),
+        return EvaluationRecord.of(
+            genotype,
             status=status,
             reason=reason,
             accuracy=accuracy,

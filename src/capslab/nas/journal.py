@@ -20,7 +20,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
 from capslab.errors import ConfigError, MissingDependencyError, RunMismatchError
+from capslab.genotype import Genotype
+from capslab.nas.space import genotype_key
 
 DEFAULT_DB_NAME = "journal.sqlite"
 JOURNAL_VERSION = 1
@@ -133,7 +135,16 @@ class EvaluationRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     generation: int = -1
-    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, genotype: Genotype, **values: Any) -> EvaluationRecord:
+        """The record of ``genotype`` (key and both genotype forms) with the other ``values``."""
+        return cls(
+            key=genotype_key(genotype),
+            genotype_nascaps=genotype.to_nascaps(),
+            genotype=genotype.to_dict(),
+            **values,
+        )
 
     @property
     def ok(self) -> bool:
@@ -247,49 +258,42 @@ class Journal:
     def create_run(self, seed: int, config: dict, exist_ok: bool = False) -> None:
         """Register this run. An existing run with the same id is an error unless ``exist_ok``."""
         now = _now()
-        with self.engine.begin() as conn:
-            existing = conn.execute(
-                select(runs_table.c.run_id).where(runs_table.c.run_id == self.run_id)
-            ).first()
-            if existing is not None:
-                if exist_ok:
-                    return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(runs_table).values(
+                        run_id=self.run_id,
+                        seed=int(seed),
+                        config=json.dumps(config, sort_keys=True),
+                        status="running",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:  # the run id is the primary key: the run exists
+            if not exist_ok:
                 raise RunMismatchError(
                     f"run {self.run_id!r} already exists in {masked_url(self.url)}; resume it instead"
-                )
-            conn.execute(
-                insert(runs_table).values(
-                    run_id=self.run_id,
-                    seed=int(seed),
-                    config=json.dumps(config, sort_keys=True),
-                    status="running",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+                ) from None
 
     def run_info(self) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs_table).where(runs_table.c.run_id == self.run_id)).first()
         if row is None:
             raise RunMismatchError(f"no run {self.run_id!r} in {masked_url(self.url)}")
-        m = row._mapping
-        return {
-            "run_id": m["run_id"],
-            "seed": m["seed"],
-            "config": json.loads(m["config"]),
-            "status": m["status"],
-            "created_at": m["created_at"],
-            "updated_at": m["updated_at"],
-        }
+        return {**row._mapping, "config": json.loads(row.config)}
+
+    def _touch_run(self, conn: Any, **values: Any) -> None:
+        """Update this run's row (``values`` and ``updated_at``) inside ``conn``'s transaction."""
+        conn.execute(
+            update(runs_table)
+            .where(runs_table.c.run_id == self.run_id)
+            .values(**values, updated_at=_now())
+        )
 
     def set_status(self, status: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(runs_table)
-                .where(runs_table.c.run_id == self.run_id)
-                .values(status=status, updated_at=_now())
-            )
+            self._touch_run(conn, status=status)
 
     # --- evaluations -------------------------------------------------------------------------
     def lookup(self, key: str) -> EvaluationRecord | None:
@@ -346,28 +350,19 @@ class Journal:
                     finished_at=_now(),
                 )
             )
-            conn.execute(
-                update(runs_table)
-                .where(runs_table.c.run_id == self.run_id)
-                .values(updated_at=_now())
-            )
+            self._touch_run(conn)
 
     def generations(self) -> list[GenerationRecord]:
+        t = generations_table.c
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(generations_table)
-                .where(generations_table.c.run_id == self.run_id)
-                .order_by(generations_table.c.generation)
+                select(t.generation, t.offspring, t.population, t.rng_state, t.evaluations)
+                .where(t.run_id == self.run_id)
+                .order_by(t.generation)
             ).all()
         return [
-            GenerationRecord(
-                generation=r._mapping["generation"],
-                offspring=json.loads(r._mapping["offspring"]),
-                population=json.loads(r._mapping["population"]),
-                rng_state=json.loads(r._mapping["rng_state"]),
-                evaluations=r._mapping["evaluations"],
-            )
-            for r in rows
+            GenerationRecord(gen, json.loads(offspring), json.loads(pop), json.loads(rng), n)
+            for gen, offspring, pop, rng, n in rows
         ]
 
     def close(self) -> None:

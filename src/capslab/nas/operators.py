@@ -8,6 +8,7 @@ ones, so parents are never edited (the authors' mutation edited parents in place
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -26,14 +27,13 @@ from capslab.genotype import (
     skip_value,
     valid_skips,
 )
-from capslab.nas.space import SearchSpace, genotype_key, sample
+from capslab.nas.space import SearchSpace, genotype_key, pick, sample
 
 
 def object_column(genotypes: list[Genotype]) -> np.ndarray:
     """``[n, 1]`` object array holding the genotypes (numpy must not try to unpack them)."""
     X = np.empty((len(genotypes), 1), dtype=object)
-    for i, g in enumerate(genotypes):
-        X[i, 0] = g
+    X[:, 0] = genotypes
     return X
 
 
@@ -49,13 +49,9 @@ def _structure_ok(layers: tuple[LayerDescriptor, ...], space: SearchSpace) -> bo
     """Kinds only: convolutions first, then capsule layers of a single family, with the layer
     counts of the space."""
     kinds = [layer.kind for layer in layers]
-    if not kinds or kinds[0] != LayerKind.CONV:
-        return False
-    n_conv = 0
-    while n_conv < len(kinds) and kinds[n_conv] == LayerKind.CONV:
-        n_conv += 1
-    caps = kinds[n_conv:]
-    if len(caps) < 2 or any(k == LayerKind.CONV for k in caps) or len(set(caps)) != 1:
+    n_conv = next((i for i, k in enumerate(kinds) if k != LayerKind.CONV), len(kinds))
+    caps = kinds[n_conv:]  # caps[0] is not a convolution: one kind means no convolution
+    if n_conv == 0 or len(caps) < 2 or len(set(caps)) != 1:
         return False
     if not space.conv_layers[0] <= n_conv <= space.conv_layers[1]:
         return False
@@ -67,13 +63,12 @@ def valid_cut_points(a: Genotype, b: Genotype, space: SearchSpace) -> list[tuple
     """All cut pairs ``(i, j)`` such that both ``a[:i] + b[j:]`` and ``b[:j] + a[i:]`` keep the
     validity rules: a convolution first, at least two capsule layers, no convolution after a
     capsule layer, one capsule family, layer counts inside the space."""
-    pairs = []
     la, lb = a.layers, b.layers
-    for i in range(1, len(la)):
-        for j in range(1, len(lb)):
-            if _structure_ok(la[:i] + lb[j:], space) and _structure_ok(lb[:j] + la[i:], space):
-                pairs.append((i, j))
-    return pairs
+    return [
+        (i, j)
+        for i, j in itertools.product(range(1, len(la)), range(1, len(lb)))
+        if _structure_ok(la[:i] + lb[j:], space) and _structure_ok(lb[:j] + la[i:], space)
+    ]
 
 
 def _child_skip(head: Genotype, i: int, tail: Genotype, j: int) -> int:
@@ -109,7 +104,6 @@ def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotyp
     For a convolution "capsules" is its channel count (2^k), for a capsule layer or cell its
     capsule dimension.
     """
-    body = len(g.layers) - 1  # the class stage is not mutated
     source = skip_source(g)
     skips = [
         s for s in [-1, *valid_skips(g, effective=True)] if skip_source(replace(g, skip=s)) != source
@@ -117,38 +111,28 @@ def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotyp
     choices = ["kernel", "stride", "capsules"]
     if space.skip and skips:
         choices.append("skip")
-    what = choices[int(rng.integers(len(choices)))]
+    what = pick(rng, choices)
     if what == "skip":
-        return space.repair(replace(g, skip=int(skips[int(rng.integers(len(skips)))])))
+        return space.repair(replace(g, skip=pick(rng, skips)))
 
-    idx = int(rng.integers(body))
+    idx = int(rng.integers(len(g.layers) - 1))  # the class stage is not mutated
     layer = g.layers[idx]
     if what == "kernel":
-        pool = [space.first_kernel, *space.kernels] if idx == 0 else list(space.kernels)
-        pool = [k for k in dict.fromkeys(pool) if k != layer.kernel and k <= layer.in_size]
-        if not pool:
-            return space.repair(g)
-        layer = replace(layer, kernel=int(pool[int(rng.integers(len(pool)))]))
+        kernels = [space.first_kernel, *space.kernels] if idx == 0 else space.kernels
+        field, values = "kernel", [k for k in dict.fromkeys(kernels) if k <= layer.in_size]
     elif what == "stride":
-        pool = [s for s in space.strides if s != layer.stride]
-        if not pool:
-            return space.repair(g)
-        layer = replace(layer, stride=int(pool[int(rng.integers(len(pool)))]))
+        field, values = "stride", space.strides
+    elif layer.kind == LayerKind.CONV:
+        lo, hi = space.conv_channel_exponents
+        field, values = "out_channels", [2**e for e in range(lo, hi + 1)]
     else:
-        if layer.kind == LayerKind.CONV:
-            lo, hi = space.conv_channel_exponents
-            pool = [2**e for e in range(lo, hi + 1) if 2**e != layer.out_channels]
-            if not pool:
-                return space.repair(g)
-            layer = replace(layer, out_channels=int(pool[int(rng.integers(len(pool)))]))
-        else:
-            lo, hi = space.capsules
-            pool = [c for c in range(lo, hi + 1) if c != layer.out_capsules]
-            if not pool:
-                return space.repair(g)
-            layer = replace(layer, out_capsules=int(pool[int(rng.integers(len(pool)))]))
-    layers = g.layers[:idx] + (layer,) + g.layers[idx + 1 :]
-    return space.repair(Genotype(layers, skip=g.skip, resize=g.resize))
+        lo, hi = space.capsules
+        field, values = "out_capsules", range(lo, hi + 1)
+    pool = [v for v in values if v != getattr(layer, field)]  # a different value
+    if not pool:
+        return space.repair(g)
+    layers = g.layers[:idx] + (replace(layer, **{field: pick(rng, pool)}),) + g.layers[idx + 1 :]
+    return space.repair(replace(g, layers=layers))
 
 
 # ---------------------------------------------------------------------- pymoo operators
@@ -181,8 +165,7 @@ class SinglePointCrossover(Crossover):
             a, b = X[0, m, 0], X[1, m, 0]
             cuts = valid_cut_points(a, b, space)
             if cuts:
-                cut = cuts[int(random_state.integers(len(cuts)))]
-                Y[0, m, 0], Y[1, m, 0] = cross(a, b, cut, space)
+                Y[0, m, 0], Y[1, m, 0] = cross(a, b, pick(random_state, cuts), space)
             else:
                 Y[0, m, 0], Y[1, m, 0] = space.repair(a), space.repair(b)
         return Y
@@ -201,8 +184,7 @@ class GenotypeMutation(Mutation):
     def _do(self, problem, X, *args, random_state=None, **kwargs):
         space = _space(problem, self.space)
         out = np.empty_like(X)
-        for i in range(len(X)):
-            g = X[i, 0]
+        for i, g in enumerate(X[:, 0]):
             out[i, 0] = mutate(g, space, random_state) if random_state.random() < self.p_m else g
         return out
 
@@ -216,7 +198,7 @@ class GenotypeRepair(Repair):
 
     def _do(self, problem, X, **kwargs):
         space = _space(problem, self.space)
-        return object_column([space.repair(X[i, 0]) for i in range(len(X))])
+        return object_column([space.repair(g) for g in X[:, 0]])
 
 
 class GenotypeDuplicates(ElementwiseDuplicateElimination):

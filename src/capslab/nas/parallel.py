@@ -18,21 +18,14 @@ from multiprocessing import get_context
 from capslab.errors import ConfigError, MissingDependencyError
 from capslab.genotype import Genotype
 from capslab.nas.journal import EvaluationRecord
-from capslab.nas.space import genotype_key
 
 EvaluatorFn = Callable[[Genotype], EvaluationRecord]
 
 
 def _crashed(genotype: Genotype, reason: str) -> EvaluationRecord:
     now = datetime.now(UTC)
-    return EvaluationRecord(
-        key=genotype_key(genotype),
-        genotype_nascaps=genotype.to_nascaps(),
-        genotype=genotype.to_dict(),
-        status="failed",
-        reason=reason,
-        started_at=now,
-        finished_at=now,
+    return EvaluationRecord.of(
+        genotype, status="failed", reason=reason, started_at=now, finished_at=now
     )
 
 
@@ -88,10 +81,11 @@ class ProcessPool(SerialPool):
             )
         return self._executor
 
+    def _submit(self, genotypes: Iterable[Genotype]) -> dict[Future, Genotype]:
+        return {self._pool().submit(self.evaluator, g): g for g in genotypes}
+
     def evaluate(self, genotypes: Iterable[Genotype]) -> Iterator[tuple[Genotype, EvaluationRecord]]:
-        pending: dict[Future, Genotype] = {}
-        for g in genotypes:
-            pending[self._pool().submit(self.evaluator, g)] = g
+        pending = self._submit(genotypes)
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             broken = []
@@ -106,11 +100,8 @@ class ProcessPool(SerialPool):
                 # running, resubmit the rest to a fresh pool.
                 for g in broken:
                     yield g, _crashed(g, "out of memory or crashed: the worker process died")
-                rest = list(pending.values())
-                pending.clear()
                 self.close()
-                for g in rest:
-                    pending[self._pool().submit(self.evaluator, g)] = g
+                pending = self._submit(pending.values())
 
     def close(self) -> None:
         if self._executor is not None:

@@ -8,6 +8,7 @@ again and the problem can also be used with plain ``pymoo.optimize.minimize``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from pymoo.core.problem import ElementwiseProblem
@@ -32,19 +33,15 @@ class CachedEvaluations:
         self.evaluator = evaluator
         self.journal = journal
         self.generation = 0
-        self.memory: dict[str, EvaluationRecord] = {}
-        self.evaluated = 0  # evaluator calls made through this object
-        if journal is not None:
-            for rec in journal.evaluations():
-                self.memory[rec.key] = rec
+        self.memory: dict[str, EvaluationRecord] = {
+            rec.key: rec for rec in (journal.evaluations() if journal is not None else [])
+        }
 
     def known(self, key: str) -> EvaluationRecord | None:
         return self.memory.get(key)
 
     def add(self, rec: EvaluationRecord) -> EvaluationRecord:
         """Store a fresh result (journaled first, so a crash after this line loses nothing)."""
-        from dataclasses import replace
-
         rec = replace(rec, generation=self.generation)
         if self.journal is not None and not self.journal.record(rec):
             rec = self.journal.lookup(rec.key) or rec
@@ -53,13 +50,11 @@ class CachedEvaluations:
 
     def get(self, genotype: Genotype) -> EvaluationRecord:
         key = genotype_key(genotype)
-        rec = self.memory.get(key)
-        if rec is None:
-            if self.evaluator is None:
-                raise KeyError(f"genotype {key} was not evaluated and there is no evaluator")
-            rec = self.add(self.evaluator(genotype))
-            self.evaluated += 1
-        return rec
+        if key in self.memory:
+            return self.memory[key]
+        if self.evaluator is None:
+            raise KeyError(f"genotype {key} was not evaluated and there is no evaluator")
+        return self.add(self.evaluator(genotype))
 
 
 class NASCapsProblem(ElementwiseProblem):

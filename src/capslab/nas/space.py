@@ -10,8 +10,9 @@ The class stage is always fully connected (kernel = its input size, 1x1 output,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from capslab.genotype import validate as validate_genotype
 from capslab.settings import Settings
 
 FAMILIES = ("sabour", "deepcaps")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -87,37 +89,29 @@ class SearchSpace(Settings):
             if value <= 0:
                 raise ConfigError(f"search space: {name} must be a positive integer, got {value!r}")
 
-        def span(name: str, lo_min: int) -> None:
-            lo, hi = value = getattr(self, name)
-            if lo < lo_min or hi < lo:
-                raise ConfigError(
-                    f"search space: {name} must satisfy {lo_min} <= low <= high, got {value!r}"
-                )
-
-        for name in ("image_size", "in_channels", "num_classes", "first_kernel", "cell_kernel"):
+        for name in ("image_size", "in_channels", "num_classes", "first_kernel", "cell_kernel",
+                     "cell_types", "class_dim"):
             positive(name, getattr(self, name))
-        positive("cell_types", self.cell_types)
-        positive("class_dim", self.class_dim)
         for name in ("kernels", "strides", "resizes", "families"):
             if not getattr(self, name):
                 raise ConfigError(f"search space: {name} must not be empty")
-        for k in self.kernels:
-            positive("kernels", k)
-        for s in self.strides:
-            positive("strides", s)
+        for name in ("kernels", "strides"):
+            for value in getattr(self, name):
+                positive(name, value)
         bad = [r for r in self.resizes if r not in (1, 2)]
         if bad:
             raise ConfigError(f"search space: resizes must be 1 or 2, got {bad}")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
             raise ConfigError(f"search space: unknown famil(ies) {bad}; valid: {list(FAMILIES)}")
-        span("channels", 1)
-        span("capsules", 1)
-        span("conv_layers", 1)
-        span("conv_channel_exponents", 0)
-        span("caps_layers", 2)
-        span("cells", 2)
-        span("cell_dims", 1)
+        lowest = {"channels": 1, "capsules": 1, "conv_layers": 1, "conv_channel_exponents": 0,
+                  "caps_layers": 2, "cells": 2, "cell_dims": 1}
+        for name, lo_min in lowest.items():
+            lo, hi = value = getattr(self, name)
+            if lo < lo_min or hi < lo:
+                raise ConfigError(
+                    f"search space: {name} must satisfy {lo_min} <= low <= high, got {value!r}"
+                )
 
     def family_of(self, g: Genotype) -> str:
         kind = g.layers[-1].kind
@@ -172,16 +166,13 @@ class SearchSpace(Settings):
 
 
 # ---------------------------------------------------------------------- sampling
-def _pick(rng: np.random.Generator, values: tuple[int, ...] | list[int]) -> int:
-    return int(values[int(rng.integers(len(values)))])
+def pick(rng: np.random.Generator, values: Sequence[_T]) -> _T:
+    """One of ``values``, uniformly (one ``rng.integers`` draw)."""
+    return values[int(rng.integers(len(values)))]
 
 
 def _between(rng: np.random.Generator, span: tuple[int, int]) -> int:
     return int(rng.integers(span[0], span[1] + 1))
-
-
-def _same(size: int, stride: int) -> int:
-    return -(-size // stride)
 
 
 def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
@@ -192,7 +183,7 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     DeepCaps stack (3x3 cells of 32 types, 4-D then 8-D); the class stage closes it. A DeepCaps
     stack's skip is -1 or one of :func:`~capslab.genotype.valid_skips` (``effective=True``).
     """
-    resize = _pick(rng, space.resizes)
+    resize = pick(rng, space.resizes)
     size = space.image_size * resize
     channels, capsules = space.in_channels, 1
     layers: list[LayerDescriptor] = []
@@ -200,7 +191,7 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     def add(kind: LayerKind, kernel: int, stride: int, out_ch: int, out_caps: int) -> None:
         nonlocal size, channels, capsules
         kernel = min(kernel, size)
-        out = _same(size, stride)
+        out = -(-size // stride)  # same padding
         layers.append(
             LayerDescriptor(kind, size, channels, capsules, kernel, stride, out, out_ch, out_caps)
         )
@@ -208,18 +199,18 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
 
     n_conv = _between(rng, space.conv_layers)
     for i in range(n_conv):
-        kernel = space.first_kernel if i == 0 else _pick(rng, space.kernels)
-        stride = 1 if i == 0 else _pick(rng, space.strides)
+        kernel = space.first_kernel if i == 0 else pick(rng, space.kernels)
+        stride = 1 if i == 0 else pick(rng, space.strides)
         add(LayerKind.CONV, kernel, stride, 2 ** _between(rng, space.conv_channel_exponents), 1)
 
-    family = space.families[int(rng.integers(len(space.families)))]
+    family = pick(rng, space.families)
     if family == "sabour":
         n_caps = _between(rng, space.caps_layers)
         for _ in range(n_caps - 1):
             add(
                 LayerKind.CAPS,
-                _pick(rng, space.kernels),
-                _pick(rng, space.strides),
+                pick(rng, space.kernels),
+                pick(rng, space.strides),
                 _between(rng, space.channels),
                 _between(rng, space.capsules),
             )
@@ -228,15 +219,14 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
         n_cells = _between(rng, space.cells)
         for c in range(n_cells - 1):
             dim = space.cell_dims[0] if c == 0 else space.cell_dims[1]
-            add(LayerKind.CELL, space.cell_kernel, _pick(rng, space.strides), space.cell_types, dim)
+            add(LayerKind.CELL, space.cell_kernel, pick(rng, space.strides), space.cell_types, dim)
         kind = LayerKind.CELL
     add(kind, size, 1, space.num_classes, space.class_dim)
     g = Genotype(tuple(layers), resize=resize)
     if space.skip and family == "deepcaps":
         # -1 or a cell (not the last one, which feeds the class stage anyway): see skip_source
-        g = replace(g, skip=_pick(rng, [-1, *valid_skips(g, effective=True)]))
-    g = space.repair(g)
-    return space.check_genotype(g)
+        g = replace(g, skip=pick(rng, [-1, *valid_skips(g, effective=True)]))
+    return space.check_genotype(space.repair(g))
 
 
 def genotype_key(g: Genotype) -> str:
