@@ -87,7 +87,7 @@ def download_names(text: str | None) -> list[str]:
     from capslab.data.registry import canonical_name, list_datasets
 
     names: list[str] = []
-    for n in split_list(text, "--download"):
+    for n in split_list(text):
         names.extend(list_datasets() if n.lower() == "all" else [canonical_name(n)])
     return list(dict.fromkeys(names))
 

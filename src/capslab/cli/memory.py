@@ -59,7 +59,7 @@ def memory(
     )
 
     config = MemoryConfig(
-        models=tuple(split_list(models, "models")),
+        models=tuple(split_list(models)),
         blocks=parse_int_list(blocks, "blocks"),
         batch_size=batch_size,
         dataset_shape=parse_shape(dataset_shape, "dataset_shape"),

@@ -66,7 +66,7 @@ def parse_key_values(items: Sequence[str] | None, what: str = "option") -> dict[
     return out
 
 
-def split_list(text: str | None, what: str = "list") -> list[str]:
+def split_list(text: str | None) -> list[str]:
     """``"a,b, c"`` -> ``["a", "b", "c"]`` (empty or ``None`` -> ``[]``)."""
     if text is None:
         return []
@@ -76,7 +76,7 @@ def split_list(text: str | None, what: str = "list") -> list[str]:
 def parse_int_list(text: str | None, what: str) -> tuple[int, ...]:
     """``"1-8"``, ``"1,2,4"`` or ``"1-3,6"`` -> sorted distinct integers."""
     out: set[int] = set()
-    for part in split_list(text, what):
+    for part in split_list(text):
         try:
             if "-" in part:
                 lo, hi = (int(p) for p in part.split("-", 1))

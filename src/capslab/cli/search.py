@@ -35,23 +35,21 @@ class _Progress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.bar = None
-        self.gen_task = None
-        self.cand_task = None
+        self.bar = progress_bar(enabled)
+        self.gen_task = self.cand_task = None
 
     def __enter__(self):
-        if self.enabled:
-            self.bar = progress_bar()
-            self.bar.__enter__()
+        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+        self.bar.__exit__(*exc)
+
+    def _say(self, text: str) -> None:
+        if self.enabled:
+            self.bar.console.print(text)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
         if event == "generation":
             if self.gen_task is None:
                 self.gen_task = self.bar.add_task("generations", total=data["total"])
@@ -68,23 +66,16 @@ class _Progress:
             rec = data["record"]
             self.bar.advance(self.cand_task)
             if rec.ok:
-                self.bar.console.print(
-                    f"  gen {data['generation']}: acc {100 * rec.accuracy:.2f}%  "
-                    f"{rec.energy_mJ:.3f} mJ  {rec.memory_KiB:,.1f} KiB  {rec.latency_ms:.3f} ms  "
-                    f"({rec.seconds:.1f} s)"
-                )
+                self._say(f"  gen {data['generation']}: acc {100 * rec.accuracy:.2f}%  "
+                          f"{rec.energy_mJ:.3f} mJ  {rec.memory_KiB:,.1f} KiB  {rec.latency_ms:.3f} ms  "
+                          f"({rec.seconds:.1f} s)")
             else:
-                self.bar.console.print(
-                    f"  gen {data['generation']}: [red]failed[/] {escape(str(rec.reason))}"
-                )
+                self._say(f"  gen {data['generation']}: [red]failed[/] {escape(str(rec.reason))}")
         elif event == "generation_done":
             self.bar.advance(self.gen_task)
-            front = data["front"]
-            best = max((r.accuracy for r in front if r.ok), default=None)
-            msg = f"generation {data['generation']} done: front of {len(front)}"
-            if best is not None:
-                msg += f", best accuracy {100 * best:.2f}%"
-            self.bar.console.print(f"[bold]{msg}[/]")
+            best = max((r.accuracy for r in data["front"] if r.ok), default=None)
+            accuracy = "" if best is None else f", best accuracy {100 * best:.2f}%"
+            self._say(f"[bold]generation {data['generation']} done: front of {len(data['front'])}{accuracy}[/]")
 
 
 def _front_table(records, title: str) -> Table:
