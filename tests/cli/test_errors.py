@@ -95,3 +95,18 @@ def test_json_output_is_only_json():
     res = runner.invoke(app, ["hw", "--model", "capsnet", "--json"])
     assert res.exit_code == 0
     assert json.loads(res.stdout)["energy_mJ"] > 0
+
+
+def test_missing_data_stops_a_search_before_it_writes(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAPSLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "search"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(app, ["search", "run", "--dataset", "svhn", "--data-dir", str(empty),
+                              "--out", str(out)])
+    assert res.exit_code == 2 and "not found" in res.output
+    res = runner.invoke(app, ["study", "pcc", "--dataset", "svhn", "--data-dir", str(empty),
+                              "--out", str(out)])
+    assert res.exit_code == 2 and "not found" in res.output
+    assert not out.exists()

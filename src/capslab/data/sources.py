@@ -134,6 +134,16 @@ def locate_split(name: str, split: SplitSpec, root=None) -> tuple[list[Located],
     return found, missing
 
 
+def require_files(name: str, root=None, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """:class:`DatasetNotFoundError` unless every file of ``splits`` is found (nothing is read):
+    a search or study checks this before it writes its run folder."""
+    spec = get_spec(name)
+    for split in splits:
+        _, missing = locate_split(spec.name, spec.splits[split], root)
+        if missing:
+            raise not_found_error(spec.name, split, missing, root)
+
+
 def not_found_error(name: str, split: str, missing: list[str], root=None) -> DatasetNotFoundError:
     spec = get_spec(name)
     lines = [

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from capslab.data.sources import require_files
 from capslab.errors import ConfigError
 from capslab.experiments import (
     Column,
@@ -153,6 +154,8 @@ def run_pcc_study(
     ``train_fn(train_config, progress=False)`` defaults to :func:`capslab.train.train`.
     """
     out = Path(config.out)
+    if train_fn is None and not config.training.download:
+        require_files(config.training.dataset, config.training.data_dir)
     genotypes = config.genotypes()
     run_configs = [config.train_config(g, out / f"net_{i:03d}") for i, g in enumerate(genotypes)]
     write_json(out / "study.json", "pcc-study", {"config": config.to_dict(),

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
+from capslab.data.sources import require_files
 from capslab.errors import ConfigError, RunMismatchError
 from capslab.experiments import read_json, write_json
 from capslab.genotype import Genotype
@@ -276,6 +277,8 @@ def run_search(
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
         raise RunMismatchError(f"{run_dir} already holds a search; resume it or choose another folder")
+    if evaluator is None and not config.training.download:  # missing data would fail every candidate
+        require_files(config.training.dataset, config.training.data_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(db, run_dir)
     run_id = run_id or f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
