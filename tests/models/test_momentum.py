@@ -15,8 +15,10 @@ from capslab.layers.momentum import (
     ResidualCapsuleStack,
     exact_mul,
     from_fixed,
+    initial_state,
     make_blocks,
     max_exact_blocks,
+    momentum_step,
     momentum_unstep,
     to_fixed,
 )
@@ -214,7 +216,11 @@ def test_float_division_by_gamma_is_not_exact():
 def test_every_block_input_rebuilt_bitwise(routing, gamma):
     blocks = _scaled_blocks(4, routing, seed=7)
     stack = MomentumCapsuleStack(blocks, gamma)
-    states = stack.trajectory(0.5 * torch.randn(6, 8, 4))
+    x = 0.5 * torch.randn(6, 8, 4)
+    with torch.no_grad():  # the fixed-point states s_0 .. s_N of the reversible forward
+        states = [initial_state(x, stack.frac_bits)]
+        for block in blocks:
+            states.append(momentum_step(states[-1], block, stack.rational_gamma, stack.frac_bits, x.dtype))
     assert not torch.equal(states[0].x, states[-1].x)
     with torch.no_grad():
         for n in range(len(blocks) - 1, -1, -1):

@@ -433,16 +433,6 @@ class MomentumCapsuleStack(nn.Module):
             x = _snap(x + v, state.x, bits)
         return x
 
-    def trajectory(self, x: Tensor) -> list[FixedState]:
-        """Fixed-point states ``[s_0, ..., s_N]`` of the reversible forward (no graph)."""
-        with torch.no_grad():
-            states = [initial_state(x, self.frac_bits)]
-            for block in self.blocks:
-                states.append(
-                    momentum_step(states[-1], block, self.rational_gamma, self.frac_bits, x.dtype)
-                )
-        return states
-
     def extra_repr(self) -> str:
         g = self.rational_gamma
         return (

@@ -14,9 +14,6 @@ from typing import Any, ClassVar, Literal
 from capslab.errors import ConfigError
 from capslab.settings import Settings
 
-OPTIMIZERS = ("adam", "ranger21", "sgd")
-PRECISIONS = ("fp32", "bf16")
-
 
 @dataclass
 class TrainingSettings(Settings):
