@@ -343,6 +343,8 @@ COLORS = {"capsnet": "tab:blue", "rescapsnet": "tab:red", "mocapsnet": "tab:gree
 
 def plot_report(report: MemoryReport, path: str | Path) -> Path:
     """Save a PNG of memory and times against depth, with the fitted lines in the legends."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     fits = report.fits()
     depths = list(report.config.blocks)
@@ -361,6 +363,7 @@ def plot_report(report: MemoryReport, path: str | Path) -> Path:
             ax.plot(depths, [slope * d + icpt for d in depths], ":", color=color, alpha=0.6)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("blocks (2 capsule layers each)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # depths are whole numbers
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
