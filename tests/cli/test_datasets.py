@@ -79,7 +79,7 @@ def test_unknown_dataset_is_one_error_line():
 def downloads(monkeypatch):
     """``sources.download`` replaced by a recorder of the dataset names it is asked for."""
     asked: list[str] = []
-    monkeypatch.setattr(sources, "download", lambda name, root=None, **kw: asked.append(name))
+    monkeypatch.setattr(sources, "download", lambda name, data_dir=None, **kw: asked.append(name))
     return asked
 
 

@@ -34,14 +34,14 @@ def test_registry_info():
 
 def test_load_small_idx_roundtrip(tmp_path):
     images, labels, md5s = write_idx_split(tmp_path / "mnist", "train", 50)
-    ds = load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    ds = load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
     assert isinstance(ds, ImageDataset)
     assert ds.images.dtype == torch.uint8 and ds.images.shape == (50, 1, 28, 28)
     assert ds.labels.dtype == torch.int64
     assert torch.equal(ds.images[:, 0], torch.from_numpy(images))
     assert torch.equal(ds.labels, torch.from_numpy(labels.astype(np.int64)))
     # second load comes from the in-memory cache
-    again = load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    again = load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
     assert again.images.data_ptr() == ds.images.data_ptr()
 
 

@@ -31,14 +31,14 @@ pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 def test_idx_roundtrip_train_and_test(tmp_path):
     md5s = write_fake_mnist(tmp_path / "mnist", n_train=40, n_test=20)
-    train = load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
-    test = load_dataset("mnist", "test", root=tmp_path, checksums=md5s)
+    train = load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
+    test = load_dataset("mnist", "test", data_dir=tmp_path, checksums=md5s)
     images, labels = make_idx_split(40, 0)
     assert torch.equal(train.images[:, 0], torch.from_numpy(images))
     assert torch.equal(train.labels, torch.from_numpy(labels).long())
     assert test.images.shape == (20, 1, 28, 28) and test.split == "test"
     # fashion-mnist reads the same format
-    fashion = load_dataset("fashion-mnist", "train", root=tmp_path / "mnist", checksums=md5s)
+    fashion = load_dataset("fashion-mnist", "train", data_dir=tmp_path / "mnist", checksums=md5s)
     assert torch.equal(fashion.images, train.images) and fashion.info.name == "fashion-mnist"
 
 
@@ -46,14 +46,14 @@ def test_idx_gunzipped_files_are_read(tmp_path):
     images, labels = make_idx_split(10, 5)
     (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(images, 2051))
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels, 2049))
-    ds = load_dataset("mnist", "train", root=tmp_path, verify=False)
+    ds = load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
     assert torch.equal(ds.images[:, 0], torch.from_numpy(images))
 
 
 def test_idx_wrong_magic(tmp_path):
     write_idx_split(tmp_path, "train", 10, images_magic=2049)
     with pytest.raises(DatasetFormatError) as e:
-        load_dataset("mnist", "train", root=tmp_path, verify=False)
+        load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
     msg = str(e.value)
     assert "train-images-idx3-ubyte.gz" in msg and "magic" in msg and "2051" in msg
     assert isinstance(e.value, DatasetError)
@@ -62,7 +62,7 @@ def test_idx_wrong_magic(tmp_path):
 def test_idx_labels_wrong_magic(tmp_path):
     write_idx_split(tmp_path, "train", 10, labels_magic=2051)
     with pytest.raises(DatasetFormatError, match="train-labels-idx1-ubyte.gz.*magic"):
-        load_dataset("mnist", "train", root=tmp_path, verify=False)
+        load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
 
 
 def test_idx_truncated_body(tmp_path):
@@ -79,7 +79,7 @@ def test_idx_truncated_gzip_stream(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(DatasetFormatError, match="train-images-idx3-ubyte.gz.*truncated") as err:
-        load_dataset("mnist", "train", root=tmp_path, verify=False)
+        load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
     # the message also says what to do about it, in library terms (no command-line flags)
     msg = str(err.value)
     assert "was not used" in msg and "CAPSLAB_DATA" in msg and "download" in msg
@@ -94,7 +94,7 @@ def test_idx_truncated_header():
 def test_idx_count_mismatch(tmp_path):
     write_idx_split(tmp_path, "train", 10, labels_n=9)
     with pytest.raises(DatasetFormatError) as e:
-        load_dataset("mnist", "train", root=tmp_path, verify=False)
+        load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
     assert "count mismatch" in str(e.value) and "10 images, 9 labels" in str(e.value)
     assert "train-images-idx3-ubyte.gz" in str(e.value)
 
@@ -105,7 +105,7 @@ def test_idx_labels_out_of_range(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images, 2051)))
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, 2049)))
     with pytest.raises(DatasetFormatError, match="labels out of range"):
-        load_dataset("mnist", "train", root=tmp_path, verify=False)
+        load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
 
 
 def test_wrong_image_size_refused(tmp_path):
@@ -115,18 +115,18 @@ def test_wrong_image_size_refused(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images, 2051)))
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, 2049)))
     with pytest.raises(DatasetFormatError, match="expects"):
-        load_dataset("mnist", "train", root=tmp_path, verify=False)
+        load_dataset("mnist", "train", data_dir=tmp_path, verify=False)
 
 
 def test_bad_checksum_names_file(tmp_path):
     md5s = write_fake_mnist(tmp_path, 10, 10)
     wrong = dict(md5s, **{"train-labels-idx1-ubyte.gz": "0" * 32})
     with pytest.raises(ChecksumError) as e:
-        load_dataset("mnist", "train", root=tmp_path, checksums=wrong)
+        load_dataset("mnist", "train", data_dir=tmp_path, checksums=wrong)
     assert "train-labels-idx1-ubyte.gz" in str(e.value) and "0" * 32 in str(e.value)
     # the published checksums reject generated files: never trains on garbage
     with pytest.raises(ChecksumError, match="f68b3c2dcbeaaa9fbdd348bbdeb94873"):
-        load_dataset("mnist", "train", root=tmp_path)
+        load_dataset("mnist", "train", data_dir=tmp_path)
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -134,8 +134,8 @@ def test_bad_checksum_names_file(tmp_path):
 def test_cifar10_tarball_roundtrip(tmp_path):
     path, tar_md5, (x, y), (tx, ty) = write_cifar10(tmp_path / "cifar10")
     sums = {"cifar-10-python.tar.gz": tar_md5}
-    train = load_dataset("cifar10", "train", root=tmp_path, checksums=sums)
-    test = load_dataset("cifar10", "test", root=tmp_path, checksums=sums)
+    train = load_dataset("cifar10", "train", data_dir=tmp_path, checksums=sums)
+    test = load_dataset("cifar10", "test", data_dir=tmp_path, checksums=sums)
     assert train.images.shape == (30, 3, 32, 32) and train.images.dtype == torch.uint8
     assert torch.equal(train.images, torch.from_numpy(x))
     assert torch.equal(train.labels, torch.from_numpy(y))
@@ -153,19 +153,19 @@ def test_cifar10_extracted_folder(tmp_path):
     member_md5s = {}
     for f in (tmp_path / "data" / "cifar-10-batches-py").iterdir():
         member_md5s[f"cifar-10-batches-py/{f.name}"] = md5(f.read_bytes())
-    train = load_dataset("cifar10", "train", root=tmp_path / "data", checksums=member_md5s)
+    train = load_dataset("cifar10", "train", data_dir=tmp_path / "data", checksums=member_md5s)
     assert torch.equal(train.images, torch.from_numpy(x))
     # the pinned md5s of the official batches reject the generated ones
     clear_cache()
     with pytest.raises(ChecksumError, match="data_batch_1"):
-        load_dataset("cifar10", "train", root=tmp_path / "data")
+        load_dataset("cifar10", "train", data_dir=tmp_path / "data")
 
 
 def test_cifar100_uses_fine_labels(tmp_path):
     path, tar_md5, (x, y), (tx, ty) = write_cifar100(tmp_path)
     sums = {"cifar-100-python.tar.gz": tar_md5}
-    train = load_dataset("cifar100", "train", root=tmp_path, checksums=sums)
-    test = load_dataset("cifar100", "test", root=tmp_path, checksums=sums)
+    train = load_dataset("cifar100", "train", data_dir=tmp_path, checksums=sums)
+    test = load_dataset("cifar100", "test", data_dir=tmp_path, checksums=sums)
     assert torch.equal(train.images, torch.from_numpy(x))
     assert torch.equal(train.labels, torch.from_numpy(y))
     assert torch.equal(test.labels, torch.from_numpy(ty))
@@ -176,7 +176,7 @@ def test_cifar_truncated_archive(tmp_path):
     path, _, _, _ = write_cifar10(tmp_path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DatasetFormatError, match="cifar-10-python.tar.gz"):
-        load_dataset("cifar10", "train", root=tmp_path, verify=False)
+        load_dataset("cifar10", "train", data_dir=tmp_path, verify=False)
 
 
 def test_cifar_missing_member_and_bad_batch(tmp_path):
@@ -210,7 +210,7 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
 
 def test_svhn_mat_roundtrip(tmp_path):
     file_md5, x, y = write_svhn(tmp_path / "svhn" / "train_32x32.mat", n=12)
-    ds = load_dataset("svhn", "train", root=tmp_path, checksums={"train_32x32.mat": file_md5})
+    ds = load_dataset("svhn", "train", data_dir=tmp_path, checksums={"train_32x32.mat": file_md5})
     assert ds.images.shape == (12, 3, 32, 32) and ds.images.dtype == torch.uint8
     # images[i, c, h, w] == X[h, w, c, i]
     assert torch.equal(ds.images, torch.from_numpy(x).permute(3, 2, 0, 1))

@@ -49,7 +49,7 @@ def test_explicit_root_wins_over_env_and_env_over_cache(tmp_path, monkeypatch):
     md5_env = write_fake_mnist(tmp_path / "env", 12, 10, seed=2)  # flat layout: <root>/<file>
     md5_cache = write_fake_mnist(default_data_dir() / "mnist", 14, 10, seed=3)
     monkeypatch.setenv("CAPSLAB_DATA", str(tmp_path / "env"))
-    ds = load_dataset("mnist", "train", root=tmp_path / "explicit", checksums=md5_explicit)
+    ds = load_dataset("mnist", "train", data_dir=tmp_path / "explicit", checksums=md5_explicit)
     assert len(ds) == 10 and str(tmp_path / "explicit" / "mnist") in ds.sources[0]
     assert len(load_dataset("mnist", "train", checksums=md5_env)) == 12
     monkeypatch.delenv("CAPSLAB_DATA")
@@ -58,13 +58,13 @@ def test_explicit_root_wins_over_env_and_env_over_cache(tmp_path, monkeypatch):
 
 def test_torchvision_layout_is_accepted(tmp_path):
     md5s = write_fake_mnist(tmp_path / "MNIST" / "raw", 10, 10)
-    assert len(load_dataset("mnist", "test", root=tmp_path, checksums=md5s)) == 10
+    assert len(load_dataset("mnist", "test", data_dir=tmp_path, checksums=md5s)) == 10
 
 
 def test_missing_file_message(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPSLAB_DATA", str(tmp_path / "env"))
     with pytest.raises(DatasetNotFoundError) as e:
-        load_dataset("mnist", "test", root=tmp_path / "nowhere")
+        load_dataset("mnist", "test", data_dir=tmp_path / "nowhere")
     msg = str(e.value)
     for part in ("'mnist'", "t10k-images-idx3-ubyte.gz", str(tmp_path / "nowhere"),
                  str(tmp_path / "env"), str(default_data_dir()), "[data_dir]", "[CAPSLAB_DATA]",
@@ -88,22 +88,22 @@ def test_verification_is_cached_and_forced(tmp_path, monkeypatch):
     calls = []
     real_md5_file = sources.md5_file
     monkeypatch.setattr(sources, "md5_file", lambda p, *a: calls.append(Path(p).name) or real_md5_file(p))
-    load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
     assert sorted(calls) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     stamp = tmp_path / "xdg-cache" / "capslab" / "verified.json"
     assert stamp.is_file()
     calls.clear()
     clear_cache()
-    load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
     assert calls == []  # remembered by size + mtime
-    load_dataset("mnist", "train", root=tmp_path, checksums=md5s, verify=True)
+    load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s, verify=True)
     assert len(calls) == 2  # forced
     calls.clear()
     # a changed file is verified again (and rejected)
     labels = tmp_path / "train-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes() + b"\x00")
     with pytest.raises(ChecksumError, match="train-labels-idx1-ubyte.gz"):
-        load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+        load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
     assert calls == ["train-labels-idx1-ubyte.gz"]
 
 
@@ -112,7 +112,7 @@ def test_read_only_cache_still_verifies(tmp_path, monkeypatch):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file, so no folder can be made under it")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    assert len(load_dataset("mnist", "train", root=tmp_path / "data", checksums=md5s)) == 10
+    assert len(load_dataset("mnist", "train", data_dir=tmp_path / "data", checksums=md5s)) == 10
 
 
 def test_rewritten_gzip_header_verified_by_decompressed_md5(tmp_path):
@@ -239,6 +239,6 @@ def test_real_fashion_mnist_with_rewritten_gzip_headers(tmp_path):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         with gzip.open(root / "fashion-mnist" / name) as f:
             (tmp_path / name).write_bytes(gzip.compress(f.read(), compresslevel=1, mtime=0))
-    ds = load_dataset("fashion-mnist", "test", root=tmp_path)
+    ds = load_dataset("fashion-mnist", "test", data_dir=tmp_path)
     assert len(ds) == 10000 and torch.bincount(ds.labels).tolist() == [1000] * 10
     shutil.rmtree(tmp_path)

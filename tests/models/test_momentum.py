@@ -370,7 +370,7 @@ def test_inference_same_in_both_modes():
 
 
 def test_small_momentum_network_learns_mnist(mnist_root):
-    train, test = mnist_subsets(2000, 500, root=mnist_root)
+    train, test = mnist_subsets(2000, 500, data_dir=mnist_root)
     torch.manual_seed(0)
     model = create_model("mocapsnet", num_blocks=2, routing="sda", conv_channels=16,
                          primary_types=4, decoder=False)

@@ -92,18 +92,18 @@ def download_names(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _download(names: list[str], root: str | None, as_json: bool) -> None:
+def _download(names: list[str], data_dir: str | None, as_json: bool) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from capslab.data import sources
 
     for name in names:
-        dest = (Path(root) if root else sources.default_data_dir()) / name
+        dest = (Path(data_dir) if data_dir else sources.default_data_dir()) / name
         note(f"downloading {name} into {escape(str(dest))} ...", as_json)
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
             task = bar.add_task(name, total=None)
-            sources.download(name, root, progress=lambda done, total, t=task: bar.update(
+            sources.download(name, data_dir, progress=lambda done, total, t=task: bar.update(
                 t, completed=done, total=total))
 
 
@@ -162,14 +162,14 @@ def datasets(
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
     from capslab.experiments import versioned
 
-    root = str(data_dir) if data_dir is not None else None
+    data_dir = str(data_dir) if data_dir is not None else None
     selected = list(dict.fromkeys(canonical_name(n) for n in names)) if names else list_datasets()
-    _download(download_names(download), root, as_json)
+    _download(download_names(download), data_dir, as_json)
 
-    rows = collect(selected, root, verify)
+    rows = collect(selected, data_dir, verify)
     result = versioned("datasets", {
         "search_dirs": {n: [{"path": str(d.path), "origin": d.origin}
-                            for d in sources.search_dirs(n, root)] for n in selected},
+                            for d in sources.search_dirs(n, data_dir)] for n in selected},
         "datasets": {n: dataset_info(n).to_dict() for n in selected},
         "files": rows,
     }, version=1)

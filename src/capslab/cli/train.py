@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
                 f"checkpoint {checkpoint} is a model for images {tuple(model.image_shape)} with "
                 f"{model.num_classes} classes; {name} has {expected} with {info.num_classes} classes"
             )
-        test = load_dataset(name, "test", root=data_dir)
+        test = load_dataset(name, "test", data_dir=data_dir)
         if test_subset:
             test = test.subset(stratified_subset(test.labels, test_subset, 0))
         result = evaluate(model.to(dev), BatchLoader(test, batch_size, shuffle=False), dev,

@@ -162,12 +162,12 @@ def _verify(spec, split: str, found: list[sources.Located], checksums: dict[str,
                                 force, what=f"{spec.name}/{split}")
 
 
-def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
+def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None,
                  download: bool = False, *, verify: bool | None = None,
                  checksums: dict[str, str] | None = None, cache: bool = True) -> ImageDataset:
     """Load split ``split`` of dataset ``name`` from its official files.
 
-    ``root``: a folder searched first (then ``$CAPSLAB_DATA``, the user cache and known system
+    ``data_dir``: a folder searched first (then ``$CAPSLAB_DATA``, the user cache and known system
     copies; see :mod:`capslab.data.sources`). ``download``: fetch missing files from the
     official URLs. ``verify``: ``None`` checks md5s once and remembers the result per file
     (size+mtime), ``True`` recomputes them, ``False`` skips them. ``checksums``: md5s that
@@ -176,12 +176,12 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     """
     spec = get_spec(name)
     sspec = split_spec(spec.name, split)
-    found, missing = sources.locate_split(spec.name, sspec, root)
+    found, missing = sources.locate_split(spec.name, sspec, data_dir)
     if missing and download:
-        sources.download(spec.name, root, splits=[split], checksums=checksums)
-        found, missing = sources.locate_split(spec.name, sspec, root)
+        sources.download(spec.name, data_dir, splits=[split], checksums=checksums)
+        found, missing = sources.locate_split(spec.name, sspec, data_dir)
     if missing:
-        raise sources.not_found_error(spec.name, split, missing, root)
+        raise sources.not_found_error(spec.name, split, missing, data_dir)
     if verify is not False:
         _verify(spec, split, found, checksums or {}, force=bool(verify))
     paths = tuple(str(loc.path) for loc in found)

@@ -2,7 +2,7 @@
 
 Search order for every file (the first folder that holds it wins):
 
-1. ``root`` when given (a configuration's ``data_dir``; labelled ``data_dir`` in listings),
+1. ``data_dir`` when given (labelled ``data_dir`` in listings),
 2. every folder of ``$CAPSLAB_DATA`` (``os.pathsep``-separated),
 3. the user cache ``$XDG_CACHE_HOME/capslab/datasets`` (default ``~/.cache/capslab/datasets``),
    where downloads go,
@@ -41,7 +41,7 @@ from capslab.errors import (
 from capslab.io import atomic_write_text
 
 ENV_DATA = "CAPSLAB_DATA"
-#: origin label of the folder given as ``data_dir`` (``root=`` of the functions here)
+#: origin label of the folder given as ``data_dir``
 DATA_DIR = "data_dir"
 
 
@@ -62,11 +62,11 @@ class SearchDir:
     origin: str  # "data_dir", "CAPSLAB_DATA", "cache", "system"
 
 
-def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[SearchDir]:
+def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[SearchDir]:
     """The folders searched for dataset ``name``, in order."""
     out: list[SearchDir] = []
-    if root is not None and str(root):
-        out.append(SearchDir(Path(root).expanduser(), DATA_DIR))
+    if data_dir is not None and str(data_dir):
+        out.append(SearchDir(Path(data_dir).expanduser(), DATA_DIR))
     env = (part.strip() for part in os.environ.get(ENV_DATA, "").split(os.pathsep))
     out += [SearchDir(Path(part).expanduser(), ENV_DATA) for part in env if part]
     out.append(SearchDir(default_data_dir(), "cache"))
@@ -96,11 +96,11 @@ class Located:
     origin: str  # which search folder it came from
 
 
-def locate_file(name: str, filename: str, root=None) -> Located | None:
+def locate_file(name: str, filename: str, data_dir=None) -> Located | None:
     """Find registry file ``filename`` of dataset ``name``; ``None`` when it is nowhere."""
     spec = get_spec(name)
     fspec = spec.files[filename]
-    for d in search_dirs(name, root):
+    for d in search_dirs(name, data_dir):
         for variant, rel in (("published", fspec.name), ("gunzipped", fspec.gunzipped_name)):
             if rel is None:
                 continue
@@ -110,23 +110,23 @@ def locate_file(name: str, filename: str, root=None) -> Located | None:
     return None
 
 
-def locate_extracted(name: str, split: SplitSpec, root=None) -> Located | None:
+def locate_extracted(name: str, split: SplitSpec, data_dir=None) -> Located | None:
     """Find the extracted folder of a CIFAR tarball that holds every batch of ``split``."""
     if not split.folder:
         return None
     spec = get_spec(name)
-    for d in search_dirs(name, root):
+    for d in search_dirs(name, data_dir):
         for p in candidate_paths(spec, d.path, split.folder):
             if p.is_dir() and all((p / Path(m).name).is_file() for m in split.members):
                 return Located(split.files[0], p, "extracted", d.origin)
     return None
 
 
-def locate_split(name: str, split: SplitSpec, root=None) -> tuple[list[Located], list[str]]:
+def locate_split(name: str, split: SplitSpec, data_dir=None) -> tuple[list[Located], list[str]]:
     """``(found, missing file names)`` for every file of ``split``."""
     found, missing = [], []
     for filename in split.files:
-        loc = locate_file(name, filename, root) or locate_extracted(name, split, root)
+        loc = locate_file(name, filename, data_dir) or locate_extracted(name, split, data_dir)
         if loc is None:
             missing.append(filename)
         else:
@@ -134,17 +134,17 @@ def locate_split(name: str, split: SplitSpec, root=None) -> tuple[list[Located],
     return found, missing
 
 
-def require_files(name: str, root=None, splits: tuple[str, ...] = ("train", "test")) -> None:
+def require_files(name: str, data_dir=None, splits: tuple[str, ...] = ("train", "test")) -> None:
     """:class:`DatasetNotFoundError` unless every file of ``splits`` is found (nothing is read):
     a search or study checks this before it writes its run folder."""
     spec = get_spec(name)
     for split in splits:
-        _, missing = locate_split(spec.name, spec.splits[split], root)
+        _, missing = locate_split(spec.name, spec.splits[split], data_dir)
         if missing:
-            raise not_found_error(spec.name, split, missing, root)
+            raise not_found_error(spec.name, split, missing, data_dir)
 
 
-def not_found_error(name: str, split: str, missing: list[str], root=None) -> DatasetNotFoundError:
+def not_found_error(name: str, split: str, missing: list[str], data_dir=None) -> DatasetNotFoundError:
     spec = get_spec(name)
     lines = [
         f"dataset {spec.name!r} (split {split!r}): "
@@ -152,11 +152,11 @@ def not_found_error(name: str, split: str, missing: list[str], root=None) -> Dat
         "Searched, in order:",
     ]
     subs = ", ".join(f"{s}/" for s in _subfolders(spec))
-    for d in search_dirs(name, root):
+    for d in search_dirs(name, data_dir):
         state = "" if d.path.is_dir() else " (folder does not exist)"
         lines.append(f"  - {d.path}  [{d.origin}]{state}  (also in its sub-folders {subs})")
     lines.append(
-        f"To fix: give a data folder (data_dir, or root= of load_dataset) or set {ENV_DATA}=DIR to a "
+        f"To fix: give a data folder (data_dir) or set {ENV_DATA}=DIR to a "
         f"folder holding the official files (as DIR/{spec.name}/FILE or DIR/FILE), or, when "
         f"online, download them (download=True), which saves them under {default_data_dir()}."
     )
@@ -331,19 +331,19 @@ def download_file(fspec: FileSpec, dest_dir: str | os.PathLike, md5: str | None 
     )
 
 
-def download(name: str, root: str | os.PathLike | None = None, splits=None,
+def download(name: str, data_dir: str | os.PathLike | None = None, splits=None,
              checksums: dict[str, str] | None = None, timeout: float = 60.0,
              progress=None) -> list[Path]:
     """Download the files of dataset ``name`` (all splits, or ``splits``) that are not already
-    present and valid, into ``<root or the user cache>/<dataset>/``. Returns the file paths."""
+    present and valid, into ``<data_dir or the user cache>/<dataset>/``. Returns the file paths."""
     spec = get_spec(name)
-    dest = (Path(root).expanduser() if root else default_data_dir()) / spec.name
+    dest = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / spec.name
     wanted = spec.splits.values() if splits is None else [spec.splits[s] for s in splits]
     paths = []
     for filename in dict.fromkeys(f for s in wanted for f in s.files):
         fspec = spec.files[filename]
         md5 = (checksums or {}).get(filename)
-        loc = locate_file(name, filename, root)
+        loc = locate_file(name, filename, data_dir)
         if loc is not None:
             try:
                 verify_file(loc.path, fspec, md5)

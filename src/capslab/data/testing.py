@@ -5,7 +5,7 @@ modules' tests that need a tiny dataset on disk without the real files), and
 Example::
 
     md5s = write_fake_mnist(tmp_path / "mnist", n_train=64, n_test=32)
-    train = load_dataset("mnist", "train", root=tmp_path, checksums=md5s)
+    train = load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
 """
 
 from __future__ import annotations

@@ -74,8 +74,8 @@ def _autocast(device: torch.device, precision: str):
 # --------------------------------------------------------------------------- phase: data
 def prepare_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
     """Load train/test splits and take the configured stratified subsets."""
-    train_set = load_dataset(config.dataset, "train", root=config.data_dir, download=config.download)
-    test_set = load_dataset(config.dataset, "test", root=config.data_dir, download=config.download)
+    train_set = load_dataset(config.dataset, "train", data_dir=config.data_dir, download=config.download)
+    test_set = load_dataset(config.dataset, "test", data_dir=config.data_dir, download=config.download)
     if config.subset is not None and config.subset < len(train_set):
         train_set = train_set.subset(stratified_subset(train_set.labels, config.subset, config.seed))
     if config.test_subset is not None and config.test_subset < len(test_set):
