@@ -13,10 +13,10 @@ from capslab.losses import capsule_loss
 
 
 def mnist_subsets(train_size: int = 2000, test_size: int = 500,
-                  root: str | PathLike | None = None) -> tuple[ImageDataset, ImageDataset]:
+                  data_dir: str | PathLike | None = None) -> tuple[ImageDataset, ImageDataset]:
     """Stratified, seed-0 subsets of the real MNIST training and test splits."""
-    train = load_dataset("mnist", "train", data_dir=root)
-    test = load_dataset("mnist", "test", data_dir=root)
+    train = load_dataset("mnist", "train", data_dir=data_dir)
+    test = load_dataset("mnist", "test", data_dir=data_dir)
     return (train.subset(stratified_subset(train.labels, train_size, seed=0)),
             test.subset(stratified_subset(test.labels, test_size, seed=0)))
 
