@@ -68,12 +68,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, option, where)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                pass
         raise bad
     if origin is Literal:
         if value in args:

@@ -13,6 +13,7 @@ import torch
 
 from capslab.errors import CheckpointError
 from capslab.io import atomic_torch_save
+from capslab.settings import identity_difference
 
 FORMAT = "capslab-checkpoint"
 VERSION = 1
@@ -76,7 +77,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: str | Path) -> None:
     """Refuse to continue from a checkpoint of another model or configuration."""
     saved = ckpt.get("identity", {})
-    diff = [k for k in sorted(set(saved) | set(identity)) if saved.get(k) != identity.get(k)]
+    diff = identity_difference(saved, identity)
     if diff:
         lines = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {identity.get(k)!r}" for k in diff)
         raise CheckpointError(
