@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -450,27 +449,23 @@ def run_study(
     if goal not in GOALS:
         raise ConfigError(f"goal must be one of {GOALS}, got {goal!r}")
     configs = [(p, v, study.train_config(p, v, r)) for p, v, r in study.runs()]
-    # refuse a folder holding runs of other settings before training anything
-    todo = sum(finished_summary(cfg) is None for _, _, cfg in configs)
+    # read every finished run first: a folder of other settings is refused before any training
+    found = [finished_summary(cfg) for _, _, cfg in configs]
     out = Path(study.out)
     summaries: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    trained = reused = 0
-    bar = _progress_bar(progress)
-    with bar if bar is not None else nullcontext():
-        task = bar.add_task("FasTrCaps study", total=todo * study.training.epochs) if bar else None
-        for policy, variant, cfg in configs:
-            if bar is not None:
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("FasTrCaps study", total=found.count(None) * study.training.epochs)
+        advance = LambdaCallback(on_epoch_end=lambda _record: bar.advance(task))
+        for (policy, variant, cfg), summary in zip(configs, found, strict=True):
+            if summary is None:
                 bar.update(task, description=f"{policy} / {variant} / seed {cfg.seed}")
-            advance = LambdaCallback(on_epoch_end=lambda _r: bar.update(task, advance=1) if bar else None)
-            outcome = run_or_reuse(cfg, train_fn, progress=False, callbacks=[advance])
-            if outcome.reused:
-                reused += 1
-            else:
-                trained += 1
+                summary = run_or_reuse(cfg, train_fn, progress=False, callbacks=[advance]).summary
                 if not study.keep_checkpoints:
                     for name in ("last.pt", "best.pt"):
                         (Path(cfg.out) / name).unlink(missing_ok=True)
-            summaries.setdefault((policy, variant), []).append(outcome.summary)
+            summaries.setdefault((policy, variant), []).append(summary)
+    trained = found.count(None)
+    reused = len(found) - trained
 
     grid = {k: ([s["history"] for s in runs], runs[0]["parameters"]) for k, runs in summaries.items()}
     rows, target = build_table(grid, study.baseline, study.target, study.time_metric)
@@ -490,9 +485,8 @@ def run_study(
 
 
 def _progress_bar(enabled: bool):
-    if not enabled:
-        return None
+    """One bar over the epochs still to train; shows nothing when not ``enabled``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("epochs"), TimeElapsedColumn())
+                    TextColumn("epochs"), TimeElapsedColumn(), disable=not enabled)
