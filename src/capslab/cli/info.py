@@ -1,4 +1,5 @@
-"""``capslab info``: parameters and output shapes per layer of any model or genotype."""
+"""``capslab info``: parameters and output shapes per layer of any model, genotype or
+checkpoint (with the checkpoint's training metadata)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from rich.table import Table
 from capslab.cli import options as opt
 from capslab.cli.output import console, emit
 from capslab.cli.train import model_options_from_flags
+from capslab.errors import ConfigError
+
+# options that choose or shape the network: --checkpoint already fixes all of them
+_MODEL_FLAGS = ("model", "dataset", "weight_sharing", "small_decoder", "routing", "blocks", "gamma",
+                "genotype", "model_opt", "list_")
 
 
 def dataset_for_genotype(path: Path) -> str:
@@ -30,6 +36,7 @@ def dataset_for_genotype(path: Path) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("info")
     def info_cmd(
+        ctx: typer.Context,
         model: Annotated[str, typer.Option(help="Registered model name.")] = "capsnet",
         dataset: Annotated[str | None, typer.Option(help="Dataset whose image shape and classes to use (default: mnist, or for --genotype the dataset of its input shape).")] = None,
         weight_sharing: bool = False,
@@ -40,13 +47,21 @@ def register(app: typer.Typer) -> None:
         genotype: Annotated[Path | None, typer.Option(help="Describe the network of a genotype file.")] = None,
         model_opt: opt.ModelOpt = None,
         list_: Annotated[bool, typer.Option("--list", help="List the registered models.")] = False,
+        checkpoint: Annotated[Path | None, typer.Option(help="Describe the trained network of a checkpoint and its training (epoch, accuracy, dataset, settings).")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
-        """Print parameters (per layer and in total) and output shapes of a model."""
+        """Print parameters (per layer and in total) and output shapes of a model or checkpoint."""
         from capslab.data import dataset_info
         from capslab.models import create_model, list_models
         from capslab.models.summary import describe_layers
 
+        if checkpoint is not None:
+            given = [k for k in _MODEL_FLAGS if ctx.get_parameter_source(k).name != "DEFAULT"]
+            if given:
+                flags = ", ".join("--" + k.rstrip("_").replace("_", "-") for k in given)
+                raise ConfigError(f"--checkpoint describes the checkpoint's own network; drop {flags}")
+            emit(describe_checkpoint(checkpoint), as_json, _render)
+            return
         if list_:
             emit(list_models(), as_json, lambda names: console.print("\n".join(names), highlight=False))
             return
@@ -64,6 +79,32 @@ def register(app: typer.Typer) -> None:
         emit(result, as_json, _render)
 
 
+def describe_checkpoint(path: Path) -> dict:
+    """The layers of a checkpoint's network and the checkpoint's metadata."""
+    from capslab.models.pretrained import load_model
+    from capslab.models.summary import describe_layers
+
+    net = load_model(path)
+    cfg = net.pretrained_cfg
+    settings = cfg["settings"]
+    return {
+        "model": cfg["model_name"], "dataset": cfg["dataset"], "input_shape": cfg["input_shape"],
+        "options": cfg["model_options"],
+        "layers": describe_layers(net, tuple(net.image_shape)),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "checkpoint": {
+            "path": str(path), "epoch": cfg["epoch"], "test_accuracy": cfg["test_accuracy"],
+            "best_epoch": cfg["best_epoch"], "best_accuracy": cfg["best_accuracy"],
+            "classes": cfg["classes"], "settings": {k: settings[k] for k in _SHOWN if k in settings},
+        },
+    }
+
+
+# training settings worth seeing next to a trained network (the rest is in the run's config.json)
+_SHOWN = ("dataset", "epochs", "batch_size", "lr", "policy", "optimizer", "subset", "seed",
+          "augment", "precision")
+
+
 def _render(result: dict) -> None:
     table = Table(title=f"{result['model']} on {result['dataset']} {tuple(result['input_shape'])}")
     table.add_column("layer")
@@ -75,3 +116,15 @@ def _render(result: dict) -> None:
     table.add_section()
     table.add_row("total", "", "", f"{result['parameters']:,}")
     console.print(table)
+    ckpt = result.get("checkpoint")
+    if ckpt is not None:
+        console.print(f"checkpoint {ckpt['path']}: epoch {ckpt['epoch']}, "
+                      f"test accuracy {_percent(ckpt['test_accuracy'])} "
+                      f"(best {_percent(ckpt['best_accuracy'])} at epoch {ckpt['best_epoch']})",
+                      highlight=False)
+        console.print("settings: " + ", ".join(f"{k}={v}" for k, v in ckpt["settings"].items()),
+                      highlight=False)
+
+
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.2f}%"

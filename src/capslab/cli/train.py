@@ -170,26 +170,38 @@ def register(app: typer.Typer) -> None:
         device: opt.Device = "auto",
         as_json: opt.JsonFlag = False,
     ) -> None:
-        """Evaluate a checkpoint on a test split."""
-        from capslab.data import BatchLoader, dataset_info, load_dataset, stratified_subset
-        from capslab.train import evaluate, load_model, resolve_device
+        """Evaluate a trained network (a checkpoint) on a test split."""
+        from capslab.data import BatchLoader, load_dataset, stratified_subset
+        from capslab.models.pretrained import load_model
+        from capslab.train import evaluate, resolve_device
 
         dev = resolve_device(device)
-        model, ckpt = load_model(checkpoint, map_location=dev)
-        name = dataset or ckpt["config"]["dataset"]
-        info = dataset_info(name)
-        expected = (info.channels, info.image_size, info.image_size)
-        if tuple(model.image_shape) != expected or model.num_classes != info.num_classes:
-            raise ConfigError(
-                f"checkpoint {checkpoint} is a model for images {tuple(model.image_shape)} with "
-                f"{model.num_classes} classes; {name} has {expected} with {info.num_classes} classes"
-            )
+        model = load_model(checkpoint, map_location=dev)
+        cfg = model.pretrained_cfg
+        name = dataset or cfg["dataset"]
+        if name is None:
+            raise ConfigError(f"checkpoint {checkpoint} records no dataset; name one with --dataset")
+        check_model_fits_dataset(model, name, checkpoint)
         test = load_dataset(name, "test", data_dir=data_dir)
         if test_subset:
             test = test.subset(stratified_subset(test.labels, test_subset, 0))
-        result = evaluate(model.to(dev), BatchLoader(test, batch_size, shuffle=False), dev,
-                          ckpt["config"].get("reconstruction_weight", 0.0005))
-        result.update(dataset=name, checkpoint=str(checkpoint), epoch=ckpt["epoch"], images=len(test))
+        result = evaluate(model, BatchLoader(test, batch_size, shuffle=False), dev,
+                          cfg["settings"].get("reconstruction_weight", 0.0005))
+        result.update(dataset=name, checkpoint=str(checkpoint), model=cfg["model_name"],
+                      epoch=cfg["epoch"], images=len(test),
+                      trained_on=cfg["dataset"], recorded_test_accuracy=cfg["test_accuracy"])
         emit(result, as_json, lambda r: console.print(
             f"{name} test accuracy [bold]{100 * r['test_accuracy']:.2f}%[/] "
             f"(loss {r['test_loss']:.4f}, {r['images']} images, epoch {r['epoch']})"))
+
+
+def check_model_fits_dataset(model, dataset: str, checkpoint: Path) -> None:
+    """Refuse a dataset whose image shape or number of classes is not the model's."""
+    from capslab.data import dataset_info
+
+    info = dataset_info(dataset)
+    if tuple(model.image_shape) != info.shape or model.num_classes != info.num_classes:
+        raise ConfigError(
+            f"checkpoint {checkpoint} is a model for images {tuple(model.image_shape)} with "
+            f"{model.num_classes} classes; {dataset} has {info.shape} with {info.num_classes} classes"
+        )

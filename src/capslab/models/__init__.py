@@ -7,6 +7,7 @@ from capslab.models import (
     momentum,  # noqa: F401  (registers "rescapsnet", "mocapsnet")
 )
 from capslab.models.base import CapsuleClassifier, CapsuleOutput
+from capslab.models.pretrained import load_model, load_model_and_checkpoint
 from capslab.models.registry import (
     check_model_options,
     create_model,
@@ -16,6 +17,6 @@ from capslab.models.registry import (
 )
 
 __all__ = [
-    "CapsuleClassifier", "CapsuleOutput", "check_model_options", "create_model", "list_models", "model_options",
-    "register_model",
+    "CapsuleClassifier", "CapsuleOutput", "check_model_options", "create_model", "list_models",
+    "load_model", "load_model_and_checkpoint", "model_options", "register_model",
 ]

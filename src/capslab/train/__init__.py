@@ -3,9 +3,9 @@ checkpoints, plots. See :mod:`capslab.train.loop` for the phases of a run."""
 
 from capslab.train.callbacks import Callback, LambdaCallback, StepInfo
 from capslab.train.config import TrainConfig, TrainingSettings
-from capslab.train.loop import evaluate, load_model, resolve_device, train
+from capslab.train.loop import evaluate, resolve_device, train
 
 __all__ = [
     "Callback", "LambdaCallback", "StepInfo", "TrainConfig", "TrainingSettings", "evaluate",
-    "load_model", "resolve_device", "train",
+    "resolve_device", "train",
 ]

@@ -56,6 +56,10 @@ def save_checkpoint(path: str | Path, **payload: Any) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a CapsLab checkpoint; errors name the file and the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a folder, not a file (a run folder holds last.pt and best.pt)"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -65,13 +69,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} is not a CapsLab checkpoint (not a tensor file, or one holding pickled objects)"
         ) from None
-    except Exception as exc:  # corrupt zip, truncated file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
+    except Exception:  # truncated or corrupt zip, empty file, bytes of another format
+        raise CheckpointError(_unreadable(path)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a CapsLab checkpoint")
+        bare = isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+        what = " (bare weights, without the model's name and options)" if bare else ""
+        raise CheckpointError(f"{path} is not a CapsLab checkpoint{what}")
     if ckpt.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer CapsLab (format {ckpt['version']})")
     return ckpt
+
+
+def _unreadable(path: Path) -> str:
+    """Why ``torch.load`` failed, told from the file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return f"checkpoint {path} is empty"
+    if head == b"PK\x03\x04":  # the zip archive torch.save writes
+        return f"checkpoint {path} cannot be read (a damaged or truncated PyTorch file)"
+    return f"{path} is not a CapsLab checkpoint (not a PyTorch file)"
 
 
 def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: str | Path) -> None:

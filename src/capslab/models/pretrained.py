@@ -1,0 +1,198 @@
+"""Trained networks from checkpoints: ``load_model(path)`` and ``create_model(name,
+checkpoint_path=path)``, as timm loads its pretrained models.
+
+A checkpoint written by training (``last.pt``, ``best.pt``) carries everything needed to
+rebuild its network with no other file: the registered model name, every option the model was
+built with (for a genotype network the genotype itself, as its NASCaps list; the image shape,
+number of classes and normalisation statistics), the weights and buffers, and the training
+settings (dataset, epochs, ...) with the history of test accuracies.
+
+Example::
+
+    model = capslab.load_model("runs/train/best.pt")   # eval mode, on the CPU
+    model.pretrained_cfg["dataset"], model.pretrained_cfg["test_accuracy"]
+    scores = model(images).lengths                      # images [B, C, H, W] in [0, 1]
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from capslab.errors import CheckpointError, ConfigError, UnknownDatasetError
+from capslab.models.registry import (
+    check_model_options,
+    create_model,
+    effective_options,
+    list_models,
+)
+
+PathLike = str | os.PathLike
+MapLocation = str | torch.device
+
+# what a checkpoint needs besides the format marker to rebuild its network
+MODEL_KEYS = ("model_name", "model_options", "model")
+
+
+def read_model_checkpoint(path: PathLike, map_location: MapLocation = "cpu") -> dict[str, Any]:
+    """A CapsLab checkpoint that holds a model (name, options and weights).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, foreign, or holds no model.
+    """
+    # imported here: capslab.train imports the models package, which imports this module
+    from capslab.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    missing = [k for k in MODEL_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} holds no model ({', '.join(missing)} missing)")
+    if not isinstance(ckpt["model_name"], str) or not isinstance(ckpt["model_options"], dict) \
+            or not isinstance(ckpt["model"], dict):
+        raise CheckpointError(f"checkpoint {path} has a malformed model entry")
+    return ckpt
+
+
+def pretrained_cfg(ckpt: dict[str, Any], path: PathLike, model: nn.Module | None = None) -> dict[str, Any]:
+    """The metadata of a trained network, as plain JSON values.
+
+    Keys: ``model_name``, ``model_options``, ``dataset`` (the training dataset, or ``None``),
+    ``classes`` (class names, or ``[]``), ``input_shape`` ``[C, H, W]``, ``num_classes``,
+    ``normalization``, ``mean``, ``std``, ``epoch`` (epochs trained), ``test_accuracy`` (of that
+    epoch), ``best_epoch``, ``best_accuracy``, ``settings`` (the training settings) and
+    ``source`` (the checkpoint file). Accuracies are fractions.
+    """
+    name, options = ckpt["model_name"], ckpt["model_options"]
+    full = effective_options(name, options) if name in list_models() else dict(options)
+    settings = ckpt.get("config") or {}
+    dataset = settings.get("dataset")
+    history = ckpt.get("history") or []
+    best = ckpt.get("best_accuracy")
+    shape = list(model.image_shape) if model is not None and hasattr(model, "image_shape") else None
+    return {
+        "model_name": name,
+        "model_options": options,
+        "dataset": dataset,
+        "classes": list(ckpt.get("classes") or _dataset_classes(dataset)),
+        "input_shape": shape,
+        "num_classes": getattr(model, "num_classes", full.get("num_classes")),
+        "normalization": full.get("normalization"),
+        "mean": full.get("mean"),
+        "std": full.get("std"),
+        "epoch": ckpt.get("epoch"),
+        "test_accuracy": history[-1].get("test_accuracy") if history else None,
+        "best_epoch": ckpt.get("best_epoch"),
+        "best_accuracy": best if best is not None and best >= 0 else None,  # -1: no epoch yet
+        "settings": settings,
+        "source": str(path),
+    }
+
+
+def _dataset_classes(dataset: str | None) -> tuple[str, ...]:
+    if dataset is None:
+        return ()
+    from capslab.data import dataset_info
+
+    try:
+        return dataset_info(dataset).classes
+    except UnknownDatasetError:  # a dataset this installation does not know: no names
+        return ()
+
+
+def create_from_checkpoint(
+    name: str, path: PathLike, options: dict[str, Any] | None = None,
+    map_location: MapLocation = "cpu",
+) -> nn.Module:
+    """``create_model(name, checkpoint_path=path, **options)``: see :func:`create_model`."""
+    return _build(name, read_model_checkpoint(path, map_location), path, options or {})
+
+
+def load_model_and_checkpoint(
+    path: PathLike, map_location: MapLocation = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network of a checkpoint and the whole checkpoint (optimiser state,
+    history, ...), for callers that need more than :attr:`pretrained_cfg`."""
+    ckpt = read_model_checkpoint(path, map_location)
+    model = _build(ckpt["model_name"], ckpt, path, {})
+    return model.to(map_location), ckpt
+
+
+def load_model(path: PathLike, map_location: MapLocation = "cpu") -> nn.Module:
+    """The trained network of a checkpoint, ready to use: eval mode, on ``map_location``.
+
+    Args:
+        path: a checkpoint written by training (``last.pt`` or ``best.pt``).
+        map_location: the device of the returned model.
+
+    The checkpoint's metadata is ``model.pretrained_cfg`` (see :func:`pretrained_cfg`);
+    ``model.model_name`` and ``model.model_options`` are set as by :func:`create_model`.
+
+    Raises:
+        CheckpointError: a missing, corrupt or foreign file, or one that holds no model.
+    """
+    return load_model_and_checkpoint(path, map_location)[0]
+
+
+def _build(name: str, ckpt: dict[str, Any], path: PathLike, options: dict[str, Any]) -> nn.Module:
+    """Model ``name`` with the checkpoint's options (``options`` must agree) and weights."""
+    saved_name, saved = ckpt["model_name"], ckpt["model_options"]
+    if name != saved_name:
+        raise CheckpointError(f"checkpoint {path} holds a {saved_name!r} model, not {name!r}")
+    if saved_name not in list_models():
+        raise CheckpointError(
+            f"checkpoint {path} holds model {saved_name!r}, which is not registered "
+            f"(available: {', '.join(list_models())})"
+        )
+    try:
+        check_model_options(name, saved)
+    except ConfigError as exc:  # the factory changed since the checkpoint was written
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    model = create_model(name, **{**saved, **options})
+    diff = option_difference(effective_options(name, saved),
+                             effective_options(name, model.model_options))
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with other options of {name!r} ({diff}); "
+            "leave them out to build the checkpoint's network"
+        )
+    problem = state_mismatch(model, ckpt["model"])
+    if problem:
+        raise CheckpointError(f"checkpoint {path} does not fit model {name!r}: {problem}")
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    model.pretrained_cfg = pretrained_cfg(ckpt, path, model)  # type: ignore[attr-defined]
+    return model
+
+
+def option_difference(saved: dict[str, Any], given: dict[str, Any]) -> str:
+    """``"key: checkpoint a, given b, ..."`` for the keys whose values differ ("" if none)."""
+    keys = [k for k in sorted(set(saved) | set(given)) if saved.get(k) != given.get(k)]
+    return ", ".join(f"{k}: checkpoint {_short(saved.get(k))}, given {_short(given.get(k))}"
+                     for k in keys)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def state_mismatch(model: nn.Module, state: dict[str, Any]) -> str:
+    """What keeps ``state`` from loading into ``model`` strictly, in one line ("" if nothing)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    resized = [k for k in own if k in state and (
+        not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
+    if resized:
+        k = resized[0]
+        got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
+        parts.append(f"{len(resized)} of another shape, e.g. {k} {got} vs {tuple(own[k].shape)}")
+    return "; ".join(parts)
