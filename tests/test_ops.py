@@ -1,8 +1,16 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capslab.ops import capsule_lengths, mask_capsules, safe_norm, selected_capsule, squash
+from capslab.ops import (
+    capsule_lengths,
+    conv2d_as_gemm,
+    mask_capsules,
+    safe_norm,
+    selected_capsule,
+    squash,
+)
 
 
 def test_squash_pinned_values():
@@ -50,3 +58,32 @@ def test_masking_and_selection():
     m = mask_capsules(v, torch.tensor([2, 2]))
     assert torch.equal(m[0, 2], v[0, 2]) and m[0, 1].abs().sum() == 0
     assert torch.equal(selected_capsule(v, torch.tensor([2, 0])), torch.stack([v[0, 2], v[1, 0]]))
+
+
+@pytest.mark.parametrize("stride,batch", [(1, 1), (2, 1), (2, 3)])
+def test_conv2d_as_gemm_matches_conv2d_values_and_gradients(stride, batch):
+    torch.manual_seed(0)
+    x = torch.randn(batch, 5, 13, 13, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    y = conv2d_as_gemm(x, w, b, stride)
+    ref = torch.nn.functional.conv2d(x, w, b, stride)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(y, (x, w, b), g)
+    want = torch.autograd.grad(ref, (x, w, b), g)
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e)
+
+
+def test_primary_caps_batch_one_path_is_the_convolution():
+    from capslab.layers import PrimaryCaps
+
+    torch.manual_seed(0)
+    layer = PrimaryCaps(16, 4, 8, 9, 2)
+    x = torch.randn(1, 16, 20, 20)
+    gemm = layer(x)  # batch 1 with gradients: the GEMM form
+    with torch.no_grad():
+        conv = layer(x)  # without gradients: the convolution
+    torch.testing.assert_close(gemm, conv, rtol=1e-4, atol=1e-5)

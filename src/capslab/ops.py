@@ -62,3 +62,24 @@ def selected_capsule(v: Tensor, target: Tensor | None = None) -> Tensor:
     """``[B, C, D] -> [B, D]``: only the selected capsule (the input of the small decoder)."""
     index = select_class(v, target)
     return v[torch.arange(v.shape[0], device=v.device), index]
+
+
+def conv2d_as_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1) -> Tensor:
+    """A valid (unpadded) 2-D convolution computed as one matrix product over unfolded patches.
+
+    Same maths as ``F.conv2d(x, weight, bias, stride)``. On the CPU at batch 1, oneDNN's
+    backward of a large-kernel convolution is about 2x slower than this GEMM and its
+    autograd (``fold`` for the input gradient); at batch 2 and above oneDNN is faster
+    (``capslab bench`` and docs/benchmarks.md).
+
+    Shape:
+        x: ``[B, C_in, H, W]``; weight: ``[C_out, C_in, k, k]``; bias: ``[C_out]``.
+        Returns ``[B, C_out, H', W']`` with ``H' = (H - k) // stride + 1``.
+    """
+    b, _, h, w = x.shape
+    c_out, _, k, _ = weight.shape
+    cols = torch.nn.functional.unfold(x, k, stride=stride)  # [B, C_in*k*k, H'*W']
+    y = weight.reshape(c_out, -1) @ cols  # [B, C_out, H'*W']
+    if bias is not None:
+        y = y + bias[:, None]
+    return y.view(b, c_out, (h - k) // stride + 1, (w - k) // stride + 1)

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from capslab.cli.main import app
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
-from capslab.train import LambdaCallback, TrainConfig, load_model, train
+from capslab.models.pretrained import load_model_and_checkpoint
+from capslab.train import LambdaCallback, TrainConfig, train
 from capslab.train.checkpoint import load_checkpoint
 
 TINY = {"conv_channels": 16, "primary_types": 4}
@@ -123,7 +124,7 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
                               "--model-opt", "conv_channels=8", "--model-opt", "primary_types=2",
                               "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
-    model, ckpt = load_model(out / "best.pt")
+    model, ckpt = load_model_and_checkpoint(out / "best.pt")
     assert ckpt["model_name"] == "capsnet" and model.class_caps.num_in == 2 * 36
     res = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--test-subset", "100", "--json"])
     assert res.exit_code == 0, res.output
@@ -248,3 +249,24 @@ def test_run_or_reuse_by_identity(mnist_root, tmp_path):
     assert again.reused and again.summary["history"] == first.summary["history"]
     with pytest.raises(RunMismatchError, match=r"other settings \(epochs\)"):
         run_or_reuse(cfg.replace(epochs=2), progress=False)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "ranger21"])
+def test_optimisers_take_their_multi_tensor_step_and_train(name):
+    from capslab.train.loop import create_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = create_optimizer(name, model.parameters(), lr=0.05, total_steps=60)
+    flag = "foreach" if name == "ranger21" else "fused"
+    assert opt.defaults[flag] is True
+    x = torch.randn(64, 4)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    first = None
+    for _ in range(60):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first  # it descends: the fused/foreach step is a real step

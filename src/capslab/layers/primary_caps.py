@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from capslab.ops import squash
+from capslab.ops import conv2d_as_gemm, squash
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
@@ -46,7 +47,11 @@ class PrimaryCaps(nn.Module):
         self.conv = nn.Conv2d(in_channels, num_types * capsule_dim, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)  # [B, T*D, H, W]
+        if x.shape[0] == 1 and x.device.type == "cpu" and torch.is_grad_enabled():
+            # batch-1 training (WarmAdaBatch, AdaBatch): the GEMM form is faster, see the op
+            y = conv2d_as_gemm(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
+        else:
+            y = self.conv(x)  # [B, T*D, H, W]
         b, _, h, w = y.shape
         # channel c = t*D + d: type-major capsules of D dims
         y = y.view(b, self.num_types, self.capsule_dim, h * w).transpose(2, 3)

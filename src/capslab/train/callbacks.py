@@ -13,16 +13,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from torch import Tensor
+
 from capslab.errors import MissingDependencyError, TrainingTimeout
 
 if TYPE_CHECKING:
     from capslab.train.config import TrainConfig
 
+#: seconds between two refreshes of the progress bar's mean loss
+PROGRESS_REFRESH_S = 0.25
+
 
 @dataclass
 class StepInfo:
     """One optimiser step: ``epoch`` (0-based), ``step`` within it and ``global_step``
-    (both 0-based), the learning rate and batch size it used, and its mean loss."""
+    (both 0-based), the learning rate and batch size it used, and its mean loss: a 0-d
+    tensor on the training device, so that reading it (``float(step.loss)``) is the only
+    host-device synchronisation a callback causes."""
 
     epoch: int
     step: int
@@ -30,7 +38,7 @@ class StepInfo:
     steps_in_epoch: int
     lr: float
     batch_size: int
-    loss: float
+    loss: Tensor
 
 
 class Callback:
@@ -96,7 +104,8 @@ class ProgressDisplay(Callback):
         )
         self.task = None
         self.epochs = 0
-        self.loss_sum = 0.0
+        self.loss_sum = None
+        self.shown_at = 0.0
         self.best = (-1.0, 0)
 
     def on_train_start(self, config: TrainConfig, start_epoch: int) -> None:
@@ -109,9 +118,14 @@ class ProgressDisplay(Callback):
                 self.bar.remove_task(self.task)
             self.task = self.bar.add_task(f"epoch {step.epoch + 1}/{self.epochs}",
                                           total=step.steps_in_epoch, loss=0.0)
-            self.loss_sum = 0.0
+            self.loss_sum = torch.zeros_like(step.loss)
         self.loss_sum += step.loss
-        self.bar.update(self.task, advance=1, loss=self.loss_sum / (step.step + 1))
+        # the mean loss is read (a device sync) a few times a second, not at every step
+        now = time.perf_counter()
+        if now - self.shown_at > PROGRESS_REFRESH_S or step.step + 1 == step.steps_in_epoch:
+            self.shown_at = now
+            self.bar.update(self.task, loss=float(self.loss_sum) / (step.step + 1))
+        self.bar.advance(self.task)
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         if record["test_accuracy"] > self.best[0]:
@@ -141,7 +155,7 @@ class TensorBoardLogger(Callback):
     def on_step_end(self, step: StepInfo) -> None:
         self.writer.add_scalar("step/lr", step.lr, step.global_step)
         self.writer.add_scalar("step/batch_size", step.batch_size, step.global_step)
-        self.writer.add_scalar("step/loss", step.loss, step.global_step)
+        self.writer.add_scalar("step/loss", float(step.loss), step.global_step)
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         for key in ("train_loss", "test_loss", "test_accuracy", "lr", "batch_size"):

@@ -47,6 +47,8 @@ from capslab.train.config import TrainConfig
 from capslab.train.policies import Schedule, build_schedule
 
 METRICS_FILE = "metrics.jsonl"
+#: off the CPU, how many steps run between two checks that the loss is finite (a host sync)
+FINITE_CHECK_EVERY = 25
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,16 +99,24 @@ def build_model(config: TrainConfig, info: DatasetInfo) -> nn.Module:
     return create_model(config.model, **options)
 
 
-def build_optimizer(config: TrainConfig, params: Iterable[nn.Parameter], lr: float, total_steps: int):
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+def create_optimizer(name: str, params: Iterable[nn.Parameter], lr: float,
+                     weight_decay: float = 0.0, total_steps: int = 1):
+    """The optimiser ``name`` (``adam``, ``sgd`` or ``ranger21``) with its multi-tensor step.
+
+    Adam and SGD run fused (one kernel over every parameter) and Ranger21 with ``foreach``:
+    at batch 1 an unfused Adam step costs as much as the forward and backward passes together
+    on the CPU (docs/benchmarks.md). The maths is the optimiser's own.
+    """
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=True)
     from pytorch_optimizer import Ranger21
 
     # Ranger21 plans its warm-up and warm-down over the total number of optimiser steps
     # (epochs x batches per epoch), not the batch size.
-    return Ranger21(params, num_iterations=total_steps, lr=lr, weight_decay=config.weight_decay)
+    return Ranger21(params, num_iterations=total_steps, lr=lr, weight_decay=weight_decay,
+                    foreach=True)
 
 
 # --------------------------------------------------------------------------- phase: resume
@@ -167,19 +177,29 @@ def train_epoch(
     schedule: Schedule, train_set: ImageDataset, state: RunState, device: torch.device,
     callbacks: Sequence[Callback], out: Path | None,
 ) -> dict[str, Any]:
-    """One epoch of optimiser steps; returns the epoch's training metrics."""
+    """One epoch of optimiser steps; returns the epoch's training metrics.
+
+    The loss and the correct count are summed on the device: the host waits for the device
+    only to check that the loss is finite (every step on the CPU, where that costs nothing,
+    every ``FINITE_CHECK_EVERY`` steps elsewhere) and once at the end of the epoch.
+    """
     batch_size = schedule.batch_size(epoch)
-    loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment, seed=config.seed)
+    # the whole split sits on the device, so every batch is ready before its step
+    loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment,
+                         seed=config.seed, device=device)
     loader.set_epoch(epoch)
     model.train()
+    check_every = 1 if device.type == "cpu" else FINITE_CHECK_EVERY
     started = time.perf_counter()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     lr = schedule.lr(epoch, 0)
+    steps = len(loader)
     for step, (images, labels) in enumerate(loader):
         lr = schedule.lr(epoch, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, labels = images.to(device), labels.to(device)
         with _autocast(device, config.precision):
             output = forward(images, labels)
         loss, margin, recon = capsule_loss(
@@ -187,30 +207,27 @@ def train_epoch(
             None if output.reconstruction is None else output.reconstruction.float(),
             images, config.reconstruction_weight,
         )
-        if not torch.isfinite(loss):
-            last = None if out is None else out / "last.pt"
-            kept = f"; last good checkpoint: {last}" if last is not None and last.exists() else ""
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                f"(margin {margin.item()}, reconstruction {recon.item()}){kept}. "
-                "Try a lower learning rate."
-            )
+        if (step % check_every == 0 or step == steps - 1) and not torch.isfinite(loss):
+            _raise_non_finite(loss, margin, recon, epoch, step, out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         n = labels.shape[0]
-        loss_sum += loss.item() * n
-        correct += (output.lengths.detach().argmax(dim=1) == labels).sum().item()
+        loss = loss.detach()
+        loss_sum += loss * n
+        correct += (output.lengths.detach().argmax(dim=1) == labels).sum()
         seen += n
-        info = StepInfo(epoch, step, state.global_step, len(loader), lr, batch_size, loss.item())
+        info = StepInfo(epoch, step, state.global_step, steps, lr, batch_size, loss)
         state.global_step += 1
         for cb in callbacks:
             cb.on_step_end(info)
+    if not torch.isfinite(loss_sum):  # a non-finite loss between two checks
+        _raise_non_finite(loss_sum, margin, recon, epoch, steps - 1, out)
     seconds = time.perf_counter() - started
     return {
         "epoch": epoch + 1,
-        "train_loss": loss_sum / max(seen, 1),
-        "train_accuracy": correct / max(seen, 1),
+        "train_loss": loss_sum.item() / max(seen, 1),
+        "train_accuracy": correct.item() / max(seen, 1),
         "lr": lr,
         "batch_size": batch_size,
         "epoch_seconds": seconds,
@@ -218,8 +235,18 @@ def train_epoch(
     }
 
 
+def _raise_non_finite(loss, margin, recon, epoch: int, step: int, out: Path | None):
+    last = None if out is None else out / "last.pt"
+    kept = f"; last good checkpoint: {last}" if last is not None and last.exists() else ""
+    raise NonFiniteLossError(
+        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+        f"(margin {margin.item()}, reconstruction {recon.item()}){kept}. "
+        "Try a lower learning rate."
+    )
+
+
 # --------------------------------------------------------------------------- phase: evaluate
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: nn.Module,
     loader: Iterable,
@@ -230,7 +257,9 @@ def evaluate(
     """Test loss and accuracy; the decoder reads the longest capsule (no target)."""
     device = torch.device(device)
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         with _autocast(device, precision):
@@ -240,10 +269,11 @@ def evaluate(
             None if out.reconstruction is None else out.reconstruction.float(),
             images, reconstruction_weight,
         )
-        total_loss += loss.item() * labels.shape[0]
-        correct += (out.lengths.argmax(dim=1) == labels).sum().item()
+        total_loss += loss * labels.shape[0]
+        correct += (out.lengths.argmax(dim=1) == labels).sum()
         seen += labels.shape[0]
-    return {"test_loss": total_loss / max(seen, 1), "test_accuracy": correct / max(seen, 1)}
+    return {"test_loss": total_loss.item() / max(seen, 1),
+            "test_accuracy": correct.item() / max(seen, 1)}
 
 
 # --------------------------------------------------------------------------- phase: checkpoint and log
@@ -328,7 +358,8 @@ def train(
     model = build_model(config, train_set.info).to(device)
     schedule = build_schedule(config.policy, config.epochs, len(train_set), config.batch_size,
                               config.lr, config.policy_options)
-    optimizer = build_optimizer(config, model.parameters(), schedule.lr(0, 0), schedule.total_steps)
+    optimizer = create_optimizer(config.optimizer, model.parameters(), schedule.lr(0, 0),
+                                 config.weight_decay, schedule.total_steps)
     out = open_run_folder(config)
     state = resume_state(config, out, model, optimizer, device)
     if out is not None:
@@ -337,7 +368,7 @@ def train(
     # checkpoints always hold the plain module's state dict; only the calls go through compile
     forward = torch.compile(model) if config.compile else model
     test_loader = BatchLoader(test_set, config.eval_batch_size, shuffle=False, augment=False,
-                              seed=config.seed)
+                              seed=config.seed, device=device)
     try:
         for cb in hooks:
             cb.on_train_start(config, state.epoch)
@@ -374,14 +405,3 @@ def train(
     if out is not None:
         finish_run(out, config, model, test_set, summary, device)
     return summary
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint)``."""
-    ckpt = load_checkpoint(path, map_location=map_location)
-    model = create_model(ckpt["model_name"], **ckpt["model_options"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not match model {ckpt['model_name']!r}: {exc}") from exc
-    return model, ckpt
