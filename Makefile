@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/python -m pip install -q -e '.[dev,tensorboard]'
 	touch $(STAMP)
 
+# MNIST comes from $CAPSLAB_DATA (or ../shared/datasets, see above) when it is there; otherwise it
+# is downloaded once (resumable, md5-checked) into ~/.cache/capslab/datasets. Offline, the first
+# step stops with one line saying where to put the files (CAPSLAB_OFFLINE=1: never download).
 demo: $(STAMP)
-	$(BIN)/capslab datasets
+	$(BIN)/capslab datasets --download mnist
 	$(BIN)/capslab train --model capsnet --dataset mnist --epochs 2 --subset 6000 --test-subset 1000 \
 		--policy warm-restarts --out runs/demo --seed 0 --resume
 	$(BIN)/capslab hw --model capsnet

@@ -10,6 +10,11 @@ import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# CI has no internet and no test may leave 127.0.0.1: datasets are never downloaded (a missing
+# one is DatasetNotFoundError, as before). Set at import so collection-time checks and worker
+# processes see it; tests/data/test_download.py unsets it and serves files from 127.0.0.1.
+os.environ["CAPSLAB_OFFLINE"] = "1"
+
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 

@@ -1,11 +1,11 @@
-"""``capslab datasets``: table, JSON, --verify, --download (a comma list; mocked), errors."""
+"""``capslab datasets``: table, JSON, --verify, --download (a comma list; from a local HTTP
+server), errors."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import urllib.error
+import socket
 
 import pytest
 import typer
@@ -15,10 +15,16 @@ from capslab.cli import datasets as datasets_cli
 from capslab.cli.output import report_errors
 from capslab.data import default_data_dir, list_datasets, sources
 from capslab.data.registry import get_spec
-from capslab.data.testing import write_fake_mnist
+from capslab.data.testing import FileServer, write_fake_mnist
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Nothing here reaches the network unless a test serves files itself."""
+    monkeypatch.setenv("CAPSLAB_OFFLINE", "1")
 
 
 def _app() -> typer.Typer:
@@ -87,7 +93,6 @@ def test_download_takes_one_comma_list(downloads):
     r = run("mnist", "--download", "mnist, fashion_mnist,MNIST")
     assert r.exit_code == 0, r.output
     assert downloads == ["mnist", "fashion-mnist"]  # canonical names, each once
-    assert "downloading mnist into" in r.stdout
     downloads.clear()
     assert run("mnist", "--download", "all").exit_code == 0
     assert downloads == list_datasets()
@@ -102,41 +107,47 @@ def test_json_download_keeps_stdout_json(downloads):
     r = run("mnist", "--download", "mnist", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["format"] == "capslab-datasets"
-    assert downloads == ["mnist"] and "downloading mnist" in r.stderr
+    assert downloads == ["mnist"]
 
 
-def test_download_mocked(tmp_path, monkeypatch):
+def test_download_from_a_local_server(tmp_path, monkeypatch):
     served = tmp_path / "served"
     write_fake_mnist(served, 8, 8)
     spec = get_spec("mnist")
     # pin the generated files as if they were the published ones (registry override)
     from capslab.data import registry
 
-    files = {n: dataclasses.replace(f, md5=sources.md5_file(served / n), raw_md5=None)
+    files = {n: dataclasses.replace(f, md5=sources.md5_file(served / n), raw_md5=None, size=None)
              for n, f in spec.files.items()}
     monkeypatch.setitem(registry.DATASETS, "mnist", dataclasses.replace(spec, files=files))
-    table = {f.urls[0]: (served / n).read_bytes() for n, f in files.items()}
+    monkeypatch.delenv("CAPSLAB_OFFLINE")
+    with FileServer({n: (served / n).read_bytes() for n in files}) as server:
+        monkeypatch.setenv("CAPSLAB_MIRRORS", server.base("ok"))
+        r = run("mnist", "--download", "mnist", "--verify")
+        assert r.exit_code == 0, r.output
+        dest = default_data_dir() / "mnist"
+        assert sorted(p.name for p in dest.iterdir()) == sorted(files)
+        assert sorted(req[1] for req in server.requests) == sorted(files)
+        assert "FAILED" not in r.output and "ok" in r.stdout
+        note = next(line for line in r.stdout.splitlines() if line.startswith("downloaded"))
+        assert "downloaded mnist train-images-idx3-ubyte.gz" in note and "md5 verified" in note
+        # present now: nothing fetched again, no note; --json keeps stdout JSON
+        r = run("mnist", "--download", "mnist", "--json")
+        assert r.exit_code == 0 and len(server.requests) == len(files)
+        assert json.loads(r.stdout)["format"] == "capslab-datasets" and "downloaded" not in r.output
 
-    class Resp(io.BytesIO):
-        headers: dict = {}
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            pass
-
-    def urlopen(url, timeout=None):
-        if url not in table:
-            raise urllib.error.URLError("offline")
-        return Resp(table[url])
-
-    monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
-    r = run("mnist", "--download", "mnist", "--verify")
-    assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (default_data_dir() / "mnist").iterdir()) == sorted(files)
-    assert "FAILED" not in r.output and "ok" in r.stdout
-    table.clear()  # offline now
-    r = run("--download", "svhn")
-    assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("error: could not download")
-    assert "(data_dir)" in r.stderr
+def test_download_offline_is_one_error_line(tmp_path, monkeypatch):
+    r = run("--download", "svhn")  # CAPSLAB_OFFLINE=1
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: ") and "CAPSLAB_OFFLINE is set" in r.stderr
+    with socket.socket() as s:  # a local port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("CAPSLAB_OFFLINE")
+    monkeypatch.setenv("CAPSLAB_MIRRORS", f"http://127.0.0.1:{port}")
+    r = run("--download", "svhn", "--data-dir", str(tmp_path))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: could not download train_32x32.mat")
+    assert "refused" in r.stderr and "(data_dir)" in r.stderr
+    assert list((tmp_path / "svhn").iterdir()) == []

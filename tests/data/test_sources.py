@@ -1,13 +1,12 @@
-"""Where files are found, checksum verification and its cache, downloads (mocked), real MNIST."""
+"""Where files are found, checksum verification and its cache, real MNIST (downloads:
+test_download.py)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import shutil
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from capslab.data import (
 )
 from capslab.data.registry import FileSpec, get_spec
 from capslab.data.testing import write_fake_mnist
-from capslab.errors import CapsLabError, ChecksumError, DatasetNotFoundError, DownloadError
+from capslab.errors import CapsLabError, ChecksumError, DatasetNotFoundError
 
 REAL_DATA = os.environ.get("CAPSLAB_DATA") or str(
     Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -30,6 +29,12 @@ REAL_DATA = os.environ.get("CAPSLAB_DATA") or str(
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test here downloads (``load_dataset`` would by default)."""
+    monkeypatch.setenv("CAPSLAB_OFFLINE", "1")
 
 
 def test_search_order(tmp_path, monkeypatch):
@@ -64,11 +69,12 @@ def test_torchvision_layout_is_accepted(tmp_path):
 def test_missing_file_message(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPSLAB_DATA", str(tmp_path / "env"))
     with pytest.raises(DatasetNotFoundError) as e:
-        load_dataset("mnist", "test", data_dir=tmp_path / "nowhere")
+        load_dataset("mnist", "test", data_dir=tmp_path / "nowhere", download=False)
     msg = str(e.value)
     for part in ("'mnist'", "t10k-images-idx3-ubyte.gz", str(tmp_path / "nowhere"),
                  str(tmp_path / "env"), str(default_data_dir()), "[data_dir]", "[CAPSLAB_DATA]",
-                 "give a data folder (data_dir", "set CAPSLAB_DATA=DIR", "download=True"):
+                 "give a data folder (data_dir", "set CAPSLAB_DATA=DIR", "download=True",
+                 str(tmp_path / "nowhere" / "mnist")):
         assert part in msg, part
     assert "--" not in msg.replace(str(tmp_path), "")  # library terms, no command-line flags
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, CapsLabError)
@@ -131,76 +137,6 @@ def test_rewritten_gzip_header_verified_by_decompressed_md5(tmp_path):
     (tmp_path / "d.gz").write_bytes(gzip.compress(content + b"!"))
     with pytest.raises(ChecksumError, match="d.gz"):
         sources.verify_file(tmp_path / "d.gz", spec)
-
-
-# ---------------------------------------------------------------- download (mocked)
-
-class _Response(io.BytesIO):
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self.headers = {"Content-Length": str(len(data))}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _serve(monkeypatch, table: dict[str, bytes | Exception]):
-    seen = []
-
-    def urlopen(url, timeout=None):
-        seen.append(url)
-        value = table.get(url, urllib.error.URLError("Name or service not known"))
-        if isinstance(value, Exception):
-            raise value
-        return _Response(value)
-
-    monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
-    return seen
-
-
-def test_download_file_checks_md5_and_renames(tmp_path, monkeypatch):
-    payload = b"dataset bytes" * 100
-    spec = FileSpec("f.bin", hashlib.md5(payload).hexdigest(), ("https://a/f.bin", "https://b/f.bin"))
-    seen = _serve(monkeypatch, {"https://b/f.bin": payload})  # first mirror is down
-    progress = []
-    path = sources.download_file(spec, tmp_path / "dest", progress=lambda d, t: progress.append((d, t)))
-    assert path.read_bytes() == payload and seen == ["https://a/f.bin", "https://b/f.bin"]
-    assert progress[-1] == (len(payload), len(payload))
-    assert [p.name for p in (tmp_path / "dest").iterdir()] == ["f.bin"]  # no temporary left
-
-
-def test_download_rejects_wrong_checksum(tmp_path, monkeypatch):
-    spec = FileSpec("f.bin", "0" * 32, ("https://a/f.bin",))
-    _serve(monkeypatch, {"https://a/f.bin": b"tampered"})
-    with pytest.raises(ChecksumError, match="f.bin.*wrong checksum"):
-        sources.download_file(spec, tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_offline_is_a_clear_error(tmp_path, monkeypatch):
-    spec = get_spec("svhn").files["test_32x32.mat"]
-    _serve(monkeypatch, {})
-    with pytest.raises(DownloadError) as e:
-        sources.download_file(spec, tmp_path)
-    msg = str(e.value)
-    assert "test_32x32.mat" in msg and "offline" in msg and "ufldl.stanford.edu" in msg
-    assert "(data_dir)" in msg and "CAPSLAB_DATA" in msg and "--" not in msg.replace(str(tmp_path), "")
-
-
-def test_load_dataset_download_end_to_end(tmp_path, monkeypatch):
-    files = tmp_path / "served"
-    md5s = write_fake_mnist(files, 16, 8)
-    spec = get_spec("mnist")
-    table = {spec.files[name].urls[0]: (files / name).read_bytes() for name in md5s}
-    seen = _serve(monkeypatch, table)
-    ds = load_dataset("mnist", "test", download=True, checksums=md5s)
-    assert len(ds) == 8
-    assert sorted(Path(u).name for u in seen) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-    assert (default_data_dir() / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
-    assert all(u.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for u in seen)
 
 
 # ---------------------------------------------------------------- the real MNIST

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,19 +93,72 @@ def download_names(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _download(names: list[str], data_dir: str | None, as_json: bool) -> None:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+class _DownloadDisplay:
+    """A bar per file on stderr while bytes arrive (none with ``--json``), then the one-line
+    note of what was downloaded where, printed once the bar is gone."""
 
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.bar = None
+        self.tasks: dict[str, Any] = {}
+
+    def progress(self, filename: str, done: int, total: int | None) -> None:
+        if self.bar is None:
+            from rich.errors import LiveError
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
+                                transient=True, disable=self.as_json, redirect_stdout=False,
+                                redirect_stderr=False)
+            try:
+                self.bar.start()
+            except LiveError:  # a command's own progress display is live: no second bar
+                self.bar = Progress(console=err_console, disable=True)
+        if filename not in self.tasks:
+            self.tasks[filename] = self.bar.add_task(filename, total=total)
+        self.bar.update(self.tasks[filename], completed=done, total=total)
+
+    def report(self, line: str) -> None:
+        self.close()
+        # one line, as promised, however long the paths: no wrapping
+        (err_console if self.as_json else console).print(escape(line), highlight=False,
+                                                         soft_wrap=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        self.bar, self.tasks = None, {}
+
+
+@contextmanager
+def download_display(as_json: bool = False):
+    """Show every download made inside the block (by ``capslab datasets --download`` or
+    automatically by a command that needs a missing dataset): a progress bar per file on stderr,
+    then one line saying what was downloaded and where (stdout; stderr with ``--json``)."""
     from capslab.data import sources
 
-    for name in names:
-        dest = (Path(data_dir) if data_dir else sources.default_data_dir()) / name
-        note(f"downloading {name} into {escape(str(dest))} ...", as_json)
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
-            task = bar.add_task(name, total=None)
-            sources.download(name, data_dir, progress=lambda done, total, t=task: bar.update(
-                t, completed=done, total=total))
+    display = _DownloadDisplay(as_json)
+    try:
+        with sources.download_feedback(report=display.report, progress=display.progress):
+            yield
+    finally:
+        display.close()
+
+
+def _download(names: list[str], data_dir: str | None, as_json: bool) -> None:
+    from capslab.data import sources
+
+    with download_display(as_json):
+        for name in names:
+            sources.download(name, data_dir)
 
 
 def _render(result: dict[str, Any]) -> None:
@@ -136,8 +190,9 @@ def _render(result: dict[str, Any]) -> None:
             err_console.print(f"[bold red]checksum:[/] {escape(r['check'])}", highlight=False)
     missing = sorted({r["dataset"] for r in rows if not r["present"]})
     if missing:
-        note(f"[dim]Missing: {', '.join(missing)}. Point --data-dir or CAPSLAB_DATA at a folder "
-             "with the official files, or (online) run `capslab datasets --download NAME`.[/]")
+        note(f"[dim]Missing: {', '.join(missing)}. Commands that need them download them when "
+             "online (unless CAPSLAB_OFFLINE=1); or run `capslab datasets --download NAME`, or "
+             "point --data-dir or CAPSLAB_DATA at a folder with the official files.[/]")
     if any(r["present"] and r["verified"] is None for r in rows):
         note("[dim]Run with --verify to check the md5 of every file found.[/]")
 
@@ -151,13 +206,15 @@ def datasets(
     verify: Annotated[bool, typer.Option(
         "--verify", help="Recompute the md5 of every file found (else: remembered results).")] = False,
     download: Annotated[str | None, typer.Option(
-        "--download", help="Download the missing files of these datasets first: a comma list "
-        "(mnist,fashion-mnist) or 'all'.", show_default=False)] = None,
+        "--download", help="Download the missing files of these datasets first (resumable, md5 "
+        "checked; official URLs or $CAPSLAB_MIRRORS): a comma list (mnist,fashion-mnist) or "
+        "'all'.", show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Show each dataset's files: where they were found, their size and whether their md5 is
     the published one. Looks in --data-dir, $CAPSLAB_DATA, ~/.cache/capslab/datasets and known
-    system copies. Exits with 1 when --verify finds a file with a wrong checksum."""
+    system copies; --download fetches missing ones (into --data-dir, else the cache).
+    Exits with 1 when --verify finds a file with a wrong checksum."""
     from capslab.data import sources
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
     from capslab.experiments import versioned

@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster after a warm-up).")] = False,
         data_dir: opt.DataDir = None,
-        download: Annotated[bool, typer.Option(help="Download missing dataset files (online).")] = False,
+        download: Annotated[bool, typer.Option(help="Download missing dataset files when online (--no-download or CAPSLAB_OFFLINE=1: never).")] = True,
         augment: opt.Augment = True,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
         tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard in OUT/tensorboard.")] = False,
@@ -155,7 +155,10 @@ def register(app: typer.Typer) -> None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
             values = merge_config_file(config, values, given)
         cfg = TrainConfig.from_dict(values)
-        summary = train(cfg, progress=not (quiet or as_json))
+        from capslab.cli.datasets import download_display
+
+        with download_display(as_json):  # a missing dataset is fetched with a progress bar
+            summary = train(cfg, progress=not (quiet or as_json))
         emit(summary, as_json, _print_summary)
         note(f"results: {out}/metrics.jsonl, {out}/summary.json, {out}/curves.png, "
              f"{out}/reconstructions.png, checkpoints {out}/last.pt and {out}/best.pt", as_json)

@@ -4,7 +4,13 @@ batch loader. See docs/data.md."""
 from capslab.data.dataset import ImageDataset, clear_cache, load_dataset, stratified_subset
 from capslab.data.loader import BatchLoader
 from capslab.data.registry import DatasetInfo, dataset_info, get_spec, list_datasets
-from capslab.data.sources import default_data_dir, download, search_dirs
+from capslab.data.sources import (
+    default_data_dir,
+    download,
+    download_feedback,
+    require_files,
+    search_dirs,
+)
 from capslab.data.transforms import augment_batch, random_hflip, random_shift
 
 __all__ = [
@@ -16,11 +22,13 @@ __all__ = [
     "dataset_info",
     "default_data_dir",
     "download",
+    "download_feedback",
     "get_spec",
     "list_datasets",
     "load_dataset",
     "random_hflip",
     "random_shift",
+    "require_files",
     "search_dirs",
     "stratified_subset",
 ]

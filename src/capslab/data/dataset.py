@@ -163,24 +163,25 @@ def _verify(spec, split: str, found: list[sources.Located], checksums: dict[str,
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None,
-                 download: bool = False, *, verify: bool | None = None,
+                 download: bool = True, *, verify: bool | None = None,
                  checksums: dict[str, str] | None = None, cache: bool = True) -> ImageDataset:
     """Load split ``split`` of dataset ``name`` from its official files.
 
     ``data_dir``: a folder searched first (then ``$CAPSLAB_DATA``, the user cache and known system
     copies; see :mod:`capslab.data.sources`). ``download``: fetch missing files from the
-    official URLs. ``verify``: ``None`` checks md5s once and remembers the result per file
-    (size+mtime), ``True`` recomputes them, ``False`` skips them. ``checksums``: md5s that
-    override the published ones, by registry file name (or CIFAR member path). ``cache``: keep
-    the decoded tensors in memory for the process, and a decoded copy in the user cache.
+    official URLs (or ``$CAPSLAB_MIRRORS``) into ``<data_dir or the user cache>/<name>``, with
+    a one-line note; never when ``$CAPSLAB_OFFLINE`` is set (then, as with ``download=False``, a
+    missing file raises :class:`~capslab.errors.DatasetNotFoundError`). ``verify``: ``None``
+    checks md5s once and remembers the result per file (size+mtime), ``True`` recomputes them,
+    ``False`` skips them. ``checksums``: md5s that override the published ones, by registry file
+    name (or CIFAR member path). ``cache``: keep the decoded tensors in memory for the process,
+    and a decoded copy in the user cache.
     """
     spec = get_spec(name)
     sspec = split_spec(spec.name, split)
+    sources.require_files(spec.name, data_dir, (split,), download=download, checksums=checksums)
     found, missing = sources.locate_split(spec.name, sspec, data_dir)
-    if missing and download:
-        sources.download(spec.name, data_dir, splits=[split], checksums=checksums)
-        found, missing = sources.locate_split(spec.name, sspec, data_dir)
-    if missing:
+    if missing:  # only if a file vanished since: require_files found or downloaded it
         raise sources.not_found_error(spec.name, split, missing, data_dir)
     if verify is not False:
         _verify(spec, split, found, checksums or {}, force=bool(verify))

@@ -48,6 +48,8 @@ class FileSpec:
     ``md5`` is the published checksum of the file itself. For gzip'd files ``raw_md5`` is the md5
     of the DECOMPRESSED bytes: mirrors that rewrite the gzip header (Debian's
     ``dataset-fashion-mnist``) or users who keep the files gunzipped are verified with it.
+    ``urls`` are the official locations, tried in order; ``dataset`` (the registry name) places
+    the file on a mirror given by ``$CAPSLAB_MIRRORS`` (see :func:`capslab.data.sources.file_urls`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class FileSpec:
     urls: tuple[str, ...]
     size: int | None = None
     raw_md5: str | None = None
+    dataset: str = ""
 
     @property
     def gunzipped_name(self) -> str | None:
@@ -102,9 +105,10 @@ _FASHION_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 _CIFAR_URLS = ("https://www.cs.toronto.edu/~kriz/",)
 
 
-def _files(bases: tuple[str, ...], *table: tuple) -> dict[str, FileSpec]:
+def _files(dataset: str, bases: tuple[str, ...], *table: tuple) -> dict[str, FileSpec]:
     """``{name: FileSpec}`` from rows ``(name, md5[, size[, raw_md5]])``, one URL per base."""
-    return {row[0]: FileSpec(row[0], row[1], tuple(b + row[0] for b in bases), *row[2:])
+    return {row[0]: FileSpec(row[0], row[1], tuple(b + row[0] for b in bases), *row[2:],
+                             dataset=dataset)
             for row in table}
 
 
@@ -133,7 +137,7 @@ def _add(spec: DatasetSpec) -> None:
 _add(DatasetSpec(
     info=DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
     files=_files(
-        _MNIST_URLS,
+        "mnist", _MNIST_URLS,
         ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422,
          "6bbc9ace898e44ae57da46a324031adb"),
         ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", 28881,
@@ -152,7 +156,7 @@ _add(DatasetSpec(
 _add(DatasetSpec(
     info=DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), _FASHION_CLASSES),
     files=_files(
-        _FASHION_URLS,
+        "fashion-mnist", _FASHION_URLS,
         ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880,
          "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
         ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29515,
@@ -172,7 +176,7 @@ _add(DatasetSpec(
 _add(DatasetSpec(
     info=DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                      _CIFAR10_CLASSES),
-    files=_files(_CIFAR_URLS,
+    files=_files("cifar10", _CIFAR_URLS,
                  ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170498071)),
     splits={
         "train": SplitSpec(("cifar-10-python.tar.gz",), "cifar10", 50000,
@@ -195,7 +199,7 @@ _add(DatasetSpec(
 
 _add(DatasetSpec(
     info=DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    files=_files(_CIFAR_URLS,
+    files=_files("cifar100", _CIFAR_URLS,
                  ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", 169001437)),
     splits={
         "train": SplitSpec(("cifar-100-python.tar.gz",), "cifar100", 50000,
@@ -215,7 +219,7 @@ _add(DatasetSpec(
     info=DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                      tuple(str(i) for i in range(10))),
     files=_files(
-        ("http://ufldl.stanford.edu/housenumbers/",),
+        "svhn", ("http://ufldl.stanford.edu/housenumbers/",),
         ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
         ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
         ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),

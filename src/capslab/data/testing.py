@@ -1,6 +1,7 @@
 """Writers of SMALL files in the datasets' official formats, for tests (here and in other
-modules' tests that need a tiny dataset on disk without the real files), and
-:func:`make_image_dataset`, a small random dataset in memory.
+modules' tests that need a tiny dataset on disk without the real files),
+:func:`make_image_dataset`, a small random dataset in memory, and :class:`FileServer`, a local
+HTTP server that serves such files (and misbehaves on request) for download tests.
 
 Example::
 
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import io
 import pickle
+import re
 import struct
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +147,98 @@ def make_image_dataset(n: int = 40, name: str = "mnist", seed: int = 0, labels=N
     if labels is None:
         labels = torch.arange(n) % info.num_classes
     return ImageDataset(images, torch.as_tensor(labels, dtype=torch.long), info, "synthetic")
+
+
+class FileServer:
+    """An HTTP server on 127.0.0.1 (in a thread) serving ``files`` (``{file name: bytes}``).
+
+    The first segment of the URL path chooses how it behaves, so each mirror of a test is one
+    behaviour; the last segment is the file name (``/ok/mnist/t10k-labels-idx1-ubyte.gz``):
+
+    - ``ok``: the file, honouring ``Range: bytes=N-`` (206, or 416 past the end);
+    - ``norange``: ignores ``Range`` (200 and the whole file);
+    - ``drop``: the first request of each file announces the whole length, sends
+      ``drop_after`` bytes and closes the connection; later requests behave as ``ok``;
+    - ``wrong``: the same length with one byte changed;
+    - ``404``, ``500``: that HTTP error;
+    - ``hang``: accepts the connection and sends nothing until the server stops.
+
+    ``requests`` records ``(behaviour, file name, Range header or None)`` of every request.
+    Use it as a context manager; :meth:`base` gives a mirror URL for ``$CAPSLAB_MIRRORS``.
+    """
+
+    def __init__(self, files: dict[str, bytes], drop_after: int = 1000):
+        self.files = dict(files)
+        self.drop_after = drop_after
+        self.requests: list[tuple[str, str, str | None]] = []
+        self._stopping = threading.Event()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def base(self, behaviour: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{behaviour}"
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def _handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet test output
+                pass
+
+            def do_GET(self):
+                parts = [p for p in self.path.split("/") if p]
+                behaviour, name = parts[0], parts[-1]
+                range_header = self.headers.get("Range")
+                first = not any(r[:2] == (behaviour, name) for r in server.requests)
+                server.requests.append((behaviour, name, range_header))
+                if behaviour == "hang":
+                    server._stopping.wait(30)
+                    return
+                if behaviour in ("404", "500") or name not in server.files:
+                    code = 500 if behaviour == "500" else 404
+                    self.send_error(code)
+                    return
+                data = server.files[name]
+                if behaviour == "wrong":
+                    mid = len(data) // 2
+                    data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
+                m = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+                if behaviour in ("ok", "drop") and m and not (behaviour == "drop" and first):
+                    start = int(m.group(1))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    body = data[start:]
+                else:
+                    self.send_response(200)
+                    body = data
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if behaviour == "drop" and first:
+                    body = body[:server.drop_after]
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+
+        return Handler

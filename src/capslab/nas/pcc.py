@@ -154,8 +154,9 @@ def run_pcc_study(
     ``train_fn(train_config, progress=False)`` defaults to :func:`capslab.train.train`.
     """
     out = Path(config.out)
-    if train_fn is None and not config.training.download:
-        require_files(config.training.dataset, config.training.data_dir)
+    if train_fn is None:  # missing data would fail every network: find or download it first
+        require_files(config.training.dataset, config.training.data_dir,
+                      download=config.training.download)
     genotypes = config.genotypes()
     run_configs = [config.train_config(g, out / f"net_{i:03d}") for i, g in enumerate(genotypes)]
     write_json(out / "study.json", "pcc-study", {"config": config.to_dict(),

@@ -277,8 +277,9 @@ def run_search(
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
         raise RunMismatchError(f"{run_dir} already holds a search; resume it or choose another folder")
-    if evaluator is None and not config.training.download:  # missing data would fail every candidate
-        require_files(config.training.dataset, config.training.data_dir)
+    if evaluator is None:  # missing data would fail every candidate: find or download it first
+        require_files(config.training.dataset, config.training.data_dir,
+                      download=config.training.download)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(db, run_dir)
     run_id = run_id or f"{run_dir.name}-{uuid.uuid4().hex[:8]}"

@@ -22,15 +22,17 @@ class TrainingSettings(Settings):
 
     ``lr=None`` takes the policy's default; ``subset``/``test_subset`` take a stratified, seeded
     sample of the training/test split; ``compile=True`` runs the forward passes through
-    ``torch.compile`` (same maths). ``device``, ``data_dir``, ``download``, ``eval_batch_size``
-    and ``compile`` do not change the results and are not part of :meth:`identity`.
+    ``torch.compile`` (same maths). ``download`` (default ``True``): missing dataset files are
+    downloaded from the official URLs (never when ``$CAPSLAB_OFFLINE`` is set; see docs/data.md).
+    ``device``, ``data_dir``, ``download``, ``eval_batch_size`` and ``compile`` do not change the
+    results and are not part of :meth:`identity`.
     """
 
     model: str = "capsnet"
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"
     data_dir: str | None = None
-    download: bool = False
+    download: bool = True
     epochs: int = 10
     batch_size: int = 128
     lr: float | None = None
