@@ -9,7 +9,6 @@ import torch
 
 from capslab import bench
 from capslab.bench import (
-    BenchResult,
     Variant,
     bench_devices,
     measure_variant,
@@ -29,45 +28,76 @@ def tiny_capsnet() -> torch.nn.Module:
 TINY_VARIANTS = [Variant("tiny eager", tiny_capsnet), Variant("tiny channels-last", tiny_capsnet, True)]
 
 
+_measure_ceiling = bench.measure_ceiling
+
+
+def tiny_ceiling(device, steps=1, warmup=0):
+    return _measure_ceiling(device, steps, warmup, batch_size=2)
+
+
 @pytest.fixture(scope="module")
-def results() -> list[BenchResult]:
-    return run_benchmark([CPU], TINY_VARIANTS, steps=1, warmup=0)
+def measured():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "measure_ceiling", tiny_ceiling)
+        return run_benchmark([CPU], TINY_VARIANTS, steps=1, warmup=0)
 
 
-def test_measure_variant_rates_and_peak_memory():
+def test_measure_variant_rates_at_every_batch_size_and_peak_memory():
     r = measure_variant(TINY_VARIANTS[0], CPU, steps=1, warmup=0)
     assert r.variant == "tiny eager" and r.device == "cpu"
-    assert r.train_images_per_s_b16 > 0 and r.train_images_per_s_b128 > 0
-    assert r.infer_images_per_s_b128 > 0
+    assert set(r.train_images_per_s) == set(r.infer_images_per_s) == {"1", "16", "128"}
+    assert all(v > 0 for v in [*r.train_images_per_s.values(), *r.infer_images_per_s.values()])
     parameter_bytes = sum(p.numel() * p.element_size() for p in tiny_capsnet().parameters())
     # parameters, their gradients and two Adam moments are alive during the step, plus the batch
     assert r.peak_train_memory_MiB * 2**20 > 4 * parameter_bytes
-    assert r.speedup_vs_plain is None  # set by run_benchmark, relative to the first variant
+    assert r.speedup == {} and r.of_ceiling is None  # set by run_benchmark
 
 
-def test_run_benchmark_speedups_relative_to_the_first_variant(results):
+def test_timed_steps_cover_at_least_the_minimum_images():
+    assert bench.timed_steps(1, 3) == bench.MIN_TIMED_IMAGES
+    assert bench.timed_steps(16, 3) == 3 and bench.timed_steps(128, 5) == 5
+    assert all(bench.timed_steps(b, 1) * b >= bench.MIN_TIMED_IMAGES for b in (1, 3, 16, 128))
+
+
+def test_run_benchmark_speedups_and_ceiling(measured):
+    results, ceilings = measured
     assert [r.variant for r in results] == ["tiny eager", "tiny channels-last"]
-    assert results[0].speedup_vs_plain == 1.0
+    assert results[0].speedup == {"1": 1.0, "16": 1.0, "128": 1.0}
     second = results[1]
-    assert second.speedup_vs_plain == pytest.approx(
-        second.train_images_per_s_b128 / results[0].train_images_per_s_b128)
+    for b in ("1", "16", "128"):
+        assert second.speedup[b] == pytest.approx(
+            second.train_images_per_s[b] / results[0].train_images_per_s[b])
+    [top] = ceilings
+    assert top.device == "cpu" and top.memory_format in ("contiguous", "channels-last")
+    assert second.of_ceiling == pytest.approx(second.train_images_per_s["128"] / top.images_per_s)
 
 
-def test_run_benchmark_reports_progress():
+def test_reference_trains_with_default_adam_and_capslab_with_its_own():
+    ref, ours = bench.default_variants()[:2]
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert ref.optimizer is bench.naive_adam and not ref.optimizer(params).defaults["fused"]
+    assert ours.optimizer(params).defaults["fused"] is True  # what `capslab train` builds
+
+
+def test_run_benchmark_reports_progress(monkeypatch):
+    monkeypatch.setattr(bench, "measure_ceiling", tiny_ceiling)
     started, finished = [], []
     run_benchmark([CPU], TINY_VARIANTS[:1], steps=1, warmup=0,
                   progress=started.append, on_result=finished.append)
-    assert started == ["tiny eager on cpu"] and [r.variant for r in finished] == ["tiny eager"]
+    assert started == ["conv-bound ceiling on cpu", "tiny eager on cpu"]
+    assert [type(r).__name__ for r in finished] == ["Ceiling", "BenchResult"]
 
 
-def test_write_results_is_a_versioned_document(results, tmp_path):
-    path = write_results(results, tmp_path / "out")
+def test_write_results_is_a_versioned_document(measured, tmp_path):
+    results, ceilings = measured
+    path = write_results(results, tmp_path / "out", ceilings)
     data = json.loads(path.read_text())
     assert path.name == "bench.json"
     assert data["format"] == "capslab-bench" and data["version"] == 1
-    assert data["threads"] == torch.get_num_threads()
+    assert data["threads"] == torch.get_num_threads() and data["cpu"]
+    assert data["batch_sizes"] == [1, 16, 128]
     assert data["results"] == [r.to_dict() for r in results]
-    assert data["results"][0]["speedup_vs_plain"] == 1.0
+    assert data["ceilings"] == [c.to_dict() for c in ceilings]
 
 
 def test_devices_and_default_variants():
@@ -79,7 +109,7 @@ def test_devices_and_default_variants():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             bench_devices("cuda")
     names = [v.name for v in bench.default_variants(compile_=True)]
-    assert names[1:] == ["capslab eager", "capslab channels-last", "capslab compiled"]
+    assert names[1:] == ["capslab", "capslab channels-last", "capslab compiled"]
     assert names[0] == "plain eager (benchmarks/)"  # the reference is kept in this checkout
     assert "plain eager (benchmarks/)" not in [v.name for v in bench.default_variants(include_plain=False)]
 
@@ -90,12 +120,17 @@ def test_bench_command_writes_bench_json(monkeypatch, tmp_path):
     from capslab.cli.main import app
 
     monkeypatch.setattr(bench, "default_variants", lambda compile_=False: TINY_VARIANTS[:1])
+    monkeypatch.setattr(bench, "measure_ceiling", tiny_ceiling)
     result = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
                                       "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # only JSON on stdout
     assert printed == json.loads((tmp_path / "bench.json").read_text())
     assert printed["format"] == "capslab-bench" and printed["results"][0]["variant"] == "tiny eager"
+    table = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                                     "--quiet", "--out", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    assert "ceiling: PrimaryCaps conv alone" in table.stdout and "img/s b1" in table.stdout
 
     bad = CliRunner().invoke(app, ["bench", "--device", "tpu", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and bad.stdout == ""

@@ -1,10 +1,14 @@
 """Training and inference throughput of CapsNet variants, measured side by side in one process.
 
-Each variant is a ``(name, model factory, channels_last)`` triple; the plain eager reference
-(``benchmarks/plain_capsnet.py`` in a checkout) is the baseline the speed-up ratio is taken
-against. The maths is identical in all variants; only the implementation differs. Time and
-peak memory are measured with :mod:`capslab.profiling`, as ``capslab memory`` measures them.
-The results are written as ``bench.json``, a versioned ``capslab-bench`` document.
+Every variant is trained with its own optimiser at batch 1, 16 and 128 (FasTrCaps' WarmAdaBatch
+starts at batch 1, the usual runs use 128) and run for inference at the same batch sizes. The
+plain eager reference (``benchmarks/plain_capsnet.py`` in a checkout, with PyTorch's default
+Adam) is the baseline of the speed-up ratios. Beside the variants stands the conv-bound
+ceiling of the machine: the PrimaryCaps convolution alone, forward and backward at batch 128,
+in the faster of the two memory formats. A CapsNet cannot train faster than that without
+computing that convolution with fewer operations. Time and peak memory are measured with
+:mod:`capslab.profiling`, as ``capslab memory`` measures them. The results are written as
+``bench.json``, a versioned ``capslab-bench`` document.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +28,68 @@ from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.profiling import measurement_device, median_seconds, training_step_peak_bytes
+from capslab.train.loop import create_optimizer
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
 REPORT_KIND = "bench"
+#: the batch sizes of every row: WarmAdaBatch's first phase, a small batch, the usual batch
+BATCH_SIZES = (1, 16, 128)
+#: the ceiling and the peak memory are measured at this batch size
+LARGE_BATCH = 128
+#: timed images per measurement at least: small batches get more steps, so that the
+#: median is taken over a similar span of time
+MIN_TIMED_IMAGES = 32
+
+
+def naive_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """PyTorch's default Adam (a Python loop over the parameters): what plain code uses."""
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+def capslab_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The Adam that ``capslab train`` builds (:func:`capslab.train.loop.create_optimizer`)."""
+    return create_optimizer("adam", params, lr=1e-3)
+
+
+@dataclass
+class Variant:
+    """One implementation of the CapsNet: its model, memory format and optimiser."""
+
+    name: str
+    factory: Callable[[], nn.Module]
+    channels_last: bool = False
+    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = capslab_adam
 
 
 @dataclass
 class BenchResult:
+    """Images/s of one variant on one device, by batch size (keys are the batch sizes as
+    strings, as in ``bench.json``); ``speedup`` is training images/s over the reference's at
+    the same batch size, ``of_ceiling`` training images/s at batch 128 over the ceiling's."""
+
     variant: str
     device: str
-    train_images_per_s_b16: float
-    train_images_per_s_b128: float
-    infer_images_per_s_b128: float
+    train_images_per_s: dict[str, float]
+    infer_images_per_s: dict[str, float]
     peak_train_memory_MiB: float
-    speedup_vs_plain: float | None = None
+    speedup: dict[str, float] = field(default_factory=dict)
+    of_ceiling: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
-class Variant:
-    name: str
-    factory: Callable[[], nn.Module]
-    channels_last: bool = False
+class Ceiling:
+    """The PrimaryCaps convolution alone (forward and backward at batch 128) on ``device``."""
+
+    device: str
+    images_per_s: float
+    memory_format: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def load_plain_reference(path: Path = REFERENCE_FILE) -> Callable[[], nn.Module] | None:
@@ -70,15 +111,22 @@ def bench_devices(name: str) -> list[torch.device]:
 
 
 def default_variants(include_plain: bool = True, compile_: bool = False) -> list[Variant]:
+    """The reference first (when this is a checkout), then CapsLab as ``capslab train`` runs it,
+    in channels-last, and compiled (``compile_``)."""
     variants = []
     plain = load_plain_reference() if include_plain else None
     if plain is not None:
-        variants.append(Variant("plain eager (benchmarks/)", plain))
-    variants.append(Variant("capslab eager", lambda: create_model("capsnet")))
+        variants.append(Variant("plain eager (benchmarks/)", plain, optimizer=naive_adam))
+    variants.append(Variant("capslab", lambda: create_model("capsnet")))
     variants.append(Variant("capslab channels-last", lambda: create_model("capsnet"), channels_last=True))
     if compile_:
         variants.append(Variant("capslab compiled", lambda: torch.compile(create_model("capsnet"))))
     return variants
+
+
+def timed_steps(batch_size: int, steps: int) -> int:
+    """Steps to time at ``batch_size``: at least ``steps`` and ``MIN_TIMED_IMAGES`` images."""
+    return max(steps, -(-MIN_TIMED_IMAGES // batch_size))
 
 
 def _train_step(model: nn.Module, optimizer, x, y) -> None:
@@ -96,28 +144,68 @@ def measure_variant(
     warmup: int = 1,
     image_shape: tuple[int, int, int] = (1, 28, 28),
     seed: int = 0,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    infer_batch_sizes: tuple[int, ...] | None = None,
+    peak_memory: bool = True,
 ) -> BenchResult:
+    """Training images/s of ``variant`` at every batch size, inference images/s at every
+    ``infer_batch_sizes`` (default: the same), and the peak memory of a training step at the
+    largest batch size (``nan`` without ``peak_memory``)."""
     torch.manual_seed(seed)
     fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
     model = variant.factory().to(device, memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = variant.optimizer(model.parameters())
 
-    rates = {}
-    model.train()
-    for b in (16, 128):
+    def batch(b: int):
         x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=fmt)
-        y = torch.randint(0, 10, (b,), device=device)
-        step = functools.partial(_train_step, model, optimizer, x, y)
-        rates[b] = b / median_seconds(step, steps, max(1, warmup), device)
-    peak = training_step_peak_bytes(step, model, optimizer, (x, y), device)  # batch 128
-    model.eval()
+        return x, torch.randint(0, 10, (b,), device=device)
 
-    def infer() -> None:
-        with torch.no_grad():
+    train, infer = {}, {}
+    model.train()
+    for b in batch_sizes:
+        step = functools.partial(_train_step, model, optimizer, *batch(b))
+        train[str(b)] = b / median_seconds(step, timed_steps(b, steps), max(1, warmup), device)
+    peak = float("nan")
+    if peak_memory:
+        x, y = batch(max(batch_sizes))
+        step = functools.partial(_train_step, model, optimizer, x, y)
+        peak = training_step_peak_bytes(step, model, optimizer, (x, y), device)
+    model.eval()
+    for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
+        x, _ = batch(b)
+
+        @torch.inference_mode()
+        def forward(x=x) -> None:
             model(x)
 
-    infer_rate = 128 / median_seconds(infer, steps, warmup, device)
-    return BenchResult(variant.name, str(device), rates[16], rates[128], infer_rate, peak / 2**20)
+        infer[str(b)] = b / median_seconds(forward, timed_steps(b, steps), warmup, device)
+    return BenchResult(variant.name, str(device), train, infer, peak / 2**20)
+
+
+def _conv_step(conv: nn.Conv2d, x, grad) -> None:
+    conv.zero_grad(set_to_none=True)
+    x.grad = None
+    conv(x).backward(grad)
+
+
+def measure_ceiling(device: torch.device, steps: int = 3, warmup: int = 1,
+                    batch_size: int = LARGE_BATCH) -> Ceiling:
+    """The PrimaryCaps convolution of the MNIST CapsNet (256 -> 256 channels, 9x9, stride 2,
+    20x20 -> 6x6) alone: forward, and backward to its input and weights, in the contiguous and
+    the channels-last format; the faster one is the ceiling."""
+    best = None
+    for fmt, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels-last")):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(256, 256, 9, stride=2).to(device, memory_format=fmt)
+        x = torch.rand(batch_size, 256, 20, 20, device=device).contiguous(memory_format=fmt)
+        x.requires_grad_(True)
+        grad = torch.rand(batch_size, 256, 6, 6, device=device).contiguous(memory_format=fmt)
+
+        step = functools.partial(_conv_step, conv, x, grad)
+        rate = batch_size / median_seconds(step, steps, max(1, warmup), device)
+        if best is None or rate > best.images_per_s:
+            best = Ceiling(str(device), rate, name)
+    return best
 
 
 def run_benchmark(
@@ -126,34 +214,63 @@ def run_benchmark(
     steps: int = 3,
     warmup: int = 1,
     progress: Callable[[str], None] | None = None,
-    on_result: Callable[[BenchResult], None] | None = None,
-) -> list[BenchResult]:
-    """Measure every variant on every device; speed-ups are relative to the first variant
-    (the plain reference) on the same device, at batch 128. ``progress`` is called with
-    "<variant> on <device>" before each measurement, ``on_result`` with its result after."""
+    on_result: Callable[[Any], None] | None = None,
+    ceiling: bool = True,
+) -> tuple[list[BenchResult], list[Ceiling]]:
+    """Measure every variant (and the ceiling) on every device. Speed-ups are relative to the
+    first variant (the plain reference) on the same device at the same batch size.
+    ``progress`` is called with "<what> on <device>" before each measurement, ``on_result``
+    with its result after."""
     variants = variants if variants is not None else default_variants()
-    results = []
+    results, ceilings = [], []
     for device in devices:
+        top = None
+        if ceiling:
+            if progress:
+                progress(f"conv-bound ceiling on {device}")
+            top = measure_ceiling(device, steps, warmup)
+            ceilings.append(top)
+            if on_result:
+                on_result(top)
         base = None
         for v in variants:
             if progress:
                 progress(f"{v.name} on {device}")
             r = measure_variant(v, device, steps, warmup)
-            if base is None:
-                base = r.train_images_per_s_b128
-            r.speedup_vs_plain = r.train_images_per_s_b128 / base
+            base = base or r
+            r.speedup = {b: r.train_images_per_s[b] / base.train_images_per_s[b]
+                         for b in r.train_images_per_s}
+            if top is not None and str(LARGE_BATCH) in r.train_images_per_s:
+                r.of_ceiling = r.train_images_per_s[str(LARGE_BATCH)] / top.images_per_s
             results.append(r)
             if on_result:
                 on_result(r)
-    return results
+    return results, ceilings
 
 
-def write_results(results: list[BenchResult], out_dir: str | os.PathLike) -> Path:
+def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
+                  ceilings: list[Ceiling] = ()) -> Path:
     """Write ``bench.json`` into ``out_dir``: a versioned ``capslab-bench`` document with the
-    torch version, the CPU threads and every result. Returns its path."""
+    torch version, the CPU, its threads, the ceilings and every result. Returns its path."""
     payload = {
         "torch": torch.__version__,
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
+        "batch_sizes": list(BATCH_SIZES),
+        "ceilings": [c.to_dict() for c in ceilings],
         "results": [r.to_dict() for r in results],
     }
     return write_json(Path(out_dir) / "bench.json", REPORT_KIND, payload)
+
+
+def cpu_name() -> str:
+    """The CPU model as the kernel names it (absolute figures mean little without it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -21,8 +21,9 @@ def bench(
     as_json: JsonFlag = False,
     quiet: Quiet = False,
 ) -> None:
-    """Images/s for training at batch 16 and 128, inference at 128, and peak training memory,
-    for a plain eager CapsNet and CapsLab's, side by side in one run; written to bench.json."""
+    """Training and inference images/s at batch 1, 16 and 128 and peak training memory, for a
+    plain eager CapsNet and CapsLab's side by side in one run, with the machine's conv-bound
+    ceiling (the PrimaryCaps convolution alone); written to bench.json."""
     import torch
 
     from capslab.bench import (
@@ -39,29 +40,48 @@ def bench(
         torch.set_num_threads(threads)
     variants = default_variants(compile_=compile_)
     with progress_bar(not quiet, transient=True) as progress:
-        task = progress.add_task("measuring", total=len(devices) * len(variants))
-        results = run_benchmark(
+        task = progress.add_task("measuring", total=len(devices) * (len(variants) + 1))
+        results, ceilings = run_benchmark(
             devices, variants, steps, warmup,
             progress=lambda s: progress.update(task, description=f"measuring {s}"),
             on_result=lambda _: progress.advance(task),
         )
-    path = write_results(results, out if out is not None else default_out("bench"))
-
-    def render(_) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"CapsNet (MNIST shape), {torch.get_num_threads()} CPU threads")
-        for col in ("variant", "device", "train img/s b16", "train img/s b128", "infer img/s b128",
-                    "peak train MiB b128", "speed-up b128"):
-            table.add_column(col, justify="left" if col in ("variant", "device") else "right")
-        for r in results:
-            table.add_row(r.variant, r.device, f"{r.train_images_per_s_b16:.1f}",
-                          f"{r.train_images_per_s_b128:.1f}", f"{r.infer_images_per_s_b128:.1f}",
-                          f"{r.peak_train_memory_MiB:.0f}", f"{r.speedup_vs_plain:.2f}x")
-        console.print(table)
-
-    emit(read_json(path, REPORT_KIND), as_json, render)  # what bench.json holds
+    path = write_results(results, out if out is not None else default_out("bench"), ceilings)
+    emit(read_json(path, REPORT_KIND), as_json, render_bench)  # what bench.json holds
     note(f"written: {path}", as_json)
+
+
+def render_bench(doc: dict) -> None:
+    """Two tables (training, inference) from a ``capslab-bench`` document."""
+    from rich.table import Table
+
+    sizes = [str(b) for b in doc["batch_sizes"]]
+    ceilings = {c["device"]: c for c in doc["ceilings"]}
+    where = f"{doc['cpu']}, {doc['threads']} CPU threads, torch {doc['torch']}"
+    train = Table(title=f"CapsNet training (MNIST shape), {where}")
+    infer = Table(title="CapsNet inference")
+    for table in (train, infer):
+        table.add_column("variant")
+        table.add_column("device")
+        for b in sizes:
+            table.add_column(f"img/s b{b}", justify="right")
+    for b in sizes:
+        train.add_column(f"x ref b{b}", justify="right")
+    train.add_column("of ceiling b128", justify="right")
+    train.add_column("peak MiB b128", justify="right")
+    for dev, c in ceilings.items():
+        train.add_row(f"ceiling: PrimaryCaps conv alone ({c['memory_format']})", dev,
+                      *["" for _ in sizes[:-1]], f"{c['images_per_s']:.1f}",
+                      *["" for _ in sizes], "1.00", "")
+    for r in doc["results"]:
+        of = "" if r["of_ceiling"] is None else f"{r['of_ceiling']:.2f}"
+        train.add_row(r["variant"], r["device"],
+                      *[f"{r['train_images_per_s'][b]:.1f}" for b in sizes],
+                      *[f"{r['speedup'][b]:.2f}x" for b in sizes], of,
+                      f"{r['peak_train_memory_MiB']:.0f}")
+        infer.add_row(r["variant"], r["device"], *[f"{r['infer_images_per_s'][b]:.1f}" for b in sizes])
+    console.print(train)
+    console.print(infer)
 
 
 def register(app: typer.Typer) -> None:

@@ -89,14 +89,67 @@ def register(app: typer.Typer) -> None:
         as_json: opt.JsonFlag = False,
         plot: Annotated[Path | None, typer.Option("--plot", help="Save lr and batch size vs step (PNG).")] = None,
         all_steps: Annotated[bool, typer.Option("--all", help="Table of every step, not first/last.")] = False,
+        estimate: Annotated[bool, typer.Option(
+            "--estimate", help="Measure this machine's training speed at the schedule's batch sizes "
+            "and predict the whole run's wall-clock time.")] = False,
+        model: Annotated[str, typer.Option(help="With --estimate: the model to time.")] = "capsnet",
+        dataset: Annotated[str, typer.Option(help="With --estimate: the dataset's image shape and classes.")] = "mnist",
+        test_size: Annotated[int, typer.Option(min=0, help="With --estimate: images evaluated after every epoch.")] = 10000,
+        device: Annotated[str, typer.Option(help="With --estimate: cpu, cuda or cuda:N.")] = "cpu",
+        model_opt: opt.ModelOpt = None,
     ) -> None:
         """Print the learning rate and batch size of every optimiser step, without training.
 
-        Epochs are 1-based in the output and the global step counts from 0.
+        Epochs are 1-based in the output and the global step counts from 0. With --estimate,
+        predict how long the run takes on this machine instead (FasTrCaps' training time).
         """
         options = opt.parse_key_values(policy_opt, "policy option")
         sched = build_schedule(policy, epochs, train_size, batch_size, lr, options)
+        if estimate:
+            _estimate(sched, model, dataset, test_size, device, model_opt, as_json)
+            return
         # the table needs no list of every step: build the JSON only when it is printed
         emit(schedule_json(sched) if as_json else sched, as_json, lambda s: render_schedule(s, all_steps))
         if plot is not None:
             note(f"plot saved to {escape(str(plot_schedule(sched, plot)))}", as_json)
+
+
+def _estimate(sched: Schedule, model: str, dataset: str, test_size: int, device: str,
+              model_opt: list[str] | None, as_json: bool) -> None:
+    from capslab.cli.output import progress_bar
+    from capslab.data import dataset_info
+    from capslab.models import check_model_options
+    from capslab.train.estimate import estimate_run
+
+    options = {**dataset_info(dataset).model_options(),
+               **opt.parse_key_values(model_opt, "model option")}
+    check_model_options(model, options)
+    with progress_bar(not as_json, transient=True) as progress:
+        progress.add_task(f"measuring {model} at batch sizes "
+                          f"{sorted({sched.batch_size(e) for e in range(sched.epochs)})}", total=None)
+        result = estimate_run(sched, model, options, test_size, device=device)
+    result = versioned("run-estimate", {**result, "dataset": dataset})
+    emit(result, as_json, render_estimate)
+
+
+def hms(seconds: float) -> str:
+    """``3725.2 -> "1:02:05"``."""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def render_estimate(result: dict[str, Any]) -> None:
+    """Per-epoch table and the total of a ``capslab-run-estimate`` document."""
+    rates = ", ".join(f"b{b}: {r:.1f}" for b, r in result["train_images_per_s"].items())
+    table = Table(title=f"{result['policy']}: {result['model']} on {result['dataset']}, "
+                        f"{result['train_size']} training images, {result['test_size']} test images")
+    for name in ("epoch", "batch size", "steps", "train", "eval", "elapsed"):
+        table.add_column(name, justify="right")
+    for e in result["epochs"]:
+        table.add_row(str(e["epoch"]), str(e["batch_size"]), str(e["steps"]), hms(e["train_seconds"]),
+                      hms(e["eval_seconds"]), hms(e["elapsed_seconds"]))
+    console.print(table)
+    console.print(f"measured on {escape(result['cpu'])} ({result['device']}): training img/s {rates}; "
+                  f"evaluation {result['eval_images_per_s']:.1f} img/s")
+    console.print(f"[bold]estimated run time: {hms(result['total_seconds'])}[/] "
+                  "(checkpoints and data loading not counted)")
