@@ -31,7 +31,8 @@ demo: $(STAMP)
 	$(BIN)/capslab train --model capsnet --dataset mnist --epochs 2 --subset 6000 --test-subset 1000 \
 		--policy warm-restarts --out runs/demo --seed 0 --resume
 	$(BIN)/capslab hw --model capsnet
-	@echo "Results: runs/demo/metrics.jsonl, runs/demo/summary.json, runs/demo/curves.png, runs/demo/reconstructions.png"
+	$(BIN)/capslab report runs/demo
+	@echo "Open runs/demo/report.html in a browser (curves, reconstructions, confusion matrix, settings)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

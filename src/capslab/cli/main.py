@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "hw",
     "memory",
     "search",
+    "report",
 ]
 
 app = typer.Typer(
