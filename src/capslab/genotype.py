@@ -218,6 +218,12 @@ class Genotype:
     def in_channels(self) -> int:
         return self._first.in_channels
 
+    def validate(self, *, in_channels: int | None = None, image_size: int | None = None) -> Genotype:
+        """Raise :class:`GenotypeError` (naming the layer and field) unless this is a buildable,
+        estimable network; return ``self``. See :func:`capslab.genotype.validate`; the search
+        space's stricter rules are :meth:`capslab.nas.space.SearchSpace.check`."""
+        return validate(self, in_channels=in_channels, image_size=image_size)
+
     def describe(self) -> str:
         """One line, e.g. ``conv9/1x256 -> caps9/2:32x8D -> class:10x16D (28px, skip -1, resize 1)``."""
         parts = []
@@ -289,6 +295,14 @@ def skip_source(g: Genotype) -> int | None:
 
 
 # --------------------------------------------------------------------------- validation
+# Two levels of checks, on purpose:
+# - :func:`validate` (also ``Genotype.validate()``): is this a network at all? Shapes chain,
+#   fields are positive, a class stage closes it: what the NASCaps authors' estimator and model
+#   builder accept. The model builder, the hardware model and every command that reads a
+#   genotype file enforce it. Every genotype the authors published passes.
+# - ``capslab.nas.space.SearchSpace.check``: is it inside the paper's search space (at least two
+#   capsule layers, kernels {3, 5, 9}, strides {1, 2}, layer counts, channel and capsule
+#   ranges)? Only the search (sampling, operators, repair, evaluation) enforces that.
 def _allowed_out_sizes(layer: LayerDescriptor, is_last: bool) -> tuple[int, ...]:
     """Same padding gives ceil(in/stride); the final class stage may also be fully connected
     (kernel == in_size) with a 1x1 output, as in the published DeepCaps genotype."""
@@ -301,14 +315,15 @@ def _allowed_out_sizes(layer: LayerDescriptor, is_last: bool) -> tuple[int, ...]
 def _chains(prev: LayerDescriptor, layer: LayerDescriptor) -> bool:
     """Do ``layer``'s input channels/capsules match ``prev``'s output?
 
-    Exact equality, except at the convolution -> capsule boundary, where the convolution's
-    feature maps may be regrouped into capsules (DeepCaps: 128 maps = 32 types x 4-D).
+    Exact equality, except after a convolution, whose output is just
+    ``out_channels * out_capsules`` feature maps (the builders make a convolution with that
+    many filters): the next gene may read them as any ``in_channels x in_capsules`` with the
+    same product (DeepCaps: 128 maps = 32 types x 4-D).
     """
     if (layer.in_channels, layer.in_capsules) == (prev.out_channels, prev.out_capsules):
         return True
     return (
         prev.kind == LayerKind.CONV
-        and layer.kind != LayerKind.CONV
         and layer.in_channels * layer.in_capsules == prev.out_channels * prev.out_capsules
     )
 
@@ -318,15 +333,19 @@ def validate(
     *,
     in_channels: int | None = None,
     image_size: int | None = None,
-    kernels: Iterable[int] | None = None,
-    strides: Iterable[int] | None = None,
 ) -> Genotype:
-    """Raise :class:`GenotypeError` naming the layer and the field if ``g`` is not a buildable
-    network; return ``g`` otherwise.
+    """Raise :class:`GenotypeError` naming the layer and the field if ``g`` is not a buildable,
+    estimable network; return ``g`` otherwise. Same as ``g.validate(...)``.
+
+    The rules (docs/genotypes.md, "Validation rules"): positive fields; a first convolution
+    reading the image; shapes that chain (same padding); no convolution after a capsule layer;
+    a final class capsule gene (type 1 or 2); one capsule family; a valid skip and resize.
+    These are what the NASCaps authors' estimator and builder accept; the search space's own
+    rules (two or more capsule layers, the kernel and stride sets, layer counts, ranges) are
+    checked by :meth:`capslab.nas.space.SearchSpace.check`, not here.
 
     ``in_channels`` / ``image_size`` check the first layer against the data (``image_size`` is
-    the native size; the resize factor is applied), ``kernels`` / ``strides`` restrict the allowed
-    values (the NASCaps search space uses kernels {3, 5, 9} and strides {1, 2}).
+    the native size; the resize factor is applied).
     """
     if not isinstance(g, Genotype):
         raise GenotypeError(f"expected a Genotype, got {type(g).__name__}")
@@ -334,8 +353,6 @@ def validate(
     n = len(layers)
     if n == 0:
         raise GenotypeError("the genotype has no layers")
-    allowed_k = frozenset(kernels) if kernels is not None else None
-    allowed_s = frozenset(strides) if strides is not None else None
 
     for i, layer in enumerate(layers):
         for name in GENE_FIELDS:
@@ -376,11 +393,7 @@ def validate(
                     f"layer {i}: field in_size is {layer.in_size} but layer {i - 1} outputs {prev.out_size}"
                 )
             if not _chains(prev, layer):
-                if (
-                    prev.kind == LayerKind.CONV
-                    and layer.kind != LayerKind.CONV
-                    and layer.in_capsules != prev.out_capsules
-                ):
+                if prev.kind == LayerKind.CONV and layer.in_capsules != prev.out_capsules:
                     raise GenotypeError(
                         f"layer {i}: fields in_channels x in_capsules = {layer.in_channels} x "
                         f"{layer.in_capsules} do not regroup the {prev.out_channels} x "
@@ -393,22 +406,6 @@ def validate(
                 raise GenotypeError(
                     f"layer {i}: field {name} is {have} but layer {i - 1} outputs {want}"
                 )
-        if layer.kernel > layer.in_size:
-            raise GenotypeError(
-                f"layer {i}: field kernel {layer.kernel} is larger than the input size {layer.in_size}"
-            )
-        if (
-            allowed_k is not None
-            and layer.kernel not in allowed_k
-            and not (is_last and layer.kernel == layer.in_size)
-        ):
-            raise GenotypeError(
-                f"layer {i}: field kernel {layer.kernel} is not one of {sorted(allowed_k)}"
-            )
-        if allowed_s is not None and layer.stride not in allowed_s:
-            raise GenotypeError(
-                f"layer {i}: field stride {layer.stride} is not one of {sorted(allowed_s)}"
-            )
         outs = _allowed_out_sizes(layer, is_last)
         if layer.out_size not in outs:
             raise GenotypeError(
@@ -417,15 +414,17 @@ def validate(
                 + f" (ceil(in_size {layer.in_size} / stride {layer.stride}))"
             )
 
-    if g.num_capsule_layers < 2:
+    last = layers[-1]
+    if last.kind == LayerKind.CONV:
         raise GenotypeError(
-            f"layer {n - 1}: field kind: at least two capsule layers are needed, got {g.num_capsule_layers}"
+            f"layer {n - 1}: field kind: the last gene must be the class capsule stage "
+            "(caps 1 or cell 2), got conv"
         )
     if len({layer.kind for layer in layers} - {LayerKind.CONV}) > 1:
         i = next(
             j
             for j, layer in enumerate(layers)
-            if layer.kind != LayerKind.CONV and layer.kind != layers[-1].kind
+            if layer.kind != LayerKind.CONV and layer.kind != last.kind
         )
         raise GenotypeError(
             f"layer {i}: field kind: capsule layers (1) and DeepCaps cells (2) cannot be mixed"
@@ -451,12 +450,13 @@ def validate(
 
 def repair(g: Genotype) -> Genotype:
     """Return a new genotype whose shapes chain: every layer's inputs are set to its
-    predecessor's outputs (keeping a valid conv -> capsule regrouping), out_size is recomputed
-    (same padding; a fully connected class stage, kernel == in_size, keeps its kernel equal to
-    its new input size and its 1x1 output), other kernels are clamped to the input size, the
-    skip is moved to the nearest valid value (:func:`valid_skips`; -1 when it is below 1 or no
-    cell precedes the final stage) and resize to {1, 2}. Structural problems (kinds,
-    non-positive fields) are left for :func:`validate`.
+    predecessor's outputs (keeping a valid regrouping of a convolution's maps), out_size is
+    recomputed (same padding; a fully connected class stage, kernel == in_size, keeps its
+    kernel equal to its new input size and its 1x1 output), the skip is moved to the nearest
+    valid value (:func:`valid_skips`; -1 when it is below 1 or no cell precedes the final
+    stage) and resize to {1, 2}. Other kernels are kept, even when larger than their input
+    (same padding builds them; the search space's repair picks kernels from its own set).
+    Structural problems (kinds, non-positive fields) are left for :func:`validate`.
     """
     out: list[LayerDescriptor] = []
     n = len(g.layers)
@@ -470,8 +470,6 @@ def repair(g: Genotype) -> Genotype:
                 layer = replace(layer, kernel=prev.out_size)
             if not _chains(prev, layer):
                 layer = replace(layer, in_channels=prev.out_channels, in_capsules=prev.out_capsules)
-        if 0 < layer.in_size < layer.kernel:
-            layer = replace(layer, kernel=layer.in_size)
         if layer.stride > 0:
             outs = _allowed_out_sizes(layer, i == n - 1)
             if layer.out_size not in outs:

@@ -170,6 +170,55 @@ def test_middle_capsule_genes_are_convcaps_with_optional_routing():
     finite_backward(model, (1, 28, 28))
 
 
+# --------------------------------------------------------------------------- published shapes
+# Shapes the NASCaps authors' search published (outside the paper's search space), written
+# here small: the class layer as the only capsule gene, convolutions with capsule fields,
+# a kernel larger than its input, the final DeepCaps stage right after the convolutions.
+ONLY_CLASS_CAPS = [[0, 8, 1, 1, 3, 1, 8, 4, 1], [1, 8, 4, 1, 8, 1, 1, 10, 4], [-1], [1]]
+CONV_CAPSULE_FIELDS = [[0, 8, 1, 1, 3, 1, 8, 2, 4], [0, 8, 2, 4, 3, 2, 4, 4, 1],
+                       [1, 4, 4, 1, 3, 1, 4, 6, 2], [1, 4, 6, 2, 4, 1, 1, 10, 4], [-1], [1]]  # fmt: skip
+BIG_KERNEL_CELLS = [[0, 8, 1, 1, 3, 1, 8, 8, 2], [2, 8, 8, 2, 3, 2, 4, 8, 4],
+                    [2, 4, 8, 4, 9, 1, 4, 8, 8], [2, 4, 8, 8, 4, 1, 1, 10, 8], [-1], [1]]  # fmt: skip
+ONLY_FINAL_CELL = [[0, 8, 1, 1, 3, 2, 4, 8, 1], [2, 4, 8, 1, 4, 1, 1, 10, 4], [-1], [1]]
+
+
+@pytest.mark.parametrize(
+    "genes",
+    [ONLY_CLASS_CAPS, CONV_CAPSULE_FIELDS, BIG_KERNEL_CELLS, ONLY_FINAL_CELL],
+    ids=["only-class-caps", "conv-capsule-fields", "big-kernel-cells", "only-final-cell"],
+)
+def test_published_shapes_build_and_train(genes):
+    model = create_model("genotype", genotype=genes, num_classes=10)  # 1 x 8 x 8 from the genes
+    assert model.image_shape == (1, 8, 8)
+    class_dim = genes[-3][8]
+    out = model(torch.rand(2, 1, 8, 8))
+    assert out.caps.shape == (2, 10, class_dim) and out.lengths.shape == (2, 10)
+    assert out.reconstruction.shape == (2, 1, 8, 8)
+    finite_backward(model, (1, 8, 8))
+
+
+def test_built_weights_are_the_weights_the_hardware_model_counts():
+    """A convolution's capsule fields multiply its maps, in the network as in the estimator:
+    the multiply weights are equal; the estimator adds one bias per outch * outcaps * incaps."""
+    from capslab.hw import estimate
+
+    model = GenotypeNet(CONV_CAPSULE_FIELDS, decoder=False)
+    hw = {le.name: le.weights for le in estimate(CONV_CAPSULE_FIELDS).layers}
+    conv0 = model.layers["0_conv"][0].weight  # 1 map -> 2 x 4 = 8 maps, 3x3
+    conv1 = model.layers["1_conv"][0].weight  # 2 x 4 = 8 maps -> 4 maps, stride 2
+    assert tuple(conv0.shape) == (8, 1, 3, 3) and tuple(conv1.shape) == (4, 8, 3, 3)
+    assert hw["L0 conv"] == conv0.numel() + 2 * 4 * 1  # (1*9 + 1) * 2 * 4 * 1 = 80 = 72 + 8
+    assert hw["L1 conv"] == conv1.numel() + 4 * 1 * 4  # (2*9 + 1) * 4 * 1 * 4 = 304 = 288 + 16
+    # The class layer as the only capsule gene reads the 4 conv maps at 8x8 as 256 1-D
+    # capsules; its kernel is its input size, so its matrices are the class-layer weights of
+    # the hardware model: (4*64 + 1) * 10 * 4 * 1 = 10,280 = 256 * 1 * 10 * 4 + 40.
+    model = GenotypeNet(ONLY_CLASS_CAPS, decoder=False)
+    hw = {le.name: le.weights for le in estimate(ONLY_CLASS_CAPS).layers}
+    assert n_params(model.layers["1_class"]) == 256 * 10 * 4 == hw["L1 class"] - 10 * 4 * 1
+    rows = {r["name"]: r["output_shape"] for r in describe_layers(model, (1, 8, 8))}
+    assert rows["layers.0_conv"] == (4, 8, 8) and rows["layers.1_class"] == (10, 4)
+
+
 # --------------------------------------------------------------------------- learning
 
 

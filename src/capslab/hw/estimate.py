@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from capslab.genotype import Genotype, parse_genotype, validate
+from capslab.genotype import Genotype, parse_genotype
 from capslab.hw import cost
 from capslab.hw.accelerator import CAPSACC, Accelerator
 from capslab.hw.expand import ROUTING, HardwareLayer, expand, expand_groups
@@ -145,13 +145,17 @@ def estimate(
 ) -> HardwareEstimate:
     """Energy (mJ), latency (ms) and weight memory of one inference of ``genotype``.
 
-    ``genotype`` may also be a decoded NASCaps list or capslab dict. ``check=False`` skips
-    :func:`capslab.genotype.validate` (the search loop has validated already).
+    ``genotype`` may also be a decoded NASCaps list or capslab dict. It must be a buildable
+    network (:meth:`~capslab.genotype.Genotype.validate`, a :class:`GenotypeError` otherwise);
+    the search space's rules do not apply, so every genotype the NASCaps authors published
+    (one capsule layer, convolutions with capsule fields other than 1, kernels outside
+    {3, 5, 9}) gets the figures of their estimator. ``check=False`` skips the validation
+    (the search loop has validated already).
     """
     if not isinstance(genotype, Genotype):
         genotype = parse_genotype(genotype)
     if check:
-        validate(genotype)
+        genotype.validate()
     if not isinstance(accelerator, Accelerator):
         raise TypeError(f"accelerator must be an Accelerator, got {type(accelerator).__name__}")
     load = accelerator.weight_load_cycles

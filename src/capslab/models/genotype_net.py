@@ -4,16 +4,26 @@ How genes become layers (spatial sizes are recomputed from the real input, so a 
 written for 64px CIFAR runs on 28px MNIST too; channels, capsule types and dimensions, kernels
 and strides come from the genes):
 
-- type 0 (conv): "same" ``Conv2d(k, stride)`` with ``out_channels * out_capsules`` channels,
-  optional BatchNorm, ReLU.
+- type 0 (conv): "same" ``Conv2d(k, stride)`` with ``out_channels * out_capsules`` channels
+  (a gene's capsule fields just multiply its maps: it reads ``in_channels * in_capsules``
+  maps, the previous gene's output), optional BatchNorm, ReLU. Its multiply weights are the
+  ``inch * incaps * k^2 * outch * outcaps`` the hardware model counts (which adds one bias per
+  ``outch * outcaps * incaps``; the network has one per output map, none with BatchNorm),
+  as in the NASCaps authors' builder.
 - type 1 (Sabour capsules): the first one is the primary capsule layer (a convolution whose
   channels are read as ``out_channels`` types x ``out_capsules`` dims, squashed); further
   non-last ones are :class:`~capslab.layers.conv_caps.ConvCaps2D`; the LAST one flattens the
   grid and is a fully connected :class:`~capslab.layers.ClassCaps` with routing to
-  ``num_classes x out_capsules``.
+  ``num_classes x out_capsules``. When the class layer is the only capsule gene it reads the
+  last convolution's ``C`` maps as ``C * H * W`` one-dimensional capsules (on the genotype's
+  own input size, with the gene's kernel equal to its input size, these are exactly the
+  class-layer weights the hardware model counts, bias aside).
 - type 2 (DeepCaps cells): :class:`~capslab.layers.conv_caps.CapsCell`; the cell just before
   the final stage has the ConvCaps3D (3-D routing) skip branch; the LAST type-2 gene is
-  FlatCaps + class capsules with routing.
+  FlatCaps + class capsules with routing (directly on the convolution maps when no cell
+  precedes it).
+- kernels larger than their input are built with "same" padding (the authors' search
+  produced such genes).
 - ``skip`` (xtraskip, counted from 1): the output of layer index ``skip - 1`` also feeds the
   final stage (see :func:`capslab.genotype.skip_source`); ``resize == 2``: the input is
   upsampled 2x (bilinear) first.
@@ -40,7 +50,6 @@ from capslab.genotype import (
     load_genotype,
     parse_genotype,
     skip_source,
-    validate,
 )
 from capslab.layers import ClassCaps
 from capslab.layers.conv_caps import CapsCell, ConvCaps2D, FlatCaps, SameConv2d, features_to_grid
@@ -120,7 +129,8 @@ class GenotypeNet(CapsuleClassifier):
 
     Args:
         genotype: :class:`~capslab.genotype.Genotype`, NASCaps list, capslab dict, JSON text or
-            file path. It is checked with :func:`capslab.genotype.validate`.
+            file path. It must be buildable (:meth:`~capslab.genotype.Genotype.validate`); the
+            search space's rules do not apply (one capsule layer, any kernel is fine).
         in_channels / image_size: the data (default: the genotype's first layer, the size
             divided by the resize factor).
         num_classes: class capsules (from the dataset).
@@ -150,7 +160,7 @@ class GenotypeNet(CapsuleClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
-        g = validate(as_genotype(genotype))
+        g = as_genotype(genotype).validate()
         if in_channels is None:
             in_channels = g.in_channels
         if image_size is None:
@@ -229,10 +239,10 @@ class GenotypeNet(CapsuleClassifier):
         skip = None
         for name, block in self.layers.items():
             index = int(name.split("_", 1)[0])
+            if h.dim() == 4 and not isinstance(block, ConvGene):
+                h = features_to_grid(h, h.shape[1])  # conv maps -> [B, C, 1, H, W]
             if isinstance(block, ClassStage):
                 return block([h] if skip is None else [h, skip])
-            if h.dim() == 4 and not isinstance(block, ConvGene):
-                h = features_to_grid(h, h.shape[1])  # [B, C, 1, H, W]
             h = block(h)
             if index == self.skip_source:
                 skip = h

@@ -171,7 +171,7 @@ class Evaluator:
         accuracy = None
         try:
             if self.space is not None:
-                self.space.check_genotype(genotype)
+                self.space.check(genotype)
             hw = self.hardware(genotype)
             prepare = getattr(self.accuracy_fn, "prepare", None)
             if prepare is not None:

@@ -4,6 +4,12 @@ elimination.
 Genotypes live in pymoo populations as objects: ``X`` is an object array of shape ``[n, 1]``, one
 :class:`~capslab.genotype.Genotype` per row. Genotypes are frozen, and every operator builds new
 ones, so parents are never edited (the authors' mutation edited parents in place).
+
+From parents inside the space, every operator gives children inside it
+(:meth:`~capslab.nas.space.SearchSpace.check`): convolutions first, at least two capsule layers
+of one family, the space's layer counts, kernels and strides from its sets (the space's repair
+re-fits a kernel that no longer fits its input to the largest one of the set that does). Files
+may hold genotypes outside the space (the authors published some); the search never makes them.
 """
 
 from __future__ import annotations

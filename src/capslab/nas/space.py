@@ -5,6 +5,12 @@ A network in the space is a stack of convolutions followed by capsule layers of 
 - ``deepcaps``: 4-8 DeepCaps cells, the last one the flatten + class capsule stage.
 The class stage is always fully connected (kernel = its input size, 1x1 output,
 ``num_classes`` capsules of ``class_dim`` dimensions), which keeps it valid whatever precedes it.
+
+:meth:`SearchSpace.check` holds the space's rules (two or more capsule layers, the kernel and
+stride sets, layer counts, channel and capsule ranges). They are stricter than what makes a
+genotype buildable (:meth:`capslab.genotype.Genotype.validate`), which is all that files, the
+model builder and the hardware model require: published genotypes outside the space (one
+capsule layer, a 7x7 kernel) still load, build and get hardware figures.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from capslab.genotype import (
     repair,
     valid_skips,
 )
-from capslab.genotype import validate as validate_genotype
 from capslab.settings import Settings
 
 FAMILIES = ("sabour", "deepcaps")
@@ -117,42 +122,128 @@ class SearchSpace(Settings):
         kind = g.layers[-1].kind
         return "sabour" if kind == LayerKind.CAPS else "deepcaps"
 
-    def check_genotype(self, g: Genotype) -> Genotype:
-        """Raise GenotypeError unless ``g`` is buildable and inside this space's structure
-        (input shape, classes, layer counts, a fully connected class stage)."""
-        validate_genotype(g, in_channels=self.in_channels, image_size=self.image_size)
+    def allowed_kernels(self, index: int, layer: LayerDescriptor) -> tuple[int, ...]:
+        """Kernels the space allows for ``layer`` at layer index ``index`` (not the class stage,
+        whose kernel is its input size), ascending: ``kernels``, plus ``first_kernel`` for the
+        first convolution and ``cell_kernel`` for DeepCaps cells (what the sampler draws)."""
+        extra = ()
+        if index == 0:
+            extra = (self.first_kernel,)
+        elif layer.kind == LayerKind.CELL:
+            extra = (self.cell_kernel,)
+        return tuple(sorted({*self.kernels, *extra}))
+
+    def check(self, g: Genotype) -> Genotype:
+        """Raise :class:`GenotypeError` (one line naming the layer and field) unless ``g`` is a
+        buildable network (:meth:`Genotype.validate` against this space's images) that lies
+        inside this search space; return ``g``.
+
+        The space's rules, beyond buildability: the resize, family and skip options; at least
+        two capsule layers and the layer counts (``conv_layers``, ``caps_layers`` / ``cells``);
+        kernels from :meth:`allowed_kernels` and strides from ``strides`` (the first
+        convolution may also have stride 1); convolutions with ``2^e`` channels
+        (``conv_channel_exponents``) and 1-D outputs; capsule layers with ``channels`` types
+        and ``capsules`` dimensions; cells with ``cell_types`` types and ``capsules`` (or
+        ``cell_dims``) dimensions; a fully connected class stage (1x1 output) with
+        ``num_classes`` capsules of ``class_dim`` dimensions.
+        """
+        g.validate(in_channels=self.in_channels, image_size=self.image_size)
+        n = len(g.layers)
+        last = g.layers[-1]
         if g.resize not in self.resizes:
             raise GenotypeError(f"field resize {g.resize} is not one of {list(self.resizes)}")
-        last = g.layers[-1]
-        n = len(g.layers)
+        family = self.family_of(g)
+        if family not in self.families:
+            raise GenotypeError(
+                f"layer {n - 1}: field kind: family {family} is not in {list(self.families)}"
+            )
+        if g.num_capsule_layers < 2:
+            raise GenotypeError(
+                f"layer {n - 1}: field kind: the search space needs at least two capsule "
+                f"layers, got {g.num_capsule_layers}"
+            )
+        lo, hi = self.conv_layers
+        if not lo <= g.num_conv_layers <= hi:
+            raise GenotypeError(
+                f"layer 0: field kind: {g.num_conv_layers} convolution(s), the search space "
+                f"allows {lo}-{hi}"
+            )
+        lo, hi = self.caps_layers if family == "sabour" else self.cells
+        if not lo <= g.num_capsule_layers <= hi:
+            raise GenotypeError(
+                f"layer {n - 1}: field kind: {g.num_capsule_layers} {family} capsule layers, "
+                f"the search space allows {lo}-{hi}"
+            )
+        for i, layer in enumerate(g.layers[:-1]):
+            self._check_layer(i, layer)
+        if last.out_size != 1:
+            raise GenotypeError(f"layer {n - 1}: field out_size: the class stage must be 1x1")
         if last.out_channels != self.num_classes:
             raise GenotypeError(
                 f"layer {n - 1}: field out_channels is {last.out_channels} but the dataset has "
                 f"{self.num_classes} classes"
             )
-        if last.out_size != 1:
-            raise GenotypeError(f"layer {n - 1}: field out_size: the class stage must be 1x1")
-        family = self.family_of(g)
-        if family not in self.families:
-            raise GenotypeError(f"layer {n - 1}: family {family} is not in {list(self.families)}")
-        lo, hi = self.conv_layers
-        if not lo <= g.num_conv_layers <= hi:
-            raise GenotypeError(f"{g.num_conv_layers} convolutions, outside {lo}-{hi}")
-        lo, hi = self.caps_layers if family == "sabour" else self.cells
-        if not lo <= g.num_capsule_layers <= hi:
+        if last.out_capsules != self.class_dim:
             raise GenotypeError(
-                f"{g.num_capsule_layers} {family} capsule layers, outside {lo}-{hi}"
+                f"layer {n - 1}: field out_capsules is {last.out_capsules}, the search space's "
+                f"class_dim is {self.class_dim}"
             )
         if g.skip != -1 and not self.skip:
-            raise GenotypeError("field skip: this space has no skip connection")
+            raise GenotypeError("field skip: this search space has no skip connection")
         return g
 
+    def _check_layer(self, i: int, layer: LayerDescriptor) -> None:
+        """The space's per-gene rules for a gene before the class stage."""
+
+        def outside(field: str, value: int, allowed: str) -> GenotypeError:
+            return GenotypeError(
+                f"layer {i}: field {field} {value} is outside the search space ({allowed})"
+            )
+
+        kernels = self.allowed_kernels(i, layer)
+        if layer.kernel not in kernels:
+            raise outside("kernel", layer.kernel, f"one of {list(kernels)}")
+        strides = sorted({*self.strides, 1}) if i == 0 else sorted(self.strides)
+        if layer.stride not in strides:
+            raise outside("stride", layer.stride, f"one of {strides}")
+        if layer.kind == LayerKind.CONV:
+            lo, hi = self.conv_channel_exponents
+            if layer.out_channels not in {2**e for e in range(lo, hi + 1)}:
+                raise outside("out_channels", layer.out_channels, f"2^{lo}..2^{hi}")
+            if layer.out_capsules != 1:
+                raise outside("out_capsules", layer.out_capsules, "1 for a convolution")
+            return
+        if layer.kind == LayerKind.CAPS:
+            lo, hi = self.channels
+            if not lo <= layer.out_channels <= hi:
+                raise outside("out_channels", layer.out_channels, f"channels {lo}-{hi}")
+        elif layer.out_channels != self.cell_types:
+            raise outside("out_channels", layer.out_channels, f"cell_types {self.cell_types}")
+        lo, hi = self.capsules
+        dims_ok = lo <= layer.out_capsules <= hi
+        if layer.kind == LayerKind.CELL:
+            dims_ok = dims_ok or layer.out_capsules in self.cell_dims
+        if not dims_ok:
+            raise outside("out_capsules", layer.out_capsules, f"capsules {lo}-{hi}")
+
     # ------------------------------------------------------------------ repair
+    def _space_kernel(self, i: int, layer: LayerDescriptor) -> int:
+        """``layer``'s kernel if the space allows it and it fits its input, else the largest
+        allowed kernel that fits, else the smallest allowed one (same padding builds it)."""
+        kernels = self.allowed_kernels(i, layer)
+        if layer.kernel in kernels and layer.kernel <= layer.in_size:
+            return layer.kernel
+        fitting = [k for k in kernels if k <= layer.in_size]
+        return fitting[-1] if fitting else kernels[0]
+
     def repair(self, g: Genotype) -> Genotype:
-        """Re-chain shapes (:func:`capslab.genotype.repair`) and make the class stage fully
-        connected with this space's classes; returns a new genotype."""
+        """Re-chain shapes (:func:`capslab.genotype.repair`), keep every kernel in the space's
+        set (:meth:`_space_kernel`: a kernel larger than its input becomes the largest allowed
+        one that fits) and make the class stage fully connected with this space's classes;
+        returns a new genotype. Structure (layer kinds and counts) is never changed."""
         g = repair(g)
         *body, last = g.layers
+        body = [replace(layer, kernel=self._space_kernel(i, layer)) for i, layer in enumerate(body)]
         last = replace(
             last,
             kernel=last.in_size,
@@ -190,8 +281,7 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
 
     def add(kind: LayerKind, kernel: int, stride: int, out_ch: int, out_caps: int) -> None:
         nonlocal size, channels, capsules
-        kernel = min(kernel, size)
-        out = -(-size // stride)  # same padding
+        out = -(-size // stride)  # same padding; space.repair fits kernels to the maps
         layers.append(
             LayerDescriptor(kind, size, channels, capsules, kernel, stride, out, out_ch, out_caps)
         )
@@ -226,7 +316,7 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     if space.skip and family == "deepcaps":
         # -1 or a cell (not the last one, which feeds the class stage anyway): see skip_source
         g = replace(g, skip=pick(rng, [-1, *valid_skips(g, effective=True)]))
-    return space.check_genotype(space.repair(g))
+    return space.check(space.repair(g))
 
 
 def genotype_key(g: Genotype) -> str:
