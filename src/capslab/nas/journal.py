@@ -12,6 +12,12 @@ Tables
 - ``nas_generations``: per generation the keys of the offspring asked for, the surviving
   population and the state of the algorithm's random generator. ``resume`` replays the search
   from the seed and checks every replayed generation against these rows.
+
+Transactions: an evaluation, or a generation with its run's timestamp, is one transaction,
+committed before the search goes on, so a killed search loses only what was in flight and
+readers (reports, while the search runs) see whole rows only. Writing an evaluation or a
+generation that is already there changes nothing, so a write repeated after a lost connection
+(or by a second process) never doubles a row. Several processes may open a new database at once.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +44,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from capslab.errors import ConfigError, MissingDependencyError, RunMismatchError
 from capslab.genotype import Genotype
@@ -112,6 +120,11 @@ generations_table = Table(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -213,10 +226,30 @@ def masked_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+#: Seconds a PostgreSQL connection attempt may take (libpq waits forever by default) and a
+#: SQLite connection waits for another process's write lock (a report reading while a search
+#: writes, two processes opening one file).
+CONNECT_TIMEOUT_S = 10
+SQLITE_BUSY_TIMEOUT_S = 30
+#: Attempts of one transaction whose connection was lost (a database restart, a network cut).
+WRITE_ATTEMPTS = 3
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    # a server: check a pooled connection before using it (it may have been closed since)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if u.get_driver_name() in ("psycopg", "psycopg2") and "connect_timeout" not in u.query:
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return options
+
+
 def _engine(url: str) -> Engine:
     """``create_engine`` with a clear message when the URL's database driver is missing."""
     try:
-        return create_engine(url, future=True)
+        return create_engine(url, future=True, **_engine_options(url))
     except ModuleNotFoundError as exc:
         dialect = make_url(url).get_backend_name()
         raise MissingDependencyError(
@@ -232,44 +265,79 @@ class Journal:
         self.url = url
         self.run_id = run_id
         self.engine = engine or _engine(url)
-        if self.engine.dialect.name == "sqlite":
-            # A crash must not lose a committed evaluation; WAL keeps readers (reports) unblocked.
+        try:
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        metadata.create_all(self.engine)
+                if self.engine.dialect.name == "sqlite":
+                    # A crash must not lose a committed evaluation; WAL keeps readers (reports)
+                    # unblocked while the search writes.
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        except OperationalError as exc:  # no server there, wrong password, unwritable file
+            self.engine.dispose()
+            raise ConfigError(
+                f"cannot open the journal {masked_url(url)}: {_first_line(exc.orig or exc)}"
+            ) from exc
+        self._create_tables()
         self._check_version()
+
+    def _create_tables(self) -> None:
+        """Create the missing tables. Two processes opening a new database at once race on
+        CREATE TABLE (PostgreSQL then refuses one of them): the loser finds them made."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except DBAPIError:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def _check_version(self) -> None:
         """Stamp a new journal with :data:`JOURNAL_VERSION`; refuse one of a newer format."""
-        with self.engine.begin() as conn:
-            row = conn.execute(select(meta_table.c.value).where(meta_table.c.key == "version")).first()
-            if row is None:
-                try:
-                    conn.execute(insert(meta_table).values(key="version", value=str(JOURNAL_VERSION)))
-                except IntegrityError:  # another process stamped it first
-                    pass
-            elif int(row[0]) > JOURNAL_VERSION:
-                raise RunMismatchError(
-                    f"the journal in {masked_url(self.url)} has format {row[0]}, newer than this "
-                    f"CapsLab reads ({JOURNAL_VERSION})"
-                )
+        version = select(meta_table.c.value).where(meta_table.c.key == "version")
+        with self.engine.connect() as conn:
+            row = conn.execute(version).first()
+        if row is None:
+            try:
+                self._write(lambda conn: conn.execute(
+                    insert(meta_table).values(key="version", value=str(JOURNAL_VERSION))))
+            except IntegrityError:  # another process stamped it first: check its stamp
+                pass
+            with self.engine.connect() as conn:
+                row = conn.execute(version).first()
+        if int(row[0]) > JOURNAL_VERSION:
+            raise RunMismatchError(
+                f"the journal in {masked_url(self.url)} has format {row[0]}, newer than this "
+                f"CapsLab reads ({JOURNAL_VERSION})"
+            )
+
+    def version(self) -> int:
+        """The format version stamped in this journal."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(meta_table.c.value).where(meta_table.c.key == "version")).scalar_one())
+
+    def _write(self, work: Callable[[Connection], Any]) -> Any:
+        """``work(conn)`` in one transaction, committed or rolled back whole. A transaction
+        whose connection was lost is run again on a fresh one (it may have been committed
+        before the connection went: an evaluation or a generation already there is not
+        written twice)."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, seed: int, config: dict, exist_ok: bool = False) -> None:
         """Register this run. An existing run with the same id is an error unless ``exist_ok``."""
         now = _now()
+        row = dict(run_id=self.run_id, seed=int(seed), config=json.dumps(config, sort_keys=True),
+                   status="running", created_at=now, updated_at=now)
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(runs_table).values(
-                        run_id=self.run_id,
-                        seed=int(seed),
-                        config=json.dumps(config, sort_keys=True),
-                        status="running",
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+            self._write(lambda conn: conn.execute(insert(runs_table).values(**row)))
         except IntegrityError:  # the run id is the primary key: the run exists
             if not exist_ok:
                 raise RunMismatchError(
@@ -292,8 +360,7 @@ class Journal:
         )
 
     def set_status(self, status: str) -> None:
-        with self.engine.begin() as conn:
-            self._touch_run(conn, status=status)
+        self._write(lambda conn: self._touch_run(conn, status=status))
 
     # --- evaluations -------------------------------------------------------------------------
     def lookup(self, key: str) -> EvaluationRecord | None:
@@ -309,10 +376,13 @@ class Journal:
     def record(self, rec: EvaluationRecord) -> bool:
         """Insert one evaluation in its own transaction. Returns False if the key was already
         there (the first result is kept: identical genotypes are evaluated once)."""
+        row = rec.to_row()
         try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(evaluations_table).values(run_id=self.run_id, **rec.to_row()))
+            self._write(lambda conn: conn.execute(
+                insert(evaluations_table).values(run_id=self.run_id, **row)))
         except IntegrityError:
+            if self.lookup(rec.key) is None:  # not a duplicate: e.g. no such run
+                raise
             return False
         return True
 
@@ -327,7 +397,12 @@ class Journal:
         return [EvaluationRecord.from_row(r) for r in rows]
 
     def count(self) -> int:
-        return len(self.evaluations())
+        """The number of evaluations of this run."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(evaluations_table)
+                .where(evaluations_table.c.run_id == self.run_id)
+            ).scalar_one())
 
     # --- generations -------------------------------------------------------------------------
     def record_generation(
@@ -338,19 +413,29 @@ class Journal:
         rng_state: dict,
         evaluations: int,
     ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(generations_table).values(
-                    run_id=self.run_id,
-                    generation=generation,
-                    offspring=json.dumps(list(offspring)),
-                    population=json.dumps(list(population)),
-                    rng_state=json.dumps(rng_state),
-                    evaluations=int(evaluations),
-                    finished_at=_now(),
-                )
-            )
+        """Journal one finished generation. Writing the same generation again is a no-op;
+        another one under the same number (two searches driving one run) is refused."""
+        offspring, population = list(offspring), list(population)
+        row = dict(run_id=self.run_id, generation=generation, offspring=json.dumps(offspring),
+                   population=json.dumps(population), rng_state=json.dumps(rng_state),
+                   evaluations=int(evaluations), finished_at=_now())
+
+        def work(conn: Connection) -> None:
+            conn.execute(insert(generations_table).values(**row))
             self._touch_run(conn)
+
+        try:
+            self._write(work)
+        except IntegrityError:
+            there = {g.generation: g for g in self.generations()}.get(generation)
+            if there is None:  # not a duplicate: e.g. no such run
+                raise
+            if (there.offspring, there.population) != (offspring, population):
+                raise RunMismatchError(
+                    f"generation {generation} of run {self.run_id!r} is already in "
+                    f"{masked_url(self.url)} with other candidates: is another search writing "
+                    "to this run?"
+                ) from None
 
     def generations(self) -> list[GenerationRecord]:
         t = generations_table.c

@@ -9,6 +9,7 @@ does not change the search.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -119,29 +120,103 @@ def _import_ray():
     return ray
 
 
-class RayPool(SerialPool):
-    """Spread evaluations over a Ray cluster (``address`` as for ``ray.init``, e.g.
-    ``ray://head:10001`` or ``auto``). Ray is imported only here."""
+#: Seconds to wait for a Ray head to accept a connection before giving up (``ray.init`` itself
+#: retries a wrong address for minutes).
+RAY_CONNECT_TIMEOUT_S = 10.0
 
-    def __init__(self, evaluator: EvaluatorFn, address: str, num_gpus: float = 0.0):
+
+def _check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse at once a ``host:port`` (or ``ray://host:port``) where nothing listens."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        if address in ("auto", "local"):
+            return
+        raise ConfigError(f"Ray address {address!r} is not host:port, ray://host:port or 'auto'")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}): check the address, or "
+            "start a head there with `ray start --head`"
+        ) from None
+
+
+def _lost_reason(exc: BaseException) -> str:
+    """The journal's reason for a candidate whose Ray task was lost (not one that raised)."""
+    name = type(exc).__name__
+    if name == "OutOfMemoryError":
+        return f"out of memory: Ray's memory monitor killed the worker ({_first_line(exc)})"
+    if name == "TaskCancelledError":
+        return "error: the Ray task was cancelled"
+    return f"out of memory or crashed: the Ray worker or its node died ({name})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class RayPool(SerialPool):
+    """Spread evaluations over a Ray cluster (``address`` as for ``ray.init``: ``host:port`` of
+    the head, ``ray://head:10001`` or ``auto``). Ray is imported only here.
+
+    Each candidate is one Ray task (one CPU, ``num_gpus`` GPUs). A task whose worker process or
+    node dies is run again up to ``max_retries`` times by Ray; after that the candidate is a
+    ``failed`` record, so the search goes on and every candidate is recorded exactly once. An
+    exception raised by the evaluator itself is a bug and propagates, as with worker processes.
+    If this pool connected to Ray, :meth:`close` disconnects; a connection made before by the
+    caller is left open (and used whatever ``address`` says).
+    """
+
+    def __init__(
+        self,
+        evaluator: EvaluatorFn,
+        address: str,
+        num_gpus: float = 0.0,
+        max_retries: int = 1,
+    ):
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         super().__init__(evaluator)
         self.ray = _import_ray()
-        if not self.ray.is_initialized():
-            self.ray.init(address=address, ignore_reinit_error=True)
-        self._task = self.ray.remote(num_gpus=num_gpus)(_call)
+        self._owns_ray = not self.ray.is_initialized()
+        if self._owns_ray:
+            _check_ray_address(address)
+            self.ray.init(address=address)
+        self.max_retries = max_retries
+        self._task = self.ray.remote(
+            num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False
+        )(_call)
         self._evaluator_ref = self.ray.put(evaluator)
-        self.workers = int(self.ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        exc = self.ray.exceptions
+        self._lost = (exc.WorkerCrashedError, exc.NodeDiedError, exc.OutOfMemoryError,
+                      exc.ObjectLostError, exc.TaskCancelledError)
 
     def evaluate(self, genotypes: Iterable[Genotype]) -> Iterator[tuple[Genotype, EvaluationRecord]]:
         pending = {self._task.remote(self._evaluator_ref, g): g for g in genotypes}
-        while pending:
-            done, _ = self.ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                g = pending.pop(ref)
-                try:
-                    yield g, self.ray.get(ref)
-                except Exception as exc:  # a task lost with its node: fail the candidate
-                    yield g, _crashed(g, f"error: ray task failed: {type(exc).__name__}: {exc}")
+        try:
+            while pending:
+                done, _ = self.ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    g = pending.pop(ref)
+                    try:
+                        rec = self.ray.get(ref)
+                    except self._lost as exc:  # retries spent: fail the candidate, go on
+                        rec = _crashed(g, _lost_reason(exc))
+                    yield g, rec
+        finally:
+            # the caller stopped early (an error, Ctrl-C): do not leave candidates running
+            if pending and self.ray.is_initialized():
+                for ref in pending:
+                    self.ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self._owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+            self._owns_ray = False
 
 
 def _call(evaluator: EvaluatorFn, genotype: Genotype) -> EvaluationRecord:

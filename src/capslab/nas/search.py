@@ -236,7 +236,10 @@ def _drive(
             notify("generation_done", {"generation": gen, "front": _front(algorithm, cache)})
             gen += 1
     except BaseException:
-        journal.set_status("interrupted")
+        try:
+            journal.set_status("interrupted")
+        except Exception:  # the database itself failed: keep the original error
+            pass
         raise
     journal.set_status("finished")
     population = [cache.memory[genotype_key(ind.X[0])] for ind in algorithm.pop]
@@ -282,7 +285,8 @@ def run_search(
                       download=config.training.download)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(db, run_dir)
-    run_id = run_id or f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
+    # the journal's run id column holds 128 characters
+    run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
     journal = Journal(url, run_id)
     journal.create_run(config.seed, config.identity())
     _write_run_file(run_dir, run_id, url, config)
