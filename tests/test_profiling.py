@@ -77,6 +77,26 @@ def test_median_seconds_is_the_median_after_the_warmup(monkeypatch):
     assert len(calls) == 5
 
 
+def test_interleaved_rounds_rotate_and_take_each_median(monkeypatch):
+    order = []
+    # a fake clock that advances by the duration the called function stands for
+    now = [0.0]
+    durations = {"a": [1.0, 5.0, 2.0], "b": [10.0, 30.0, 20.0]}
+
+    def fn(name):
+        def call():
+            order.append(name)
+            if len(order) > 2:  # after one warm-up call each
+                now[0] += durations[name].pop(0)
+        return call
+
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: now[0])
+    got = profiling.interleaved_median_seconds([fn("a"), fn("b")], steps=3, warmup=1, device=CPU)
+    assert got == [2.0, 20.0]
+    # warm-up a, b; then rounds a b / b a / a b: the first function changes every round
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
 def test_training_step_peak_holds_the_start_state_and_the_new_gradients():
     model, optimizer = _linear_after_adam_step()
     batch = (torch.rand(32, 4),)

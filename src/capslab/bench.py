@@ -27,7 +27,11 @@ from torch import nn
 from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
-from capslab.profiling import measurement_device, median_seconds, training_step_peak_bytes
+from capslab.profiling import (
+    interleaved_median_seconds,
+    measurement_device,
+    training_step_peak_bytes,
+)
 from capslab.train.loop import create_optimizer
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
@@ -137,8 +141,42 @@ def _train_step(model: nn.Module, optimizer, x, y) -> None:
     optimizer.step()
 
 
-def measure_variant(
-    variant: Variant,
+def _conv_step(conv: nn.Conv2d, x, grad) -> None:
+    conv.zero_grad(set_to_none=True)
+    x.grad = None
+    conv(x).backward(grad)
+
+
+@dataclass
+class _Built:
+    """A variant's model, optimiser and memory format on one device."""
+
+    variant: Variant
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    fmt: torch.memory_format
+
+    def batch(self, b: int, image_shape: tuple[int, int, int], device: torch.device):
+        x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=self.fmt)
+        return x, torch.randint(0, 10, (b,), device=device)
+
+
+def _ceiling_steps(device: torch.device, batch_size: int) -> list[tuple[str, Callable[[], None]]]:
+    """The PrimaryCaps convolution of the MNIST CapsNet (256 -> 256 channels, 9x9, stride 2,
+    20x20 -> 6x6) alone, forward and backward to its input and weights, in both formats."""
+    steps = []
+    for fmt, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels-last")):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(256, 256, 9, stride=2).to(device, memory_format=fmt)
+        x = torch.rand(batch_size, 256, 20, 20, device=device).contiguous(memory_format=fmt)
+        x.requires_grad_(True)
+        grad = torch.rand(batch_size, 256, 6, 6, device=device).contiguous(memory_format=fmt)
+        steps.append((name, functools.partial(_conv_step, conv, x, grad)))
+    return steps
+
+
+def measure_variants(
+    variants: list[Variant],
     device: torch.device,
     steps: int = 3,
     warmup: int = 1,
@@ -147,65 +185,65 @@ def measure_variant(
     batch_sizes: tuple[int, ...] = BATCH_SIZES,
     infer_batch_sizes: tuple[int, ...] | None = None,
     peak_memory: bool = True,
-) -> BenchResult:
-    """Training images/s of ``variant`` at every batch size, inference images/s at every
-    ``infer_batch_sizes`` (default: the same), and the peak memory of a training step at the
-    largest batch size (``nan`` without ``peak_memory``)."""
-    torch.manual_seed(seed)
-    fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
-    model = variant.factory().to(device, memory_format=fmt)
-    optimizer = variant.optimizer(model.parameters())
+    ceiling_batch: int | None = None,
+) -> tuple[list[BenchResult], Ceiling | None]:
+    """Training images/s of every variant at every batch size, inference images/s at every
+    ``infer_batch_sizes`` (default: the same), the peak memory of a training step at the
+    largest batch size (``nan`` without ``peak_memory``) and, with ``ceiling_batch``, the
+    conv-bound ceiling at that batch size (the faster of the two memory formats).
 
-    def batch(b: int):
-        x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=fmt)
-        return x, torch.randint(0, 10, (b,), device=device)
-
-    train, infer = {}, {}
-    model.train()
+    The variants (and the ceiling) are timed in alternating rounds
+    (:func:`capslab.profiling.interleaved_median_seconds`), one batch size at a time.
+    """
+    built = []
+    for v in variants:
+        torch.manual_seed(seed)
+        fmt = torch.channels_last if v.channels_last else torch.contiguous_format
+        model = v.factory().to(device, memory_format=fmt)
+        built.append(_Built(v, model, v.optimizer(model.parameters()), fmt))
+    train: list[dict[str, float]] = [{} for _ in built]
+    infer: list[dict[str, float]] = [{} for _ in built]
+    ceiling = None
+    for m in built:
+        m.model.train()
     for b in batch_sizes:
-        step = functools.partial(_train_step, model, optimizer, *batch(b))
-        train[str(b)] = b / median_seconds(step, timed_steps(b, steps), max(1, warmup), device)
-    peak = float("nan")
+        fns = [functools.partial(_train_step, m.model, m.optimizer, *m.batch(b, image_shape, device))
+               for m in built]
+        extra = _ceiling_steps(device, b) if b == ceiling_batch else []
+        seconds = interleaved_median_seconds(fns + [f for _, f in extra], timed_steps(b, steps),
+                                             max(1, warmup), device)
+        for i in range(len(built)):
+            train[i][str(b)] = b / seconds[i]
+        for (name, _), sec in zip(extra, seconds[len(built):], strict=True):
+            if ceiling is None or b / sec > ceiling.images_per_s:
+                ceiling = Ceiling(str(device), b / sec, name)
+    peaks = [float("nan")] * len(built)
     if peak_memory:
-        x, y = batch(max(batch_sizes))
-        step = functools.partial(_train_step, model, optimizer, x, y)
-        peak = training_step_peak_bytes(step, model, optimizer, (x, y), device)
-    model.eval()
+        for i, m in enumerate(built):
+            x, y = m.batch(max(batch_sizes), image_shape, device)
+            step = functools.partial(_train_step, m.model, m.optimizer, x, y)
+            peaks[i] = training_step_peak_bytes(step, m.model, m.optimizer, (x, y), device) / 2**20
+    for m in built:
+        m.model.eval()
     for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
-        x, _ = batch(b)
-
-        @torch.inference_mode()
-        def forward(x=x) -> None:
-            model(x)
-
-        infer[str(b)] = b / median_seconds(forward, timed_steps(b, steps), warmup, device)
-    return BenchResult(variant.name, str(device), train, infer, peak / 2**20)
-
-
-def _conv_step(conv: nn.Conv2d, x, grad) -> None:
-    conv.zero_grad(set_to_none=True)
-    x.grad = None
-    conv(x).backward(grad)
+        fns = [functools.partial(_infer, m.model, m.batch(b, image_shape, device)[0]) for m in built]
+        seconds = interleaved_median_seconds(fns, timed_steps(b, steps), warmup, device)
+        for i in range(len(built)):
+            infer[i][str(b)] = b / seconds[i]
+    results = [BenchResult(m.variant.name, str(device), train[i], infer[i], peaks[i])
+               for i, m in enumerate(built)]
+    return results, ceiling
 
 
-def measure_ceiling(device: torch.device, steps: int = 3, warmup: int = 1,
-                    batch_size: int = LARGE_BATCH) -> Ceiling:
-    """The PrimaryCaps convolution of the MNIST CapsNet (256 -> 256 channels, 9x9, stride 2,
-    20x20 -> 6x6) alone: forward, and backward to its input and weights, in the contiguous and
-    the channels-last format; the faster one is the ceiling."""
-    best = None
-    for fmt, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels-last")):
-        torch.manual_seed(0)
-        conv = nn.Conv2d(256, 256, 9, stride=2).to(device, memory_format=fmt)
-        x = torch.rand(batch_size, 256, 20, 20, device=device).contiguous(memory_format=fmt)
-        x.requires_grad_(True)
-        grad = torch.rand(batch_size, 256, 6, 6, device=device).contiguous(memory_format=fmt)
+@torch.inference_mode()
+def _infer(model: nn.Module, x) -> None:
+    model(x)
 
-        step = functools.partial(_conv_step, conv, x, grad)
-        rate = batch_size / median_seconds(step, steps, max(1, warmup), device)
-        if best is None or rate > best.images_per_s:
-            best = Ceiling(str(device), rate, name)
-    return best
+
+def measure_variant(variant: Variant, device: torch.device, steps: int = 3, warmup: int = 1,
+                    image_shape: tuple[int, int, int] = (1, 28, 28), **kwargs) -> BenchResult:
+    """:func:`measure_variants` for one variant."""
+    return measure_variants([variant], device, steps, warmup, image_shape, **kwargs)[0][0]
 
 
 def run_benchmark(
@@ -217,31 +255,28 @@ def run_benchmark(
     on_result: Callable[[Any], None] | None = None,
     ceiling: bool = True,
 ) -> tuple[list[BenchResult], list[Ceiling]]:
-    """Measure every variant (and the ceiling) on every device. Speed-ups are relative to the
-    first variant (the plain reference) on the same device at the same batch size.
-    ``progress`` is called with "<what> on <device>" before each measurement, ``on_result``
-    with its result after."""
+    """Measure every variant (and the ceiling) on every device, interleaved. Speed-ups are
+    relative to the first variant (the plain reference) on the same device at the same batch
+    size. ``progress`` is called with "<device>" before each device's measurement,
+    ``on_result`` with every result after."""
     variants = variants if variants is not None else default_variants()
     results, ceilings = [], []
     for device in devices:
-        top = None
-        if ceiling:
-            if progress:
-                progress(f"conv-bound ceiling on {device}")
-            top = measure_ceiling(device, steps, warmup)
+        if progress:
+            progress(f"{len(variants)} variants{' and the ceiling' if ceiling else ''} on {device}")
+        rows, top = measure_variants(variants, device, steps, warmup,
+                                     ceiling_batch=LARGE_BATCH if ceiling else None)
+        base = rows[0]
+        for r in rows:
+            r.speedup = {b: r.train_images_per_s[b] / base.train_images_per_s[b]
+                         for b in r.train_images_per_s}
+            if top is not None:
+                r.of_ceiling = r.train_images_per_s[str(LARGE_BATCH)] / top.images_per_s
+        if top is not None:
             ceilings.append(top)
             if on_result:
                 on_result(top)
-        base = None
-        for v in variants:
-            if progress:
-                progress(f"{v.name} on {device}")
-            r = measure_variant(v, device, steps, warmup)
-            base = base or r
-            r.speedup = {b: r.train_images_per_s[b] / base.train_images_per_s[b]
-                         for b in r.train_images_per_s}
-            if top is not None and str(LARGE_BATCH) in r.train_images_per_s:
-                r.of_ceiling = r.train_images_per_s[str(LARGE_BATCH)] / top.images_per_s
+        for r in rows:
             results.append(r)
             if on_result:
                 on_result(r)

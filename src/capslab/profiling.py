@@ -2,7 +2,9 @@
 ``capslab memory``.
 
 * seconds: :func:`median_seconds`, the median of ``steps`` timed calls after ``warmup`` untimed
-  ones, the device synchronised around each call (CUDA), without the profiler.
+  ones, the device synchronised around each call (CUDA), without the profiler;
+  :func:`interleaved_median_seconds` times several functions in alternating rounds, so that
+  their ratios survive a machine shared with other work.
 * peak memory of one training step (:func:`training_step_peak_bytes`): on CUDA
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. On the CPU, which has
   no allocator statistics, the same quantity is reconstructed inside the process: the bytes of
@@ -123,21 +125,32 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: Sequence[tor
 
 def median_seconds(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
     """Median wall time of ``steps`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synced)."""
+    return interleaved_median_seconds([fn], steps, warmup, device)[0]
+
+
+def interleaved_median_seconds(fns: Sequence[Callable[[], object]], steps: int, warmup: int,
+                               device: torch.device) -> list[float]:
+    """Median wall time of each of ``fns``, timed in rounds: every round calls each function
+    once, starting one further along each time. Load from other processes then falls on all of
+    them alike, so their ratios hold on a busy machine where back-to-back timings drift."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(steps):
+        for k in range(len(fns)):
+            i = (r + k) % len(fns)
+            sync()
+            t0 = time.perf_counter()
+            fns[i]()
+            sync()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def training_step_peak_bytes(

@@ -40,6 +40,7 @@ def bench(
         torch.set_num_threads(threads)
     variants = default_variants(compile_=compile_)
     with progress_bar(not quiet, transient=True) as progress:
+        # the variants are timed in alternating rounds: the bar moves when a device is done
         task = progress.add_task("measuring", total=len(devices) * (len(variants) + 1))
         results, ceilings = run_benchmark(
             devices, variants, steps, warmup,
