@@ -82,3 +82,59 @@ def test_sda_prefers_closest_output_and_clips_predictions():
     # with zero-length inputs every prediction is clipped to zero -> zero outputs
     v0 = scaled_distance_agreement(u_hat, torch.zeros(1, 16), num_iterations=2)
     assert torch.allclose(v0, torch.zeros_like(v0), atol=1e-6)
+
+
+# --- the SDA bias of the momentum paper's code --------------------------------------------------
+
+
+def _unclipped(u_hat):
+    """Input lengths above every prediction's, so SDA's clipping leaves ``u_hat`` unchanged."""
+    return u_hat.norm(dim=-1).amax(dim=2) + 1.0
+
+
+def test_sda_bias_shifts_s_by_exactly_the_bias():
+    torch.manual_seed(0)
+    u_hat = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    bias = torch.randn(3, 4, dtype=torch.float64)
+    u_norm = _unclipped(u_hat)
+    v = scaled_distance_agreement(u_hat, u_norm, num_iterations=1, bias=bias)
+    # one iteration: uniform couplings 1/3, so s_j = sum_i u_hat[j|i] / 3, then + bias_j
+    assert torch.allclose(v, squash(u_hat.sum(dim=1) / 3 + bias), atol=1e-12)
+    without = scaled_distance_agreement(u_hat, u_norm, num_iterations=1)
+    assert not torch.allclose(v, without)
+    # a zero bias is the plain routing, at every number of iterations
+    for r in (1, 3):
+        zero = scaled_distance_agreement(u_hat, u_norm, r, bias=torch.zeros(3, 4, dtype=torch.float64))
+        assert torch.allclose(zero, scaled_distance_agreement(u_hat, u_norm, r), atol=1e-12)
+
+
+def test_sda_bias_enters_every_iteration_hand_computed():
+    """Two iterations by hand: the biased v_1 sets the distances that the couplings of
+    iteration 2 come from, and the bias is added again before the last squash."""
+    torch.manual_seed(1)
+    u_hat = torch.randn(1, 6, 3, 2, dtype=torch.float64)
+    bias = torch.tensor([[0.1, 0.1], [0.5, -0.2], [0.0, 0.3]], dtype=torch.float64)
+    v = scaled_distance_agreement(u_hat, _unclipped(u_hat), num_iterations=2, bias=bias)
+    v1 = squash(u_hat.sum(dim=1) / 3 + bias)  # iteration 1: uniform couplings
+    d = (v1[:, None] - u_hat).norm(dim=-1)  # [1, 6, 3]
+    d_o = d.mean()
+    t = sda_inverse_temperature(d_o, d_o / 2, 3)
+    c = torch.softmax(t * d, dim=2)
+    want = squash(torch.einsum("bij,bijd->bjd", c, u_hat) + bias)
+    assert torch.allclose(v, want, atol=1e-10)
+
+
+def test_sda_bias_receives_gradients():
+    torch.manual_seed(2)
+    u_hat = torch.randn(2, 5, 3, 4, requires_grad=True)
+    bias = torch.full((3, 4), 0.1, requires_grad=True)
+    v = scaled_distance_agreement(u_hat, _unclipped(u_hat.detach()), num_iterations=3, bias=bias)
+    (v * torch.randn_like(v)).sum().backward()
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
+    assert u_hat.grad.abs().sum() > 0
+    # gradcheck through all iterations (nothing detached)
+    u64 = torch.randn(1, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    b64 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    n64 = _unclipped(u64.detach())
+    assert torch.autograd.gradcheck(
+        lambda u, b: scaled_distance_agreement(u, n64, 2, detach_intermediate=False, bias=b), (u64, b64))

@@ -16,10 +16,28 @@ from torch import Tensor
 
 from capslab.ops import safe_norm, squash
 
+# Hook of post-training quantization (capslab.quantize): a function applied to every tensor of
+# coupling coefficients that the routings below compute, or None. Only capslab.quantize sets it,
+# for the duration of one forward pass (see its ``quantized_routing``). A plain module global and
+# not a ContextVar, so that torch.compile guards on it instead of breaking the graph; hence it is
+# process-wide.
+_coupling_transform: Callable[[Tensor], Tensor] | None = None
+
+
+def set_coupling_transform(fn: Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor] | None:
+    """Install ``fn`` (or ``None``) as the coupling hook; returns the previous one to restore."""
+    global _coupling_transform
+    previous, _coupling_transform = _coupling_transform, fn
+    return previous
+
+
+def _transform_couplings(c: Tensor) -> Tensor:
+    return c if _coupling_transform is None else _coupling_transform(c)
+
 
 def coupling_coefficients(logits: Tensor) -> Tensor:
     """``[B, n_in, n_out] -> [B, n_in, n_out]``: softmax of the routing logits over outputs."""
-    return torch.softmax(logits, dim=2)
+    return _transform_couplings(torch.softmax(logits, dim=2))
 
 
 def route(
@@ -27,26 +45,31 @@ def route(
     num_iterations: int,
     update: Callable[[Tensor, Tensor, Tensor], Tensor],
     detach_intermediate: bool = True,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The iteration every routing shares: couplings -> weighted sum -> squash -> new logits.
+    """The iteration every routing shares: couplings -> weighted sum (+ bias) -> squash -> new
+    logits.
 
     Args:
         u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
         num_iterations: r >= 1; the logits are updated after each of the first r-1 iterations.
         update: ``(logits [B, n_in, n_out], u_hat, v [B, n_out, D]) -> new logits``.
-        detach_intermediate: the first r-1 iterations see detached predictions.
+        detach_intermediate: the first r-1 iterations see detached predictions (and bias).
+        bias: optional ``[n_out, D]`` added to every ``s_j`` before the squash.
     Returns:
         ``v [B, n_out, D]`` and the last couplings ``[B, n_in, n_out]``.
     """
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     u_detached = u_hat.detach() if detach_intermediate else u_hat
+    bias_detached = bias.detach() if bias is not None and detach_intermediate else bias
     logits = u_hat.new_zeros(u_hat.shape[:3])
     for it in range(num_iterations):
         last = it == num_iterations - 1
-        u = u_hat if last else u_detached
+        u, b = (u_hat, bias) if last else (u_detached, bias_detached)
         c = coupling_coefficients(logits)
-        v = squash(torch.einsum("bij,bijd->bjd", c, u))
+        s = torch.einsum("bij,bijd->bjd", c, u)
+        v = squash(s if b is None else s + b)
         if not last:
             logits = update(logits, u, v)
     return v, c
@@ -101,6 +124,7 @@ def scaled_distance_agreement(
     num_iterations: int = 3,
     p: float = 0.9,
     detach_intermediate: bool = True,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Scaled-distance-agreement routing (SDA).
 
@@ -110,6 +134,11 @@ def scaled_distance_agreement(
             ``|u_hat[j|i]| <= |u_i|``.
         num_iterations: routing iterations.
         p: coupling that an agreeing output should receive.
+        detach_intermediate: gradient only through the last iteration (as in
+            :func:`dynamic_routing`).
+        bias: optional ``[n_out, D]`` added to every ``s_j`` before the squash, in every
+            iteration (the momentum paper's code learns one, initialised to 0.1; the paper's
+            text has none). Detached in the first r-1 iterations like the predictions.
     Returns:
         ``v`` of shape ``[B, n_out, D]``.
     """
@@ -123,7 +152,7 @@ def scaled_distance_agreement(
         d_o = d.mean(dim=(1, 2), keepdim=True)
         return sda_inverse_temperature(d_o, d_o / 2, n_out, p) * d
 
-    return route(u_hat, num_iterations, distance_update, detach_intermediate)[0]
+    return route(u_hat, num_iterations, distance_update, detach_intermediate, bias)[0]
 
 
 # --- routing over capsule grids (convolutional capsules) ---------------------------------------
@@ -145,10 +174,11 @@ def grid_coupling_coefficients(logits: Tensor, mode: str = "types+positions") ->
     position, i.e. :func:`dynamic_routing` at every position).
     """
     if mode == "types":
-        return torch.softmax(logits, dim=2)
+        return _transform_couplings(torch.softmax(logits, dim=2))
     if mode == "types+positions":
         b, n_in = logits.shape[:2]
-        return torch.softmax(logits.reshape(b, n_in, -1), dim=2).reshape(logits.shape)
+        c = torch.softmax(logits.reshape(b, n_in, -1), dim=2).reshape(logits.shape)
+        return _transform_couplings(c)
     raise ValueError(f"coupling mode must be one of {COUPLING_MODES_3D}, got {mode!r}")
 
 

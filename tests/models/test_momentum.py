@@ -377,3 +377,112 @@ def test_small_momentum_network_learns_mnist(mnist_root):
     loader = BatchLoader(train, batch_size=32, shuffle=True, seed=0)  # a new order each epoch
     accuracy = fit_and_score(model, lambda epoch: loader, test, epochs=2)
     assert accuracy > 0.5, accuracy  # chance is 0.1 (0.76 measured)
+
+
+# --------------------------------------------------------------------------------------------
+# the authors' variant: a shortcut around each layer, the velocity reset in every block
+# --------------------------------------------------------------------------------------------
+
+
+def _zero_(layer) -> None:
+    with torch.no_grad():
+        layer.weight.zero_()
+
+
+def test_layer_shortcut_residual_adds_each_layer_output():
+    """With f2 = 0 a block is x + f1(x) per layer but plain x around the pair; with both
+    layers 0 every block is the identity in both readings."""
+    blocks = _scaled_blocks(1, "rba")
+    _zero_(blocks[0].caps2)
+    x = 0.5 * torch.randn(3, 8, 4)
+    with torch.no_grad():
+        f1 = blocks[0].caps1(x)
+        assert f1.abs().max() > 0.05  # not vacuous
+        assert torch.equal(ResidualCapsuleStack(blocks, shortcut="block")(x), x)
+        assert torch.allclose(ResidualCapsuleStack(blocks, shortcut="layer")(x), x + f1, atol=1e-7)
+        _zero_(blocks[0].caps1)
+        for shortcut in ("block", "layer"):
+            assert torch.equal(ResidualCapsuleStack(blocks, shortcut=shortcut)(x), x)
+            for lean in (True, False):
+                stack = MomentumCapsuleStack(blocks, 0.9, memory_efficient=lean, shortcut=shortcut)
+                assert torch.allclose(stack(x), x, atol=1e-9)
+
+
+def _momentum_by_hand(blocks, x, gamma, reset_each_block=True):
+    """Float reference of the authors' momentum stack: a momentum step per layer."""
+    v = torch.zeros_like(x)
+    for block in blocks:
+        if reset_each_block:
+            v = torch.zeros_like(x)
+        for f in (block.caps1, block.caps2):
+            v = gamma * v + (1 - gamma) * f(x)
+            x = x + v
+    return x
+
+
+@pytest.mark.parametrize("routing", ["rba", "sda"])
+def test_layer_shortcut_momentum_restarts_velocity_in_every_block(routing):
+    blocks = _scaled_blocks(3, routing, seed=5)
+    x = 0.5 * torch.randn(4, 8, 4)
+    with torch.no_grad():
+        want = _momentum_by_hand(blocks, x, 0.9)
+        carried = _momentum_by_hand(blocks, x, 0.9, reset_each_block=False)
+        assert (want - carried).abs().max() > 1e-3  # the reset is visible
+        for lean in (True, False):
+            got = MomentumCapsuleStack(blocks, 0.9, memory_efficient=lean, shortcut="layer")(x)
+            assert torch.allclose(got, want, atol=1e-5)
+        pair = MomentumCapsuleStack(blocks, 0.9, shortcut="block")(x)
+        assert (pair - want).abs().max() > 1e-3  # the two readings are different networks
+
+
+@pytest.mark.parametrize("routing", ["rba", "sda"])
+def test_layer_shortcut_reversible_gradients_equal_plain_autograd(routing):
+    blocks = _scaled_blocks(3, routing, seed=6)
+    gen = torch.Generator().manual_seed(2)
+    x = 0.5 * torch.randn(5, 8, 4, generator=gen)
+    weight = torch.randn(5, 8, 4, generator=gen)
+    lean = MomentumCapsuleStack(blocks, 0.9, memory_efficient=True, shortcut="layer")
+    plain = MomentumCapsuleStack(blocks, 0.9, memory_efficient=False, shortcut="layer")
+    got, want = _grads(lean, x, weight), _grads(plain, x, weight)
+    assert len(got) == 1 + 2 * 3
+    for g, w in zip(got, want, strict=True):
+        assert w.abs().sum() > 0
+        assert _rel(g, w) < 1e-5
+    with torch.no_grad():
+        assert torch.equal(lean(x), plain(x))
+
+
+def test_layer_shortcut_saves_one_state_per_block():
+    """Each block is its own reversible function: it keeps its final (x, v, store), three
+    int64 tensors of the input's shape, and nothing else per block."""
+    from capslab.profiling import saved_activation_bytes
+
+    x = torch.randn(16, 8, 4, requires_grad=True)
+    sizes = {}
+    for n in (1, 4):
+        stack = MomentumCapsuleStack(_scaled_blocks(n, "rba"), 0.9, shortcut="layer")
+        sizes[n] = saved_activation_bytes(lambda s=stack: s(x).sum(), list(stack.parameters()) + [x])
+    assert sizes[4] - sizes[1] == 3 * 3 * x.numel() * 8
+
+
+def test_shortcut_and_sda_bias_model_options():
+    opts = dict(num_blocks=2, conv_channels=8, primary_types=2)
+    for name in ("rescapsnet", "mocapsnet"):
+        assert {"shortcut", "sda_bias"} <= set(model_options(name))
+        with pytest.raises(ValueError, match="shortcut"):
+            create_model(name, shortcut="each", **opts)
+        with pytest.raises(ValueError, match="sda_bias"):
+            create_model(name, sda_bias=True, routing="rba", **opts)
+        torch.manual_seed(0)
+        plain = create_model(name, routing="sda", **opts)
+        biased = create_model(name, routing="sda", sda_bias=True, shortcut="layer", **opts)
+        biases = {k: p for k, p in biased.named_parameters() if k.endswith(".bias") and "caps" in k}
+        # caps1, 2 x 2 block layers, caps2: one [n_out, d_out] bias each, initialised to 0.1
+        assert len(biases) == 6
+        assert all(torch.equal(p, torch.full_like(p, 0.1)) for p in biases.values())
+        extra = sum(p.numel() for p in biased.parameters()) - sum(p.numel() for p in plain.parameters())
+        assert extra == 32 * 8 + 4 * 32 * 8 + 10 * 16
+        images, labels = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])
+        out = biased(images, labels)
+        capsule_loss(out.lengths, labels, out.reconstruction, images)[0].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in biases.values())

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "memory",
     "search",
     "report",
+    "repro",
 ]
 
 app = typer.Typer(

@@ -10,6 +10,8 @@ from capslab.ops import safe_norm
 from capslab.routing import dynamic_routing, scaled_distance_agreement
 
 ROUTINGS = ("rba", "sda")
+#: initial value of the SDA bias (the momentum paper's code)
+SDA_BIAS_INIT = 0.1
 
 
 class ClassCaps(nn.Module):
@@ -26,6 +28,9 @@ class ClassCaps(nn.Module):
             is shared across the ``n_in / share_types`` grid positions of that type (FasTrCaps
             weight sharing). Inputs must be type-major as produced by :class:`PrimaryCaps`.
         init_std: standard deviation of the normal initialisation of the matrices.
+        sda_bias: SDA routing only: a learned ``[n_out, d_out]`` bias, initialised to
+            :data:`SDA_BIAS_INIT`, added to every ``s_j`` before the squash (the momentum
+            paper's code; its text has none).
     """
 
     def __init__(
@@ -38,10 +43,13 @@ class ClassCaps(nn.Module):
         num_iterations: int = 3,
         share_types: int | None = None,
         init_std: float = 0.01,
+        sda_bias: bool = False,
     ):
         super().__init__()
         if routing not in ROUTINGS:
             raise ConfigError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if sda_bias and routing != "sda":
+            raise ConfigError(f"sda_bias is a bias of SDA routing; routing is {routing!r}")
         if share_types is not None and num_in % share_types:
             raise ConfigError(f"{num_in} input capsules do not split into {share_types} types")
         self.num_in, self.in_dim, self.num_out, self.out_dim = num_in, in_dim, num_out, out_dim
@@ -51,6 +59,7 @@ class ClassCaps(nn.Module):
         n_mat = share_types if share_types is not None else num_in
         # [n_mat, d_in, n_out * d_out]: one batched matmul per forward, no big temporaries
         self.weight = nn.Parameter(torch.randn(n_mat, in_dim, num_out * out_dim) * init_std)
+        self.bias = nn.Parameter(torch.full((num_out, out_dim), SDA_BIAS_INIT)) if sda_bias else None
 
     def predictions(self, u: Tensor) -> Tensor:
         """``[B, n_in, d_in] -> u_hat [B, n_in, n_out, d_out]``."""
@@ -69,11 +78,14 @@ class ClassCaps(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         u_hat = self.predictions(u)
         if self.routing == "sda":
-            return scaled_distance_agreement(u_hat, safe_norm(u, dim=-1), self.num_iterations)
+            return scaled_distance_agreement(u_hat, safe_norm(u, dim=-1), self.num_iterations,
+                                             bias=self.bias)
         return dynamic_routing(u_hat, self.num_iterations)
 
     def extra_repr(self) -> str:
         s = f"{self.num_in}x{self.in_dim} -> {self.num_out}x{self.out_dim}, routing={self.routing}"
         if self.share_types:
             s += f", shared over {self.share_types} types"
+        if self.bias is not None:
+            s += ", sda_bias"
         return s

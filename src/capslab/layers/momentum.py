@@ -10,6 +10,12 @@ routing in each. Two ways to stack ``num_blocks`` of them:
   ``memory_efficient=True`` the whole stack runs inside ONE autograd function that keeps only
   the final state and rebuilds every block's input in the backward pass.
 
+Where the shortcuts go (``shortcut``). ``"block"`` (CapsLab's reading of the paper's text and
+Figure 2): one shortcut around each block's pair of layers, ``x <- x + f2(f1(x))``, and one
+velocity through the whole momentum stack. ``"layer"`` (the authors' code): a shortcut around
+EACH capsule layer, ``x <- x + f1(x); x <- x + f2(x)``, and in the momentum stack the velocity
+starts afresh at 0 in every block (each block is its own two-layer momentum network).
+
 Exactness. Inverting in floating point loses bits at every block (the division by gamma above
 all), so the reversible path keeps the state in fixed point: ``x`` and ``v`` are int64
 multiples of ``2**-frac_bits``. Additions are then exact integer additions, and the
@@ -42,6 +48,8 @@ DEFAULT_FRAC_BITS = 40
 MAX_GAMMA_DENOMINATOR = 4096
 #: gain of :func:`scaled_init_std`
 INIT_GAIN = 1.5
+#: where the shortcuts of a stack go (see the module docstring)
+SHORTCUTS = ("block", "layer")
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,11 +72,12 @@ def scaled_init_std(num_in: int, num_out: int, out_dim: int) -> float:
 
 def capsule_layer(
     num_in: int, in_dim: int, num_out: int, out_dim: int, routing: str = "rba",
-    num_iterations: int = 3, init_std: float | None = None,
+    num_iterations: int = 3, init_std: float | None = None, sda_bias: bool = False,
 ) -> ClassCaps:
     """:class:`ClassCaps` with ``init_std=None`` meaning :func:`scaled_init_std`."""
     std = scaled_init_std(num_in, num_out, out_dim) if init_std is None else init_std
-    return ClassCaps(num_in, in_dim, num_out, out_dim, routing, num_iterations, init_std=std)
+    return ClassCaps(num_in, in_dim, num_out, out_dim, routing, num_iterations, init_std=std,
+                     sda_bias=sda_bias)
 
 
 class CapsuleBlock(nn.Module):
@@ -80,16 +89,21 @@ class CapsuleBlock(nn.Module):
         routing: ``"rba"`` or ``"sda"``, used by both layers.
         num_iterations: routing iterations of each layer.
         init_std: std of the matrices; ``None`` = :func:`scaled_init_std`.
+        sda_bias: give both layers the learned SDA bias (``routing="sda"`` only).
     """
 
     def __init__(
         self, num_capsules: int, capsule_dim: int, routing: str = "rba", num_iterations: int = 3,
-        init_std: float | None = None,
+        init_std: float | None = None, sda_bias: bool = False,
     ):
         super().__init__()
         n, d = num_capsules, capsule_dim
-        self.caps1 = capsule_layer(n, d, n, d, routing, num_iterations, init_std)
-        self.caps2 = capsule_layer(n, d, n, d, routing, num_iterations, init_std)
+        self.caps1 = capsule_layer(n, d, n, d, routing, num_iterations, init_std, sda_bias)
+        self.caps2 = capsule_layer(n, d, n, d, routing, num_iterations, init_std, sda_bias)
+
+    def layers(self) -> tuple[nn.Module, nn.Module]:
+        """The two capsule layers, in order (each gets its own shortcut with ``"layer"``)."""
+        return self.caps1, self.caps2
 
     def forward(self, x: Tensor) -> Tensor:
         return self.caps2(self.caps1(x))
@@ -97,28 +111,58 @@ class CapsuleBlock(nn.Module):
 
 def make_blocks(
     num_blocks: int, num_capsules: int, capsule_dim: int, routing: str = "rba",
-    num_iterations: int = 3, init_std: float | None = None,
+    num_iterations: int = 3, init_std: float | None = None, sda_bias: bool = False,
 ) -> nn.ModuleList:
     """``num_blocks`` independent :class:`CapsuleBlock`s (``num_blocks >= 0``)."""
     if num_blocks < 0:
         raise ConfigError(f"num_blocks must be >= 0, got {num_blocks}")
     return nn.ModuleList(
-        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations, init_std)
+        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations, init_std, sda_bias)
         for _ in range(num_blocks)
     )
 
 
-class ResidualCapsuleStack(nn.Module):
-    """``x_{n+1} = x_n + f_n(x_n)`` for every block: ``[B, N, D] -> [B, N, D]``."""
+def shortcut_segments(blocks: Sequence[nn.Module], shortcut: str) -> list[tuple[nn.Module, ...]]:
+    """The residual functions of a stack, grouped by the velocity they share.
 
-    def __init__(self, blocks: Sequence[nn.Module]):
+    ``"block"``: one group holding every block (``f_n`` = a whole block). ``"layer"``: one group
+    per block holding its layers (``f`` = one capsule layer; each block needs ``layers()``).
+    A residual stack adds a shortcut around every function; a momentum stack also restarts
+    its velocity at 0 at the start of every group.
+    """
+    if shortcut not in SHORTCUTS:
+        raise ConfigError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    if shortcut == "block":
+        return [tuple(blocks)] if len(blocks) else []
+    missing = [type(b).__name__ for b in blocks if not callable(getattr(b, "layers", None))]
+    if missing:
+        raise ConfigError(f"shortcut 'layer' needs blocks with layers(); {missing[0]} has none")
+    return [tuple(block.layers()) for block in blocks]
+
+
+class ResidualCapsuleStack(nn.Module):
+    """Residual blocks ``[B, N, D] -> [B, N, D]``.
+
+    Args:
+        blocks: the residual functions (shape-preserving modules).
+        shortcut: ``"block"``: ``x_{n+1} = x_n + f_n(x_n)`` for every block; ``"layer"``: the
+            same around each of a block's layers (the authors' code; see the module docstring).
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module], shortcut: str = "block"):
         super().__init__()
         self.blocks = blocks if isinstance(blocks, nn.ModuleList) else nn.ModuleList(blocks)
+        self.shortcut = shortcut
+        shortcut_segments(self.blocks, shortcut)  # a bad value is refused here
 
     def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = x + block(x)
+        for segment in shortcut_segments(self.blocks, self.shortcut):
+            for f in segment:
+                x = x + f(x)
         return x
+
+    def extra_repr(self) -> str:
+        return f"shortcut={self.shortcut}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,15 +298,29 @@ def initial_state(x: Tensor, frac_bits: int) -> FixedState:
 # --------------------------------------------------------------------------------------------
 
 
-class _ReversibleMomentum(torch.autograd.Function):
-    """``x0 [B, N, D] -> x_N [B, N, D]`` through every block; saves only the final state.
+class MomentumSegment(NamedTuple):
+    """Residual functions that share one velocity (``v = 0`` at the start), with the stack's
+    exact arithmetic: what one call of the reversible autograd function runs."""
 
-    Inputs after ``x0`` and the stack are the blocks' parameters (flattened), so that autograd
-    hands their gradients back to the optimizer.
+    blocks: tuple[nn.Module, ...]
+    rational_gamma: RationalGamma
+    frac_bits: int
+
+    def flat_parameters(self) -> list[nn.Parameter]:
+        """The functions' trainable parameters in a fixed order (inputs of the function)."""
+        return [p for block in self.blocks for p in block.parameters() if p.requires_grad]
+
+
+class _ReversibleMomentum(torch.autograd.Function):
+    """``x0 [B, N, D] -> x_N [B, N, D]`` through every block of a segment; saves only the final
+    state.
+
+    Inputs after ``x0`` and the :class:`MomentumSegment` are the blocks' parameters (flattened),
+    so that autograd hands their gradients back to the optimizer.
     """
 
     @staticmethod
-    def forward(ctx, x0: Tensor, stack: MomentumCapsuleStack, *params: Tensor) -> Tensor:
+    def forward(ctx, x0: Tensor, stack: MomentumSegment, *params: Tensor) -> Tensor:
         state = initial_state(x0, stack.frac_bits)
         for block in stack.blocks:
             state = momentum_step(state, block, stack.rational_gamma, stack.frac_bits, x0.dtype)
@@ -277,7 +335,7 @@ class _ReversibleMomentum(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        stack: MomentumCapsuleStack = ctx.stack
+        stack: MomentumSegment = ctx.stack
         gamma, frac_bits = stack.rational_gamma, stack.frac_bits
         one_minus = 1.0 - gamma.value
         state = FixedState(*ctx.saved_tensors)
@@ -361,9 +419,14 @@ class MomentumCapsuleStack(nn.Module):
         blocks: the residual functions ``f_n`` (deterministic, shape-preserving modules).
         gamma: momentum in (0, 1]; stored as an exact fraction (0.9 -> 9/10) that both paths use.
         memory_efficient: run the stack inside the reversible autograd function (activation
-            memory independent of depth); ``False`` uses plain autograd (on floats that
-            take the same fixed-point values, see :meth:`_plain`).
+            memory independent of depth; with ``shortcut="layer"`` one function per block, each
+            keeping its final state, three int64 tensors of the input's shape); ``False`` uses
+            plain autograd (on floats that take the same fixed-point values, see
+            :meth:`_plain`).
         frac_bits: fractional bits of the fixed-point state of the reversible path.
+        shortcut: ``"block"`` (one velocity through every block) or ``"layer"`` (a momentum
+            step around each of a block's layers, the velocity reset to 0 in every block: the
+            authors' code). See the module docstring.
     """
 
     def __init__(
@@ -372,6 +435,7 @@ class MomentumCapsuleStack(nn.Module):
         gamma: float = 0.9,
         memory_efficient: bool = True,
         frac_bits: int = DEFAULT_FRAC_BITS,
+        shortcut: str = "block",
     ):
         super().__init__()
         self.blocks = blocks if isinstance(blocks, nn.ModuleList) else nn.ModuleList(blocks)
@@ -380,10 +444,12 @@ class MomentumCapsuleStack(nn.Module):
         if not 8 <= frac_bits <= 52:
             raise ConfigError(f"frac_bits must be in [8, 52], got {frac_bits}")
         self.frac_bits = frac_bits
+        self.shortcut = shortcut
+        longest = max((len(s) for s in shortcut_segments(self.blocks, shortcut)), default=0)
         limit = max_exact_blocks(self.rational_gamma)
-        if memory_efficient and len(self.blocks) > limit:
+        if memory_efficient and longest > limit:
             raise ConfigError(
-                f"{len(self.blocks)} momentum blocks with gamma={gamma} "
+                f"{longest} momentum blocks with gamma={gamma} "
                 f"({self.rational_gamma.num}/{self.rational_gamma.den}) exceed the {limit} blocks "
                 "the exact int64 remainder store can invert; use fewer blocks or a gamma closer "
                 "to 1"
@@ -394,26 +460,36 @@ class MomentumCapsuleStack(nn.Module):
         return self.rational_gamma.value
 
     def flat_parameters(self) -> list[nn.Parameter]:
-        """The blocks' trainable parameters in a fixed order (inputs of the autograd function)."""
+        """The blocks' trainable parameters in a fixed order."""
         return [p for p in self.blocks.parameters() if p.requires_grad]
+
+    def segments(self) -> list[MomentumSegment]:
+        """The groups of residual functions that each start with ``v = 0``
+        (:func:`shortcut_segments`)."""
+        return [MomentumSegment(group, self.rational_gamma, self.frac_bits)
+                for group in shortcut_segments(self.blocks, self.shortcut)]
 
     # Eager even inside torch.compile: the backward rebuilds each block's input by re-running
     # the blocks eagerly, which is exact only if the forward ran the very same kernels.
     @torch.compiler.disable
     def forward(self, x: Tensor) -> Tensor:
-        if len(self.blocks) == 0:
-            return x
+        for segment in self.segments():
+            x = self._run(segment, x)
+        return x
+
+    def _run(self, segment: MomentumSegment, x: Tensor) -> Tensor:
+        """One segment: its own reversible autograd function (or plain autograd)."""
         if not self.memory_efficient:
-            return self._plain(x)
+            return self._plain(segment, x)
         if torch.is_grad_enabled():
-            return _ReversibleMomentum.apply(x, self, *self.flat_parameters())
+            return _ReversibleMomentum.apply(x, segment, *segment.flat_parameters())
         # inference: the same fixed-point arithmetic without an autograd node
         state = initial_state(x, self.frac_bits)
-        for block in self.blocks:
+        for block in segment.blocks:
             state = momentum_step(state, block, self.rational_gamma, self.frac_bits, x.dtype)
         return from_fixed(state.x, self.frac_bits, x.dtype)
 
-    def _plain(self, x: Tensor) -> Tensor:
+    def _plain(self, segment: MomentumSegment, x: Tensor) -> Tensor:
         """Plain autograd through ``v <- g v + (1-g) f(x)``, ``x <- x + v`` whose values are
         the reversible path's fixed-point state: each ``x`` and ``v`` takes the exact value
         (:func:`_snap`, a detached correction, so the gradient is the float maths' own). The
@@ -425,7 +501,7 @@ class MomentumCapsuleStack(nn.Module):
         state = initial_state(x.detach(), bits)
         x = _snap(x, state.x, bits)
         v = torch.zeros_like(x)
-        for block in self.blocks:
+        for block in segment.blocks:
             f = block(x)
             with torch.no_grad():
                 state = advance(state, f.detach(), gamma, bits)
@@ -437,5 +513,6 @@ class MomentumCapsuleStack(nn.Module):
         g = self.rational_gamma
         return (
             f"blocks={len(self.blocks)}, gamma={g.num}/{g.den}, "
-            f"memory_efficient={self.memory_efficient}, frac_bits={self.frac_bits}"
+            f"memory_efficient={self.memory_efficient}, frac_bits={self.frac_bits}, "
+            f"shortcut={self.shortcut}"
         )

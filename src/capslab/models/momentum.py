@@ -4,6 +4,11 @@ Layout (Gugglberger et al., Momentum Capsule Networks): conv 9x9 -> PrimaryCaps 
 capsule layer 1 (all primary capsules -> 32 x 8-D) -> ``num_blocks`` blocks of two fully
 connected capsule layers (32 -> 32, routing in every layer) -> capsule layer 2
 (32 -> classes x 16-D) -> decoder.
+
+Two options give the authors' code where it differs from the paper's text (the default is
+CapsLab's reading of the text): ``shortcut="layer"`` puts a shortcut around each capsule layer
+of a block (and restarts MoCapsNet's velocity in every block) instead of one around the pair;
+``sda_bias=True`` adds a learned bias (initialised to 0.1) to ``s_j`` in SDA routing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from capslab.errors import ConfigError
 from capslab.layers import ConvStem, PrimaryCaps
 from capslab.layers.momentum import (
     DEFAULT_FRAC_BITS,
+    SHORTCUTS,
     MomentumCapsuleStack,
     ResidualCapsuleStack,
     capsule_layer,
@@ -31,7 +37,13 @@ class BlockCapsNet(CapsuleClassifier):
     """Shared body of ResCapsNet and MoCapsNet; ``stack`` is built by the subclass.
 
     ``[B, channels, H, W] -> CapsuleOutput``; the stack maps ``[B, block_capsules, block_dim]``
-    to the same shape.
+    to the same shape. ``stack_factory(blocks, shortcut)`` builds it.
+
+    ``shortcut``: ``"block"`` (default, the paper's text: ``x + f2(f1(x))`` per block) or
+    ``"layer"`` (the authors' code: ``x + f1(x)``, then ``+ f2(.)``, MoCapsNet's velocity reset
+    in every block). ``sda_bias``: with ``routing="sda"``, every capsule layer learns a bias
+    added to ``s_j`` (the authors' code). The other options are widths, routing and the
+    decoder, as in :class:`~capslab.models.capsnet.CapsNet`.
     """
 
     def __init__(
@@ -55,7 +67,13 @@ class BlockCapsNet(CapsuleClassifier):
         normalization: str = "per-image",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        shortcut: str = "block",
+        sda_bias: bool = False,
     ):
+        if shortcut not in SHORTCUTS:
+            raise ConfigError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        if sda_bias and routing != "sda":
+            raise ConfigError(f"sda_bias is a bias of SDA routing; routing is {routing!r}")
         if num_blocks < 0:
             raise ConfigError(f"num_blocks must be >= 0, got {num_blocks}")
         for name, value in (
@@ -77,12 +95,12 @@ class BlockCapsNet(CapsuleClassifier):
         self.conv = ConvStem(in_channels, conv_channels, 9, 1)
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, 9, 2)
         self.caps1 = capsule_layer(primary_types * grid * grid, primary_dim, block_capsules,
-                                   block_dim, routing, routing_iterations, init_std)
+                                   block_dim, routing, routing_iterations, init_std, sda_bias)
         blocks = make_blocks(num_blocks, block_capsules, block_dim, routing, routing_iterations,
-                             init_std)
-        self.stack = stack_factory(blocks)
+                             init_std, sda_bias)
+        self.stack = stack_factory(blocks, shortcut)
         self.caps2 = capsule_layer(block_capsules, block_dim, num_classes, class_dim, routing,
-                                   routing_iterations, init_std)
+                                   routing_iterations, init_std, sda_bias)
 
     def encode(self, x: Tensor) -> Tensor:
         u = self.caps1(self.primary(self.conv(x)))  # [B, block_capsules, block_dim]
@@ -114,8 +132,8 @@ class MoCapsNet(BlockCapsNet):
         frac_bits: int = DEFAULT_FRAC_BITS,
         **options,
     ):
-        def factory(blocks: nn.ModuleList) -> MomentumCapsuleStack:
-            return MomentumCapsuleStack(blocks, gamma, memory_efficient, frac_bits)
+        def factory(blocks: nn.ModuleList, shortcut: str) -> MomentumCapsuleStack:
+            return MomentumCapsuleStack(blocks, gamma, memory_efficient, frac_bits, shortcut)
 
         super().__init__(factory, **options)
 
