@@ -1,4 +1,5 @@
-"""``capslab study``: the papers' studies (FasTrCaps trade-offs, NASCaps PCC)."""
+"""``capslab study``: the papers' studies (FasTrCaps trade-offs, NASCaps PCC, Q-CapsNets-style
+quantization)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from capslab.cli import options as opt
 from capslab.cli.output import console, emit, note, progress_bar
 from capslab.errors import ConfigError
 
-study_app = typer.Typer(help="Studies from the papers (FasTrCaps trade-offs, NASCaps PCC).", no_args_is_help=True)
+study_app = typer.Typer(help="Studies from the papers (FasTrCaps trade-offs, NASCaps PCC, quantization).", no_args_is_help=True)
 
 
 def split_policy_options(items: Sequence[str] | None, policies: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -191,6 +192,57 @@ def pcc_cmd(
 
     emit(result, as_json, render)
     note(f"results: {out / 'pcc.json'}, {out / 'pcc.csv'}, {out / 'pcc.md'}, {out / 'pcc.png'}", as_json)
+
+
+@study_app.command("quantize")
+def quantize_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A last.pt or best.pt written by `capslab train`.")],
+    bits: Annotated[str, typer.Option(help="Comma list (or range) of bit widths, 2-16.")] = "16,12,10,8,6,4,3,2",
+    groups: Annotated[str | None, typer.Option(help="Comma list of lines: layer groups conv, primary, capsule, decoder; routing (coupling coefficients); all (everything). Default: conv,primary,capsule,routing,all.")] = None,
+    activations: Annotated[bool, typer.Option(help="Also quantize the inputs of the quantized layers (same bits).")] = False,
+    dataset: Annotated[str | None, typer.Option(help="Dataset to evaluate on; default: the one it was trained on.")] = None,
+    test_subset: opt.TestSubset = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 256,
+    out: Annotated[Path, typer.Option(help="Folder of the table, JSON and plot.")] = opt.default_out("study-quantize"),
+    device: opt.Device = "auto",
+    data_dir: opt.DataDir = None,
+    quiet: opt.Quiet = False,
+    as_json: opt.JsonFlag = False,
+) -> None:
+    """Post-training quantization: test accuracy against bits, one layer group at a time
+    (others float) and all together: quantize.csv/.md/.json/.png."""
+    from capslab.studies.quantize import (
+        DEFAULT_LINES,
+        QuantizeStudyConfig,
+        accuracy_grid,
+        run_quantize_study,
+    )
+
+    widths = sorted(opt.parse_int_list(bits, "bits"), reverse=True)
+    config = QuantizeStudyConfig(
+        checkpoint=str(checkpoint), bits=tuple(widths),
+        lines=tuple(opt.split_list(groups)) or DEFAULT_LINES, activations=activations,
+        dataset=dataset, test_subset=test_subset, batch_size=batch_size, device=device,
+        data_dir=str(data_dir) if data_dir else None, out=str(out),
+    )
+    with progress_bar(not (quiet or as_json)) as bar:
+        task = bar.add_task("quantized evaluations", total=len(config.lines) * len(config.bits))
+        result = run_quantize_study(config, on_point=lambda line, b, status: bar.advance(task))
+
+    def render(r: dict[str, Any]) -> None:
+        table = Table(title=f"{r['model']} on {r['images']} {r['dataset']} test images: accuracy % "
+                            f"(float {100 * r['float']['test_accuracy']:.2f})")
+        table.add_column("line")
+        for b in r["bits"]:
+            table.add_column(f"{b} bits", justify="right")
+        for line, accs in accuracy_grid(r).items():
+            table.add_row(line, *(f"{100 * accs[b]:.2f}" if b in accs else "-" for b in r["bits"]))
+        console.print(table)
+        for line, why in r["skipped"].items():
+            console.print(f"{line}: skipped ({why})")
+
+    emit(result, as_json, render)
+    note("files: " + ", ".join(result["files"].values()), as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -171,13 +171,19 @@ def register(app: typer.Typer) -> None:
         test_subset: opt.TestSubset = None,
         batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 256,
         device: opt.Device = "auto",
+        weight_bits: Annotated[int | None, typer.Option(help="Also evaluate with the weights quantized to N bits (2-16, symmetric, per layer).")] = None,
+        activation_bits: Annotated[int | None, typer.Option(help="Also quantize the inputs of the quantized layers to N bits (per image).")] = None,
+        routing_bits: Annotated[int | None, typer.Option(help="Also quantize every routing coefficient to N bits.")] = None,
+        quantize_groups: Annotated[str | None, typer.Option(help="Comma list of layer groups to quantize: conv, primary, capsule, decoder (default: all).")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
-        """Evaluate a trained network (a checkpoint) on a test split."""
+        """Evaluate a trained network (a checkpoint) on a test split; with --weight-bits,
+        --activation-bits or --routing-bits also quantized (post-training), beside the float result."""
         from capslab.data import BatchLoader, load_dataset, stratified_subset
         from capslab.models.pretrained import load_model
         from capslab.train import evaluate, resolve_device
 
+        quantization = eval_quantization(weight_bits, activation_bits, routing_bits, quantize_groups)
         dev = resolve_device(device)
         model = load_model(checkpoint, map_location=dev)
         cfg = model.pretrained_cfg
@@ -188,14 +194,53 @@ def register(app: typer.Typer) -> None:
         test = load_dataset(name, "test", data_dir=data_dir)
         if test_subset:
             test = test.subset(stratified_subset(test.labels, test_subset, 0))
-        result = evaluate(model, BatchLoader(test, batch_size, shuffle=False), dev,
-                          cfg["settings"].get("reconstruction_weight", 0.0005))
+        loader = BatchLoader(test, batch_size, shuffle=False)
+        weight = cfg["settings"].get("reconstruction_weight", 0.0005)
+        result = evaluate(model, loader, dev, weight)
         result.update(dataset=name, checkpoint=str(checkpoint), model=cfg["model_name"],
                       epoch=cfg["epoch"], images=len(test),
                       trained_on=cfg["dataset"], recorded_test_accuracy=cfg["test_accuracy"])
-        emit(result, as_json, lambda r: console.print(
-            f"{name} test accuracy [bold]{100 * r['test_accuracy']:.2f}%[/] "
-            f"(loss {r['test_loss']:.4f}, {r['images']} images, epoch {r['epoch']})"))
+        if quantization is not None:
+            result["quantized"] = quantized_result(model, loader, quantization, dev, weight,
+                                                   result["test_accuracy"])
+
+        def render(r: dict[str, Any]) -> None:
+            console.print(f"{name} test accuracy [bold]{100 * r['test_accuracy']:.2f}%[/] "
+                          f"(loss {r['test_loss']:.4f}, {r['images']} images, epoch {r['epoch']})")
+            if "quantized" in r:
+                q = r["quantized"]
+                console.print(f"quantized, {q['description']}: [bold]{100 * q['test_accuracy']:.2f}%[/] "
+                              f"({-100 * q['accuracy_drop']:+.2f} points, loss {q['test_loss']:.4f}; "
+                              f"{q['parameters']:,} weights in {q['tensors']} tensors quantized)")
+
+        emit(result, as_json, render)
+
+
+def eval_quantization(weight_bits: int | None, activation_bits: int | None,
+                      routing_bits: int | None, groups: str | None):
+    """The quantization ``capslab eval`` adds (``None`` when no bits are given)."""
+    from capslab.quantize import GROUPS, QuantizationSettings
+
+    if weight_bits is None and activation_bits is None and routing_bits is None:
+        if groups is not None:
+            raise ConfigError("--quantize-groups needs --weight-bits or --activation-bits")
+        return None
+    return QuantizationSettings(weight_bits=weight_bits, activation_bits=activation_bits,
+                                routing_bits=routing_bits,
+                                groups=tuple(opt.split_list(groups)) or GROUPS)
+
+
+def quantized_result(model, loader, settings, device, reconstruction_weight: float,
+                     float_accuracy: float) -> dict[str, Any]:
+    """The quantized evaluation of ``capslab eval``: settings, accuracy, drop and what was
+    quantized."""
+    from capslab.quantize import evaluate_quantized, quantized_parameter_count
+
+    scores = evaluate_quantized(model, loader, settings, device, reconstruction_weight)
+    tensors, parameters = quantized_parameter_count(model, settings)
+    return {**settings.to_dict(), "description": settings.describe(), **scores,
+            "accuracy_drop": float_accuracy - scores["test_accuracy"],
+            "tensors": tensors, "parameters": parameters}
 
 
 def check_model_fits_dataset(model, dataset: str, checkpoint: Path) -> None:

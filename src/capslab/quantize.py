@@ -1,0 +1,415 @@
+"""Post-training quantization of capsule networks: accuracy at the accelerator's precision.
+
+CapsAcc stores 8-bit weights; this module measures what a trained network loses when its
+weights, its activations and its routing coefficients are held at ``N`` bits. It uses *fake*
+quantization: a value is rounded to the ``N``-bit grid and stored back as a float, so the
+network runs unchanged and its outputs equal those of integer hardware with the same grid (up
+to float rounding of the accumulations).
+
+The grids:
+
+* weights (:func:`quantize_tensor`): symmetric, one scale per tensor (per layer):
+  ``scale = max|w| / (2**(N-1) - 1)``, ``q(w) = clamp(round(w / scale), -qmax, qmax) * scale``.
+  ``2**N - 1`` levels, ``0`` stays ``0``, ``q(-w) = -q(w)``, the largest magnitude is kept
+  exactly, and ``|w - q(w)| <= scale / 2`` everywhere (round to nearest, nothing is clipped
+  because ``max|w|`` sets the scale). Biases, BatchNorm and the input normalisation stay
+  float: accelerators keep them in the wide accumulator.
+* activations (:func:`quantize_per_sample`): the same symmetric grid, with one scale per
+  SAMPLE (the max over that sample's tensor), so results do not depend on the batch size or on
+  the other images of the batch. The inputs of every quantized layer are quantized: that is what
+  the accelerator's data memory holds. (Activations after a ReLU are non-negative, so the sign
+  bit is wasted there; we keep one grid for every tensor.)
+* routing coefficients (:func:`quantize_unit_interval`): coupling coefficients lie in
+  ``[0, 1]``, so the grid is unsigned and fixed: ``k / (2**N - 1)``, ``k = 0 .. 2**N - 1``.
+  They are quantized where every routing computes them (a hook in :mod:`capslab.routing`).
+
+Layer groups (:data:`GROUPS`, :func:`layer_groups`): ``"conv"`` (plain convolutions: CapsNet's
+stem, DeepCaps' stem, genotype conv genes), ``"primary"`` (PrimaryCaps, the first capsule gene
+of a genotype network), ``"capsule"`` (every capsule transformation matrix: ClassCaps and the
+blocks' capsule layers of residual / momentum networks, ConvCaps2D, ConvCaps3D), ``"decoder"``
+(the reconstruction decoder's linear layers).
+
+Example::
+
+    from capslab.quantize import QuantizationSettings, quantize_model, quantized
+    q = quantize_model(model, QuantizationSettings(weight_bits=8, routing_bits=8))  # a copy
+    with quantized(model, QuantizationSettings(weight_bits=4, groups=("capsule",))) as m:
+        ...  # the same model, quantized in place until the block ends
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from capslab.errors import ConfigError
+from capslab.settings import Settings
+
+MIN_BITS, MAX_BITS = 2, 16
+GroupName = Literal["conv", "primary", "capsule", "decoder"]
+#: The layer groups, in the order of the network.
+GROUPS: tuple[str, ...] = ("conv", "primary", "capsule", "decoder")
+
+
+# --------------------------------------------------------------------------------------------
+# the grids (pure tensor functions)
+# --------------------------------------------------------------------------------------------
+
+
+def check_bits(bits: Any, what: str = "bits") -> int:
+    """``bits`` if it is an integer in ``[MIN_BITS, MAX_BITS]``, else :class:`ConfigError`."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    return bits
+
+
+def max_level(bits: int) -> int:
+    """``qmax = 2**(bits-1) - 1``: the largest integer of the symmetric ``bits``-bit grid."""
+    return 2 ** (check_bits(bits) - 1) - 1
+
+
+def _round_to_grid(x: Tensor, scale: Tensor, lo: int, hi: int) -> Tensor:
+    """``clamp(round(x / scale), lo, hi) * scale``; a zero scale (an all-zero x) keeps x."""
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.clamp(torch.round(x / safe), lo, hi) * safe
+
+
+def quantization_scale(x: Tensor, bits: int) -> Tensor:
+    """The step of the symmetric per-tensor grid of ``x``: ``max|x| / (2**(bits-1) - 1)``
+    (a 0-d tensor; 0 for an all-zero ``x``)."""
+    return x.detach().abs().amax() / max_level(bits)
+
+
+def quantize_tensor(x: Tensor, bits: int) -> Tensor:
+    """Symmetric per-tensor fake quantization to ``bits`` bits.
+
+    ``q(x) = clamp(round(x / s), -qmax, qmax) * s`` with ``s`` = :func:`quantization_scale`,
+    ``qmax = 2**(bits-1) - 1``. At most ``2**bits - 1`` distinct values, all integer multiples
+    of ``s``; ``q(0) = 0``, ``q(-x) = -q(x)``, and ``|x - q(x)| <= s / 2`` elementwise.
+
+    Args:
+        x: any float tensor.
+        bits: 2 to 16.
+    Shape:
+        ``[*] -> [*]`` (same dtype and device).
+    """
+    qmax = max_level(bits)
+    return _round_to_grid(x, quantization_scale(x, bits), -qmax, qmax)
+
+
+def quantize_per_sample(x: Tensor, bits: int) -> Tensor:
+    """:func:`quantize_tensor` with one scale per sample (``x[b]``), for activations.
+
+    Shape:
+        ``[B, *] -> [B, *]``; each ``x[b]`` has at most ``2**bits - 1`` distinct values and
+        ``|x[b] - q(x)[b]| <= max|x[b]| / (2 * (2**(bits-1) - 1))``.
+    """
+    qmax = max_level(bits)
+    if x.dim() == 0:
+        return quantize_tensor(x, bits)
+    amax = x.detach().abs().reshape(x.shape[0], -1).amax(dim=1)
+    scale = (amax / qmax).reshape(-1, *([1] * (x.dim() - 1)))
+    return _round_to_grid(x, scale, -qmax, qmax)
+
+
+def quantize_unit_interval(x: Tensor, bits: int) -> Tensor:
+    """Fixed unsigned grid of ``[0, 1]`` for coupling coefficients: ``k / (2**bits - 1)``.
+
+    ``2**bits`` levels including 0 and 1; ``|x - q(x)| <= 1 / (2 (2**bits - 1))`` for ``x`` in
+    ``[0, 1]`` (values outside are clamped to it).
+
+    Shape:
+        ``[*] -> [*]``.
+    """
+    top = 2 ** check_bits(bits) - 1
+    return torch.clamp(torch.round(x * top), 0, top) / top
+
+
+# --------------------------------------------------------------------------------------------
+# which tensors belong to which group
+# --------------------------------------------------------------------------------------------
+
+
+def _group_of(path: str, modules: dict[str, nn.Module]) -> str | None:
+    """The group of the weight owned by module ``path``: its innermost known ancestor decides."""
+    from capslab.layers import ClassCaps, ConvCaps2D, ConvCaps3D, PrimaryCaps
+    from capslab.layers.decoder import CapsuleDecoder
+
+    parts = path.split(".") if path else []
+    for depth in range(len(parts), -1, -1):
+        name = ".".join(parts[:depth])
+        module = modules[name]
+        if isinstance(module, CapsuleDecoder):
+            return "decoder"
+        # a genotype network's first capsule gene is its primary capsule layer ("<i>_primary")
+        if isinstance(module, PrimaryCaps) or (
+            isinstance(module, ConvCaps2D) and name.rsplit(".", 1)[-1].endswith("_primary")
+        ):
+            return "primary"
+        if isinstance(module, ClassCaps | ConvCaps2D | ConvCaps3D):
+            return "capsule"
+    return "conv" if isinstance(modules[path], nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear) else None
+
+
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """The weight tensors of each group, as parameter names (every group is a key).
+
+    A weight is the ``weight`` of a ``Conv1d/2d/3d`` or ``Linear`` module, or a capsule layer's
+    transformation matrices (:class:`~capslab.layers.ClassCaps` ``.weight``). Biases, BatchNorm
+    parameters and the input normalisation are not weights here.
+    """
+    from capslab.layers import ClassCaps
+
+    modules = dict(model.named_modules())
+    out: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for path, module in modules.items():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, nn.Parameter):
+            continue
+        if not isinstance(module, ClassCaps | nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+            continue
+        group = _group_of(path, modules)
+        if group is not None:
+            out[group].append(f"{path}.weight" if path else "weight")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizationSettings(Settings):
+    """What to quantize, at how many bits (``None``: keep float).
+
+    Args:
+        weight_bits: bits of the weights of the chosen groups (2-16).
+        activation_bits: bits of the inputs of the chosen groups' layers (per sample).
+        routing_bits: bits of every coupling coefficient (all routings of the network).
+        groups: layer groups whose weights and activations are quantized (default: all).
+    """
+
+    weight_bits: int | None = 8
+    activation_bits: int | None = None
+    routing_bits: int | None = None
+    groups: tuple[GroupName, ...] = GROUPS  # type: ignore[assignment]
+
+    WHAT: ClassVar[str] = "quantization setting"
+
+    def validate(self) -> None:
+        for name in ("weight_bits", "activation_bits", "routing_bits"):
+            value = getattr(self, name)
+            if value is not None:
+                check_bits(value, name)
+        if not self.groups:
+            raise ConfigError(f"groups must name at least one of {', '.join(GROUPS)}")
+        if len(set(self.groups)) != len(self.groups):
+            raise ConfigError(f"groups names a group twice: {', '.join(self.groups)}")
+
+    def describe(self) -> str:
+        """``"8-bit weights, 4-bit routing (capsule)"``, or ``"float"`` when nothing is set."""
+        parts = [f"{b}-bit {what}" for b, what in (
+            (self.weight_bits, "weights"), (self.activation_bits, "activations"),
+            (self.routing_bits, "routing")) if b is not None]
+        if not parts:
+            return "float"
+        layered = self.weight_bits is not None or self.activation_bits is not None
+        return ", ".join(parts) + (f" ({', '.join(self.groups)})" if layered else "")
+
+
+# --------------------------------------------------------------------------------------------
+# hooks
+# --------------------------------------------------------------------------------------------
+
+
+class _QuantizeInputs:
+    """Forward pre-hook: quantize every float tensor among a module's inputs, per sample."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        return tuple(_quantize_nested(a, self.bits) for a in args)
+
+
+def _quantize_nested(value: Any, bits: int) -> Any:
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return quantize_per_sample(value, bits)
+    if isinstance(value, list | tuple):  # ClassStage takes a list of capsule grids
+        return type(value)(_quantize_nested(v, bits) for v in value)
+    return value
+
+
+class _UnitGrid:
+    """The coupling transform: :func:`quantize_unit_interval` at ``bits``."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+
+    def __call__(self, c: Tensor) -> Tensor:
+        return quantize_unit_interval(c, self.bits)
+
+
+class _RoutingDuringForward:
+    """Pre-hook and (always-called) forward hook of a model: quantized couplings while its
+    ``forward`` runs, the previous transform restored afterwards (even after an exception)."""
+
+    def __init__(self, bits: int):
+        self.grid = _UnitGrid(bits)
+        self.previous: list = []
+
+    def enter(self, module: nn.Module, args: tuple) -> None:
+        from capslab.routing import set_coupling_transform
+
+        self.previous.append(set_coupling_transform(self.grid))
+
+    def exit(self, module: nn.Module, args: tuple, output: Any) -> None:
+        from capslab.routing import set_coupling_transform
+
+        if self.previous:
+            set_coupling_transform(self.previous.pop())
+
+
+@contextmanager
+def quantized_routing(bits: int | None) -> Iterator[None]:
+    """Every coupling coefficient computed inside the block is on the ``bits``-bit grid of
+    ``[0, 1]`` (:func:`quantize_unit_interval`); ``None`` changes nothing. Process-wide: do not
+    run other models in other threads meanwhile."""
+    if bits is None:
+        yield
+        return
+    from capslab.routing import set_coupling_transform
+
+    previous = set_coupling_transform(_UnitGrid(check_bits(bits, "routing_bits")))
+    try:
+        yield
+    finally:
+        set_coupling_transform(previous)
+
+
+def _activation_sites(model: nn.Module, names: Iterable[str]) -> list[nn.Module]:
+    """The modules whose inputs feed the weights ``names``: each weight's owner, except that a
+    genotype network's :class:`ClassStage` calls its ClassCaps' matrices directly, so the stage
+    itself is hooked."""
+    from capslab.models.genotype_net import ClassStage
+
+    modules = dict(model.named_modules())
+    sites: dict[str, nn.Module] = {}
+    for name in names:
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        parents = owner.split(".")
+        for depth in range(len(parents) - 1, 0, -1):
+            parent = ".".join(parents[:depth])
+            if isinstance(modules[parent], ClassStage):
+                owner = parent
+                break
+        sites.setdefault(owner, modules[owner])
+    return list(sites.values())
+
+
+def _as_settings(settings: QuantizationSettings | None, fields: dict[str, Any]) -> QuantizationSettings:
+    if settings is not None and fields:
+        raise ConfigError("give either a QuantizationSettings or its fields, not both")
+    return settings if settings is not None else QuantizationSettings(**fields)
+
+
+def _apply(model: nn.Module, settings: QuantizationSettings) -> tuple[dict[str, Tensor], list]:
+    """Quantize ``model`` in place; returns the original weights and the hook handles."""
+    groups = layer_groups(model)
+    names = [n for g in settings.groups for n in groups[g]]
+    params = dict(model.named_parameters())
+    originals: dict[str, Tensor] = {}
+    handles: list = []
+    if settings.weight_bits is not None:
+        with torch.no_grad():
+            for name in names:
+                p = params[name]
+                originals[name] = p.detach().clone()
+                p.copy_(quantize_tensor(p.detach(), settings.weight_bits))
+    if settings.activation_bits is not None:
+        hook = _QuantizeInputs(settings.activation_bits)
+        handles += [m.register_forward_pre_hook(hook) for m in _activation_sites(model, names)]
+    if settings.routing_bits is not None:
+        routing = _RoutingDuringForward(settings.routing_bits)
+        handles.append(model.register_forward_pre_hook(routing.enter))
+        handles.append(model.register_forward_hook(routing.exit, always_call=True))
+    return originals, handles
+
+
+# --------------------------------------------------------------------------------------------
+# the API
+# --------------------------------------------------------------------------------------------
+
+
+def quantize_model(model: nn.Module, settings: QuantizationSettings | None = None,
+                   **fields: Any) -> nn.Module:
+    """A quantized deep copy of ``model``; ``model`` itself is left untouched.
+
+    The copy's weights of ``settings.groups`` are on their ``weight_bits`` grid (stored as
+    floats); with ``activation_bits`` the inputs of those layers are quantized per sample during
+    its forward; with ``routing_bits`` every coupling coefficient is quantized while its
+    ``forward`` runs. The copy keeps the model's class, mode and device, and records the
+    settings as ``copy.quantization``.
+
+    Args:
+        model: any CapsLab network (or any module; see :func:`layer_groups`).
+        settings: what to quantize; or give its fields as keywords
+            (``quantize_model(net, weight_bits=8)``).
+    """
+    settings = _as_settings(settings, fields)
+    clone = copy.deepcopy(model)
+    _apply(clone, settings)
+    clone.quantization = settings  # type: ignore[attr-defined]
+    return clone
+
+
+@contextmanager
+def quantized(model: nn.Module, settings: QuantizationSettings | None = None,
+              **fields: Any) -> Iterator[nn.Module]:
+    """``model`` itself, quantized as by :func:`quantize_model` inside the block; on exit its
+    weights are restored bit for bit and the hooks removed. No copy is made (for candidate
+    evaluation in a search, where a second copy of every network would cost memory)."""
+    settings = _as_settings(settings, fields)
+    originals, handles = _apply(model, settings)
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in originals.items():
+                params[name].copy_(value)
+
+
+def evaluate_quantized(
+    model: nn.Module,
+    loader: Iterable,
+    settings: QuantizationSettings | None = None,
+    device: torch.device | str = "cpu",
+    reconstruction_weight: float = 0.0005,
+    **fields: Any,
+) -> dict[str, float]:
+    """:func:`capslab.train.loop.evaluate` of ``model`` quantized by ``settings`` (in place,
+    restored afterwards): ``{"test_loss", "test_accuracy"}``."""
+    from capslab.train.loop import evaluate
+
+    with quantized(model, settings, **fields) as m:
+        return evaluate(m, loader, device, reconstruction_weight)
+
+
+def quantized_parameter_count(model: nn.Module, settings: QuantizationSettings) -> tuple[int, int]:
+    """``(tensors, parameters)`` whose weights ``settings`` quantizes (0, 0 without weight bits)."""
+    if settings.weight_bits is None:
+        return 0, 0
+    groups = layer_groups(model)
+    params = dict(model.named_parameters())
+    names = [n for g in settings.groups for n in groups[g]]
+    return len(names), sum(params[n].numel() for n in names)

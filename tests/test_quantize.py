@@ -1,0 +1,232 @@
+"""Post-training quantization: the grids keep their promises (levels, error bound, symmetry),
+bit widths outside 2-16 are refused, and quantize_model / quantized quantize exactly the
+tensors of the chosen groups (capsule matrices included), the activations and the routing
+coefficients, without touching the original network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import fit_and_score, mnist_subsets
+
+import capslab.routing as routing
+from capslab.data import BatchLoader
+from capslab.errors import ConfigError
+from capslab.genotype import CAPSNET_GENOTYPE
+from capslab.models import create_model
+from capslab.quantize import (
+    GROUPS,
+    QuantizationSettings,
+    evaluate_quantized,
+    layer_groups,
+    quantization_scale,
+    quantize_model,
+    quantize_per_sample,
+    quantize_tensor,
+    quantize_unit_interval,
+    quantized,
+    quantized_routing,
+)
+from capslab.train.loop import evaluate
+
+TINY_CAPSNET = {"conv_channels": 8, "primary_types": 2, "primary_dim": 4, "class_dim": 6}
+LEARNING_CAPSNET = {**TINY_CAPSNET, "primary_types": 4}  # 0.735 after one epoch on 1,000 images
+TINY_MOCAPSNET = {**TINY_CAPSNET, "num_blocks": 1, "block_capsules": 4, "block_dim": 4}
+
+
+def distinct(t: torch.Tensor) -> int:
+    return t.unique().numel()
+
+
+# ------------------------------------------------------------------------------ the grids
+@pytest.mark.parametrize("bits", [2, 3, 4, 8, 12, 16])
+def test_weight_grid_levels_error_bound_and_symmetry(bits):
+    torch.manual_seed(bits)
+    x = torch.randn(4000) * 0.3
+    x[:5] = torch.tensor([0.0, 1e-9, -1e-9, 2.5, -0.7])
+    q = quantize_tensor(x, bits)
+    scale = quantization_scale(x, bits)
+    assert scale.item() == pytest.approx(2.5 / (2 ** (bits - 1) - 1))
+    assert distinct(q) <= 2**bits - 1 and q.dtype == x.dtype and q.shape == x.shape
+    assert (x - q).abs().max() <= scale / 2 * (1 + 1e-5)  # round to nearest, no clipping
+    k = q / scale  # every value is an integer multiple of the scale
+    assert torch.allclose(k, k.round(), atol=1e-3) and k.abs().max() <= 2 ** (bits - 1) - 1 + 1e-3
+    assert q[0] == 0 and q[3] == pytest.approx(2.5)  # zero stays zero, max|x| kept
+    assert torch.equal(quantize_tensor(-x, bits), -q)  # symmetric
+    assert torch.equal(quantize_tensor(q, bits), q)  # idempotent: already on the grid
+    if bits <= 8:  # the grid is really used: coarse widths do not return the input
+        assert not torch.equal(q, x)
+
+
+def test_two_bits_is_ternary_and_zero_tensors_stay_zero():
+    x = torch.tensor([-1.0, -0.6, -0.4, 0.0, 0.3, 0.51, 1.0])
+    assert quantize_tensor(x, 2).tolist() == [-1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    zeros = torch.zeros(3, 5)
+    assert torch.equal(quantize_tensor(zeros, 4), zeros)
+    assert torch.equal(quantize_per_sample(zeros, 4), zeros)
+
+
+def test_activations_have_one_scale_per_sample():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 5)
+    x[1] *= 100  # a loud sample must not coarsen the grid of the others
+    q = quantize_per_sample(x, 4)
+    for b in range(3):
+        assert torch.equal(q[b], quantize_tensor(x[b], 4))
+        assert distinct(q[b]) <= 15
+    assert torch.equal(quantize_per_sample(x[:1], 4), q[:1])  # independent of the batch
+
+
+def test_routing_grid_is_unsigned_on_the_unit_interval():
+    c = torch.softmax(torch.randn(2, 30, 10), dim=2)
+    for bits in (2, 3, 8):
+        q = quantize_unit_interval(c, bits)
+        levels = 2**bits - 1
+        assert distinct(q) <= 2**bits and (q >= 0).all() and (q <= 1).all()
+        assert torch.allclose(q * levels, (q * levels).round(), atol=1e-4)
+        assert (c - q).abs().max() <= 0.5 / levels + 1e-6
+    assert quantize_unit_interval(torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0]), 2).tolist() == \
+        pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("bits", [1, 0, 17, 32, 2.5, True, "8"])
+def test_bits_outside_2_to_16_are_one_line_config_errors(bits):
+    with pytest.raises(ConfigError, match="from 2 to 16") as info:
+        quantize_tensor(torch.ones(3), bits)
+    assert "\n" not in str(info.value)
+
+
+def test_settings_are_checked_on_construction():
+    with pytest.raises(ConfigError, match="weight_bits must be an integer from 2 to 16, got 17"):
+        QuantizationSettings(weight_bits=17)
+    with pytest.raises(ConfigError, match="routing_bits must be an integer from 2 to 16, got 1"):
+        QuantizationSettings(routing_bits=1)
+    with pytest.raises(ConfigError, match="groups"):
+        QuantizationSettings(groups=("capsules",))
+    with pytest.raises(ConfigError, match="unknown quantization setting"):
+        QuantizationSettings.from_dict({"bits": 8})
+    s = QuantizationSettings.from_dict({"weight_bits": "8", "groups": ["capsule"]})
+    assert s.weight_bits == 8 and s.groups == ("capsule",)
+    assert s.describe() == "8-bit weights (capsule)"
+
+
+# ------------------------------------------------------------------------------ layer groups
+def test_layer_groups_cover_every_capsule_matrix():
+    capsnet = layer_groups(create_model("capsnet", **TINY_CAPSNET))
+    assert capsnet == {
+        "conv": ["conv.conv.weight"], "primary": ["primary.conv.weight"],
+        "capsule": ["class_caps.weight"],
+        "decoder": ["decoder.net.0.weight", "decoder.net.2.weight", "decoder.net.4.weight"],
+    }
+    mo = layer_groups(create_model("mocapsnet", **TINY_MOCAPSNET))
+    assert mo["capsule"] == ["caps1.weight", "stack.blocks.0.caps1.weight",
+                             "stack.blocks.0.caps2.weight", "caps2.weight"]
+    deep = layer_groups(create_model("deepcaps", conv_channels=8, num_types=2,
+                                     capsule_dims=(2, 4, 4, 4)))
+    assert deep["conv"] == ["stem.0.weight"] and deep["primary"] == []
+    assert "cells.3.skip.conv.weight" in deep["capsule"]  # the ConvCaps3D kernel
+    assert len(deep["capsule"]) == 4 * 4 + 1  # 4 capsule convolutions per cell + ClassCaps
+    gen = layer_groups(create_model("genotype", genotype=CAPSNET_GENOTYPE))
+    assert gen["primary"] == ["layers.1_primary.conv.weight"]
+    assert gen["capsule"] == ["layers.2_class.caps.0.weight"]
+
+
+# ------------------------------------------------------------------------------ quantize_model
+@pytest.mark.parametrize("groups", [("capsule",), ("conv", "decoder"), GROUPS])
+def test_quantize_model_quantizes_exactly_the_chosen_groups(groups):
+    torch.manual_seed(0)
+    net = create_model("mocapsnet", **TINY_MOCAPSNET)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    q = quantize_model(net, QuantizationSettings(weight_bits=3, groups=groups))
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # untouched
+    chosen = {n for g in groups for n in layer_groups(net)[g]}
+    assert chosen
+    for name, value in q.state_dict().items():
+        if name in chosen:
+            assert distinct(value) <= 7 and not torch.equal(value, before[name]), name
+            assert torch.equal(value, quantize_tensor(before[name], 3))
+        else:  # other groups, biases, BatchNorm and buffers stay float, bit for bit
+            assert torch.equal(value, before[name]), name
+    assert type(q) is type(net) and q.quantization.groups == groups
+
+
+def test_activation_bits_quantize_the_inputs_of_quantized_layers_per_sample():
+    torch.manual_seed(0)
+    net = create_model("capsnet", **TINY_CAPSNET).eval()
+    q = quantize_model(net, weight_bits=None, activation_bits=3, groups=("capsule",))
+    seen = {}
+    q.class_caps.register_forward_pre_hook(lambda m, args: seen.update(u=args[0]))
+    q.primary.register_forward_pre_hook(lambda m, args: seen.update(features=args[0]))
+    x = torch.rand(2, 1, 28, 28)
+    q(x)
+    assert all(distinct(seen["u"][b]) <= 7 for b in range(2))
+    assert distinct(seen["features"][0]) > 7  # the primary layer's input is not quantized
+    with torch.no_grad():
+        assert torch.equal(q(x[1:]).caps, q(x).caps[1:])  # per-sample scales: batch-independent
+        assert not torch.equal(q(x).caps, net(x).caps)
+
+
+def test_routing_bits_quantize_coupling_coefficients_only_during_forward():
+    torch.manual_seed(0)
+    u_hat = torch.randn(2, 12, 5, 4)
+    with quantized_routing(2):
+        _, c = routing.dynamic_routing(u_hat, 3, return_couplings=True)
+        assert torch.allclose(c * 3, (c * 3).round(), atol=1e-5) and distinct(c) <= 4
+        votes = torch.randn(1, 3, 2, 4, 3, 3)
+        _, c3 = routing.dynamic_routing_3d(votes, 2, return_couplings=True)
+        assert distinct(c3) <= 4
+    _, c = routing.dynamic_routing(u_hat, 3, return_couplings=True)
+    assert distinct(c) > 4 and torch.allclose(c.sum(2), torch.ones(2, 12))
+
+    net = create_model("capsnet", **TINY_CAPSNET).eval()
+    q = quantize_model(net, weight_bits=None, routing_bits=2)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert not torch.allclose(q(x).caps, net(x).caps)
+        assert routing._coupling_transform is None  # restored after the forward
+        with pytest.raises(RuntimeError):
+            q(torch.rand(2, 3, 28, 28))  # wrong channels: the forward fails ...
+    assert routing._coupling_transform is None  # ... and the hook is still restored
+
+
+def test_quantized_context_restores_the_model_bit_for_bit():
+    torch.manual_seed(0)
+    net = create_model("capsnet", **TINY_CAPSNET).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(3, 1, 28, 28)
+    settings = QuantizationSettings(weight_bits=4, activation_bits=4, routing_bits=4)
+    with torch.no_grad():
+        expected = quantize_model(net, settings)(x).caps
+        with quantized(net, settings) as m:
+            assert m is net and distinct(net.class_caps.weight) <= 15
+            assert torch.equal(net(x).caps, expected)  # the copy and the context agree
+        assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+        assert not net._forward_pre_hooks and not net.class_caps._forward_pre_hooks
+        plain = net(x).caps
+    assert not torch.equal(plain, expected)
+
+
+def test_giving_settings_and_fields_together_is_refused():
+    net = create_model("capsnet", **TINY_CAPSNET)
+    with pytest.raises(ConfigError, match="not both"):
+        quantize_model(net, QuantizationSettings(), weight_bits=4)
+
+
+# ------------------------------------------------------------------------------ a trained network
+def test_sixteen_bits_keep_the_float_accuracy_of_a_trained_network(mnist_root):
+    torch.manual_seed(0)
+    train, test = mnist_subsets(1000, 200)
+    net = create_model("capsnet", **LEARNING_CAPSNET)
+    fit_and_score(net, lambda e: BatchLoader(train, 32, shuffle=True, seed=e), test, epochs=1,
+                  lr=1e-2)
+    loader = BatchLoader(test, 100, shuffle=False)
+    base = evaluate(net, loader)
+    assert base["test_accuracy"] > 0.5  # it learned something, so the comparison means something
+    all16 = QuantizationSettings(weight_bits=16, activation_bits=16, routing_bits=16)
+    q16 = evaluate_quantized(net, loader, all16)
+    assert abs(q16["test_accuracy"] - base["test_accuracy"]) <= 0.01
+    assert q16["test_loss"] == pytest.approx(base["test_loss"], rel=1e-2)
+    # 2 bits everywhere really changes the network (no monotonicity is asserted in between)
+    q2 = evaluate_quantized(net, loader, weight_bits=2, activation_bits=2, routing_bits=2)
+    assert q2["test_loss"] != pytest.approx(base["test_loss"], rel=1e-3)
+    assert evaluate(net, loader) == base  # evaluate_quantized restored the network
