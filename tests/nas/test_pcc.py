@@ -65,6 +65,12 @@ def test_histories_drop_unfinished_runs():
     assert acc.shape == (2, 3) and acc[1, 2] == 0.6 and sec.sum() == 6.0
 
 
+def test_histories_of_runs_with_a_validation_split_use_its_accuracy():
+    history = [{"val_accuracy": 0.3, "epoch_seconds": 1.0}, {"val_accuracy": 0.7, "epoch_seconds": 2.0}]
+    acc, sec = histories_to_arrays([history], 2)
+    assert acc.tolist() == [[0.3, 0.7]] and sec.tolist() == [[1.0, 2.0]]
+
+
 def test_study_is_resumable_and_skips_failures(tmp_path):
     calls = []
 

@@ -208,22 +208,23 @@ def _oom(genotype, time_limit=None):
 
 
 @pytest.mark.parametrize(
-    "fn, reason",
+    "fn, status, reason",
     [
-        (_raises, "error: ValueError: boom"),
-        (_nan, "nan accuracy"),
-        (_slow, "time limit"),
-        (_nan_loss, "nan loss"),
-        (_oom, "out of memory"),
+        (_raises, "failed", "error: ValueError: boom"),
+        (_nan, "failed", "nan accuracy"),
+        (_slow, "timeout", "time limit"),
+        (_nan_loss, "failed", "nan loss"),
+        (_oom, "failed", "out of memory"),
     ],
 )
-def test_failures_are_recorded_with_the_worst_objectives(fn, reason):
+def test_failures_are_recorded_with_the_worst_objectives(fn, status, reason):
     space = SearchSpace()
     g = sample(space, np.random.default_rng(1))
     t0 = time.perf_counter()
     rec = Evaluator(fn, space=space, time_limit=0.2)(g)
     assert time.perf_counter() - t0 < 1.5  # the time limit interrupts, it does not wait
-    assert rec.status == "failed" and rec.reason.startswith(reason)
+    assert rec.status == status and rec.reason.startswith(reason)
+    assert rec.accuracy is None and rec.split is None
     assert rec.objectives() == FAILED_OBJECTIVES
     assert rec.energy_mJ is not None  # the hardware figures are still known
 
@@ -253,7 +254,7 @@ def test_time_limit_never_interrupts_an_import(tmp_path, monkeypatch):
     import rb_slow_import
 
     assert getattr(rb_slow_import, "LOADED", False)  # the import ran to its end
-    assert rec.status == "failed" and rec.reason.startswith("time limit")
+    assert rec.status == "timeout" and rec.reason.startswith("time limit")
     # the next candidate of the same process is unaffected
     assert Evaluator(imports_slowly, space=space, time_limit=5)(g).accuracy == 0.9
 

@@ -270,3 +270,100 @@ def test_optimisers_take_their_multi_tensor_step_and_train(name):
         loss.backward()
         opt.step()
     assert loss.item() < 0.8 * first  # it descends: the fused/foreach step is a real step
+
+
+# ---------------------------------------------------------------------- validation split
+def _numbered_dataset(labels):
+    """A dataset whose image i holds the number i (so images can be told apart)."""
+    from capslab.data import ImageDataset, dataset_info
+
+    n = len(labels)
+    images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n) % 256
+    images[:, 0, 0, 1] = torch.arange(n) // 256
+    return ImageDataset(images, torch.tensor(labels), dataset_info("mnist"), "train")
+
+
+def _ids(ds) -> list[int]:
+    return (ds.images[:, 0, 0, 0].long() + 256 * ds.images[:, 0, 0, 1].long()).tolist()
+
+
+def test_hold_out_is_stratified_disjoint_and_fixed_by_the_seed():
+    from capslab.train.loop import hold_out
+
+    labels = [0] * 500 + [1] * 300 + [2] * 200  # 50 / 30 / 20 %
+    ds = _numbered_dataset(labels)
+    rest, val = hold_out(ds, 100, seed=7)
+    assert val.split == "val" and len(val) == 100 and len(rest) == 900
+    assert torch.bincount(val.labels).tolist() == [50, 30, 20]  # class proportions kept
+    assert torch.bincount(rest.labels).tolist() == [450, 270, 180]
+    assert set(_ids(val)).isdisjoint(_ids(rest)) and sorted(_ids(val) + _ids(rest)) == list(range(1000))
+    for v, i in zip(val.labels.tolist(), _ids(val), strict=True):
+        assert labels[i] == v  # each image keeps its own label
+    assert _ids(hold_out(ds, 100, seed=7)[1]) == _ids(val)  # the seed fixes the split
+    assert _ids(hold_out(ds, 100, seed=8)[1]) != _ids(val)
+    with pytest.raises(ConfigError, match="leaves no training image"):
+        hold_out(ds, 1000, seed=7)
+
+
+def test_val_size_holds_out_before_the_subset_and_never_reads_the_test_split(mnist_root, monkeypatch):
+    import capslab.train.loop as trainer
+
+    read = []
+    real = trainer.load_dataset
+
+    def recording(name, split, **kw):
+        read.append(split)
+        return real(name, split, **kw)
+
+    monkeypatch.setattr(trainer, "load_dataset", recording)
+    cfg = tiny_config(None, subset=300, val_size=100, test_subset=50)
+    train_set, val_set = trainer.prepare_data(cfg)
+    assert read == ["train"]  # the test split is not even loaded
+    assert (len(train_set), len(val_set), val_set.split) == (300, 100, "val")
+    assert torch.bincount(val_set.labels, minlength=10).min() >= 8  # stratified: ~10 per class
+    # the subset is drawn from what the validation split left: no image in both
+    full = real("mnist", "train")
+    rest, val = trainer.hold_out(full, 100, cfg.seed)
+    assert torch.equal(val.images, val_set.images)
+    seen = {bytes(x.numpy()) for x in val_set.images}
+    assert not any(bytes(x.numpy()) in seen for x in train_set.images)
+    # the same split whatever the subset: it depends on val_size and the seed only
+    assert torch.equal(trainer.prepare_data(cfg.replace(subset=200))[1].images, val_set.images)
+
+
+def test_a_run_with_val_size_is_evaluated_and_selected_on_the_validation_split(mnist_root, tmp_path,
+                                                                              monkeypatch):
+    import capslab.train.loop as trainer
+
+    evaluated = []
+    real = trainer.evaluate
+
+    def recording(model, loader, *args, **kw):
+        evaluated.append(len(loader.dataset))
+        return real(model, loader, *args, **kw)
+
+    monkeypatch.setattr(trainer, "evaluate", recording)
+    cfg = tiny_config(tmp_path / "v", epochs=2, subset=200, val_size=60)
+    summary = train(cfg, progress=False)
+    assert evaluated == [60, 60]  # every epoch on the 60 validation images, never the test split
+    assert summary["evaluated_on"] == "val" and summary["val_size"] == 60
+    assert "best_test_accuracy" not in summary and "test_size" not in summary
+    history = summary["history"]
+    assert all("val_accuracy" in h and "test_accuracy" not in h for h in history)
+    best = max(history, key=lambda h: h["val_accuracy"])
+    assert summary["best_val_accuracy"] == best["val_accuracy"]
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["final_val_accuracy"] == history[-1]["val_accuracy"]
+    lines = (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()
+    assert "val_accuracy" in json.loads(lines[0])
+    # val_size changes the results: it is part of the identity; without it, the test split
+    assert cfg.identity()["val_size"] == 60
+    assert tiny_config(None).identity()["val_size"] is None
+
+
+def test_val_size_must_be_positive_and_leave_training_images():
+    with pytest.raises(ConfigError, match="val_size must be a positive number"):
+        tiny_config(None, val_size=0)
+    with pytest.raises(ConfigError, match="val_size 60000 leaves no training image"):
+        tiny_config(None, val_size=60000)

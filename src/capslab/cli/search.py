@@ -66,16 +66,21 @@ class _Progress:
             rec = data["record"]
             self.bar.advance(self.cand_task)
             if rec.ok:
-                self._say(f"  gen {data['generation']}: acc {100 * rec.accuracy:.2f}%  "
+                self._say(f"  gen {data['generation']}: {rec.split or ''} acc {100 * rec.accuracy:.2f}%  "
                           f"{rec.energy_mJ:.3f} mJ  {rec.memory_KiB:,.1f} KiB  {rec.latency_ms:.3f} ms  "
                           f"({rec.seconds:.1f} s)")
             else:
-                self._say(f"  gen {data['generation']}: [red]failed[/] {escape(str(rec.reason))}")
+                colour = "yellow" if rec.status == "timeout" else "red"
+                self._say(f"  gen {data['generation']}: [{colour}]{rec.status}[/] {escape(str(rec.reason))}")
         elif event == "generation_done":
             self.bar.advance(self.gen_task)
             best = max((r.accuracy for r in data["front"] if r.ok), default=None)
             accuracy = "" if best is None else f", best accuracy {100 * best:.2f}%"
-            self._say(f"[bold]generation {data['generation']} done: front of {len(data['front'])}{accuracy}[/]")
+            timing = data.get("timing")
+            busy = "" if timing is None or timing.utilisation is None else (
+                f", workers busy {100 * timing.utilisation:.0f}% of {timing.wall_seconds:.0f} s")
+            self._say(f"[bold]generation {data['generation']} done: front of {len(data['front'])}"
+                      f"{accuracy}{busy}[/]")
 
 
 def _front_table(records, title: str) -> Table:
@@ -113,8 +118,16 @@ def _space_overrides(space: list[str] | None, space_file: Path | None) -> dict[s
 
 def _result_dict(result) -> dict[str, Any]:
     return {"run_dir": str(result.run_dir), "run_id": result.run_id,
+            "status": result.stopped or "finished",
             "evaluations": result.evaluations, "evaluated_now": result.evaluated_now,
-            "generations": result.generations, "front": [r.summary() for r in result.front]}
+            "generations": result.generations, "utilisation": result.utilisation,
+            "front": [r.summary() for r in result.front]}
+
+
+# the new options of `search run` and `search resume`
+MaxTime = Annotated[float | None, typer.Option(
+    help="Stop the search after this many seconds (no candidate starts later; finished ones "
+         "are journaled); continue with `capslab search resume`.")]
 
 
 # ---------------------------------------------------------------------- commands
@@ -131,7 +144,9 @@ def run_cmd(
     workers: Annotated[int, typer.Option(min=0, help="Evaluate N candidates at once in worker processes; 0 = one per CPU core (in-process on one core).")] = 0,
     ray_address: Annotated[str | None, typer.Option(help="Spread evaluations over this Ray cluster (needs capslab[ray]).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search (and of every candidate's training).")] = 0,
-    time_limit: Annotated[float | None, typer.Option(help="Seconds per candidate; slower ones fail.")] = None,
+    val_size: Annotated[int | None, typer.Option(help="Validation images held out of the training split to score candidates on (default: 20% of the images used, at most 5,000).")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", "--candidate-time-limit", help="Seconds per candidate (default: derived from epochs and data size, see docs/nas.md); 0 = no limit. Slower candidates are recorded as timeouts.")] = None,
+    max_time: MaxTime = None,
     policy: opt.Policy = "fixed",
     policy_opt: opt.PolicyOpt = None,
     batch_size: opt.BatchSize = 128,
@@ -153,6 +168,7 @@ def run_cmd(
     config = SearchConfig(
         training=TrainingSettings(
             model="genotype", dataset=dataset, epochs=epochs, subset=subset, test_subset=test_subset,
+            val_size=val_size,
             policy=policy, policy_options=opt.parse_key_values(policy_opt, "policy option"),
             batch_size=batch_size, lr=lr, seed=seed, device=device,
             data_dir=str(data_dir) if data_dir else None,
@@ -162,7 +178,8 @@ def run_cmd(
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
     )
     with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
-        result = run_search(config, out, db=db, workers=_workers(workers), ray_address=ray_address, progress=progress)
+        result = run_search(config, out, db=db, workers=_workers(workers), ray_address=ray_address,
+                            progress=progress, max_time=max_time)
     _finish(result, as_json)
 
 
@@ -181,10 +198,21 @@ def _interrupt_hint(run_dir: Path):
 
 
 def _finish(result, as_json: bool) -> None:
-    emit(_result_dict(result), as_json, lambda _: console.print(
-        _front_table(result.front, f"Pareto front of the final population ({result.run_id})")))
-    note(f"{result.evaluations} candidates in the journal, {result.evaluated_now} trained now. "
-         f"Next: capslab search report {result.run_dir}", as_json)
+    if not result.stopped:
+        title = f"Pareto front of the final population ({result.run_id})"
+    elif result.generations:
+        title = f"Pareto front after generation {result.generations - 1} ({result.run_id})"
+    else:
+        title = f"No generation finished yet ({result.run_id})"
+    emit(_result_dict(result), as_json, lambda _: console.print(_front_table(result.front, title)))
+    busy = "" if result.utilisation is None else f", workers busy {100 * result.utilisation:.0f}%"
+    note(f"{result.evaluations} candidates in the journal, {result.evaluated_now} trained now{busy}.",
+         as_json)
+    if result.stopped:
+        note(f"{result.stopped}: finished evaluations are in the journal; continue with "
+             f"capslab search resume {result.run_dir}", as_json)
+    else:
+        note(f"Next: capslab search report {result.run_dir}", as_json)
 
 
 def register(app: typer.Typer) -> None:
@@ -197,14 +225,17 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int, typer.Option(min=0, help="Worker processes; 0 = one per CPU core.")] = 0,
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         device: Annotated[str | None, typer.Option(help="Override the device (auto, cpu, cuda).")] = None,
+        max_time: MaxTime = None,
         quiet: opt.Quiet = False,
         as_json: opt.JsonFlag = False,
     ) -> None:
-        """Continue an interrupted search: journaled evaluations are reused, never repeated."""
+        """Continue an interrupted or stopped search: journaled evaluations are reused, never
+        repeated."""
         from capslab.nas.search import resume
 
         with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
-            result = resume(run, db=db, workers=_workers(workers), ray_address=ray_address, device=device, progress=progress)
+            result = resume(run, db=db, workers=_workers(workers), ray_address=ray_address,
+                            device=device, progress=progress, max_time=max_time)
         _finish(result, as_json)
 
     @search_app.command("report")
@@ -215,8 +246,9 @@ def register(app: typer.Typer) -> None:
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
-        """Write candidates.csv, pareto.json/.csv and objectives.png (every pair of objectives)."""
-        from capslab.nas.report import pareto_front, write_report
+        """Write candidates.csv, pareto.json/.csv, generations.csv (worker utilisation) and
+        objectives.png (every pair of objectives)."""
+        from capslab.nas.report import pareto_front, utilisation_summary, write_report
         from capslab.nas.search import open_journal
 
         accs = {}
@@ -230,13 +262,29 @@ def register(app: typer.Typer) -> None:
         journal, info = open_journal(run, db)
         with journal:
             records = journal.evaluations()
+            generations = journal.generations()
+            run_info = journal.run_info()
         if not records:
             raise ConfigError(f"{run}: the journal holds no evaluation yet")
         title = f"{info['config']['training']['dataset']}: {len(records)} candidates"
-        paths = write_report(records, out or Path(run) / "report", baseline_accuracy=accs, title=title)
+        paths = write_report(records, out or Path(run) / "report", baseline_accuracy=accs,
+                             title=title, generations=generations)
         front = pareto_front(records)
-        emit({"front": [r.summary() for r in front], "files": {k: str(v) for k, v in paths.items()}},
+        workers = utilisation_summary(generations)
+        split = run_info["data_split"] or {}
+        emit({"front": [r.summary() for r in front], "status": run_info["status"],
+              "data_split": split, "workers": workers,
+              "timeouts": sum(r.status == "timeout" for r in records),
+              "files": {k: str(v) for k, v in paths.items()}},
              as_json, lambda _: console.print(_front_table(front, "Pareto front of all candidates")))
+        timeouts = sum(r.status == "timeout" for r in records)
+        failed = sum(r.status == "failed" for r in records)
+        note(f"status {run_info['status']}; {len(records)} candidates ({timeouts} timed out, "
+             f"{failed} failed), accuracies on the {split.get('accuracy_on', '?')} split "
+             f"({split.get('val_size', '?')} images)", as_json)
+        if workers["utilisation"] is not None:
+            note(f"workers busy {100 * workers['utilisation']:.0f}% over {workers['generations']} "
+                 f"generation(s), {workers['wall_seconds']:.0f} s", as_json)
         note("written: " + ", ".join(str(p) for p in paths.values()), as_json)
 
     @search_app.command("finalize")
@@ -253,8 +301,9 @@ def register(app: typer.Typer) -> None:
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
-        """Fully train the Pareto set; table like the paper's Table 3 (final.csv/.md/.json).
-        Networks already trained with the same settings are not retrained."""
+        """Fully train the Pareto set on the whole training split and report test accuracies;
+        table like the paper's Table 3 (final.csv/.md/.json). Networks already trained with the
+        same settings are not retrained."""
         from capslab.nas.report import finalize, markdown_table, pareto_front
         from capslab.nas.search import SearchConfig, open_journal
 
@@ -264,7 +313,9 @@ def register(app: typer.Typer) -> None:
         if not front:
             raise ConfigError(f"{run}: no successful candidate to finalize")
         searched = SearchConfig.from_dict(info["config"]).training
-        changes: dict[str, Any] = {"epochs": epochs, "subset": subset, "test_subset": test_subset}
+        # the search's validation split goes back into training: final accuracies are on the test split
+        changes: dict[str, Any] = {"epochs": epochs, "subset": subset, "test_subset": test_subset,
+                                   "val_size": None}
         if batch_size is not None:
             changes["batch_size"] = batch_size
         if lr is not None:

@@ -8,7 +8,7 @@ See docs/nas.md. The pieces: :mod:`~capslab.nas.space` (search space, sampler),
 :mod:`~capslab.nas.pcc` (partial-training correlation study).
 """
 
-from capslab.nas.evaluate import Evaluator, TrainedAccuracy
+from capslab.nas.evaluate import Evaluator, TrainedAccuracy, candidate_budget, default_time_limit
 from capslab.nas.journal import FAILED_OBJECTIVES, OBJECTIVE_NAMES, EvaluationRecord, Journal
 from capslab.nas.operators import (
     GenotypeDuplicates,
@@ -20,13 +20,23 @@ from capslab.nas.operators import (
     mutate,
     valid_cut_points,
 )
+from capslab.nas.parallel import utilisation
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
-from capslab.nas.search import SearchConfig, SearchResult, build_algorithm, resume, run_search
+from capslab.nas.search import (
+    STOPPED_MAX_TIME,
+    SearchConfig,
+    SearchResult,
+    build_algorithm,
+    default_val_size,
+    resume,
+    run_search,
+)
 from capslab.nas.space import SearchSpace, genotype_key, sample
 
 __all__ = [
     "FAILED_OBJECTIVES",
     "OBJECTIVE_NAMES",
+    "STOPPED_MAX_TIME",
     "CachedEvaluations",
     "EvaluationRecord",
     "Evaluator",
@@ -42,11 +52,15 @@ __all__ = [
     "SinglePointCrossover",
     "TrainedAccuracy",
     "build_algorithm",
+    "candidate_budget",
     "cross",
+    "default_time_limit",
+    "default_val_size",
     "genotype_key",
     "mutate",
     "resume",
     "run_search",
     "sample",
+    "utilisation",
     "valid_cut_points",
 ]

@@ -1,9 +1,14 @@
 """Evaluating one candidate: the hardware model plus a short, partial training.
 
 An :class:`Evaluator` turns a genotype into an :class:`~capslab.nas.journal.EvaluationRecord`.
-It never raises for a bad candidate: an invalid genotype, a NaN loss, running out of memory or
-the time limit all give a ``failed`` record with the reason (and the worst objectives), so the
-search goes on. Only interruptions (``KeyboardInterrupt``, ``SystemExit``) propagate.
+It never raises for a bad candidate: an invalid genotype, a NaN loss or running out of memory
+give a ``failed`` record with the reason, running out of the time budget a ``timeout`` record,
+both with the worst objectives, so the search goes on. Only interruptions
+(``KeyboardInterrupt``, ``SystemExit``) propagate.
+
+Candidates are scored on a validation split held out of the training split
+(:class:`TrainedAccuracy` with ``training.val_size``), never on the test split.
+:func:`default_time_limit` is the time budget a search gives each candidate unless told.
 
 Evaluators are plain picklable objects so worker processes and Ray tasks can run them.
 """
@@ -36,12 +41,19 @@ from capslab.train.config import TrainConfig, TrainingSettings
 
 class TrainedAccuracy:
     """Accuracy of a genotype after ``training.epochs`` epochs of training with
-    :func:`capslab.train.train` (the best test accuracy of the short run). With ``out_dir``
-    each candidate's run (metrics, summary) is kept in a folder of its own under it."""
+    :func:`capslab.train.train`: the best validation accuracy of the short run when
+    ``training.val_size`` is set (the search always sets it), else the best test accuracy.
+    :attr:`split` says which. With ``out_dir`` each candidate's run (metrics, summary) is kept
+    in a folder of its own under it."""
 
     def __init__(self, training: TrainingSettings, out_dir: str | None = None):
         self.training = training
         self.out_dir = out_dir
+
+    @property
+    def split(self) -> str:
+        """``"val"`` or ``"test"``: the split the accuracy is measured on."""
+        return "test" if self.training.val_size is None else "val"
 
     def prepare(self) -> None:
         """Import what training imports lazily (torch, its compiler stack), so that the first
@@ -59,7 +71,7 @@ class TrainedAccuracy:
             out=out, time_limit=time_limit, checkpoints=False, plots=False,
         )
         summary = train(config, progress=False)
-        return float(summary["best_test_accuracy"])
+        return float(summary[f"best_{self.split}_accuracy"])
 
 
 def _short_name(genotype: Genotype) -> str:
@@ -111,6 +123,82 @@ def _alarm(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+# ---------------------------------------------------------------------- time budget
+#: Assumed seconds to train on one image (forward, backward, optimiser step) for a typical
+#: network of the paper's MNIST space, by the kind of device that trains it. CPU: 16 random
+#: networks of the default space, one thread each on a shared 2-core machine, took 0.007 to
+#: 0.76 s (median 0.05 s; docs/nas.md); GPU: not measured, chosen so that the paper's MNIST
+#: setting (5 epochs of 55,000 training and 5,000 validation images) gets about the authors'
+#: 300 s.
+SECONDS_PER_IMAGE = {"cpu": 0.04, "cuda": 0.00032}
+#: Evaluating an image costs about a third of training on it (forward pass only; the median
+#: ratio of the same measurement).
+EVAL_COST = 0.35
+#: Budget = START + SAFETY x the expected seconds, clamped to [FLOOR, CEILING].
+BUDGET_START_S = 30.0  # data loading, model building, the first steps' warm-up
+BUDGET_SAFETY = 3.0  # networks of the space differ by more than 10x: cut only the outliers
+BUDGET_FLOOR_S = 60.0
+BUDGET_CEILING_S = 3600.0
+#: The image area every rate above was measured on (MNIST's 28 x 28).
+REFERENCE_PIXELS = 28 * 28
+
+
+def candidate_budget(epochs: int, train_images: int, val_images: int,
+                     seconds_per_image: float, pixels: int = REFERENCE_PIXELS) -> float:
+    """Seconds one candidate may take (a pure function).
+
+    ``START + SAFETY x epochs x (train_images + EVAL_COST x val_images) x seconds_per_image x
+    pixels / REFERENCE_PIXELS``, clamped to ``[FLOOR, CEILING]``.
+
+    Args:
+        epochs: partial-training epochs.
+        train_images: images trained on per epoch.
+        val_images: images evaluated after every epoch.
+        seconds_per_image: training seconds per 28 x 28 image (:data:`SECONDS_PER_IMAGE`).
+        pixels: image area (height x width) of the dataset.
+    """
+    work = epochs * (train_images + EVAL_COST * val_images) * seconds_per_image
+    expected = BUDGET_START_S + BUDGET_SAFETY * work * pixels / REFERENCE_PIXELS
+    return float(min(max(expected, BUDGET_FLOOR_S), BUDGET_CEILING_S))
+
+
+def device_kind(device: str) -> str:
+    """``"cuda"`` or ``"cpu"``: the kind of device ``device`` (``auto`` resolved here) is."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def data_sizes(training: TrainingSettings) -> tuple[int, int]:
+    """(training images, evaluated images) of one epoch of ``training`` (from the dataset's
+    registered split sizes: no file is read)."""
+    from capslab.data.registry import split_spec
+
+    available = split_spec(training.dataset, "train").size
+    if training.val_size is not None:
+        available -= training.val_size
+        evaluated = training.val_size
+    else:
+        evaluated = split_spec(training.dataset, "test").size
+        if training.test_subset is not None:
+            evaluated = min(evaluated, training.test_subset)
+    trained = available if training.subset is None else min(available, training.subset)
+    return trained, evaluated
+
+
+def default_time_limit(training: TrainingSettings) -> float:
+    """The time budget of one candidate trained as ``training`` says
+    (:func:`candidate_budget` with the device's :data:`SECONDS_PER_IMAGE`)."""
+    from capslab.data import dataset_info
+
+    trained, evaluated = data_sizes(training)
+    size = dataset_info(training.dataset).image_size
+    return candidate_budget(training.epochs, trained, evaluated,
+                            SECONDS_PER_IMAGE[device_kind(training.device)], size * size)
+
+
 def _failure_reason(exc: BaseException) -> str:
     """A short, classified reason for the journal."""
     name = type(exc).__name__
@@ -135,8 +223,10 @@ class Evaluator:
     """Hardware model + accuracy for one genotype.
 
     ``accuracy_fn(genotype, time_limit) -> float`` in [0, 1]; by default partial training
-    (:class:`TrainedAccuracy`). ``space`` (optional) checks the genotype against the search
-    space first. ``time_limit`` (seconds) bounds each candidate.
+    (:class:`TrainedAccuracy`). Its ``split`` attribute, when it has one, is journaled as the
+    split of the accuracy. ``space`` (optional) checks the genotype against the search
+    space first. ``time_limit`` (seconds) bounds each candidate: one that runs out of it is a
+    ``timeout`` record.
     """
 
     def __init__(
@@ -191,12 +281,15 @@ class Evaluator:
                 raise CandidateFailed(f"error: accuracy {accuracy} is outside [0, 1]")
             status, reason = "ok", None
         except Exception as exc:  # a bad candidate must not stop the search
-            status, reason, accuracy = "failed", _failure_reason(exc), None
+            timed_out = isinstance(exc, CandidateTimeout | TrainingTimeout)
+            status = "timeout" if timed_out else "failed"
+            reason, accuracy = _failure_reason(exc), None
         return EvaluationRecord.of(
             genotype,
             status=status,
             reason=reason,
             accuracy=accuracy,
+            split=getattr(self.accuracy_fn, "split", None) if accuracy is not None else None,
             energy_mJ=hw[0],
             memory_KiB=hw[1],
             latency_ms=hw[2],

@@ -5,12 +5,17 @@ SQLAlchemy URL (PostgreSQL for a team sharing one journal). Only the process tha
 search writes to it; workers return results and never touch the database.
 
 Tables
-- ``nas_runs``: one row per run (id, seed, configuration as JSON, status, timestamps).
+- ``nas_runs``: one row per run (id, seed, configuration as JSON, status, timestamps, and the
+  data split candidates are scored on, as JSON).
 - ``nas_evaluations``: one row per distinct genotype per run, unique on (run_id, key); the key is
-  the genotype's canonical exchange form, so a genotype is trained at most once per run.
-- ``capslab_meta``: the journal's format version (a newer one than this code reads is refused).
+  the genotype's canonical exchange form, so a genotype is trained at most once per run. Its
+  ``split`` says which split the accuracy was measured on (``val`` or ``test``).
+- ``capslab_meta``: the journal's format version. Only :data:`JOURNAL_VERSION` is read: a newer
+  one, or an older one (format 1 scored candidates on the test split and lacks the columns
+  below), is refused with one line.
 - ``nas_generations``: per generation the keys of the offspring asked for, the surviving
-  population and the state of the algorithm's random generator. ``resume`` replays the search
+  population, the state of the algorithm's random generator and how busy the workers were
+  (workers, wall and busy seconds of the evaluations made). ``resume`` replays the search
   from the seed and checks every replayed generation against these rows.
 
 Transactions: an evaluation, or a generation with its run's timestamp, is one transaction,
@@ -57,7 +62,9 @@ from capslab.genotype import Genotype
 from capslab.nas.space import genotype_key
 
 DEFAULT_DB_NAME = "journal.sqlite"
-JOURNAL_VERSION = 1
+#: Format 2: the split of each accuracy, the run's data split, the timing of each generation,
+#: the ``timeout`` status.
+JOURNAL_VERSION = 2
 
 #: Objective values given to a failed candidate: the worst accuracy and hardware figures far above
 #: anything a real network reaches, so a failure never enters the front.
@@ -82,6 +89,7 @@ runs_table = Table(
     Column("status", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("data_split", Text),
 )
 
 evaluations_table = Table(
@@ -96,6 +104,7 @@ evaluations_table = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text),
     Column("accuracy", Float),
+    Column("split", String(8)),
     Column("energy_mJ", Float),
     Column("memory_KiB", Float),
     Column("latency_ms", Float),
@@ -115,6 +124,9 @@ generations_table = Table(
     Column("rng_state", Text, nullable=False),
     Column("evaluations", Integer, nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("workers", Integer),
+    Column("wall_seconds", Float),
+    Column("busy_seconds", Float),
 )
 
 
@@ -133,14 +145,19 @@ class EvaluationRecord:
 
     ``genotype_nascaps`` is the exchange list (``Genotype.to_nascaps()``) and ``genotype`` the
     dictionary form (``Genotype.to_dict()``); ``key`` is the canonical JSON of the exchange list.
+    ``status`` is ``ok``, ``timeout`` (the candidate ran out of its time budget) or ``failed``
+    (``reason`` says why); ``split`` is the data split ``accuracy`` was measured on (``val``
+    during a search, ``test`` for an evaluator that scores on the test split, ``None`` when
+    unknown or without accuracy).
     """
 
     key: str
     genotype_nascaps: list
     genotype: dict
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "timeout" or "failed"
     reason: str | None = None
     accuracy: float | None = None
+    split: str | None = None
     energy_mJ: float | None = None
     memory_KiB: float | None = None
     latency_ms: float | None = None
@@ -174,8 +191,8 @@ class EvaluationRecord:
 
     # the genotype columns hold JSON text; every other field is a column of its own
     _JSON_COLUMNS = ("genotype_nascaps", "genotype")
-    _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "energy_mJ", "memory_KiB",
-                "latency_ms", "seconds")
+    _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "split", "energy_mJ",
+                "memory_KiB", "latency_ms", "seconds")
 
     def to_row(self) -> dict[str, Any]:
         row = {c.name: getattr(self, c.name) for c in evaluations_table.columns
@@ -194,12 +211,30 @@ class EvaluationRecord:
 
 
 @dataclass(frozen=True)
+class GenerationTiming:
+    """How busy the workers were while a generation's candidates were evaluated:
+    ``busy_seconds`` of evaluation over ``workers`` x ``wall_seconds`` (see
+    :func:`capslab.nas.parallel.utilisation`)."""
+
+    workers: int
+    wall_seconds: float
+    busy_seconds: float
+
+    @property
+    def utilisation(self) -> float | None:
+        """Busy fraction in [0, 1]; ``None`` when nothing was evaluated."""
+        capacity = self.workers * self.wall_seconds
+        return min(1.0, self.busy_seconds / capacity) if capacity > 0 else None
+
+
+@dataclass(frozen=True)
 class GenerationRecord:
     generation: int
     offspring: list[str]
     population: list[str]
     rng_state: dict
     evaluations: int
+    timing: GenerationTiming | None = None  # None: nothing was evaluated for it
 
 
 def database_url(target: str | os.PathLike | None, run_dir: str | os.PathLike | None = None) -> str:
@@ -309,6 +344,12 @@ class Journal:
                 f"the journal in {masked_url(self.url)} has format {row[0]}, newer than this "
                 f"CapsLab reads ({JOURNAL_VERSION})"
             )
+        if int(row[0]) < JOURNAL_VERSION:
+            raise RunMismatchError(
+                f"the journal in {masked_url(self.url)} has format {row[0]}, older than this "
+                f"CapsLab reads ({JOURNAL_VERSION}): its candidates were scored on the test "
+                "split; start a new search in another database or folder"
+            )
 
     def version(self) -> int:
         """The format version stamped in this journal."""
@@ -331,11 +372,14 @@ class Journal:
                 time.sleep(0.2 * (attempt + 1))
 
     # --- runs --------------------------------------------------------------------------------
-    def create_run(self, seed: int, config: dict, exist_ok: bool = False) -> None:
-        """Register this run. An existing run with the same id is an error unless ``exist_ok``."""
+    def create_run(self, seed: int, config: dict, exist_ok: bool = False,
+                   data_split: dict | None = None) -> None:
+        """Register this run. An existing run with the same id is an error unless ``exist_ok``.
+        ``data_split`` describes the split candidates are scored on (stored as JSON)."""
         now = _now()
         row = dict(run_id=self.run_id, seed=int(seed), config=json.dumps(config, sort_keys=True),
-                   status="running", created_at=now, updated_at=now)
+                   status="running", created_at=now, updated_at=now,
+                   data_split=None if data_split is None else json.dumps(data_split, sort_keys=True))
         try:
             self._write(lambda conn: conn.execute(insert(runs_table).values(**row)))
         except IntegrityError:  # the run id is the primary key: the run exists
@@ -349,7 +393,8 @@ class Journal:
             row = conn.execute(select(runs_table).where(runs_table.c.run_id == self.run_id)).first()
         if row is None:
             raise RunMismatchError(f"no run {self.run_id!r} in {masked_url(self.url)}")
-        return {**row._mapping, "config": json.loads(row.config)}
+        split = None if row.data_split is None else json.loads(row.data_split)
+        return {**row._mapping, "config": json.loads(row.config), "data_split": split}
 
     def _touch_run(self, conn: Any, **values: Any) -> None:
         """Update this run's row (``values`` and ``updated_at``) inside ``conn``'s transaction."""
@@ -412,13 +457,18 @@ class Journal:
         population: Iterable[str],
         rng_state: dict,
         evaluations: int,
+        timing: GenerationTiming | None = None,
     ) -> None:
-        """Journal one finished generation. Writing the same generation again is a no-op;
-        another one under the same number (two searches driving one run) is refused."""
+        """Journal one finished generation (``timing``: how busy the workers were while its
+        candidates were evaluated). Writing the same generation again is a no-op; another one
+        under the same number (two searches driving one run) is refused."""
         offspring, population = list(offspring), list(population)
+        times = {} if timing is None else dict(
+            workers=int(timing.workers), wall_seconds=float(timing.wall_seconds),
+            busy_seconds=float(timing.busy_seconds))
         row = dict(run_id=self.run_id, generation=generation, offspring=json.dumps(offspring),
                    population=json.dumps(population), rng_state=json.dumps(rng_state),
-                   evaluations=int(evaluations), finished_at=_now())
+                   evaluations=int(evaluations), finished_at=_now(), **times)
 
         def work(conn: Connection) -> None:
             conn.execute(insert(generations_table).values(**row))
@@ -441,13 +491,15 @@ class Journal:
         t = generations_table.c
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.generation, t.offspring, t.population, t.rng_state, t.evaluations)
+                select(t.generation, t.offspring, t.population, t.rng_state, t.evaluations,
+                       t.workers, t.wall_seconds, t.busy_seconds)
                 .where(t.run_id == self.run_id)
                 .order_by(t.generation)
             ).all()
         return [
-            GenerationRecord(gen, json.loads(offspring), json.loads(pop), json.loads(rng), n)
-            for gen, offspring, pop, rng, n in rows
+            GenerationRecord(gen, json.loads(offspring), json.loads(pop), json.loads(rng), n,
+                             None if workers is None else GenerationTiming(workers, wall, busy))
+            for gen, offspring, pop, rng, n, workers, wall, busy in rows
         ]
 
     def close(self) -> None:

@@ -4,23 +4,64 @@ A pool takes genotypes and yields ``(genotype, record)`` pairs as evaluations fi
 only compute; the process driving the search writes every result to the journal, which stays
 the single source of truth. Results are keyed by genotype, so the order in which workers finish
 does not change the search.
+
+A pool keeps at most ``workers`` candidates running and starts the next one, in the order
+given, as soon as one finishes (so a slow candidate never holds up the others). ``stop`` (a
+function) is asked before each start: once it answers true no candidate starts, the running
+ones finish and ``evaluate`` returns without the rest. :func:`utilisation` measures how busy
+the workers were.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from multiprocessing import get_context
+from typing import Any
 
 from capslab.errors import ConfigError, MissingDependencyError
 from capslab.genotype import Genotype
 from capslab.nas.journal import EvaluationRecord
 
 EvaluatorFn = Callable[[Genotype], EvaluationRecord]
+StopFn = Callable[[], bool]
+
+
+def busy_seconds(spans: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds that the ``(begin, finish)`` spans of evaluations spend inside ``[start, end]``,
+    summed over the spans (two workers busy for one second are two busy seconds)."""
+    return float(sum(max(0.0, min(b, end) - max(a, start)) for a, b in spans))
+
+
+def utilisation(spans: Iterable[tuple[float, float]], workers: int, start: float,
+                end: float) -> float | None:
+    """How busy ``workers`` were over ``[start, end]``: :func:`busy_seconds` over
+    ``workers x (end - start)``, in [0, 1]; ``None`` for an empty window (a pure function).
+
+    Example: two workers over 10 s, one busy 0-10 s, the other 0-4 s: (10 + 4) / 20 = 0.7.
+    """
+    capacity = workers * (end - start)
+    if capacity <= 0:
+        return None
+    return min(1.0, busy_seconds(spans, start, end) / capacity)
+
+
+def overall_utilisation(timings: Iterable[Any]) -> float | None:
+    """Busy seconds over worker seconds (``workers x wall_seconds``), summed over the
+    :class:`~capslab.nas.journal.GenerationTiming` of several generations; ``None`` if none
+    evaluated anything."""
+    timed = [t for t in timings if t is not None]
+    capacity = sum(t.workers * t.wall_seconds for t in timed)
+    return min(1.0, sum(t.busy_seconds for t in timed) / capacity) if capacity > 0 else None
+
+
+def _stopped(stop: StopFn | None) -> bool:
+    return stop is not None and bool(stop())
 
 
 def _crashed(genotype: Genotype, reason: str) -> EvaluationRecord:
@@ -38,8 +79,11 @@ class SerialPool:
     def __init__(self, evaluator: EvaluatorFn):
         self.evaluator = evaluator
 
-    def evaluate(self, genotypes: Iterable[Genotype]) -> Iterator[tuple[Genotype, EvaluationRecord]]:
+    def evaluate(self, genotypes: Iterable[Genotype],
+                 stop: StopFn | None = None) -> Iterator[tuple[Genotype, EvaluationRecord]]:
         for g in genotypes:
+            if _stopped(stop):
+                return
             yield g, self.evaluator(g)
 
     def close(self) -> None:
@@ -82,27 +126,38 @@ class ProcessPool(SerialPool):
             )
         return self._executor
 
-    def _submit(self, genotypes: Iterable[Genotype]) -> dict[Future, Genotype]:
-        return {self._pool().submit(self.evaluator, g): g for g in genotypes}
+    def evaluate(self, genotypes: Iterable[Genotype],
+                 stop: StopFn | None = None) -> Iterator[tuple[Genotype, EvaluationRecord]]:
+        queue = deque(genotypes)
+        pending: dict[Future, Genotype] = {}
 
-    def evaluate(self, genotypes: Iterable[Genotype]) -> Iterator[tuple[Genotype, EvaluationRecord]]:
-        pending = self._submit(genotypes)
+        def fill() -> None:
+            # no more than `workers` at once: the executor would otherwise start a queued
+            # candidate on its own, also after `stop`
+            while queue and len(pending) < self.workers and not _stopped(stop):
+                g = queue.popleft()
+                pending[self._pool().submit(self.evaluator, g)] = g
+
+        fill()
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            broken = []
+            results, broken = [], []
             for fut in done:
                 g = pending.pop(fut)
                 try:
-                    yield g, fut.result()
+                    results.append((g, fut.result()))
                 except BrokenProcessPool:
                     broken.append(g)
             if broken:
-                # Every task still queued on the dead pool is lost too: fail the ones that were
-                # running, resubmit the rest to a fresh pool.
-                for g in broken:
-                    yield g, _crashed(g, "out of memory or crashed: the worker process died")
+                # The other tasks on the dead pool are lost too: fail the ones that died with
+                # it, start the rest again on a fresh pool.
+                results += [(g, _crashed(g, "out of memory or crashed: the worker process died"))
+                            for g in broken]
                 self.close()
-                pending = self._submit(pending.values())
+                queue.extendleft(reversed(list(pending.values())))
+                pending.clear()
+            fill()  # the next candidates start before the results are handed on
+            yield from results
 
     def close(self) -> None:
         if self._executor is not None:
@@ -195,9 +250,18 @@ class RayPool(SerialPool):
         self._lost = (exc.WorkerCrashedError, exc.NodeDiedError, exc.OutOfMemoryError,
                       exc.ObjectLostError, exc.TaskCancelledError)
 
-    def evaluate(self, genotypes: Iterable[Genotype]) -> Iterator[tuple[Genotype, EvaluationRecord]]:
-        pending = {self._task.remote(self._evaluator_ref, g): g for g in genotypes}
+    def evaluate(self, genotypes: Iterable[Genotype],
+                 stop: StopFn | None = None) -> Iterator[tuple[Genotype, EvaluationRecord]]:
+        queue = deque(genotypes)
+        pending: dict[Any, Genotype] = {}
+
+        def fill() -> None:  # one task per CPU of the cluster, as with worker processes
+            while queue and len(pending) < self.workers and not _stopped(stop):
+                g = queue.popleft()
+                pending[self._task.remote(self._evaluator_ref, g)] = g
+
         try:
+            fill()
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 for ref in done:
@@ -206,6 +270,7 @@ class RayPool(SerialPool):
                         rec = self.ray.get(ref)
                     except self._lost as exc:  # retries spent: fail the candidate, go on
                         rec = _crashed(g, _lost_reason(exc))
+                    fill()
                     yield g, rec
         finally:
             # the caller stopped early (an error, Ctrl-C): do not leave candidates running

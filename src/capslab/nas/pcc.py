@@ -87,9 +87,12 @@ def histories_to_arrays(
     histories: Sequence[Sequence[dict[str, Any]]], epochs: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Complete histories (``metrics.jsonl`` records) -> ``[K, E]`` accuracy and seconds;
-    histories shorter than ``epochs`` (failed or unfinished runs) are left out."""
+    histories shorter than ``epochs`` (failed or unfinished runs) are left out. The accuracy is
+    the validation accuracy of runs with a validation split (``training.val_size``), else the
+    test accuracy."""
     full = [h for h in histories if len(h) >= epochs]
-    acc = np.array([[r["test_accuracy"] for r in h[:epochs]] for h in full], dtype=float)
+    acc = np.array([[r["val_accuracy"] if "val_accuracy" in r else r["test_accuracy"]
+                     for r in h[:epochs]] for h in full], dtype=float)
     sec = np.array([[r["epoch_seconds"] for r in h[:epochs]] for h in full], dtype=float)
     return acc.reshape(len(full), epochs), sec.reshape(len(full), epochs)
 

@@ -25,7 +25,8 @@ from capslab.experiments import (
 )
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
 from capslab.io import atomic_write_text
-from capslab.nas.journal import OBJECTIVE_NAMES, EvaluationRecord
+from capslab.nas.journal import OBJECTIVE_NAMES, EvaluationRecord, GenerationRecord
+from capslab.nas.parallel import overall_utilisation
 from capslab.train.config import TrainConfig, TrainingSettings
 
 AXIS_LABELS = {
@@ -66,9 +67,39 @@ def candidate_rows(records: Sequence[EvaluationRecord], front_keys: set[str]) ->
 
 
 CANDIDATE_COLUMNS = (
-    "index", "generation", "status", "reason", "accuracy", "energy_mJ", "memory_KiB",
+    "index", "generation", "status", "reason", "accuracy", "split", "energy_mJ", "memory_KiB",
     "latency_ms", "seconds", "pareto", "description", "genotype_nascaps", "key",
 )
+GENERATION_COLUMNS = (
+    "generation", "offspring", "evaluations", "workers", "wall_seconds", "busy_seconds",
+    "utilisation",
+)
+
+
+def generation_rows(generations: Sequence[GenerationRecord]) -> list[dict[str, Any]]:
+    """One row per journaled generation: its candidates, the journal's evaluations after it and
+    how busy the workers were (empty timing fields: nothing was evaluated for it)."""
+    rows = []
+    for g in generations:
+        t = g.timing
+        rows.append({
+            "generation": g.generation, "offspring": len(g.offspring), "evaluations": g.evaluations,
+            "workers": None if t is None else t.workers,
+            "wall_seconds": None if t is None else t.wall_seconds,
+            "busy_seconds": None if t is None else t.busy_seconds,
+            "utilisation": None if t is None else t.utilisation,
+        })
+    return rows
+
+
+def utilisation_summary(generations: Sequence[GenerationRecord]) -> dict[str, Any]:
+    """Worker utilisation over a whole search: busy seconds over worker seconds, summed over the
+    generations whose candidates were evaluated (``utilisation`` is ``None`` if none was)."""
+    timed = [g.timing for g in generations if g.timing is not None]
+    return {"generations": len(timed),
+            "wall_seconds": sum(t.wall_seconds for t in timed),
+            "busy_seconds": sum(t.busy_seconds for t in timed),
+            "utilisation": overall_utilisation(timed)}
 
 
 def baseline_hardware(accelerator: Any = None) -> dict[str, dict[str, float]]:
@@ -162,9 +193,11 @@ def write_report(
     baseline_accuracy: dict[str, float] | None = None,
     accelerator: Any = None,
     title: str = "",
+    generations: Sequence[GenerationRecord] | None = None,
 ) -> dict[str, Path]:
     """Write ``candidates.csv``, ``pareto.json``, ``pareto.csv`` and ``objectives.png`` into
-    ``out_dir``; returns their paths."""
+    ``out_dir``, and ``generations.csv`` (timing and worker utilisation per generation) when
+    ``generations`` are given; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     front = pareto_front(records)
@@ -179,13 +212,22 @@ def write_report(
     atomic_write_text(paths["candidates"], table_csv(rows, CANDIDATE_COLUMNS))
     front_rows = [row for row in rows if row["pareto"]]
     atomic_write_text(paths["pareto_csv"], table_csv(front_rows, CANDIDATE_COLUMNS))
+    extra: dict[str, Any] = {}
+    if generations is not None:
+        paths["generations"] = out / "generations.csv"
+        atomic_write_text(paths["generations"], table_csv(generation_rows(generations),
+                                                          GENERATION_COLUMNS))
+        extra["workers"] = utilisation_summary(generations)
     write_json(
         paths["pareto_json"],
         "pareto",
         {
             "objectives": list(OBJECTIVE_NAMES),
             "evaluated": len(records),
-            "failed": sum(not r.ok for r in records),
+            "failed": sum(not r.ok for r in records),  # timeouts included
+            "timeouts": sum(r.status == "timeout" for r in records),
+            "accuracy_splits": sorted({r.split for r in records if r.split}),
+            **extra,
             "front": [
                 {**r.summary(), "genotype_nascaps": r.genotype_nascaps, "genotype": r.genotype}
                 for r in front
@@ -228,12 +270,16 @@ def finalize(
     """Fully train every genotype of ``front`` as ``training`` says and write ``final.csv``,
     ``final.md`` (the paper's Table 3 layout) and ``final.json`` in ``out_dir``.
 
+    The networks train on the whole training split and are evaluated on the test split:
+    ``training.val_size`` (the search's validation split) is dropped.
+
     Each network is a run through :func:`capslab.experiments.run_or_reuse` in
     ``out_dir/NASCaps-<k>``: one trained earlier with these settings is reused, an interrupted
     one resumed, one of other settings refused. A network that cannot be trained is reported in
     its row and the others go on.
     """
     out = Path(out_dir)
+    training = training.replace(val_size=None)  # final accuracies are test accuracies
     genotypes = [Genotype.from_nascaps(rec.genotype_nascaps) for rec in front]
     configs = [
         TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.to_nascaps()}),

@@ -9,11 +9,26 @@ front as an uninterrupted run. Each replayed generation is checked against the j
 Generations: generation 0 evaluates the random initial population (``population`` genotypes);
 each of the ``generations`` that follow evaluates ``offspring`` children. With the paper's
 settings (10, 10, 20) that is 10 + 20 x 10 = 210 candidates, as in the paper's MNIST search.
+
+Data: candidates are scored on a validation split held out of the training split
+(``training.val_size``, :func:`default_val_size` unless given); the test split is left to
+``search finalize``. Time: every candidate has a time budget (``time_limit``,
+:func:`~capslab.nas.evaluate.default_time_limit` unless given, 0 = none), and ``max_time``
+caps a whole call of :func:`run_search` or :func:`resume`: no candidate starts after it, the
+running ones finish (each within its budget) and are journaled, and the run stops with status
+``stopped (max-time)``, to be resumed.
+
+Scheduling: within a generation every candidate to evaluate is handed to the pool at once,
+longest expected first (by the hardware model's cycle count, a proxy of the training cost), and
+a worker that finishes starts the next one at once. Generations are not overlapped: NSGA-II
+selects the parents of generation g + 1 from the whole of generation g. How busy the workers
+were is journaled per generation (:class:`~capslab.nas.journal.GenerationTiming`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +41,14 @@ from capslab.data.sources import require_files
 from capslab.errors import ConfigError, RunMismatchError
 from capslab.experiments import read_json, write_json
 from capslab.genotype import Genotype
-from capslab.nas.evaluate import Evaluator, TrainedAccuracy
-from capslab.nas.journal import EvaluationRecord, Journal, database_url, masked_url
+from capslab.nas.evaluate import Evaluator, TrainedAccuracy, default_time_limit
+from capslab.nas.journal import (
+    EvaluationRecord,
+    GenerationTiming,
+    Journal,
+    database_url,
+    masked_url,
+)
 from capslab.nas.operators import (
     GenotypeDuplicates,
     GenotypeMutation,
@@ -35,13 +56,33 @@ from capslab.nas.operators import (
     GenotypeSampling,
     SinglePointCrossover,
 )
-from capslab.nas.parallel import SerialPool, make_pool
+from capslab.nas.parallel import SerialPool, busy_seconds, make_pool, overall_utilisation
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
 from capslab.nas.space import SearchSpace, genotype_key
 from capslab.settings import Settings
 from capslab.train.config import TrainingSettings
 
 RUN_FILE = "run.json"
+#: The run status of a search that reached its ``max_time``.
+STOPPED_MAX_TIME = "stopped (max-time)"
+#: The validation split of a search: VAL_FRACTION of the training images it uses, at most
+#: VAL_MAX (5,000 of MNIST's 60,000, as is usual) and at least one image per class.
+VAL_FRACTION = 0.2
+VAL_MAX = 5000
+
+
+def default_val_size(training: TrainingSettings) -> int:
+    """The validation images a search holds out of the training split by default:
+    ``VAL_FRACTION`` x the images it would otherwise train on (``subset`` when given, else the
+    whole training split), between one per class and ``VAL_MAX``. MNIST: 5,000; ``--subset
+    500``: 100 (the 500 training images are then drawn from the other 59,900)."""
+    from capslab.data import dataset_info
+    from capslab.data.registry import split_spec
+
+    available = split_spec(training.dataset, "train").size
+    used = available if training.subset is None else min(training.subset, available)
+    size = min(VAL_MAX, round(VAL_FRACTION * used))
+    return max(size, dataset_info(training.dataset).num_classes)
 
 
 def _default_training() -> TrainingSettings:
@@ -53,9 +94,13 @@ class SearchConfig(Settings):
     """Everything that defines a search (and must match when it is resumed).
 
     ``training`` is how each candidate is partially trained (its model is the candidate's
-    genotype network); ``seed`` seeds the algorithm; ``space`` overrides fields of the
-    dataset's :class:`~capslab.nas.space.SearchSpace`; ``time_limit`` bounds each candidate
-    (seconds); ``keep_candidates`` keeps each candidate's metrics under ``<run>/candidates``.
+    genotype network); its ``val_size`` is the validation split candidates are scored on
+    (``None``: :func:`default_val_size`, set when the config is built). ``seed`` seeds the
+    algorithm; ``space`` overrides fields of the dataset's
+    :class:`~capslab.nas.space.SearchSpace`; ``time_limit`` is each candidate's time budget in
+    seconds (``None``: :func:`~capslab.nas.evaluate.default_time_limit`, set when the config
+    is built; ``0``: none); ``keep_candidates`` keeps each candidate's metrics under
+    ``<run>/candidates``.
     """
 
     training: TrainingSettings = field(default_factory=_default_training)
@@ -84,8 +129,12 @@ class SearchConfig(Settings):
         for name in ("mutation_prob", "crossover_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.time_limit is not None and self.time_limit <= 0:
-            raise ConfigError(f"time_limit must be positive seconds, got {self.time_limit}")
+        if self.time_limit is not None and self.time_limit < 0:
+            raise ConfigError(f"time_limit must be >= 0 seconds (0: no limit), got {self.time_limit}")
+        if self.training.val_size is None:  # never score candidates on the test split
+            self.training = self.training.replace(val_size=default_val_size(self.training))
+        if self.time_limit is None:
+            self.time_limit = default_time_limit(self.training)
         self.build_space()  # refuse a bad space now, not mid-run
 
     def build_space(self) -> SearchSpace:
@@ -95,9 +144,16 @@ class SearchConfig(Settings):
         out = None
         if self.keep_candidates and run_dir is not None:
             out = str(Path(run_dir) / "candidates")
-        return Evaluator(
-            TrainedAccuracy(self.training, out), space=self.build_space(), time_limit=self.time_limit
-        )
+        return Evaluator(TrainedAccuracy(self.training, out), space=self.build_space(),
+                         time_limit=self.time_limit or None)
+
+    def data_split(self) -> dict[str, Any]:
+        """What the journal records about the split candidates are scored on."""
+        t = self.training
+        return {"accuracy_on": "val", "val_size": t.val_size, "held_out_from": "train",
+                "stratified": True, "seed": t.seed, "subset": t.subset,
+                "rule": "val_size images held out of the whole training split first, "
+                        "subset drawn from the rest (capslab.train.loop.hold_out)"}
 
 
 def build_algorithm(config: SearchConfig, space: SearchSpace) -> NSGA2:
@@ -121,7 +177,15 @@ class SearchResult:
     population: list[EvaluationRecord]  # the final parent population
     evaluations: int  # evaluations in the journal (each distinct genotype once)
     evaluated_now: int  # evaluator calls made by this call (0 for a finished run)
-    generations: int
+    generations: int  # generations completed
+    stopped: str | None = None  # why the call stopped before the end (STOPPED_MAX_TIME), or None
+    # how busy the workers were in each generation this call evaluated (a stopped one too)
+    timings: dict[int, GenerationTiming] = field(default_factory=dict)
+
+    @property
+    def utilisation(self) -> float | None:
+        """Busy fraction of the workers over the generations this call evaluated."""
+        return overall_utilisation(self.timings.values())
 
     @property
     def front_keys(self) -> list[str]:
@@ -129,6 +193,18 @@ class SearchResult:
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+def expected_cost(genotype: Genotype) -> float:
+    """Accelerator cycles of one inference (:func:`capslab.hw.estimate`): the order in which a
+    generation's candidates start (longest first). 0 for a genotype the model cannot build."""
+    from capslab.errors import GenotypeError
+    from capslab.hw import estimate
+
+    try:
+        return float(estimate(genotype).cycles)
+    except GenotypeError:
+        return 0.0
 
 
 # ---------------------------------------------------------------------- run folder
@@ -163,20 +239,13 @@ def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Jou
 
 
 # ---------------------------------------------------------------------- the loop
-def _run(
-    config: SearchConfig,
-    journal: Journal,
-    run_dir: Path,
-    progress: ProgressFn | None,
-    evaluator: Callable[[Genotype], EvaluationRecord] | None,
-    workers: int,
-    ray_address: str | None,
-    mp_context: str,
-) -> SearchResult:
-    """:func:`_drive` with ``evaluator`` (default: the config's) in a pool of ``workers``."""
-    evaluator = evaluator or config.evaluator(run_dir)
-    with make_pool(evaluator, workers, ray_address, mp_context) as pool, journal:
-        return _drive(config, journal, pool, progress, run_dir)
+def _deadline(max_time: float | None) -> float | None:
+    """The ``time.monotonic()`` after which no candidate starts (``None``: no cap)."""
+    if max_time is None:
+        return None
+    if max_time <= 0:
+        raise ConfigError(f"max_time must be positive seconds, got {max_time:g}")
+    return time.monotonic() + max_time
 
 
 def _drive(
@@ -185,6 +254,7 @@ def _drive(
     pool: SerialPool,
     progress: ProgressFn | None,
     run_dir: Path,
+    deadline: float | None = None,
 ) -> SearchResult:
     space = config.build_space()
     cache = CachedEvaluations(evaluator=None, journal=journal)
@@ -193,8 +263,14 @@ def _drive(
     algorithm.setup(problem, termination=("n_gen", config.generations + 1), seed=config.seed)
     recorded = {g.generation: g for g in journal.generations()}
     notify = progress or (lambda event, data: None)
+
+    def stop() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
     evaluated_now = 0
     gen = 0
+    stopped: str | None = None
+    timings: dict[int, GenerationTiming] = {}
     journal.set_status("running")
     try:
         while algorithm.has_next():
@@ -216,10 +292,15 @@ def _drive(
                 {"generation": gen, "total": config.generations + 1, "candidates": len(keys),
                  "to_evaluate": len(todo)},
             )
-            for _, rec in pool.evaluate(list(todo.values())):
-                rec = cache.add(rec)
-                evaluated_now += 1
-                notify("evaluated", {"generation": gen, "record": rec})
+            timing = _evaluate(
+                list(todo.values()), pool, cache, stop,
+                lambda rec, gen=gen: notify("evaluated", {"generation": gen, "record": rec}))
+            evaluated_now += sum(cache.known(k) is not None for k in todo)
+            if timing is not None:
+                timings[gen] = timing  # journaled with the generation, once it is complete
+            if any(cache.known(k) is None for k in todo):
+                stopped = STOPPED_MAX_TIME  # the pool started no more: max_time is reached
+                break
             algorithm.evaluator.eval(problem, pop)
             algorithm.tell(infills=pop)
             survivors = [genotype_key(ind.X[0]) for ind in algorithm.pop]
@@ -230,28 +311,60 @@ def _drive(
                     survivors,
                     algorithm.random_state.bit_generator.state,
                     evaluations=len(cache.memory),
+                    timing=timing,
                 )
             elif recorded[gen].population != survivors:
                 raise RunMismatchError(f"generation {gen}: the surviving population differs from the journal")
-            notify("generation_done", {"generation": gen, "front": _front(algorithm, cache)})
+            notify("generation_done", {"generation": gen, "front": _front(algorithm, cache),
+                                       "timing": timing})
             gen += 1
+            if algorithm.has_next() and stop():
+                stopped = STOPPED_MAX_TIME
+                break
     except BaseException:
         try:
             journal.set_status("interrupted")
         except Exception:  # the database itself failed: keep the original error
             pass
         raise
-    journal.set_status("finished")
-    population = [cache.memory[genotype_key(ind.X[0])] for ind in algorithm.pop]
+    journal.set_status(stopped or "finished")
+    population = [] if gen == 0 else [cache.memory[genotype_key(ind.X[0])] for ind in algorithm.pop]
     return SearchResult(
         run_dir=run_dir,
         run_id=journal.run_id,
-        front=_front(algorithm, cache),
+        front=_front(algorithm, cache) if gen else [],
         population=population,
         evaluations=len(journal.evaluations()),
         evaluated_now=evaluated_now,
         generations=gen,
+        stopped=stopped,
+        timings=timings,
     )
+
+
+def _evaluate(
+    genotypes: list[Genotype],
+    pool: SerialPool,
+    cache: CachedEvaluations,
+    stop: Callable[[], bool],
+    evaluated: Callable[[EvaluationRecord], None],
+) -> GenerationTiming | None:
+    """Evaluate ``genotypes`` in ``pool``, journaling each result as it arrives (``evaluated``
+    is told of it); returns how busy the workers were (``None``: nothing to evaluate). Stops
+    starting candidates once ``stop()`` is true, so some may be left unevaluated."""
+    if not genotypes:
+        return None
+    # longest first: the last candidates to start are the short ones, so the workers finish
+    # the generation close together (the order does not change the results)
+    order = sorted(genotypes, key=expected_cost, reverse=True)
+    started, spans = time.time(), []
+    for _, rec in pool.evaluate(order, stop=stop):
+        rec = cache.add(rec)
+        if rec.started_at is not None and rec.finished_at is not None:
+            spans.append((rec.started_at.timestamp(), rec.finished_at.timestamp()))
+        evaluated(rec)
+    ended = time.time()
+    return GenerationTiming(pool.workers, ended - started, busy_seconds(spans, started, ended))
 
 
 def _front(algorithm: NSGA2, cache: CachedEvaluations) -> list[EvaluationRecord]:
@@ -270,27 +383,33 @@ def run_search(
     mp_context: str = "spawn",
     progress: ProgressFn | None = None,
     run_id: str | None = None,
+    max_time: float | None = None,
 ) -> SearchResult:
     """Start a new search in ``run_dir`` (created; must not already hold a run).
 
     ``evaluator`` defaults to partial training + the hardware model (:class:`Evaluator`);
     tests pass a fast one. ``db`` is an SQLAlchemy URL or a path (default
-    ``run_dir/journal.sqlite``).
+    ``run_dir/journal.sqlite``). ``max_time`` (seconds) caps this call: no candidate starts
+    after it, and the run stops with status ``stopped (max-time)`` (see :func:`resume`).
     """
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
         raise RunMismatchError(f"{run_dir} already holds a search; resume it or choose another folder")
+    deadline = _deadline(max_time)
     if evaluator is None:  # missing data would fail every candidate: find or download it first
         require_files(config.training.dataset, config.training.data_dir,
                       download=config.training.download)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    url = database_url(db, run_dir)
-    # the journal's run id column holds 128 characters
-    run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
-    journal = Journal(url, run_id)
-    journal.create_run(config.seed, config.identity())
-    _write_run_file(run_dir, run_id, url, config)
-    return _run(config, journal, run_dir, progress, evaluator, workers, ray_address, mp_context)
+    evaluator = evaluator or config.evaluator(run_dir)
+    # the pool first: a Ray address that refuses the connection leaves no run folder behind
+    with make_pool(evaluator, workers, ray_address, mp_context) as pool:
+        url = database_url(db, run_dir)
+        # the journal's run id column holds 128 characters
+        run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
+        with Journal(url, run_id) as journal:
+            journal.create_run(config.seed, config.identity(), data_split=config.data_split())
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_run_file(run_dir, run_id, url, config)
+            return _drive(config, journal, pool, progress, run_dir, deadline)
 
 
 def resume(
@@ -303,14 +422,20 @@ def resume(
     mp_context: str = "spawn",
     device: str | None = None,
     progress: ProgressFn | None = None,
+    max_time: float | None = None,
 ) -> SearchResult:
-    """Continue the search in ``run_dir`` where it stopped (a finished run is just replayed)."""
+    """Continue the search in ``run_dir`` where it stopped (a finished run is just replayed).
+    ``max_time`` caps this call afresh (the time spent before does not count)."""
     run_dir = Path(run_dir)
+    deadline = _deadline(max_time)
     journal, info = open_journal(run_dir, db)
-    config = SearchConfig.from_dict(info["config"])
-    if device is not None:
-        config = config.replace(training=config.training.replace(device=device))
-    recorded = journal.run_info()["config"]
-    if recorded != config.identity():
-        raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
-    return _run(config, journal, run_dir, progress, evaluator, workers, ray_address, mp_context)
+    with journal:
+        config = SearchConfig.from_dict(info["config"])
+        if device is not None:
+            config = config.replace(training=config.training.replace(device=device))
+        recorded = journal.run_info()["config"]
+        if recorded != config.identity():
+            raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
+        evaluator = evaluator or config.evaluator(run_dir)
+        with make_pool(evaluator, workers, ray_address, mp_context) as pool:
+            return _drive(config, journal, pool, progress, run_dir, deadline)

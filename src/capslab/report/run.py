@@ -20,6 +20,7 @@ from typing import Any
 from capslab.errors import CheckpointError, DatasetError, RunMismatchError
 from capslab.experiments import SUMMARY_FILE, read_json
 from capslab.report.html import Page
+from capslab.train.callbacks import held_out_split
 from capslab.train.loop import METRICS_FILE
 
 CONFIG_FILE = "config.json"
@@ -182,8 +183,8 @@ def curves_figure(history: list[dict[str, Any]], title: str = ""):
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.08,
                         subplot_titles=("Accuracy (%)", "Loss (log scale)", "Learning rate (end of epoch)",
                                         "Batch size"))
-    colors = {"train": "#1f77b4", "test": "#d62728"}
-    for split in ("train", "test"):
+    colors = {"train": "#1f77b4", "test": "#d62728", "val": "#d62728"}
+    for split in ("train", held_out_split(history[0]) if history else "test"):
         acc = [100 * h[f"{split}_accuracy"] if f"{split}_accuracy" in h else None for h in history]
         loss = [h.get(f"{split}_loss") for h in history]
         style = dict(mode="lines+markers", legendgroup=split, line=dict(color=colors[split],
@@ -259,8 +260,8 @@ HISTORY_COLUMNS = [
     ("epoch", "epoch", ""),
     ("train_loss", "train loss", ".4f"),
     ("train_accuracy", "train acc (%)", lambda v: "-" if v is None else f"{100 * v:.2f}"),
-    ("test_loss", "test loss", ".4f"),
-    ("test_accuracy", "test acc (%)", lambda v: "-" if v is None else f"{100 * v:.2f}"),
+    ("{split}_loss", "{split} loss", ".4f"),
+    ("{split}_accuracy", "{split} acc (%)", lambda v: "-" if v is None else f"{100 * v:.2f}"),
     ("lr", "lr", ".3g"),
     ("batch_size", "batch", ""),
     ("epoch_seconds", "seconds", ".2f"),
@@ -320,16 +321,18 @@ def build_page(run_dir: str | Path, evaluate: bool = True) -> Page:
     page = Page(f"Training run: {run.path.resolve().name}", str(run.path.resolve()))
 
     page.section("Summary", "summary")
-    best = max(history, key=lambda h: h["test_accuracy"], default=None)
+    split = held_out_split(history[0]) if history else "test"
+    held = "validation" if split == "val" else "test"
+    best = max(history, key=lambda h: h[f"{split}_accuracy"], default=None)
     page.key_values([
         ("status", "finished" if run.summary else "unfinished (no summary.json yet)"),
         ("model", cfg.get("model")),
         ("dataset", cfg.get("dataset")),
         ("parameters", f"{summary['parameters']:,}" if "parameters" in summary else None),
         ("epochs", f"{len(history)} of {cfg.get('epochs')}"),
-        ("best test accuracy", f"{_pct(best['test_accuracy'])} (epoch {best['epoch']})" if best else None),
-        ("final test accuracy", _pct(history[-1]["test_accuracy"]) if history else None),
-        ("training / test images", f"{summary['train_size']:,} / {summary['test_size']:,}"
+        (f"best {held} accuracy", f"{_pct(best[f'{split}_accuracy'])} (epoch {best['epoch']})" if best else None),
+        (f"final {held} accuracy", _pct(history[-1][f"{split}_accuracy"]) if history else None),
+        (f"training / {held} images", f"{summary['train_size']:,} / {summary[f'{split}_size']:,}"
          if "train_size" in summary else None),
         ("policy", cfg.get("policy")),
         ("checkpoints", ", ".join(n for n in CHECKPOINTS if (run.path / n).is_file()) or "none"),
@@ -365,7 +368,9 @@ def build_page(run_dir: str | Path, evaluate: bool = True) -> Page:
     ])
     if history:
         page.figure(timing_figure(history), "timing-plot")
-        page.details(f"Every epoch ({len(history)})").table(history, HISTORY_COLUMNS).end_details()
+        columns = [(key.format(split=split), name.format(split=held), fmt)
+                   for key, name, fmt in HISTORY_COLUMNS]
+        page.details(f"Every epoch ({len(history)})").table(history, columns).end_details()
 
     page.section("Configuration", "config")
     page.key_values(flatten(cfg))

@@ -25,6 +25,7 @@ from capslab.nas.journal import EvaluationRecord, GenerationRecord
 from capslab.nas.search import RUN_FILE
 from capslab.report.html import Page, format_value
 from capslab.report.run import read_history
+from capslab.train.callbacks import held_out_split
 
 AXES = ("accuracy", "energy_mJ", "memory_KiB", "latency_ms")
 AXIS_TITLES = {"accuracy": "accuracy (%)", "energy_mJ": "energy (mJ)", "memory_KiB": "memory (KiB)",
@@ -299,7 +300,8 @@ def candidate_detail(i: int, r: EvaluationRecord, curves: dict[str, list[dict[st
 
     def curve(kind: str) -> dict[str, list]:
         h = curves.get(kind) or []
-        return {"x": [e["epoch"] for e in h], "y": [100 * e["test_accuracy"] for e in h]}
+        return {"x": [e["epoch"] for e in h],
+                "y": [100 * e[f"{held_out_split(e)}_accuracy"] for e in h]}
 
     return {
         "title": f"Candidate {i} (generation {r.generation}): accuracy {100 * r.accuracy:.2f} %, "

@@ -41,6 +41,12 @@ class StepInfo:
     loss: Tensor
 
 
+def held_out_split(record: dict[str, Any]) -> str:
+    """``"val"`` when an epoch record was evaluated on a validation split (``val_size``), else
+    ``"test"``: its accuracy and loss are ``record[f"{split}_accuracy"]`` and ``..._loss``."""
+    return "val" if "val_accuracy" in record else "test"
+
+
 class Callback:
     """Base class: override the hooks you need (each does nothing here)."""
 
@@ -128,10 +134,13 @@ class ProgressDisplay(Callback):
         self.bar.advance(self.task)
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
-        if record["test_accuracy"] > self.best[0]:
-            self.best = (record["test_accuracy"], record["epoch"])
+        split = held_out_split(record)
+        accuracy = record[f"{split}_accuracy"]
+        if accuracy > self.best[0]:
+            self.best = (accuracy, record["epoch"])
         self.bar.console.print(
-            f"epoch {record['epoch']}: test accuracy {100 * record['test_accuracy']:.2f}% "
+            f"epoch {record['epoch']}: {'validation' if split == 'val' else 'test'} accuracy "
+            f"{100 * accuracy:.2f}% "
             f"(best {100 * self.best[0]:.2f}% @ {self.best[1]}), lr {record['lr']:.2e}, "
             f"batch {record['batch_size']}, {record['images_per_second']:.0f} img/s"
         )
@@ -158,7 +167,8 @@ class TensorBoardLogger(Callback):
         self.writer.add_scalar("step/loss", float(step.loss), step.global_step)
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
-        for key in ("train_loss", "test_loss", "test_accuracy", "lr", "batch_size"):
+        split = held_out_split(record)
+        for key in ("train_loss", f"{split}_loss", f"{split}_accuracy", "lr", "batch_size"):
             self.writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
 
     def close(self) -> None:

@@ -21,7 +21,11 @@ class TrainingSettings(Settings):
     policy and its options, numbers and choices.
 
     ``lr=None`` takes the policy's default; ``subset``/``test_subset`` take a stratified, seeded
-    sample of the training/test split; ``compile=True`` runs the forward passes through
+    sample of the training/test split; ``val_size`` holds out a stratified, seeded validation
+    split of that many images from the training split (before ``subset`` is drawn from the
+    rest), and the run is then evaluated and its best epoch chosen on it, never on the test
+    split (``None``, the default: no validation split, evaluated on the test split);
+    ``compile=True`` runs the forward passes through
     ``torch.compile`` (same maths). ``download`` (default ``True``): missing dataset files are
     downloaded from the official URLs (never when ``$CAPSLAB_OFFLINE`` is set; see docs/data.md).
     ``device``, ``data_dir``, ``download``, ``eval_batch_size`` and ``compile`` do not change the
@@ -44,6 +48,7 @@ class TrainingSettings(Settings):
     augment: bool = True
     subset: int | None = None
     test_subset: int | None = None
+    val_size: int | None = None
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"
@@ -58,7 +63,7 @@ class TrainingSettings(Settings):
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name))
-        for name in ("lr", "subset", "test_subset"):
+        for name in ("lr", "subset", "test_subset", "val_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         if self.reconstruction_weight < 0 or self.weight_decay < 0:
@@ -73,6 +78,15 @@ class TrainingSettings(Settings):
         from capslab.data import dataset_info
         from capslab.models import check_model_options
         dataset_info(self.dataset)  # an unknown dataset is refused here, before any file
+        if self.val_size is not None:
+            from capslab.data.registry import split_spec
+
+            available = split_spec(self.dataset, "train").size
+            if self.val_size >= available:
+                raise ConfigError(
+                    f"val_size {self.val_size} leaves no training image: the {self.dataset} "
+                    f"training split has {available}"
+                )
         check_model_options(self.model, self.model_options)
         self.policy_options = typed_policy_options(self.policy, self.policy_options, self.lr)
 

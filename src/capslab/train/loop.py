@@ -10,6 +10,7 @@ TensorBoard, the time budget and the callers' own hooks are :mod:`~capslab.train
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
-from capslab.errors import CheckpointError, NonFiniteLossError
+from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.experiments import SUMMARY_FILE, versioned, write_json
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
@@ -74,15 +75,45 @@ def _autocast(device: torch.device, precision: str):
 
 
 # --------------------------------------------------------------------------- phase: data
+def hold_out(train_set: ImageDataset, val_size: int, seed: int) -> tuple[ImageDataset, ImageDataset]:
+    """Split ``train_set`` into (the rest, a validation split of ``val_size`` images).
+
+    The validation images are :func:`~capslab.data.stratified_subset` of the labels (class
+    proportions kept, deterministic in ``seed``); the rest keeps its order. The two are disjoint.
+    """
+    if val_size >= len(train_set):
+        raise ConfigError(f"val_size {val_size} leaves no training image: the training split "
+                          f"has {len(train_set)}")
+    val_idx = stratified_subset(train_set.labels, val_size, seed)
+    keep = torch.ones(len(train_set), dtype=torch.bool)
+    keep[val_idx] = False
+    rest = train_set.subset(torch.nonzero(keep, as_tuple=True)[0])
+    return rest, dataclasses.replace(train_set.subset(val_idx), split="val")
+
+
 def prepare_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Load train/test splits and take the configured stratified subsets."""
+    """The training split and the split each epoch is evaluated on, with the configured
+    stratified subsets.
+
+    Without ``val_size`` that is the test split (``test_subset`` of it). With ``val_size``
+    the validation split is held out of the whole training split first (:func:`hold_out`),
+    ``subset`` is then drawn from the rest, and the test split is not read at all.
+    """
     train_set = load_dataset(config.dataset, "train", data_dir=config.data_dir, download=config.download)
-    test_set = load_dataset(config.dataset, "test", data_dir=config.data_dir, download=config.download)
+    if config.val_size is not None:
+        train_set, eval_set = hold_out(train_set, config.val_size, config.seed)
+    else:
+        eval_set = load_dataset(config.dataset, "test", data_dir=config.data_dir, download=config.download)
+        if config.test_subset is not None and config.test_subset < len(eval_set):
+            eval_set = eval_set.subset(stratified_subset(eval_set.labels, config.test_subset, config.seed))
     if config.subset is not None and config.subset < len(train_set):
         train_set = train_set.subset(stratified_subset(train_set.labels, config.subset, config.seed))
-    if config.test_subset is not None and config.test_subset < len(test_set):
-        test_set = test_set.subset(stratified_subset(test_set.labels, config.test_subset, config.seed))
-    return train_set, test_set
+    return train_set, eval_set
+
+
+def evaluated_split(config: TrainConfig) -> str:
+    """``"val"`` or ``"test"``: the split a run of ``config`` is evaluated and selected on."""
+    return "test" if config.val_size is None else "val"
 
 
 # --------------------------------------------------------------------------- phase: model and optimiser
@@ -131,11 +162,13 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, record: dict[str, Any]) -> bool:
-        """Append an epoch's record; ``True`` when it is the best so far."""
+        """Append an epoch's record; ``True`` when it is the best so far (by its validation
+        accuracy when it has one, else its test accuracy)."""
         self.history.append(record)
         self.epoch = record["epoch"]
-        if record["test_accuracy"] > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = record["test_accuracy"], record["epoch"]
+        accuracy = record["val_accuracy"] if "val_accuracy" in record else record["test_accuracy"]
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = accuracy, record["epoch"]
             return True
         return False
 
@@ -310,7 +343,7 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def finish_run(out: Path, config: TrainConfig, model: nn.Module, test_set: ImageDataset,
+def finish_run(out: Path, config: TrainConfig, model: nn.Module, eval_set: ImageDataset,
                summary: dict[str, Any], device: torch.device) -> None:
     """Plots (curves, reconstructions) and ``summary.json``."""
     history = summary["history"]
@@ -319,7 +352,7 @@ def finish_run(out: Path, config: TrainConfig, model: nn.Module, test_set: Image
 
         plot_history(history, out / "curves.png")
         if getattr(model, "decoder", None) is not None:
-            sample = test_set.subset(torch.arange(min(8, len(test_set))))
+            sample = eval_set.subset(torch.arange(min(8, len(eval_set))))
             images, _ = next(iter(BatchLoader(sample, len(sample), shuffle=False)))
             images = images.to(device)
             model.eval()
@@ -354,7 +387,7 @@ def train(
     started = time.perf_counter()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    train_set, test_set = prepare_data(config)
+    train_set, eval_set = prepare_data(config)
     model = build_model(config, train_set.info).to(device)
     schedule = build_schedule(config.policy, config.epochs, len(train_set), config.batch_size,
                               config.lr, config.policy_options)
@@ -367,7 +400,8 @@ def train(
     hooks = [*default_callbacks(config, out, progress, started), *callbacks]
     # checkpoints always hold the plain module's state dict; only the calls go through compile
     forward = torch.compile(model) if config.compile else model
-    test_loader = BatchLoader(test_set, config.eval_batch_size, shuffle=False, augment=False,
+    split = evaluated_split(config)
+    eval_loader = BatchLoader(eval_set, config.eval_batch_size, shuffle=False, augment=False,
                               seed=config.seed, device=device)
     try:
         for cb in hooks:
@@ -375,8 +409,10 @@ def train(
         for epoch in range(state.epoch, config.epochs):
             record = train_epoch(config, epoch, model, forward, optimizer, schedule, train_set,
                                  state, device, hooks, out)
-            record.update(evaluate(forward, test_loader, device, config.reconstruction_weight,
-                                   config.precision))
+            metrics = evaluate(forward, eval_loader, device, config.reconstruction_weight,
+                               config.precision)
+            # evaluate() names its figures test_*; on a validation split they are val_*
+            record.update({k.replace("test_", f"{split}_", 1): v for k, v in metrics.items()})
             record["steps"] = state.global_step
             is_best = state.add(record)
             if out is not None:
@@ -388,20 +424,21 @@ def train(
             cb.close()
     history = state.history
     summary = {
-        "best_test_accuracy": state.best_accuracy,
+        f"best_{split}_accuracy": state.best_accuracy,
         "best_epoch": state.best_epoch,
-        "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+        f"final_{split}_accuracy": history[-1][f"{split}_accuracy"] if history else None,
+        "evaluated_on": split,
         "total_seconds": sum(h["epoch_seconds"] for h in history),
         "wall_seconds": time.perf_counter() - started,
         "parameters": count_parameters(model),
         "model": config.model,
         "dataset": config.dataset,
         "train_size": len(train_set),
-        "test_size": len(test_set),
+        f"{split}_size": len(eval_set),
         "identity": config.identity(),
         "config": config.to_dict(),
         "history": history,
     }
     if out is not None:
-        finish_run(out, config, model, test_set, summary, device)
+        finish_run(out, config, model, eval_set, summary, device)
     return summary

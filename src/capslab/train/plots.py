@@ -15,15 +15,19 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
+    from capslab.train.callbacks import held_out_split
+
     epochs = [h["epoch"] for h in history]
+    split = held_out_split(history[0]) if history else "test"
+    label = "validation" if split == "val" else "test"
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", label="test")
+    ax_acc.plot(epochs, [100 * h[f"{split}_accuracy"] for h in history], "o-", label=label)
     if all("train_accuracy" in h for h in history):
         ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "s--", label="train")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax_acc.legend()
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "s--", label="train")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
+    ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], "o-", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss", yscale="log")
     ax_loss.legend()
     for ax in (ax_acc, ax_loss):
