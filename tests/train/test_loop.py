@@ -367,3 +367,17 @@ def test_val_size_must_be_positive_and_leave_training_images():
         tiny_config(None, val_size=0)
     with pytest.raises(ConfigError, match="val_size 60000 leaves no training image"):
         tiny_config(None, val_size=60000)
+
+
+def test_cli_train_with_a_validation_split(mnist_root, tmp_path):
+    out = tmp_path / "val"
+    res = CliRunner().invoke(app, ["train", "--epochs", "1", "--subset", "200", "--val-size", "50",
+                                   "--model-opt", "conv_channels=8", "--model-opt", "primary_types=2",
+                                   "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "best validation accuracy" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluated_on"] == "val" and summary["val_size"] == 50
+    assert summary["train_size"] == 200
+    bad = CliRunner().invoke(app, ["train", "--val-size", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()

@@ -94,8 +94,10 @@ def merge_config_file(path: Path, values: dict, given: set[str]) -> dict:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    split = summary.get("evaluated_on", "test")
     console.print(
-        f"[bold green]done[/]: best test accuracy {100 * summary['best_test_accuracy']:.2f}% "
+        f"[bold green]done[/]: best {'validation' if split == 'val' else 'test'} accuracy "
+        f"{100 * summary[f'best_{split}_accuracy']:.2f}% "
         f"at epoch {summary['best_epoch']} in {summary['total_seconds']:.1f} s "
         f"({summary['parameters']:,} parameters)"
     )
@@ -116,6 +118,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Run folder for metrics, checkpoints and plots.")] = opt.default_out("train"),
         subset: opt.Subset = None,
         test_subset: opt.TestSubset = None,
+        val_size: Annotated[int | None, typer.Option(
+            min=1, help="Hold out this many training images (stratified, by the seed) as a "
+            "validation split; epochs are then evaluated and the best chosen on it, not on the test set.")] = None,
         seed: opt.Seed = 0,
         device: opt.Device = "auto",
         precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
@@ -147,7 +152,7 @@ def register(app: typer.Typer) -> None:
             model=model, model_options=model_options, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
             download=download, epochs=epochs, batch_size=batch_size, lr=lr, policy=policy,
             policy_options=opt.parse_key_values(policy_opt, "policy option"), optimizer=optimizer, subset=subset,
-            test_subset=test_subset, seed=seed, out=str(out), device=device,
+            test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, resume=resume, tensorboard=tensorboard, augment=augment,
             reconstruction_weight=reconstruction_weight,
         )
