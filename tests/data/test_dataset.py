@@ -90,3 +90,14 @@ def test_random_shift_shape_bounds_determinism():
     xf = x.float() / 255
     yf = random_shift(xf, 2, torch.Generator().manual_seed(0))
     assert torch.equal((yf * 255).round().to(torch.uint8), y)
+
+
+def test_stratified_is_the_seeded_stratified_subset_or_the_whole_set():
+    info = dataset_info("mnist")
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 28, 28).clone()
+    ds = ImageDataset(images, torch.arange(40) % 10, info)
+    assert ds.stratified(None) is ds and ds.stratified(40) is ds and ds.stratified(99, 3) is ds
+    part = ds.stratified(20, seed=3)
+    idx = stratified_subset(ds.labels, 20, 3)
+    assert torch.equal(part.labels, ds.labels[idx]) and torch.equal(part.images, ds.images[idx])
+    assert torch.bincount(part.labels).tolist() == [2] * 10

@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a trained network (a checkpoint) on a test split; with --weight-bits,
         --activation-bits or --routing-bits also quantized (post-training), beside the float result."""
-        from capslab.data import BatchLoader, load_dataset, stratified_subset
+        from capslab.data import BatchLoader, load_dataset
         from capslab.models.pretrained import load_model
         from capslab.train import evaluate, resolve_device
 
@@ -197,8 +197,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"checkpoint {checkpoint} records no dataset; name one with --dataset")
         check_model_fits_dataset(model, name, checkpoint)
         test = load_dataset(name, "test", data_dir=data_dir)
-        if test_subset:
-            test = test.subset(stratified_subset(test.labels, test_subset, 0))
+        test = test.stratified(test_subset or None, 0)
         loader = BatchLoader(test, batch_size, shuffle=False)
         weight = cfg["settings"].get("reconstruction_weight", 0.0005)
         result = evaluate(model, loader, dev, weight)

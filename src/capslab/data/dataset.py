@@ -51,6 +51,13 @@ class ImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageDataset(self.images[idx], self.labels[idx], self.info, self.split, self.sources)
 
+    def stratified(self, n: int | None, seed: int = 0) -> ImageDataset:
+        """``n`` images keeping the class proportions (:func:`stratified_subset`, seeded); the
+        dataset itself when ``n`` is None or not smaller than it."""
+        if n is None or n >= len(self):
+            return self
+        return self.subset(stratified_subset(self.labels, n, seed))
+
 
 def stratified_subset(labels, n: int, seed: int = 0) -> Tensor:
     """``n`` indices into ``labels`` keeping the class proportions, deterministic in ``seed``.

@@ -128,7 +128,7 @@ def _load_model(path: Path):
 
 def _test_split(config: dict[str, Any]):
     """The run's test split: its dataset, data folder (else the default ones) and subset."""
-    from capslab.data import load_dataset, stratified_subset
+    from capslab.data import load_dataset
     from capslab.errors import DatasetNotFoundError
 
     try:
@@ -137,10 +137,7 @@ def _test_split(config: dict[str, Any]):
         if not config.get("data_dir"):
             raise
         test = load_dataset(config["dataset"], "test")  # the recorded folder may be elsewhere now
-    n = config.get("test_subset")
-    if n is not None and n < len(test):
-        test = test.subset(stratified_subset(test.labels, n, config.get("seed", 0)))
-    return test
+    return test.stratified(config.get("test_subset"), config.get("seed", 0))
 
 
 def evaluate_classes(checkpoint: str | Path, batch_size: int = 500, device: str = "auto") -> ClassEvaluation:

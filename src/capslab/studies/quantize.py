@@ -118,7 +118,7 @@ def empty_lines(model, lines: tuple[str, ...]) -> dict[str, str]:
 def load_test_split(model, dataset: str | None, data_dir: str | None, test_subset: int | None,
                     source: str):
     """The test split the network is evaluated on (the checkpoint's dataset by default)."""
-    from capslab.data import dataset_info, load_dataset, stratified_subset
+    from capslab.data import dataset_info, load_dataset
 
     name = dataset or model.pretrained_cfg["dataset"]
     if name is None:
@@ -130,9 +130,7 @@ def load_test_split(model, dataset: str | None, data_dir: str | None, test_subse
             f"{model.num_classes} classes; {name} has {info.shape} with {info.num_classes} classes"
         )
     test = load_dataset(name, "test", data_dir=data_dir)
-    if test_subset:
-        test = test.subset(stratified_subset(test.labels, test_subset, 0))
-    return name, test
+    return name, test.stratified(test_subset or None, 0)
 
 
 def run_quantize_study(

@@ -104,11 +104,8 @@ def prepare_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
         train_set, eval_set = hold_out(train_set, config.val_size, config.seed)
     else:
         eval_set = load_dataset(config.dataset, "test", data_dir=config.data_dir, download=config.download)
-        if config.test_subset is not None and config.test_subset < len(eval_set):
-            eval_set = eval_set.subset(stratified_subset(eval_set.labels, config.test_subset, config.seed))
-    if config.subset is not None and config.subset < len(train_set):
-        train_set = train_set.subset(stratified_subset(train_set.labels, config.subset, config.seed))
-    return train_set, eval_set
+        eval_set = eval_set.stratified(config.test_subset, config.seed)
+    return train_set.stratified(config.subset, config.seed), eval_set
 
 
 def evaluated_split(config: TrainConfig) -> str:
