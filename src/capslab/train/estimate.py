@@ -66,11 +66,10 @@ def measure_rates(
     from capslab.profiling import measurement_device
     from capslab.train.loop import create_optimizer
 
-    options = dict(model_options or {})
-    net = create_model(model, **options)
-    shape = tuple(net.image_shape)
-    variant = Variant(model, lambda: create_model(model, **options),
+    net = create_model(model, **dict(model_options or {}))
+    variant = Variant(model, lambda: net,  # built once: its image shape is needed first
                       optimizer=lambda params: create_optimizer(optimizer, params, 1e-3))
+    shape = tuple(net.image_shape)
     r = measure_variant(variant, measurement_device(device), steps, warmup, shape,
                         batch_sizes=tuple(sorted(set(batch_sizes))),
                         infer_batch_sizes=(eval_batch_size,), peak_memory=False)
