@@ -137,3 +137,34 @@ def test_search_command_line(tmp_path):
     # a second run into the same folder is refused with a hint, not a traceback
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "resume" in res.output
+
+
+@pytest.mark.slow
+def test_multi_fidelity_search_at_8_bits_with_the_real_trainer(tmp_path):
+    """Rungs 1, 2, 3 and the 8-bit accuracy objective with real training: each rung continues
+    the candidate's own checkpoint (it adds epochs, it does not start again), both accuracies
+    are journaled, the checkpoints are removed once a candidate is decided, and the
+    report shows the rungs."""
+    _mnist_or_skip()
+    cfg = _config(training=TRAINING.replace(epochs=3), generations=1, rungs=(1, 2, 3),
+                  promote=0.5, accuracy_bits=8)
+    res = run_search(cfg, tmp_path / "run")
+    with Journal(database_url(None, tmp_path / "run"), res.run_id) as journal:
+        rungs = journal.rung_records()
+        records = journal.evaluations()
+    assert len(records) == res.evaluations >= 8
+    assert all(r.status == "ok" for r in records)
+    promoted = [k for k, v in rungs.items() if 1 in v]
+    assert promoted and all(set(v) <= {0, 1, 2} for v in rungs.values())
+    for k in promoted:  # a rung-2 run trained one epoch after the rung-1 checkpoint
+        assert rungs[k][1].epochs == 2 and rungs[k][1].seconds < 3 * rungs[k][0].seconds
+    for r in records:
+        assert r.float_accuracy is not None and abs(r.accuracy - r.float_accuracy) <= 0.05
+    assert max(r.accuracy for r in records) > 0.3  # real learning on 300 images
+    assert not any((tmp_path / "run" / "candidates").glob("*/last.pt"))
+
+    paths = write_report(records, tmp_path / "report", rungs=rungs)
+    with open(paths["rungs_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(v) for v in rungs.values())
+    assert {int(r["epochs"]) for r in rows} == {1, 2, 3}

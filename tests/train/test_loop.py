@@ -381,3 +381,35 @@ def test_cli_train_with_a_validation_split(mnist_root, tmp_path):
     assert summary["train_size"] == 200
     bad = CliRunner().invoke(app, ["train", "--val-size", "0", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_stop_after_then_resume_continues_the_same_schedule(mnist_root, tmp_path):
+    """The search's rungs: training to epoch 1 of a 2-epoch schedule, then resuming up to epoch
+    2, trains one more epoch only and ends exactly where the uninterrupted run ends."""
+    full = train(tiny_config(tmp_path / "full"), progress=False)
+    first = train(tiny_config(tmp_path / "rung", stop_after=1, resume=True), progress=False)
+    assert first["epochs_done"] == 1 and len(first["history"]) == 1
+    steps = []
+    second = train(tiny_config(tmp_path / "rung", stop_after=2, resume=True), progress=False,
+                   callbacks=[LambdaCallback(on_step_end=lambda s: steps.append(s.epoch))])
+    assert set(steps) == {1}  # only the second epoch ran
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "rung" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert second["best_test_accuracy"] == full["best_test_accuracy"]
+    with pytest.raises(ConfigError, match="stop_after 3 is beyond the run's 2 epochs"):
+        tiny_config(None, stop_after=3)
+
+
+def test_eval_weight_bits_adds_the_quantized_accuracy(mnist_root):
+    coarse = train(tiny_config(None, eval_weight_bits=2), progress=False)
+    fine = train(tiny_config(None, eval_weight_bits=16), progress=False)
+    record = max(coarse["history"], key=lambda h: h["test_quantized_accuracy"])
+    assert coarse["quantized_weight_bits"] == 2
+    assert coarse["best_test_quantized_accuracy"] == record["test_quantized_accuracy"]
+    # same training (the bits change no weight); 16 bits keep the float accuracy, 2 bits do not
+    assert coarse["best_test_accuracy"] == fine["best_test_accuracy"] > 0.5
+    assert abs(fine["best_test_quantized_accuracy"] - fine["best_test_accuracy"]) <= 0.01
+    assert coarse["best_test_quantized_accuracy"] < coarse["best_test_accuracy"] - 0.1
+    with pytest.raises(ConfigError, match="eval_weight_bits must be an integer from 2 to 16"):
+        tiny_config(None, eval_weight_bits=1)

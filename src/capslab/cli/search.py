@@ -62,16 +62,26 @@ class _Progress:
                 total=max(data["to_evaluate"], 1),
                 completed=0 if data["to_evaluate"] else 1,
             )
+        elif event == "rung":
+            if self.cand_task is not None:
+                self.bar.remove_task(self.cand_task)
+            done = data["candidates"] - data["to_evaluate"]
+            self.cand_task = self.bar.add_task(
+                f"  generation {data['generation']}, rung {data['rung'] + 1}/{len(data['rungs'])} "
+                f"({data['epochs']} epochs): {data['to_evaluate']} to train"
+                + (f", {done} from the journal" if done else ""),
+                total=max(data["to_evaluate"], 1), completed=0 if data["to_evaluate"] else 1)
         elif event == "evaluated":
             rec = data["record"]
             self.bar.advance(self.cand_task)
+            rung = "" if data.get("rung") is None else f" rung {data['rung'] + 1} ({rec.epochs} ep)"
             if rec.ok:
-                self._say(f"  gen {data['generation']}: {rec.split or ''} acc {100 * rec.accuracy:.2f}%  "
+                self._say(f"  gen {data['generation']}{rung}: {rec.split or ''} acc {100 * rec.accuracy:.2f}%  "
                           f"{rec.energy_mJ:.3f} mJ  {rec.memory_KiB:,.1f} KiB  {rec.latency_ms:.3f} ms  "
                           f"({rec.seconds:.1f} s)")
             else:
                 colour = "yellow" if rec.status == "timeout" else "red"
-                self._say(f"  gen {data['generation']}: [{colour}]{rec.status}[/] {escape(str(rec.reason))}")
+                self._say(f"  gen {data['generation']}{rung}: [{colour}]{rec.status}[/] {escape(str(rec.reason))}")
         elif event == "generation_done":
             self.bar.advance(self.gen_task)
             best = max((r.accuracy for r in data["front"] if r.ok), default=None)
@@ -85,7 +95,7 @@ class _Progress:
 
 def _front_table(records, title: str) -> Table:
     table = Table(title=title)
-    for col in ("#", "gen", "accuracy %", "energy mJ", "memory KiB", "latency ms", "network"):
+    for col in ("#", "gen", "epochs", "accuracy %", "energy mJ", "memory KiB", "latency ms", "network"):
         table.add_column(col, justify="left" if col == "network" else "right")
     from capslab.genotype import Genotype
 
@@ -97,10 +107,25 @@ def _front_table(records, title: str) -> Table:
         if not r.ok:  # a front of failures only (every candidate failed)
             network = f"failed: {r.reason} | {network}"
         table.add_row(
-            str(i + 1), str(r.generation), fmt(None if r.accuracy is None else 100 * r.accuracy, ".2f"),
+            str(i + 1), str(r.generation), fmt(r.epochs, "d"),
+            fmt(None if r.accuracy is None else 100 * r.accuracy, ".2f"),
             fmt(r.energy_mJ, ".3f"), fmt(r.memory_KiB, ",.1f"), fmt(r.latency_ms, ".3f"),
             escape(network),
         )
+    return table
+
+
+def _rung_table(summary: list[dict[str, Any]]) -> Table:
+    table = Table(title="Successive halving: the rungs over all generations")
+    for col in ("rung", "epochs", "trained", "failed", "median accuracy %", "train s",
+                "promoted", "Kendall tau with next rung"):
+        table.add_column(col, justify="right")
+    for row in summary:
+        median, tau = row["median_accuracy"], row["kendall_tau_next"]
+        table.add_row(str(row["rung"] + 1), str(row["epochs"]), str(row["candidates"]),
+                      str(row["failed"]), "-" if median is None else f"{100 * median:.2f}",
+                      f"{row['seconds']:.0f}", str(row["promoted"]),
+                      "-" if tau is None else f"{tau:.2f}")
     return table
 
 
@@ -136,7 +161,11 @@ def run_cmd(
     generations: Annotated[int, typer.Option(min=0, help="Offspring generations after the initial population (paper: 20).")] = 20,
     population: Annotated[int, typer.Option(min=2, help="Parent population |P| (paper: 10).")] = 10,
     offspring: Annotated[int, typer.Option(min=1, help="Offspring per generation |Q| (paper: 10).")] = 10,
-    epochs: Annotated[int, typer.Option(min=1, help="Partial-training epochs per candidate (paper: 5; 10 for CIFAR-10).")] = 5,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Partial-training epochs per candidate (paper: 5; 10 for CIFAR-10); with --rungs, the last rung (default 5).")] = None,
+    rungs: Annotated[str | None, typer.Option(help="Multi-fidelity: successive halving over these epoch counts, e.g. 1,3,5 (each generation's new candidates train 1 epoch, the best --promote share continues to 3, then 5).")] = None,
+    promote: Annotated[float, typer.Option(help="With --rungs: the share of a rung's candidates that continues to the next, in (0, 1].")] = 0.5,
+    accuracy_bits: Annotated[int | None, typer.Option(help="Accuracy objective of the network with N-bit weights (post-training quantization), as the accelerator computes it; N must be the accelerator's weight_bits (CapsAcc: 8).")] = None,
+    accelerator: Annotated[Path | None, typer.Option(help="Accelerator description (JSON, as for `capslab hw`) for the hardware objectives (default: CapsAcc).")] = None,
     subset: opt.Subset = None,
     test_subset: opt.TestSubset = None,
     out: Annotated[Path, typer.Option(help="Run folder (run.json, journal.sqlite, reports).")] = opt.default_out("search"),
@@ -161,9 +190,13 @@ def run_cmd(
     as_json: opt.JsonFlag = False,
 ) -> None:
     """Start a search: NSGA-II, every evaluation journaled as it finishes."""
+    from capslab.hw import Accelerator
     from capslab.nas.search import SearchConfig, run_search
     from capslab.train import TrainingSettings
 
+    rung_epochs = _rungs(rungs)
+    if epochs is None:
+        epochs = rung_epochs[-1] if rung_epochs else 5
     # validated in full (policy options, space keys, ...) before the run folder is created
     config = SearchConfig(
         training=TrainingSettings(
@@ -176,11 +209,26 @@ def run_cmd(
         generations=generations, population=population, offspring=offspring,
         mutation_prob=mutation_prob, seed=seed, time_limit=time_limit,
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
+        rungs=rung_epochs, promote=promote, accuracy_bits=accuracy_bits,
+        accelerator={} if accelerator is None else Accelerator.from_file(accelerator).to_dict(),
     )
     with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
         result = run_search(config, out, db=db, workers=_workers(workers), ray_address=ray_address,
                             progress=progress, max_time=max_time)
     _finish(result, as_json)
+
+
+def _rungs(text: str | None) -> tuple[int, ...] | None:
+    """``--rungs 1,3,5`` -> ``(1, 3, 5)``, in the order given (the search checks the order)."""
+    if text is None:
+        return None
+    values = []
+    for part in opt.split_list(text):
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--rungs: {part!r} is not a whole number of epochs (use e.g. 1,3,5)") from None
+    return tuple(values)
 
 
 @contextmanager
@@ -248,7 +296,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write candidates.csv, pareto.json/.csv, generations.csv (worker utilisation) and
         objectives.png (every pair of objectives)."""
-        from capslab.nas.report import pareto_front, utilisation_summary, write_report
+        from capslab.nas.report import pareto_front, rung_summary, utilisation_summary, write_report
         from capslab.nas.search import open_journal
 
         accs = {}
@@ -264,19 +312,27 @@ def register(app: typer.Typer) -> None:
             records = journal.evaluations()
             generations = journal.generations()
             run_info = journal.run_info()
+            rungs = journal.rung_records()
         if not records:
             raise ConfigError(f"{run}: the journal holds no evaluation yet")
         title = f"{info['config']['training']['dataset']}: {len(records)} candidates"
         paths = write_report(records, out or Path(run) / "report", baseline_accuracy=accs,
-                             title=title, generations=generations)
+                             title=title, generations=generations, rungs=rungs)
         front = pareto_front(records)
         workers = utilisation_summary(generations)
         split = run_info["data_split"] or {}
+        by_rung = rung_summary(rungs)
+
+        def show(_) -> None:
+            console.print(_front_table(front, "Pareto front of all candidates"))
+            if by_rung:
+                console.print(_rung_table(by_rung))
+
         emit({"front": [r.summary() for r in front], "status": run_info["status"],
-              "data_split": split, "workers": workers,
+              "data_split": split, "workers": workers, "rungs": by_rung,
               "timeouts": sum(r.status == "timeout" for r in records),
               "files": {k: str(v) for k, v in paths.items()}},
-             as_json, lambda _: console.print(_front_table(front, "Pareto front of all candidates")))
+             as_json, show)
         timeouts = sum(r.status == "timeout" for r in records)
         failed = sum(r.status == "failed" for r in records)
         note(f"status {run_info['status']}; {len(records)} candidates ({timeouts} timed out, "

@@ -19,8 +19,9 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,21 @@ from capslab.errors import (
     TrainingTimeout,
 )
 from capslab.genotype import Genotype
+from capslab.nas.fidelity import rung_time_limit
 from capslab.nas.journal import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
 from capslab.train.config import TrainConfig, TrainingSettings
+
+
+@dataclass(frozen=True)
+class Score:
+    """What an accuracy function may return instead of a bare accuracy: the objective's
+    ``accuracy``, the ``float_accuracy`` when that is a quantized network's, and the
+    ``epochs`` trained."""
+
+    accuracy: float
+    float_accuracy: float | None = None
+    epochs: int | None = None
 
 
 class TrainedAccuracy:
@@ -44,11 +57,23 @@ class TrainedAccuracy:
     :func:`capslab.train.train`: the best validation accuracy of the short run when
     ``training.val_size`` is set (the search always sets it), else the best test accuracy.
     :attr:`split` says which. With ``out_dir`` each candidate's run (metrics, summary) is kept
-    in a folder of its own under it."""
+    in a folder of its own under it.
 
-    def __init__(self, training: TrainingSettings, out_dir: str | None = None):
+    ``weight_bits``: the accuracy is that of the network with its weights quantized to that
+    many bits (the best epoch's, as for the float one, which the :class:`Score` keeps too).
+    ``rungs``: called with ``epochs=`` (a rung), the candidate trains up to that epoch of its
+    ``training.epochs`` schedule, checkpointing in its folder under ``out_dir`` (required), and
+    the next call continues from there.
+    """
+
+    def __init__(self, training: TrainingSettings, out_dir: str | None = None,
+                 weight_bits: int | None = None, rungs: bool = False):
+        if rungs and out_dir is None:
+            raise ConfigError("training in rungs needs a folder for the candidates' checkpoints")
         self.training = training
         self.out_dir = out_dir
+        self.weight_bits = weight_bits
+        self.rungs = rungs
 
     @property
     def split(self) -> str:
@@ -62,16 +87,27 @@ class TrainedAccuracy:
 
         import capslab.train  # noqa: F401
 
-    def __call__(self, genotype: Genotype, time_limit: float | None = None) -> float:
+    def __call__(self, genotype: Genotype, time_limit: float | None = None,
+                 epochs: int | None = None) -> Score:
         from capslab.train import train
 
-        out = None if self.out_dir is None else str(Path(self.out_dir) / _short_name(genotype))
+        out = None if self.out_dir is None else str(candidate_folder(self.out_dir, genotype))
         config = TrainConfig.of(
             self.training.replace(model="genotype", model_options={"genotype": genotype.to_nascaps()}),
-            out=out, time_limit=time_limit, checkpoints=False, plots=False,
+            out=out, time_limit=time_limit, checkpoints=self.rungs, resume=self.rungs,
+            plots=False, stop_after=epochs, eval_weight_bits=self.weight_bits,
         )
         summary = train(config, progress=False)
-        return float(summary[f"best_{self.split}_accuracy"])
+        best = float(summary[f"best_{self.split}_accuracy"])
+        if self.weight_bits is None:
+            return Score(best, epochs=summary["epochs_done"])
+        return Score(float(summary[f"best_{self.split}_quantized_accuracy"]), best,
+                     summary["epochs_done"])
+
+
+def candidate_folder(out_dir: str | Path, genotype: Genotype) -> Path:
+    """The folder of one candidate's training run under ``out_dir``."""
+    return Path(out_dir) / _short_name(genotype)
 
 
 def _short_name(genotype: Genotype) -> str:
@@ -222,11 +258,13 @@ AccuracyFn = Callable[..., float]
 class Evaluator:
     """Hardware model + accuracy for one genotype.
 
-    ``accuracy_fn(genotype, time_limit) -> float`` in [0, 1]; by default partial training
-    (:class:`TrainedAccuracy`). Its ``split`` attribute, when it has one, is journaled as the
-    split of the accuracy. ``space`` (optional) checks the genotype against the search
+    ``accuracy_fn(genotype, time_limit) -> float | Score`` in [0, 1]; by default partial
+    training (:class:`TrainedAccuracy`). Its ``split`` attribute, when it has one, is journaled
+    as the split of the accuracy. ``space`` (optional) checks the genotype against the search
     space first. ``time_limit`` (seconds) bounds each candidate: one that runs out of it is a
-    ``timeout`` record.
+    ``timeout`` record. ``rungs`` (epoch counts): the evaluator is then called with
+    ``rung=r`` and calls ``accuracy_fn(genotype, limit, epochs=rungs[r])``, ``limit`` being
+    the rung's share of ``time_limit`` (:func:`~capslab.nas.fidelity.rung_time_limit`).
     """
 
     def __init__(
@@ -237,6 +275,7 @@ class Evaluator:
         space: SearchSpace | None = None,
         accelerator: Any = None,
         time_limit: float | None = None,
+        rungs: Sequence[int] | None = None,
     ):
         if accuracy_fn is None:
             accuracy_fn = TrainedAccuracy(training or TrainingSettings(model="genotype"))
@@ -246,6 +285,7 @@ class Evaluator:
         self.space = space
         self.accelerator = accelerator
         self.time_limit = time_limit
+        self.rungs = None if rungs is None else tuple(rungs)
 
     def hardware(self, genotype: Genotype) -> tuple[float, float, float]:
         """(energy mJ, memory KiB, latency ms) from :func:`capslab.hw.estimate`."""
@@ -254,11 +294,19 @@ class Evaluator:
         est = estimate(genotype, self.accelerator or CAPSACC)
         return float(est.energy_mJ), float(est.memory_KiB), float(est.latency_ms)
 
-    def __call__(self, genotype: Genotype) -> EvaluationRecord:
+    def __call__(self, genotype: Genotype, rung: int | None = None) -> EvaluationRecord:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         hw: tuple[float | None, float | None, float | None] = (None, None, None)
         accuracy = None
+        score = Score(math.nan)
+        if rung is None:
+            time_limit, extra = self.time_limit, {}
+        else:
+            if self.rungs is None or not 0 <= rung < len(self.rungs):
+                raise ValueError(f"rung {rung} is not one of this evaluator's rungs {self.rungs}")
+            time_limit = rung_time_limit(self.time_limit, self.rungs, rung)
+            extra = {"epochs": self.rungs[rung]}
         try:
             if self.space is not None:
                 self.space.check(genotype)
@@ -267,13 +315,15 @@ class Evaluator:
             if prepare is not None:
                 prepare()  # outside the time limit
             t_limit = time.perf_counter()
-            with _alarm(self.time_limit):
-                accuracy = self.accuracy_fn(genotype, self.time_limit)
+            with _alarm(time_limit):
+                result = self.accuracy_fn(genotype, time_limit, **extra)
             elapsed = time.perf_counter() - t_limit
-            if self.time_limit is not None and elapsed > self.time_limit:
+            if time_limit is not None and elapsed > time_limit:
                 raise CandidateTimeout(
-                    f"time limit of {self.time_limit:g} s exceeded ({elapsed:.1f} s)"
+                    f"time limit of {time_limit:g} s exceeded ({elapsed:.1f} s)"
                 )
+            score = result if isinstance(result, Score) else Score(result)
+            accuracy = score.accuracy
             if accuracy is None or not math.isfinite(float(accuracy)):
                 raise CandidateFailed(f"nan accuracy: the evaluation returned {accuracy!r}")
             accuracy = float(accuracy)
@@ -290,6 +340,8 @@ class Evaluator:
             reason=reason,
             accuracy=accuracy,
             split=getattr(self.accuracy_fn, "split", None) if accuracy is not None else None,
+            epochs=score.epochs if score.epochs is not None else extra.get("epochs"),
+            float_accuracy=None if accuracy is None else score.float_accuracy,
             energy_mJ=hw[0],
             memory_KiB=hw[1],
             latency_ms=hw[2],

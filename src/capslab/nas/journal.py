@@ -9,10 +9,16 @@ Tables
   data split candidates are scored on, as JSON).
 - ``nas_evaluations``: one row per distinct genotype per run, unique on (run_id, key); the key is
   the genotype's canonical exchange form, so a genotype is trained at most once per run. Its
-  ``split`` says which split the accuracy was measured on (``val`` or ``test``).
-- ``capslab_meta``: the journal's format version. Only :data:`JOURNAL_VERSION` is read: a newer
-  one, or an older one (format 1 scored candidates on the test split and lacks the columns
-  below), is refused with one line.
+  ``split`` says which split the accuracy was measured on (``val`` or ``test``), ``epochs`` after
+  how many epochs of training, and ``float_accuracy`` the float32 accuracy when ``accuracy`` is
+  the quantized network's (a search with ``accuracy_bits``).
+- ``nas_rungs``: with multi-fidelity evaluation (:mod:`capslab.nas.fidelity`), one row per
+  candidate per rung it trained (the same columns, plus ``rung``), unique on (run_id, key,
+  rung); the candidate's row in ``nas_evaluations`` is written once its last rung is decided.
+- ``capslab_meta``: the journal's format version. Only :data:`JOURNAL_VERSION` is read; a
+  format-2 journal is brought to format 3 when opened (the new columns are empty, the rung
+  table is added); a newer one, or format 1 (which scored candidates on the test split), is
+  refused with one line.
 - ``nas_generations``: per generation the keys of the offspring asked for, the surviving
   population, the state of the algorithm's random generator and how busy the workers were
   (workers, wall and busy seconds of the evaluations made). ``resume`` replays the search
@@ -63,8 +69,10 @@ from capslab.nas.space import genotype_key
 
 DEFAULT_DB_NAME = "journal.sqlite"
 #: Format 2: the split of each accuracy, the run's data split, the timing of each generation,
-#: the ``timeout`` status.
-JOURNAL_VERSION = 2
+#: the ``timeout`` status. Format 3: the epochs and float accuracy of each evaluation, the rungs.
+JOURNAL_VERSION = 3
+#: The columns format 3 added to ``nas_evaluations`` (an upgrade from format 2 adds them).
+_ADDED_IN_3 = (("epochs", "INTEGER"), ("float_accuracy", "FLOAT"))
 
 #: Objective values given to a failed candidate: the worst accuracy and hardware figures far above
 #: anything a real network reaches, so a failure never enters the front.
@@ -111,7 +119,19 @@ evaluations_table = Table(
     Column("seconds", Float),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    Column("epochs", Integer),
+    Column("float_accuracy", Float),
     UniqueConstraint("run_id", "key", name="uq_nas_evaluation_run_key"),
+)
+
+rungs_table = Table(
+    "nas_rungs",
+    metadata,
+    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("rung", Integer, primary_key=True),
+    *(Column(c.name, c.type) for c in evaluations_table.columns
+      if c.name not in ("id", "run_id", "key")),
 )
 
 generations_table = Table(
@@ -148,7 +168,9 @@ class EvaluationRecord:
     ``status`` is ``ok``, ``timeout`` (the candidate ran out of its time budget) or ``failed``
     (``reason`` says why); ``split`` is the data split ``accuracy`` was measured on (``val``
     during a search, ``test`` for an evaluator that scores on the test split, ``None`` when
-    unknown or without accuracy).
+    unknown or without accuracy); ``epochs`` the epochs trained when it was measured (the last
+    rung reached); ``float_accuracy`` the float32 accuracy when ``accuracy`` is that of the
+    network quantized to the accelerator's bits (``None`` otherwise).
     """
 
     key: str
@@ -165,6 +187,8 @@ class EvaluationRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     generation: int = -1
+    epochs: int | None = None
+    float_accuracy: float | None = None
 
     @classmethod
     def of(cls, genotype: Genotype, **values: Any) -> EvaluationRecord:
@@ -191,8 +215,8 @@ class EvaluationRecord:
 
     # the genotype columns hold JSON text; every other field is a column of its own
     _JSON_COLUMNS = ("genotype_nascaps", "genotype")
-    _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "split", "energy_mJ",
-                "memory_KiB", "latency_ms", "seconds")
+    _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "split", "epochs",
+                "float_accuracy", "energy_mJ", "memory_KiB", "latency_ms", "seconds")
 
     def to_row(self) -> dict[str, Any]:
         row = {c.name: getattr(self, c.name) for c in evaluations_table.columns
@@ -201,7 +225,7 @@ class EvaluationRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> EvaluationRecord:
-        m = {k: v for k, v in row._mapping.items() if k not in ("id", "run_id")}
+        m = {k: v for k, v in row._mapping.items() if k not in ("id", "run_id", "rung")}
         m.update({k: json.loads(m[k]) for k in cls._JSON_COLUMNS}, seconds=m["seconds"] or 0.0)
         return cls(**m)
 
@@ -339,6 +363,9 @@ class Journal:
                 pass
             with self.engine.connect() as conn:
                 row = conn.execute(version).first()
+        if int(row[0]) == 2:
+            self._upgrade_from_2()
+            row = (JOURNAL_VERSION,)
         if int(row[0]) > JOURNAL_VERSION:
             raise RunMismatchError(
                 f"the journal in {masked_url(self.url)} has format {row[0]}, newer than this "
@@ -350,6 +377,22 @@ class Journal:
                 f"CapsLab reads ({JOURNAL_VERSION}): its candidates were scored on the test "
                 "split; start a new search in another database or folder"
             )
+
+    def _upgrade_from_2(self) -> None:
+        """Format 2 -> 3: add the evaluation columns format 3 introduced (the rung table is
+        made by ``create_all``) and stamp the new version, in one transaction."""
+
+        def work(conn: Connection) -> None:
+            stamp = conn.execute(select(meta_table.c.value).where(
+                meta_table.c.key == "version").with_for_update()).scalar_one()
+            if int(stamp) != 2:  # another process upgraded it meanwhile
+                return
+            for name, sql_type in _ADDED_IN_3:
+                conn.exec_driver_sql(f"ALTER TABLE nas_evaluations ADD COLUMN {name} {sql_type}")
+            conn.execute(update(meta_table).where(meta_table.c.key == "version")
+                         .values(value=str(JOURNAL_VERSION)))
+
+        self._write(work)
 
     def version(self) -> int:
         """The format version stamped in this journal."""
@@ -448,6 +491,32 @@ class Journal:
                 select(func.count()).select_from(evaluations_table)
                 .where(evaluations_table.c.run_id == self.run_id)
             ).scalar_one())
+
+    # --- rungs -------------------------------------------------------------------------------
+    def record_rung(self, rec: EvaluationRecord, rung: int) -> bool:
+        """Insert one candidate's result at one rung in its own transaction. Returns False if
+        it was already there (the first result is kept)."""
+        row = {k: v for k, v in rec.to_row().items() if k != "key"}
+        try:
+            self._write(lambda conn: conn.execute(
+                insert(rungs_table).values(run_id=self.run_id, key=rec.key, rung=rung, **row)))
+        except IntegrityError:
+            if rung not in self.rung_records([rec.key]).get(rec.key, {}):
+                raise
+            return False
+        return True
+
+    def rung_records(self, keys: Iterable[str] | None = None) -> dict[str, dict[int, EvaluationRecord]]:
+        """``{key: {rung: record}}`` of this run's rung results (of ``keys`` only, if given)."""
+        query = select(rungs_table).where(rungs_table.c.run_id == self.run_id)
+        if keys is not None:
+            query = query.where(rungs_table.c.key.in_(list(keys)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(rungs_table.c.rung)).all()
+        out: dict[str, dict[int, EvaluationRecord]] = {}
+        for r in rows:
+            out.setdefault(r.key, {})[r.rung] = EvaluationRecord.from_row(r)
+        return out
 
     # --- generations -------------------------------------------------------------------------
     def record_generation(

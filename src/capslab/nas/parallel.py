@@ -8,7 +8,8 @@ does not change the search.
 A pool keeps at most ``workers`` candidates running and starts the next one, in the order
 given, as soon as one finishes (so a slow candidate never holds up the others). ``stop`` (a
 function) is asked before each start: once it answers true no candidate starts, the running
-ones finish and ``evaluate`` returns without the rest. :func:`utilisation` measures how busy
+ones finish and ``evaluate`` returns without the rest. Keyword ``options`` of ``evaluate``
+are passed on to every evaluator call (the search's ``rung``). :func:`utilisation` measures how busy
 the workers were.
 """
 
@@ -79,12 +80,12 @@ class SerialPool:
     def __init__(self, evaluator: EvaluatorFn):
         self.evaluator = evaluator
 
-    def evaluate(self, genotypes: Iterable[Genotype],
-                 stop: StopFn | None = None) -> Iterator[tuple[Genotype, EvaluationRecord]]:
+    def evaluate(self, genotypes: Iterable[Genotype], stop: StopFn | None = None,
+                 **options: Any) -> Iterator[tuple[Genotype, EvaluationRecord]]:
         for g in genotypes:
             if _stopped(stop):
                 return
-            yield g, self.evaluator(g)
+            yield g, self.evaluator(g, **options)
 
     def close(self) -> None:
         pass
@@ -126,8 +127,8 @@ class ProcessPool(SerialPool):
             )
         return self._executor
 
-    def evaluate(self, genotypes: Iterable[Genotype],
-                 stop: StopFn | None = None) -> Iterator[tuple[Genotype, EvaluationRecord]]:
+    def evaluate(self, genotypes: Iterable[Genotype], stop: StopFn | None = None,
+                 **options: Any) -> Iterator[tuple[Genotype, EvaluationRecord]]:
         queue = deque(genotypes)
         pending: dict[Future, Genotype] = {}
 
@@ -136,7 +137,7 @@ class ProcessPool(SerialPool):
             # candidate on its own, also after `stop`
             while queue and len(pending) < self.workers and not _stopped(stop):
                 g = queue.popleft()
-                pending[self._pool().submit(self.evaluator, g)] = g
+                pending[self._pool().submit(self.evaluator, g, **options)] = g
 
         fill()
         while pending:
@@ -250,15 +251,15 @@ class RayPool(SerialPool):
         self._lost = (exc.WorkerCrashedError, exc.NodeDiedError, exc.OutOfMemoryError,
                       exc.ObjectLostError, exc.TaskCancelledError)
 
-    def evaluate(self, genotypes: Iterable[Genotype],
-                 stop: StopFn | None = None) -> Iterator[tuple[Genotype, EvaluationRecord]]:
+    def evaluate(self, genotypes: Iterable[Genotype], stop: StopFn | None = None,
+                 **options: Any) -> Iterator[tuple[Genotype, EvaluationRecord]]:
         queue = deque(genotypes)
         pending: dict[Any, Genotype] = {}
 
         def fill() -> None:  # one task per CPU of the cluster, as with worker processes
             while queue and len(pending) < self.workers and not _stopped(stop):
                 g = queue.popleft()
-                pending[self._task.remote(self._evaluator_ref, g)] = g
+                pending[self._task.remote(self._evaluator_ref, g, options)] = g
 
         try:
             fill()
@@ -284,8 +285,8 @@ class RayPool(SerialPool):
             self._owns_ray = False
 
 
-def _call(evaluator: EvaluatorFn, genotype: Genotype) -> EvaluationRecord:
-    return evaluator(genotype)
+def _call(evaluator: EvaluatorFn, genotype: Genotype, options: dict[str, Any]) -> EvaluationRecord:
+    return evaluator(genotype, **options)
 
 
 def make_pool(

@@ -67,9 +67,72 @@ def candidate_rows(records: Sequence[EvaluationRecord], front_keys: set[str]) ->
 
 
 CANDIDATE_COLUMNS = (
-    "index", "generation", "status", "reason", "accuracy", "split", "energy_mJ", "memory_KiB",
-    "latency_ms", "seconds", "pareto", "description", "genotype_nascaps", "key",
+    "index", "generation", "status", "reason", "accuracy", "split", "epochs", "float_accuracy",
+    "energy_mJ", "memory_KiB", "latency_ms", "seconds", "pareto", "description",
+    "genotype_nascaps", "key",
 )
+RUNG_COLUMNS = ("key", "generation", "rung", "epochs", "status", "accuracy", "float_accuracy",
+                "seconds", "promoted")
+
+RungRecords = dict[str, dict[int, EvaluationRecord]]
+
+
+def rung_rows(rungs: RungRecords) -> list[dict[str, Any]]:
+    """One row per candidate per rung it trained (``promoted``: it trained the next rung too),
+    by generation, rung and key."""
+    rows = [
+        {"key": key, "generation": rec.generation, "rung": r, "epochs": rec.epochs,
+         "status": rec.status, "accuracy": rec.accuracy, "float_accuracy": rec.float_accuracy,
+         "seconds": rec.seconds, "promoted": r + 1 in by_rung}
+        for key, by_rung in rungs.items() for r, rec in by_rung.items()
+    ]
+    return sorted(rows, key=lambda row: (row["generation"], row["rung"], row["key"]))
+
+
+def rung_summary(rungs: RungRecords) -> list[dict[str, Any]]:
+    """Per rung: how many candidates trained it, their median accuracy, the training seconds
+    spent there, and how well its accuracies rank the candidates that reached the next rung
+    (Kendall's tau between the two rungs' accuracies; ``None`` below three such candidates)."""
+    from scipy.stats import kendalltau
+
+    if not rungs:
+        return []
+    out = []
+    for r in range(max(max(v) for v in rungs.values()) + 1):
+        here = [v[r] for v in rungs.values() if r in v]
+        accs = [x.accuracy for x in here if x.ok]
+        pairs = [(v[r].accuracy, v[r + 1].accuracy) for v in rungs.values()
+                 if r in v and r + 1 in v and v[r].ok and v[r + 1].ok]
+        tau = None
+        if len(pairs) >= 3:
+            value = kendalltau(*zip(*pairs, strict=True)).statistic
+            tau = None if not np.isfinite(value) else float(value)
+        out.append({"rung": r, "epochs": here[0].epochs if here else None,
+                    "candidates": len(here), "failed": len(here) - len(accs),
+                    "median_accuracy": float(np.median(accs)) if accs else None,
+                    "seconds": float(sum(x.seconds for x in here)),
+                    "promoted": len(pairs), "kendall_tau_next": tau})
+    return out
+
+
+def plot_rungs(rungs: RungRecords, path: str | os.PathLike, title: str = "") -> None:
+    """Accuracy against epochs: one line per candidate across the rungs it trained (those that
+    were promoted drawn darker)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for by_rung in rungs.values():
+        points = [(rec.epochs, rec.accuracy) for _, rec in sorted(by_rung.items()) if rec.ok]
+        if not points:
+            continue
+        x, y = zip(*points, strict=True)
+        promoted = len(points) > 1
+        ax.plot(x, y, marker="o", ms=3, lw=1, alpha=0.8 if promoted else 0.35,
+                color="tab:blue" if promoted else "tab:gray")
+    ax.set_xlabel("epochs trained (rung)")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "candidates across the rungs (blue: promoted at least once)")
+    save_figure(fig, path)
 GENERATION_COLUMNS = (
     "generation", "offspring", "evaluations", "workers", "wall_seconds", "busy_seconds",
     "utilisation",
@@ -194,10 +257,12 @@ def write_report(
     accelerator: Any = None,
     title: str = "",
     generations: Sequence[GenerationRecord] | None = None,
+    rungs: RungRecords | None = None,
 ) -> dict[str, Path]:
     """Write ``candidates.csv``, ``pareto.json``, ``pareto.csv`` and ``objectives.png`` into
-    ``out_dir``, and ``generations.csv`` (timing and worker utilisation per generation) when
-    ``generations`` are given; returns their paths."""
+    ``out_dir``, ``generations.csv`` (timing and worker utilisation per generation) when
+    ``generations`` are given, and ``rungs.csv`` and ``rungs.png`` (every candidate's accuracy
+    at every rung) for a multi-fidelity search's ``rungs``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     front = pareto_front(records)
@@ -218,6 +283,12 @@ def write_report(
         atomic_write_text(paths["generations"], table_csv(generation_rows(generations),
                                                           GENERATION_COLUMNS))
         extra["workers"] = utilisation_summary(generations)
+    if rungs:
+        paths["rungs_csv"] = out / "rungs.csv"
+        paths["rungs_plot"] = out / "rungs.png"
+        atomic_write_text(paths["rungs_csv"], table_csv(rung_rows(rungs), RUNG_COLUMNS))
+        plot_rungs(rungs, paths["rungs_plot"])
+        extra["rungs"] = rung_summary(rungs)
     write_json(
         paths["pareto_json"],
         "pareto",

@@ -23,15 +23,27 @@ longest expected first (by the hardware model's cycle count, a proxy of the trai
 a worker that finishes starts the next one at once. Generations are not overlapped: NSGA-II
 selects the parents of generation g + 1 from the whole of generation g. How busy the workers
 were is journaled per generation (:class:`~capslab.nas.journal.GenerationTiming`).
+
+Multi-fidelity (``rungs``): each generation's new candidates go through successive halving
+(:mod:`capslab.nas.fidelity`): all train ``rungs[0]`` epochs, the best ``promote`` share
+continues from its checkpoint to the next rung, and so on. Every rung result is journaled as it
+arrives; a candidate's evaluation row is written once its last rung is decided. Resuming in the
+middle of a rung re-evaluates only the candidates without a journaled result at that rung (from
+their last checkpoint) and recomputes the promotions from the journal.
+
+Accuracy at the accelerator's precision (``accuracy_bits``): the accuracy objective is that of
+the network with its weights quantized to the accelerator's ``weight_bits`` (the float one is
+journaled beside it), so the front promises what the accelerator computes.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +53,8 @@ from capslab.data.sources import require_files
 from capslab.errors import ConfigError, RunMismatchError
 from capslab.experiments import read_json, write_json
 from capslab.genotype import Genotype
-from capslab.nas.evaluate import Evaluator, TrainedAccuracy, default_time_limit
+from capslab.nas.evaluate import Evaluator, TrainedAccuracy, candidate_folder, default_time_limit
+from capslab.nas.fidelity import check_promote, check_rungs, promote
 from capslab.nas.journal import (
     EvaluationRecord,
     GenerationTiming,
@@ -63,6 +76,8 @@ from capslab.settings import Settings
 from capslab.train.config import TrainingSettings
 
 RUN_FILE = "run.json"
+#: The folder of the run that holds the candidates' runs (their checkpoints, with rungs).
+CANDIDATES_DIR = "candidates"
 #: The run status of a search that reached its ``max_time``.
 STOPPED_MAX_TIME = "stopped (max-time)"
 #: The validation split of a search: VAL_FRACTION of the training images it uses, at most
@@ -101,6 +116,14 @@ class SearchConfig(Settings):
     seconds (``None``: :func:`~capslab.nas.evaluate.default_time_limit`, set when the config
     is built; ``0``: none); ``keep_candidates`` keeps each candidate's metrics under
     ``<run>/candidates``.
+
+    ``rungs`` (strictly increasing epoch counts ending at ``training.epochs``, e.g. ``(1, 3,
+    5)``) turns on successive halving with ``promote`` the share that continues at each rung
+    (``None``: every candidate trains ``training.epochs`` epochs, as in the paper).
+    ``accelerator`` holds fields of the accelerator description that override CapsAcc's
+    (:class:`~capslab.hw.Accelerator`); ``accuracy_bits`` makes the accuracy objective that of
+    the network quantized to that many bits, which must be the accelerator's ``weight_bits``
+    (the memory objective counts weights at that width).
     """
 
     training: TrainingSettings = field(default_factory=_default_training)
@@ -113,6 +136,10 @@ class SearchConfig(Settings):
     time_limit: float | None = None
     keep_candidates: bool = False
     space: dict[str, Any] = field(default_factory=dict)
+    rungs: tuple[int, ...] | None = None
+    promote: float = 0.5
+    accuracy_bits: int | None = None
+    accelerator: dict[str, Any] = field(default_factory=dict)
 
     WHAT: ClassVar[str] = "search setting"
 
@@ -131,6 +158,24 @@ class SearchConfig(Settings):
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.time_limit is not None and self.time_limit < 0:
             raise ConfigError(f"time_limit must be >= 0 seconds (0: no limit), got {self.time_limit}")
+        check_promote(self.promote)
+        if self.rungs is not None:
+            self.rungs = check_rungs(self.rungs)
+            if self.rungs[-1] != self.training.epochs:
+                raise ConfigError(
+                    f"the last rung ({self.rungs[-1]} epochs) must be the candidates' whole "
+                    f"training, training.epochs = {self.training.epochs}")
+        accelerator = self.accelerator_model()  # a bad description is refused here
+        if self.accuracy_bits is not None:
+            from capslab.quantize import check_bits
+
+            check_bits(self.accuracy_bits, "accuracy_bits")
+            if self.accuracy_bits != accelerator.weight_bits:
+                raise ConfigError(
+                    f"accuracy_bits {self.accuracy_bits} disagrees with the accelerator "
+                    f"description: {accelerator.name} stores {accelerator.weight_bits}-bit "
+                    f"weights (give an accelerator with weight_bits {self.accuracy_bits}, or "
+                    f"accuracy_bits {accelerator.weight_bits})")
         if self.training.val_size is None:  # never score candidates on the test split
             self.training = self.training.replace(val_size=default_val_size(self.training))
         if self.time_limit is None:
@@ -140,12 +185,33 @@ class SearchConfig(Settings):
     def build_space(self) -> SearchSpace:
         return SearchSpace.for_dataset(self.training.dataset, **self.space)
 
+    def accelerator_model(self):
+        """The :class:`~capslab.hw.Accelerator` the hardware objectives are computed on."""
+        from capslab.hw import CAPSACC, Accelerator
+
+        if not self.accelerator:
+            return CAPSACC
+        return Accelerator.from_dict({**CAPSACC.to_dict(), **self.accelerator},
+                                     source="search accelerator")
+
     def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
         out = None
-        if self.keep_candidates and run_dir is not None:
-            out = str(Path(run_dir) / "candidates")
-        return Evaluator(TrainedAccuracy(self.training, out), space=self.build_space(),
-                         time_limit=self.time_limit or None)
+        if (self.keep_candidates or self.rungs is not None) and run_dir is not None:
+            out = str(Path(run_dir) / CANDIDATES_DIR)
+        accuracy = TrainedAccuracy(self.training, out, weight_bits=self.accuracy_bits,
+                                   rungs=self.rungs is not None)
+        return Evaluator(accuracy, space=self.build_space(), accelerator=self.accelerator_model(),
+                         time_limit=self.time_limit or None, rungs=self.rungs)
+
+    def identity_matches(self, recorded: dict[str, Any]) -> bool:
+        """Whether a journal's recorded identity is this config's. A key the record lacks
+        (a journal written before the key existed) matches when this config leaves it at its
+        default."""
+        wanted = self.identity()
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                    for f in fields(self) if f.name not in recorded}
+        return all(recorded.get(k) == v if k in recorded else v == defaults.get(k)
+                   for k, v in wanted.items())
 
     def data_split(self) -> dict[str, Any]:
         """What the journal records about the split candidates are scored on."""
@@ -290,11 +356,21 @@ def _drive(
             notify(
                 "generation",
                 {"generation": gen, "total": config.generations + 1, "candidates": len(keys),
-                 "to_evaluate": len(todo)},
+                 "to_evaluate": len(todo), "rungs": config.rungs},
             )
-            timing = _evaluate(
-                list(todo.values()), pool, cache, stop,
-                lambda rec, gen=gen: notify("evaluated", {"generation": gen, "record": rec}))
+            if config.rungs is None:
+                timing = _evaluate(
+                    list(todo.values()), pool, cache, stop,
+                    lambda rec, gen=gen: notify("evaluated", {"generation": gen, "record": rec}))
+            elif todo:
+                # the halving ranks all of the generation's new candidates, also those that a
+                # stopped call already decided (their rows carry this generation)
+                entrants = {k: g for k, g in zip(keys, genotypes, strict=True)
+                            if cache.known(k) is None or cache.known(k).generation == gen}
+                timing = _successive_halving(config, entrants, pool, cache, journal, stop,
+                                             notify, gen, run_dir)
+            else:
+                timing = None
             evaluated_now += sum(cache.known(k) is not None for k in todo)
             if timing is not None:
                 timings[gen] = timing  # journaled with the generation, once it is complete
@@ -342,6 +418,31 @@ def _drive(
     )
 
 
+def _run_pool(
+    genotypes: Iterable[Genotype],
+    pool: SerialPool,
+    stop: Callable[[], bool],
+    keep: Callable[[EvaluationRecord], EvaluationRecord],
+    spans: list[tuple[float, float]],
+    **options: Any,
+) -> None:
+    """Evaluate ``genotypes`` in ``pool``, longest first, handing each result to ``keep`` (which
+    journals it) as it arrives and adding its ``(start, finish)`` to ``spans``. Stops starting
+    candidates once ``stop()`` is true, so some may be left unevaluated."""
+    # longest first: the last candidates to start are the short ones, so the workers finish
+    # the generation close together (the order does not change the results)
+    order = sorted(genotypes, key=expected_cost, reverse=True)
+    for _, rec in pool.evaluate(order, stop=stop, **options):
+        rec = keep(rec)
+        if rec.started_at is not None and rec.finished_at is not None:
+            spans.append((rec.started_at.timestamp(), rec.finished_at.timestamp()))
+
+
+def _timing(pool: SerialPool, started: float, spans: list[tuple[float, float]]) -> GenerationTiming:
+    ended = time.time()
+    return GenerationTiming(pool.workers, ended - started, busy_seconds(spans, started, ended))
+
+
 def _evaluate(
     genotypes: list[Genotype],
     pool: SerialPool,
@@ -349,22 +450,75 @@ def _evaluate(
     stop: Callable[[], bool],
     evaluated: Callable[[EvaluationRecord], None],
 ) -> GenerationTiming | None:
-    """Evaluate ``genotypes`` in ``pool``, journaling each result as it arrives (``evaluated``
-    is told of it); returns how busy the workers were (``None``: nothing to evaluate). Stops
-    starting candidates once ``stop()`` is true, so some may be left unevaluated."""
+    """Evaluate ``genotypes`` once each, journaling each result as it arrives (``evaluated`` is
+    told of it); returns how busy the workers were (``None``: nothing to evaluate)."""
     if not genotypes:
         return None
-    # longest first: the last candidates to start are the short ones, so the workers finish
-    # the generation close together (the order does not change the results)
-    order = sorted(genotypes, key=expected_cost, reverse=True)
     started, spans = time.time(), []
-    for _, rec in pool.evaluate(order, stop=stop):
+
+    def keep(rec: EvaluationRecord) -> EvaluationRecord:
         rec = cache.add(rec)
-        if rec.started_at is not None and rec.finished_at is not None:
-            spans.append((rec.started_at.timestamp(), rec.finished_at.timestamp()))
         evaluated(rec)
-    ended = time.time()
-    return GenerationTiming(pool.workers, ended - started, busy_seconds(spans, started, ended))
+        return rec
+
+    _run_pool(genotypes, pool, stop, keep, spans)
+    return _timing(pool, started, spans)
+
+
+def final_record(rungs: dict[int, EvaluationRecord]) -> EvaluationRecord:
+    """A candidate's evaluation from its rung results: the last rung's objectives, the seconds
+    of all its rungs, from the first one's start."""
+    first, last = rungs[min(rungs)], rungs[max(rungs)]
+    return replace(last, seconds=sum(r.seconds for r in rungs.values()),
+                   started_at=first.started_at or last.started_at)
+
+
+def _successive_halving(
+    config: SearchConfig,
+    entrants: dict[str, Genotype],
+    pool: SerialPool,
+    cache: CachedEvaluations,
+    journal: Journal,
+    stop: Callable[[], bool],
+    notify: ProgressFn,
+    gen: int,
+    run_dir: Path,
+) -> GenerationTiming | None:
+    """Successive halving of one generation's new candidates over ``config.rungs``
+    (:mod:`capslab.nas.fidelity`). Rung results are journaled as they arrive, a candidate's
+    evaluation once it is not promoted or has finished the last rung; what the journal already
+    holds (a resumed run) is not evaluated again. Returns how busy the workers were."""
+    rungs = config.rungs or ()
+    results = journal.rung_records(entrants)
+    alive = dict(entrants)
+    started, spans = time.time(), []
+    evaluated_any = False
+    for r, epochs in enumerate(rungs):
+        need = [g for k, g in alive.items() if r not in results.get(k, {})]
+        notify("rung", {"generation": gen, "rung": r, "epochs": epochs, "rungs": rungs,
+                        "candidates": len(alive), "to_evaluate": len(need)})
+
+        def keep(rec: EvaluationRecord, r: int = r) -> EvaluationRecord:
+            rec = replace(rec, generation=gen)
+            journal.record_rung(rec, r)
+            results.setdefault(rec.key, {})[r] = rec
+            notify("evaluated", {"generation": gen, "record": rec, "rung": r})
+            return rec
+
+        if need:
+            evaluated_any = True
+            _run_pool(need, pool, stop, keep, spans, rung=r)
+        if any(r not in results.get(k, {}) for k in alive):
+            break  # stopped (max_time): the rest of this rung waits for resume
+        promoted = set(promote([results[k][r] for k in alive], config.promote)) \
+            if r + 1 < len(rungs) else set()
+        for k, g in alive.items():
+            if k not in promoted and cache.known(k) is None:
+                cache.add(final_record(results[k]))
+                if not config.keep_candidates:  # its checkpoints are no longer needed
+                    shutil.rmtree(candidate_folder(run_dir / CANDIDATES_DIR, g), ignore_errors=True)
+        alive = {k: g for k, g in alive.items() if k in promoted}
+    return _timing(pool, started, spans) if evaluated_any else None
 
 
 def _front(algorithm: NSGA2, cache: CachedEvaluations) -> list[EvaluationRecord]:
@@ -434,7 +588,7 @@ def resume(
         if device is not None:
             config = config.replace(training=config.training.replace(device=device))
         recorded = journal.run_info()["config"]
-        if recorded != config.identity():
+        if not config.identity_matches(recorded):
             raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
         evaluator = evaluator or config.evaluator(run_dir)
         with make_pool(evaluator, workers, ray_address, mp_context) as pool:

@@ -106,6 +106,11 @@ class TrainConfig(TrainingSettings):
 
     ``out=None`` writes nothing; ``resume=True`` continues from ``out/last.pt``;
     ``time_limit`` (seconds) stops a run that takes longer (used by the architecture search).
+    ``stop_after`` ends the run after that many of its ``epochs`` (the schedule stays the one
+    planned for ``epochs``; resuming with a larger value continues it exactly: the search's
+    rungs). ``eval_weight_bits`` also evaluates every epoch with its weights quantized to that
+    many bits (:mod:`capslab.quantize`): ``<split>_quantized_accuracy`` in each epoch's
+    record, ``best_<split>_quantized_accuracy`` in the summary.
     """
 
     out: str | None = None
@@ -114,10 +119,12 @@ class TrainConfig(TrainingSettings):
     time_limit: float | None = None
     checkpoints: bool = True
     plots: bool = True
+    stop_after: int | None = None
+    eval_weight_bits: int | None = None
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
         *TrainingSettings.IDENTITY_EXCLUDE, "out", "resume", "tensorboard", "time_limit",
-        "checkpoints", "plots",
+        "checkpoints", "plots", "stop_after", "eval_weight_bits",
     )
 
     @classmethod
@@ -129,6 +136,14 @@ class TrainConfig(TrainingSettings):
         super().validate()
         if self.time_limit is not None:
             _positive("time_limit", self.time_limit)
+        if self.stop_after is not None:
+            _positive("stop_after", self.stop_after)
+            if self.stop_after > self.epochs:
+                raise ConfigError(f"stop_after {self.stop_after} is beyond the run's {self.epochs} epochs")
+        if self.eval_weight_bits is not None:
+            from capslab.quantize import check_bits
+
+            check_bits(self.eval_weight_bits, "eval_weight_bits")
 
 
 def _positive(name: str, value: float) -> None:

@@ -30,6 +30,7 @@ from capslab.experiments import SUMMARY_FILE, versioned, write_json
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model
+from capslab.quantize import evaluate_quantized
 from capslab.train.callbacks import (
     Callback,
     ProgressDisplay,
@@ -403,13 +404,17 @@ def train(
     try:
         for cb in hooks:
             cb.on_train_start(config, state.epoch)
-        for epoch in range(state.epoch, config.epochs):
+        for epoch in range(state.epoch, config.stop_after or config.epochs):
             record = train_epoch(config, epoch, model, forward, optimizer, schedule, train_set,
                                  state, device, hooks, out)
             metrics = evaluate(forward, eval_loader, device, config.reconstruction_weight,
                                config.precision)
             # evaluate() names its figures test_*; on a validation split they are val_*
             record.update({k.replace("test_", f"{split}_", 1): v for k, v in metrics.items()})
+            if config.eval_weight_bits is not None:
+                record[f"{split}_quantized_accuracy"] = evaluate_quantized(
+                    model, eval_loader, device=device, weight_bits=config.eval_weight_bits,
+                    reconstruction_weight=config.reconstruction_weight)["test_accuracy"]
             record["steps"] = state.global_step
             is_best = state.add(record)
             if out is not None:
@@ -425,6 +430,7 @@ def train(
         "best_epoch": state.best_epoch,
         f"final_{split}_accuracy": history[-1][f"{split}_accuracy"] if history else None,
         "evaluated_on": split,
+        "epochs_done": state.epoch,
         "total_seconds": sum(h["epoch_seconds"] for h in history),
         "wall_seconds": time.perf_counter() - started,
         "parameters": count_parameters(model),
@@ -436,6 +442,11 @@ def train(
         "config": config.to_dict(),
         "history": history,
     }
+    if config.eval_weight_bits is not None:
+        summary["quantized_weight_bits"] = config.eval_weight_bits
+        summary[f"best_{split}_quantized_accuracy"] = max(
+            (h[f"{split}_quantized_accuracy"] for h in history
+             if f"{split}_quantized_accuracy" in h), default=None)
     if out is not None:
         finish_run(out, config, model, eval_set, summary, device)
     return summary
