@@ -197,7 +197,8 @@ class SearchConfig(Settings):
     def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
         out = None
         if (self.keep_candidates or self.rungs is not None) and run_dir is not None:
-            out = str(Path(run_dir) / CANDIDATES_DIR)
+            # absolute: Ray workers run in folders of their own
+            out = str(Path(run_dir).resolve() / CANDIDATES_DIR)
         accuracy = TrainedAccuracy(self.training, out, weight_bits=self.accuracy_bits,
                                    rungs=self.rungs is not None)
         return Evaluator(accuracy, space=self.build_space(), accelerator=self.accelerator_model(),
