@@ -113,7 +113,8 @@ class FakeAccuracy:
         self.hold = hold
         self.pids = pids
 
-    def __call__(self, genotype, time_limit=None) -> float:
+    def __call__(self, genotype, time_limit=None, epochs=None):
+        from capslab.nas.evaluate import Score
         from capslab.nas.space import genotype_key
 
         if self.pids:
@@ -122,7 +123,10 @@ class FakeAccuracy:
             time.sleep(self.seconds)
         while self.hold and os.path.exists(self.hold):
             time.sleep(0.02)
-        return fake_accuracy_of(genotype_key(genotype))
+        accuracy = fake_accuracy_of(genotype_key(genotype))
+        if epochs is None:
+            return accuracy
+        return Score(min(0.99, accuracy + 0.01 * epochs), epochs=epochs)  # a rung
 
 
 class DiesOnce(FakeAccuracy):
@@ -197,7 +201,7 @@ def _fake_capslab(argv: list[str]) -> None:
                             os.environ.get("CAPSLAB_FAKE_HOLD"), os.environ.get("CAPSLAB_FAKE_PIDS"))
 
     def evaluator(config, run_dir=None):
-        return Evaluator(accuracy, space=config.build_space())
+        return Evaluator(accuracy, space=config.build_space(), rungs=config.rungs)
 
     search.SearchConfig.evaluator = evaluator
     search.require_files = lambda *args, **kwargs: None  # the fake needs no dataset

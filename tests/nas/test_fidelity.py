@@ -100,6 +100,14 @@ def test_final_record_sums_the_rungs_seconds():
                           seconds=3.0, epochs=3)
     final = final_record({0: r0, 1: r1})
     assert (final.accuracy, final.epochs, final.seconds) == (0.7, 3, 5.0)
+    # out of time at the second rung: the first rung's accuracy stands, the reason says why
+    late = EvaluationRecord(key="k", genotype_nascaps=[], genotype={}, status="timeout",
+                            reason="time limit: 60 s", seconds=60.0, epochs=3)
+    final = final_record({0: r0, 1: late})
+    assert (final.status, final.accuracy, final.epochs, final.seconds) == ("ok", 0.5, 1, 62.0)
+    assert final.reason == "rung 2 timeout: time limit: 60 s"
+    failed_first = final_record({0: late})
+    assert failed_first.status == "timeout" and failed_first.accuracy is None
 
 
 # ---------------------------------------------------------------------- inside the search

@@ -38,15 +38,19 @@ CLI_SEARCH = ("--dataset", "mnist", "--generations", "2", "--population", "4",
               "--offspring", "4", "--seed", "1")
 
 
-def test_ray_search_gives_the_journal_of_worker_processes(ray_address, tmp_path):
+@pytest.mark.parametrize("rungs", [(), ("--rungs", "1,2,3", "--promote", "0.5")],
+                         ids=["one-fidelity", "rungs"])
+def test_ray_search_gives_the_journal_of_worker_processes(ray_address, tmp_path, rungs):
     """``capslab search run --ray-address`` and ``--workers 2`` with the same seed: same
-    genotypes, same objectives, same generations; each evaluated away from the driver."""
+    genotypes, same objectives, same generations (and the same rungs); each evaluated away
+    from the driver."""
     runs = {"ray": ("--ray-address", ray_address), "processes": ("--workers", "2")}
     started = {}
     for name, how in runs.items():  # both at once: most of the time is starting Python
         (tmp_path / f"pids-{name}").mkdir()
         started[name] = subprocess.Popen(
-            fake_cli("search", "run", *CLI_SEARCH, *how, "--out", str(tmp_path / name), "--json"),
+            fake_cli("search", "run", *CLI_SEARCH, *rungs, *how, "--out", str(tmp_path / name),
+                     "--json"),
             env={**os.environ, "CAPSLAB_FAKE_PIDS": str(tmp_path / f"pids-{name}")},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results, rows = {}, {}
@@ -59,6 +63,13 @@ def test_ray_search_gives_the_journal_of_worker_processes(ray_address, tmp_path)
         assert pids and process.pid not in pids  # evaluated in workers, not by the driver
 
     assert rows["ray"] == rows["processes"]
+    rung_rows = {}
+    for name in runs:
+        with Journal(database_url(None, tmp_path / name), results[name]["run_id"]) as journal:
+            rung_rows[name] = {k: {r: (x.epochs, x.accuracy) for r, x in v.items()}
+                               for k, v in journal.rung_records().items()}
+    assert rung_rows["ray"] == rung_rows["processes"]
+    assert bool(rung_rows["ray"]) == bool(rungs)
     evaluations, generations = rows["ray"]
     assert len(generations) == 3 and 4 < len(evaluations) <= 4 + 2 * 4
     assert all(status == "ok" for _, status, *_ in evaluations.values())

@@ -3,7 +3,7 @@
 Every new candidate of a generation trains for the first rung of epochs (``rungs[0]``); the
 best fraction of them (``promote``), ranked on that rung's objectives, continues from its own
 checkpoint to the next rung, and so on up to ``rungs[-1]``, the full partial training. A
-candidate's objectives are those of the last rung it reached; the journal keeps every rung's
+candidate's objectives are those of the last rung it finished; the journal keeps every rung's
 accuracy (:meth:`capslab.nas.journal.Journal.rung_records`).
 
 The promotion rule (:func:`promote`), on the ``(1 - accuracy, energy, memory, latency)`` of the

@@ -467,11 +467,19 @@ def _evaluate(
 
 
 def final_record(rungs: dict[int, EvaluationRecord]) -> EvaluationRecord:
-    """A candidate's evaluation from its rung results: the last rung's objectives, the seconds
-    of all its rungs, from the first one's start."""
+    """A candidate's evaluation from its rung results: the objectives of the last rung it
+    finished (a candidate that failed or ran out of time at a later rung keeps the accuracy it
+    reached before, with the reason), the seconds of all its rungs, from the first one's
+    start."""
     first, last = rungs[min(rungs)], rungs[max(rungs)]
-    return replace(last, seconds=sum(r.seconds for r in rungs.values()),
-                   started_at=first.started_at or last.started_at)
+    finished = [r for r in sorted(rungs) if rungs[r].ok]
+    chosen = last
+    if not last.ok and finished:
+        chosen = replace(rungs[finished[-1]], reason=f"rung {max(rungs) + 1} {last.status}: "
+                                                     f"{last.reason}")
+    return replace(chosen, seconds=sum(r.seconds for r in rungs.values()),
+                   started_at=first.started_at or last.started_at,
+                   finished_at=last.finished_at or chosen.finished_at)
 
 
 def _successive_halving(

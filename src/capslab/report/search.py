@@ -147,11 +147,13 @@ def _axis_ranges(points: Sequence[EvaluationRecord], baselines: dict[str, dict[s
 
 # --------------------------------------------------------------------------- figures
 def _customdata(i: int, r: EvaluationRecord) -> list[Any]:
-    return [i, r.generation, _describe(r), 100 * r.accuracy, r.energy_mJ, r.memory_KiB, r.latency_ms]
+    trained = "" if r.epochs is None else f" after {r.epochs} epoch{'s' if r.epochs != 1 else ''}"
+    return [i, r.generation, _describe(r), 100 * r.accuracy, r.energy_mJ, r.memory_KiB,
+            r.latency_ms, trained]
 
 
 _HOVER = ("<b>candidate %{customdata[0]}</b> (generation %{customdata[1]})<br>%{customdata[2]}<br>"
-          "accuracy %{customdata[3]:.2f} %, energy %{customdata[4]:.4g} mJ,<br>"
+          "accuracy %{customdata[3]:.2f} %%{customdata[7]}, energy %{customdata[4]:.4g} mJ,<br>"
           "memory %{customdata[5]:,.1f} KiB, latency %{customdata[6]:.4g} ms")
 
 
@@ -391,8 +393,8 @@ def _pct(v: Any) -> str:
 
 
 CANDIDATE_COLUMNS = [
-    ("index", "#", ""), ("generation", "gen", ""), ("accuracy", "accuracy (%)", _pct),
-    ("energy_mJ", "energy (mJ)", ".4g"), ("memory_KiB", "memory (KiB)", ",.1f"),
+    ("index", "#", ""), ("generation", "gen", ""), ("epochs", "epochs", ""),
+    ("accuracy", "accuracy (%)", _pct), ("energy_mJ", "energy (mJ)", ".4g"), ("memory_KiB", "memory (KiB)", ",.1f"),
     ("latency_ms", "latency (ms)", ".4g"), ("seconds", "seconds", ".1f"), ("description", "network", ""),
 ]
 
