@@ -7,7 +7,9 @@ Running the pair side by side gives both the same machine, whatever else it is d
 script reads the journals and prints one table: candidates journaled, evaluations per hour,
 candidate-epochs trained, generations finished, and the hypervolume of each run's front of all
 its candidates (pymoo's ``HV``), all four objectives normalised by the bounds of the union of
-every run's front and measured against the reference point 1.1 in each.
+every run's front and measured against the reference point 1.1 in each; also the hypervolume
+each run had reached when the shorter run of its seed ended (from the journal's finish times),
+and ``hypervolume.png``: every run's hypervolume against wall-clock minutes.
 
     .venv/bin/python benchmarks/fidelity_comparison.py --out runs/fidelity --seeds 0,1 --minutes 28
     .venv/bin/python benchmarks/fidelity_comparison.py --out runs/fidelity --analyse   # table only
@@ -93,20 +95,40 @@ def analyse(out: Path) -> list[dict]:
 
     runs = {}
     for run_dir in sorted(p for p in out.iterdir() if (p / "run.json").exists()):
+        if not (out / f"{run_dir.name}.wall.json").exists():
+            print(f"{run_dir.name}: still running (or not started by this script), left out")
+            continue
         journal, _ = open_journal(run_dir)
         with journal:
             records = journal.evaluations()
             rungs = journal.rung_records()
             generations = journal.generations()
+            created = journal.run_info()["created_at"]
         wall = json.loads((out / f"{run_dir.name}.wall.json").read_text())["wall_seconds"]
-        runs[run_dir.name] = (records, rungs, generations, wall)
+        # seconds from the run's start to each candidate's journaling
+        done = [(r.finished_at - created).total_seconds() for r in records]
+        runs[run_dir.name] = (records, rungs, generations, wall, done)
     fronts = {name: pareto_front(r[0]) for name, r in runs.items()}
     union = np.vstack([_objectives(f) for f in fronts.values()])
     lo, hi = union.min(axis=0), union.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     indicator = HV(ref_point=np.full(4, 1.1))
+
+    def hv(records) -> float:
+        front = pareto_front(records)
+        return float(indicator((_objectives(front) - lo) / span)) if front else 0.0
+
+    def hv_at(name: str, t: float) -> float:
+        records, *_, done = runs[name]
+        return hv([r for r, s in zip(records, done, strict=True) if s <= t])
+
+    shortest: dict[str, float] = {}
+    for name, run in runs.items():
+        seed = name.rsplit("-", 1)[1]
+        shortest[seed] = min(shortest.get(seed, run[3]), run[3])
+    _plot(runs, hv_at, out / "hypervolume.png")
     rows = []
-    for name, (records, rungs, generations, wall) in runs.items():
+    for name, (records, rungs, generations, wall, _) in runs.items():
         mode, seed = name.rsplit("-", 1)
         if rungs:
             steps = [int(e) for e in RUNGS.split(",")]
@@ -115,34 +137,55 @@ def analyse(out: Path) -> list[dict]:
         else:
             epochs = EPOCHS * len(records)
         front = fronts[name]
-        hv = float(indicator((_objectives(front) - lo) / span)) if front else 0.0
         rows.append({
             "mode": mode, "seed": int(seed), "wall_seconds": wall, "candidates": len(records),
             "evaluations_per_hour": len(records) / wall * 3600, "candidate_epochs": epochs,
             "generations": len(generations), "front": len(front),
             "best_accuracy": max((r.accuracy for r in records if r.ok), default=None),
             "timeouts": sum(r.status == "timeout" for r in records),
-            "failed": sum(r.status == "failed" for r in records), "hypervolume": hv,
+            "failed": sum(r.status == "failed" for r in records), "hypervolume": hv(records),
+            "common_seconds": shortest[seed], "hypervolume_at_common": hv_at(name, shortest[seed]),
         })
     return rows
 
 
+def _plot(runs: dict, hv_at, path: Path) -> None:
+    from capslab.experiments import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run in sorted(runs.items()):
+        mode, seed = name.rsplit("-", 1)
+        times = np.linspace(0, run[3], 60)
+        ax.plot(times / 60, [hv_at(name, t) for t in times], label=f"{mode}, seed {seed}",
+                color="tab:blue" if mode == "rungs" else "tab:orange",
+                ls="-" if seed == "0" else "--")
+    ax.set_xlabel("wall clock [min]")
+    ax.set_ylabel("hypervolume of the front so far")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| mode | seed | wall | candidates | evaluations / hour | candidate-epochs | "
-             "generations | front | best val. accuracy | hypervolume |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "generations | front | best val. accuracy | hypervolume | hypervolume at the "
+             "shorter run's end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['seed']} | {r['wall_seconds']:.0f} s | {r['candidates']} | "
             f"{r['evaluations_per_hour']:.0f} | {r['candidate_epochs']} | {r['generations']} | "
-            f"{r['front']} | {100 * (r['best_accuracy'] or 0):.1f} % | {r['hypervolume']:.4f} |")
+            f"{r['front']} | {100 * (r['best_accuracy'] or 0):.1f} % | {r['hypervolume']:.4f} | "
+            f"{r['hypervolume_at_common']:.4f} ({r['common_seconds']:.0f} s) |")
     for mode in sorted({r["mode"] for r in rows}):
         mine = [r for r in rows if r["mode"] == mode]
         lines.append(
             f"| **{mode}, mean** | | | {np.mean([r['candidates'] for r in mine]):.1f} | "
             f"{np.mean([r['evaluations_per_hour'] for r in mine]):.0f} | "
             f"{np.mean([r['candidate_epochs'] for r in mine]):.0f} | | | | "
-            f"**{np.mean([r['hypervolume'] for r in mine]):.4f}** |")
+            f"**{np.mean([r['hypervolume'] for r in mine]):.4f}** | "
+            f"**{np.mean([r['hypervolume_at_common'] for r in mine]):.4f}** |")
     return "\n".join(lines)
 
 
