@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from capslab.ops import squash
@@ -138,3 +139,39 @@ def test_sda_bias_receives_gradients():
     n64 = _unclipped(u64.detach())
     assert torch.autograd.gradcheck(
         lambda u, b: scaled_distance_agreement(u, n64, 2, detach_intermediate=False, bias=b), (u64, b64))
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+@pytest.mark.parametrize("detach", [True, False])
+def test_routing_from_poses_is_dynamic_routing_of_the_predictions(iterations, detach):
+    from capslab.routing import dynamic_routing_from_poses
+
+    torch.manual_seed(0)
+    b, n_in, d_in, n_out, dim = 3, 20, 4, 5, 6
+    u = torch.randn(b, n_in, d_in, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(n_in, d_in, n_out * dim, dtype=torch.float64) * 0.3).requires_grad_()
+    u_hat = torch.bmm(u.transpose(0, 1), w).transpose(0, 1).reshape(b, n_in, n_out, dim)
+    v_ref = dynamic_routing(u_hat, iterations, detach_intermediate=detach)
+    v = dynamic_routing_from_poses(u, w, n_out, iterations, detach_intermediate=detach)
+    torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(v)
+    for a, r in zip(torch.autograd.grad(v, (u, w), g), torch.autograd.grad(v_ref, (u, w), g),
+                    strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+def test_routing_from_poses_applies_the_coupling_hook_to_every_iteration():
+    """Quantized routing (capslab.quantize) must see the first iteration's uniform couplings
+    too: with 2 bits, 1/10 rounds to 0 and every output is zero in both forms."""
+    from capslab.quantize import quantized_routing
+    from capslab.routing import dynamic_routing_from_poses
+
+    torch.manual_seed(1)
+    u, w = torch.randn(2, 12, 4), torch.randn(12, 4, 10 * 3)
+    u_hat = torch.bmm(u.transpose(0, 1), w).transpose(0, 1).reshape(2, 12, 10, 3)
+    for bits in (2, 3, 8):
+        with quantized_routing(bits):
+            ref = dynamic_routing(u_hat, 3)
+            got = dynamic_routing_from_poses(u, w, 10, 3)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        assert (ref.abs().sum() == 0) == (bits == 2)

@@ -103,6 +103,62 @@ def dynamic_routing(
     return v
 
 
+def dynamic_routing_from_poses(
+    u: Tensor,
+    weight: Tensor,
+    num_out: int,
+    num_iterations: int = 3,
+    detach_intermediate: bool = True,
+) -> Tensor:
+    """Routing-by-agreement of a fully connected capsule layer, computed from the input poses and
+    the transformation matrices without building the prediction vectors.
+
+    The same maths as :func:`dynamic_routing` of ``u_hat[b, i, j] = u[b, i] @ W[i, :, j]``
+    (equal up to float rounding), rearranged so that every sum over the inputs is one matrix
+    product with the ``n_in x d_in`` inputs as its inner dimension:
+    ``s[b, j] = sum_{i, d} (c[b, i, j] u[b, i, d]) W[i, d, j, :]`` and
+    ``<u_hat[b, i, j], v[b, j]> = sum_d u[b, i, d] (W[i, d, j, :] . v[b, j])``; the first
+    iteration's couplings are uniform, so its ``s`` is a single ``[B, n_in d_in] @ [n_in d_in,
+    n_out D]`` product. This moves half the bytes of the ``[B, n_in, n_out, D]`` prediction
+    vectors (``d_in`` = 8 against ``D`` = 16 per input and output) through large matrix
+    products instead of many small ones: faster from a few images per batch on (the CapsNet
+    training step at batch 128: ``docs/benchmarks.md``), slower at batch 1.
+
+    Args:
+        u: ``[B, n_in, d_in]`` input capsules.
+        weight: ``[n_in, d_in, n_out * D]`` transformation matrices (``ClassCaps.weight``).
+        num_out: output capsules ``n_out``.
+        num_iterations: routing iterations r >= 1.
+        detach_intermediate: as in :func:`dynamic_routing`.
+    Returns:
+        ``v`` of shape ``[B, n_out, D]``.
+    """
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    b, n_in, d_in = u.shape
+    dim = weight.shape[-1] // num_out
+    u_detached, w_detached = (u.detach(), weight.detach()) if detach_intermediate else (u, weight)
+    logits = None  # [n_out, B, n_in]: the layout every step below reads contiguously
+    for it in range(num_iterations):
+        last = it == num_iterations - 1
+        x, w = (u, weight) if last else (u_detached, w_detached)
+        w_by_output = w.reshape(n_in * d_in, num_out, dim).transpose(0, 1)  # [n_out, n_in*d_in, D]
+        if logits is None:
+            # uniform couplings (as the hook transforms them): one product for every output
+            c = coupling_coefficients(u.new_zeros(1, 1, num_out)).view(1, num_out, 1)
+            s = (x.reshape(b, n_in * d_in) @ w.reshape(n_in * d_in, num_out * dim)).view(b, num_out, dim) * c
+        else:
+            c = _transform_couplings(torch.softmax(logits, dim=0))  # [n_out, B, n_in]
+            weighted = (c.unsqueeze(-1) * x.unsqueeze(0)).view(num_out, b, n_in * d_in)
+            s = torch.bmm(weighted, w_by_output).transpose(0, 1)  # [B, n_out, D]
+        v = squash(s)
+        if not last:
+            projected = torch.bmm(v.transpose(0, 1), w_by_output.transpose(1, 2))  # [n_out, B, n_in*d_in]
+            agreement = (projected.view(num_out, b, n_in, d_in) * x.unsqueeze(0)).sum(-1)
+            logits = agreement if logits is None else logits + agreement
+    return v
+
+
 def sda_inverse_temperature(d_o: Tensor, d_p: Tensor, num_outputs: int, p: float = 0.9) -> Tensor:
     """Inverse temperature ``t`` of scaled-distance-agreement routing (Peer et al. 2018).
 

@@ -54,3 +54,21 @@ def test_registry_and_option_errors():
         create_model("capsnet", bogus=1)
     with pytest.raises(ValueError, match="routing"):
         create_model("capsnet", routing="em")
+
+
+def test_class_caps_gives_the_same_output_and_gradients_at_any_batch_size():
+    """ClassCaps routes batches of FROM_POSES_MIN_BATCH or more from the poses and smaller ones
+    from the prediction vectors: an image's output and the gradients must not depend on which
+    (float64, so only the summation order differs)."""
+    from capslab.layers.class_caps import FROM_POSES_MIN_BATCH, ClassCaps
+
+    torch.manual_seed(0)
+    layer = ClassCaps(30, 8, 10, 16).double()
+    u = torch.randn(FROM_POSES_MIN_BATCH, 30, 8, dtype=torch.float64)
+    big = layer(u)
+    small = torch.cat([layer(u[k : k + 1]) for k in range(len(u))])
+    torch.testing.assert_close(big, small, rtol=1e-12, atol=1e-12)
+    g_big = torch.autograd.grad(big.sum(), layer.weight)[0]
+    g_small = torch.autograd.grad(torch.cat([layer(u[k : k + 1]) for k in range(len(u))]).sum(),
+                                  layer.weight)[0]
+    torch.testing.assert_close(g_big, g_small, rtol=1e-10, atol=1e-12)

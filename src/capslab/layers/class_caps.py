@@ -7,11 +7,15 @@ from torch import Tensor, nn
 
 from capslab.errors import ConfigError
 from capslab.ops import safe_norm
-from capslab.routing import dynamic_routing, scaled_distance_agreement
+from capslab.routing import dynamic_routing, dynamic_routing_from_poses, scaled_distance_agreement
 
 ROUTINGS = ("rba", "sda")
 #: initial value of the SDA bias (the momentum paper's code)
 SDA_BIAS_INIT = 0.1
+#: From this batch size on, routing-by-agreement without shared matrices is computed from the
+#: poses (:func:`~capslab.routing.dynamic_routing_from_poses`, same maths, fewer bytes moved);
+#: below it the prediction vectors are built (faster for tiny batches: docs/benchmarks.md).
+FROM_POSES_MIN_BATCH = 8
 
 
 class ClassCaps(nn.Module):
@@ -76,6 +80,9 @@ class ClassCaps(nn.Module):
         return u_hat.reshape(b, self.num_in, self.num_out, self.out_dim)
 
     def forward(self, u: Tensor) -> Tensor:
+        if (self.routing == "rba" and self.share_types is None
+                and u.shape[0] >= FROM_POSES_MIN_BATCH):
+            return dynamic_routing_from_poses(u, self.weight, self.num_out, self.num_iterations)
         u_hat = self.predictions(u)
         if self.routing == "sda":
             return scaled_distance_agreement(u_hat, safe_norm(u, dim=-1), self.num_iterations,
