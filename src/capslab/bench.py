@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from capslab.allocator import keep_freed_memory, keep_freed_memory_for
 from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
@@ -193,7 +194,10 @@ def measure_variants(
     conv-bound ceiling at that batch size (the faster of the two memory formats).
 
     The variants (and the ceiling) are timed in alternating rounds
-    (:func:`capslab.profiling.interleaved_median_seconds`), one batch size at a time.
+    (:func:`capslab.profiling.interleaved_median_seconds`), one batch size at a time, smallest
+    first. On the CPU, malloc keeps freed memory from the first batch size that ``capslab
+    train`` turns it on at (:func:`capslab.allocator.keep_freed_memory_for`) and for every
+    measurement after it.
     """
     built = []
     for v in variants:
@@ -206,7 +210,8 @@ def measure_variants(
     ceiling = None
     for m in built:
         m.model.train()
-    for b in batch_sizes:
+    for b in sorted(batch_sizes):
+        keep_freed_memory_for(device, b)
         fns = [functools.partial(_train_step, m.model, m.optimizer, *m.batch(b, image_shape, device))
                for m in built]
         extra = _ceiling_steps(device, b) if b == ceiling_batch else []
@@ -291,6 +296,9 @@ def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
         "torch": torch.__version__,
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
+        # whether malloc kept freed memory for the CPU rows from batch KEEP_FREED_MIN_BATCH on
+        # (capslab.allocator); false: CAPSLAB_MALLOC=system, or not glibc
+        "malloc_keeps_freed_memory": keep_freed_memory(apply=False),
         "batch_sizes": list(BATCH_SIZES),
         "ceilings": [c.to_dict() for c in ceilings],
         "results": [r.to_dict() for r in results],

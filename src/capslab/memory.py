@@ -228,8 +228,10 @@ def plan(config: MemoryConfig) -> list[tuple[str, int | None]]:
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Least-squares ``y ~ slope * x + intercept``; fewer than two depths give slope 0."""
-    if len(set(x)) < 2:
+    """Least-squares ``y ~ slope * x + intercept``; fewer than two depths, or the same value at
+    every depth, give slope exactly 0 (a least-squares fit of a constant leaves rounding noise,
+    which a ratio of slopes would divide by)."""
+    if len(set(x)) < 2 or len(set(y)) == 1:
         return 0.0, float(np.mean(y)) if len(y) else 0.0
     slope, intercept = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
     return float(slope), float(intercept)

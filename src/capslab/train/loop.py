@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from capslab.allocator import keep_freed_memory_for
 from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.experiments import SUMMARY_FILE, versioned, write_json
@@ -215,6 +216,7 @@ def train_epoch(
     every ``FINITE_CHECK_EVERY`` steps elsewhere) and once at the end of the epoch.
     """
     batch_size = schedule.batch_size(epoch)
+    keep_freed_memory_for(device, batch_size)  # no page faults for large tensors (capslab.allocator)
     # the whole split sits on the device, so every batch is ready before its step
     loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment,
                          seed=config.seed, device=device)

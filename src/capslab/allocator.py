@@ -1,0 +1,73 @@
+"""The C allocator behind CPU tensors: large tensors without a page fault on every step.
+
+glibc's ``malloc`` hands every block above its mmap threshold (at most 32 MiB) to the kernel
+with ``mmap`` and gives it back with ``munmap`` when it is freed. A training step on the CPU
+allocates and frees tensors of tens of MiB (CapsNet at batch 128: the stem's 50 MiB output and
+its gradient, the routing's 47-94 MiB intermediates), so every step pays a page fault, and the
+kernel zeroing a fresh page, for each 4 KiB of each of them. On the development machine that
+was about a fifth of a batch-128 CapsNet step (docs/benchmarks.md).
+
+:func:`keep_freed_memory` asks ``malloc`` to serve every block from its heap (``M_MMAP_MAX =
+0``) and to keep freed memory there (``M_TRIM_THRESHOLD`` at its maximum), so the next step
+reuses pages that are already mapped. The cost is the usual one of a training process: it
+keeps its peak memory until it exits (preloading jemalloc or tcmalloc, which Intel recommends
+for PyTorch on CPUs, makes the same trade). Set ``CAPSLAB_MALLOC=system`` to leave ``malloc``
+as it is. Elsewhere than Linux with glibc it does nothing.
+
+The training loop turns it on with the first epoch whose batch has at least
+:data:`KEEP_FREED_MIN_BATCH` images (:func:`keep_freed_memory_for`): at batch 1 no block is
+large enough to be mapped afresh, and the heap-only setting measured slower there (34 against
+42 CapsNet images/s on the development machine), from batch 4 on faster. The setting is
+process-wide and one-way: a WarmAdaBatch run switches when its batch grows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+#: ``mallopt`` parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+#: The largest value ``mallopt`` takes (an ``int``): freed heap memory is never trimmed.
+_KEEP_ALL = 2**31 - 1
+
+#: The smallest training batch from which the loop keeps freed memory (see the module).
+KEEP_FREED_MIN_BATCH = 2
+
+_applied: bool | None = None
+
+
+def keep_freed_memory_for(device, batch_size: int) -> bool:
+    """:func:`keep_freed_memory` for a training step of ``batch_size`` images on ``device``
+    (a ``torch.device``): from :data:`KEEP_FREED_MIN_BATCH` images on the CPU. Returns whether
+    malloc keeps freed memory now."""
+    if device.type == "cpu" and batch_size >= KEEP_FREED_MIN_BATCH:
+        return keep_freed_memory()
+    return bool(_applied)
+
+
+def keep_freed_memory(apply: bool = True) -> bool:
+    """Serve large CPU allocations from malloc's heap and keep freed memory for reuse (once per
+    process; see the module). Returns whether malloc keeps freed memory; with ``apply=False``
+    only says so, changing nothing."""
+    global _applied
+    if _applied is not None or not apply:
+        return bool(_applied)
+    _applied = False
+    if os.environ.get("CAPSLAB_MALLOC", "").strip().lower() == "system":
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    # mmap off first: from here on no large block leaves the heap
+    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, _KEEP_ALL))
+    return _applied
