@@ -4,11 +4,19 @@ See docs/nas.md. The pieces: :mod:`~capslab.nas.space` (search space, sampler),
 :mod:`~capslab.nas.operators` (pymoo operators), :mod:`~capslab.nas.problem`,
 :mod:`~capslab.nas.evaluate` (hardware model + partial training), :mod:`~capslab.nas.journal`
 (SQLAlchemy journal), :mod:`~capslab.nas.search` (NSGA-II ask/tell loop, resume),
-:mod:`~capslab.nas.parallel` (processes, Ray), :mod:`~capslab.nas.report`,
+:mod:`~capslab.nas.parallel` (processes, Ray), :mod:`~capslab.nas.fidelity` (multi-fidelity
+rungs: the promotion rule), :mod:`~capslab.nas.report`,
 :mod:`~capslab.nas.pcc` (partial-training correlation study).
 """
 
-from capslab.nas.evaluate import Evaluator, TrainedAccuracy, candidate_budget, default_time_limit
+from capslab.nas.evaluate import (
+    Evaluator,
+    Score,
+    TrainedAccuracy,
+    candidate_budget,
+    default_time_limit,
+)
+from capslab.nas.fidelity import promote, promotion_count, rung_time_limit
 from capslab.nas.journal import FAILED_OBJECTIVES, OBJECTIVE_NAMES, EvaluationRecord, Journal
 from capslab.nas.operators import (
     GenotypeDuplicates,
@@ -46,6 +54,7 @@ __all__ = [
     "GenotypeSampling",
     "Journal",
     "NASCapsProblem",
+    "Score",
     "SearchConfig",
     "SearchResult",
     "SearchSpace",
@@ -58,8 +67,11 @@ __all__ = [
     "default_val_size",
     "genotype_key",
     "mutate",
+    "promote",
+    "promotion_count",
     "resume",
     "run_search",
+    "rung_time_limit",
     "sample",
     "utilisation",
     "valid_cut_points",
