@@ -384,6 +384,14 @@ def test_command_line_max_time_resume_and_report(fake_cli, tmp_path):
     (("--val-size", "0"), "val_size must be a positive number"),
     (("--val-size", "60000"), "leaves no training image"),
     (("--time-limit", "-1"), "time_limit must be >= 0"),
+    (("--rungs", "3,1,5"), "rungs must be strictly increasing epoch counts, got 3,1,5"),
+    (("--rungs", "1,x"), "--rungs: 'x' is not a whole number of epochs"),
+    (("--rungs", "1,3", "--epochs", "5"), "the last rung (3 epochs) must be"),
+    (("--rungs", "1,3", "--promote", "0"), "promote must be a fraction in (0, 1], got 0.0"),
+    (("--rungs", "1,3", "--promote", "1.5"), "promote must be a fraction in (0, 1]"),
+    (("--accuracy-bits", "1"), "accuracy_bits must be an integer from 2 to 16, got 1"),
+    (("--accuracy-bits", "17"), "accuracy_bits must be an integer from 2 to 16, got 17"),
+    (("--accuracy-bits", "4"), "accuracy_bits 4 disagrees with the accelerator description"),
 ])
 def test_command_line_refuses_bad_values_in_one_line(fake_cli, tmp_path, option, message):
     res = fake_cli(*SEARCH, "--out", str(tmp_path / "run"), *option)
