@@ -464,12 +464,17 @@ class Journal:
     def record(self, rec: EvaluationRecord) -> bool:
         """Insert one evaluation in its own transaction. Returns False if the key was already
         there (the first result is kept: identical genotypes are evaluated once)."""
-        row = rec.to_row()
+        return self._insert_once(evaluations_table, rec.to_row(),
+                                 lambda: self.lookup(rec.key) is not None)
+
+    def _insert_once(self, table: Table, values: dict[str, Any], present: Callable[[], bool]) -> bool:
+        """Insert a row of this run in its own transaction; False if ``present()`` says that
+        the unique row was already there (any other integrity error, e.g. no such run, is
+        raised)."""
         try:
-            self._write(lambda conn: conn.execute(
-                insert(evaluations_table).values(run_id=self.run_id, **row)))
+            self._write(lambda conn: conn.execute(insert(table).values(run_id=self.run_id, **values)))
         except IntegrityError:
-            if self.lookup(rec.key) is None:  # not a duplicate: e.g. no such run
+            if not present():
                 raise
             return False
         return True
@@ -496,15 +501,8 @@ class Journal:
     def record_rung(self, rec: EvaluationRecord, rung: int) -> bool:
         """Insert one candidate's result at one rung in its own transaction. Returns False if
         it was already there (the first result is kept)."""
-        row = {k: v for k, v in rec.to_row().items() if k != "key"}
-        try:
-            self._write(lambda conn: conn.execute(
-                insert(rungs_table).values(run_id=self.run_id, key=rec.key, rung=rung, **row)))
-        except IntegrityError:
-            if rung not in self.rung_records([rec.key]).get(rec.key, {}):
-                raise
-            return False
-        return True
+        return self._insert_once(rungs_table, {**rec.to_row(), "rung": rung},
+                                 lambda: rung in self.rung_records([rec.key]).get(rec.key, {}))
 
     def rung_records(self, keys: Iterable[str] | None = None) -> dict[str, dict[int, EvaluationRecord]]:
         """``{key: {rung: record}}`` of this run's rung results (of ``keys`` only, if given)."""
