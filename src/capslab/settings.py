@@ -191,6 +191,19 @@ class Settings:
             out[name] = value.identity() if isinstance(value, Settings) else plain(value)
         return json.loads(json.dumps(out))
 
+    def identity_matches(self, recorded: dict[str, Any]) -> bool:
+        """Whether an identity recorded earlier is this one's. A key the record lacks (written
+        before the field existed) matches when this config leaves that field at its default,
+        so adding a field with a default keeps older runs resumable."""
+        wanted = self.identity()
+        fields = {f.name: f for f in dataclasses.fields(self)}
+
+        def default(name: str) -> Any:
+            f = fields[name]
+            return plain(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+
+        return all(recorded[k] == v if k in recorded else v == default(k) for k, v in wanted.items())
+
     def replace(self: S, **changes: Any) -> S:
         """A validated copy with ``changes``."""
         return dataclasses.replace(self, **changes)

@@ -43,7 +43,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -203,16 +203,6 @@ class SearchConfig(Settings):
                                    rungs=self.rungs is not None)
         return Evaluator(accuracy, space=self.build_space(), accelerator=self.accelerator_model(),
                          time_limit=self.time_limit or None, rungs=self.rungs)
-
-    def identity_matches(self, recorded: dict[str, Any]) -> bool:
-        """Whether a journal's recorded identity is this config's. A key the record lacks
-        (a journal written before the key existed) matches when this config leaves it at its
-        default."""
-        wanted = self.identity()
-        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
-                    for f in fields(self) if f.name not in recorded}
-        return all(recorded.get(k) == v if k in recorded else v == defaults.get(k)
-                   for k, v in wanted.items())
 
     def data_split(self) -> dict[str, Any]:
         """What the journal records about the split candidates are scored on."""
