@@ -53,9 +53,9 @@ def test_freed_memory_is_reused_without_page_faults():
 
 def test_the_training_loop_keeps_freed_memory_from_batch_2_on():
     code = ("import json, torch\n"
-            "from capslab.allocator import keep_freed_memory, keep_freed_memory_for\n"
+            "from capslab.allocator import keep_freed_memory_for, keeps_freed_memory\n"
             "cpu = torch.device('cpu')\n"
-            "seen = [keep_freed_memory_for(cpu, 1), keep_freed_memory(apply=False),\n"
+            "seen = [keep_freed_memory_for(cpu, 1), keeps_freed_memory(),\n"
             "        keep_freed_memory_for(cpu, 2), keep_freed_memory_for(cpu, 1)]\n"
             "print(json.dumps(seen))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -46,16 +46,20 @@ def keep_freed_memory_for(device, batch_size: int) -> bool:
     malloc keeps freed memory now."""
     if device.type == "cpu" and batch_size >= KEEP_FREED_MIN_BATCH:
         return keep_freed_memory()
+    return keeps_freed_memory()
+
+
+def keeps_freed_memory() -> bool:
+    """Whether malloc keeps freed memory in this process now (changes nothing)."""
     return bool(_applied)
 
 
-def keep_freed_memory(apply: bool = True) -> bool:
+def keep_freed_memory() -> bool:
     """Serve large CPU allocations from malloc's heap and keep freed memory for reuse (once per
-    process; see the module). Returns whether malloc keeps freed memory; with ``apply=False``
-    only says so, changing nothing."""
+    process; see the module). Returns whether malloc keeps freed memory."""
     global _applied
-    if _applied is not None or not apply:
-        return bool(_applied)
+    if _applied is not None:
+        return _applied
     _applied = False
     if os.environ.get("CAPSLAB_MALLOC", "").strip().lower() == "system":
         return False

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from capslab.allocator import keep_freed_memory, keep_freed_memory_for
+from capslab.allocator import keep_freed_memory_for, keeps_freed_memory
 from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
@@ -298,7 +298,7 @@ def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
         "threads": torch.get_num_threads(),
         # whether malloc kept freed memory for the CPU rows from batch KEEP_FREED_MIN_BATCH on
         # (capslab.allocator); false: CAPSLAB_MALLOC=system, or not glibc
-        "malloc_keeps_freed_memory": keep_freed_memory(apply=False),
+        "malloc_keeps_freed_memory": keeps_freed_memory(),
         "batch_sizes": list(BATCH_SIZES),
         "ceilings": [c.to_dict() for c in ceilings],
         "results": [r.to_dict() for r in results],
