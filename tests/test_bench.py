@@ -53,10 +53,10 @@ def test_measure_variant_rates_at_every_batch_size_and_peak_memory():
     assert r.speedup == {} and r.of_ceiling is None  # set by run_benchmark
 
 
-def test_timed_steps_cover_at_least_the_minimum_images():
-    assert bench.timed_steps(1, 3) == bench.MIN_TIMED_IMAGES
-    assert bench.timed_steps(16, 3) == 3 and bench.timed_steps(128, 5) == 5
-    assert all(bench.timed_steps(b, 1) * b >= bench.MIN_TIMED_IMAGES for b in (1, 3, 16, 128))
+def test_blocks_cover_at_least_the_minimum_images():
+    assert bench.block_steps(1) == bench.MIN_TIMED_IMAGES
+    assert bench.block_steps(16) == 2 and bench.block_steps(128) == 1
+    assert all(bench.block_steps(b) * b >= bench.MIN_TIMED_IMAGES for b in (1, 3, 16, 33, 128))
 
 
 def test_run_benchmark_speedups_and_ceiling(measured):

@@ -6,6 +6,9 @@ from hypothesis import strategies as st
 from capslab.ops import (
     capsule_lengths,
     conv2d_as_gemm,
+    image_patches,
+    matmul_t,
+    sum_patches,
     mask_capsules,
     safe_norm,
     selected_capsule,
@@ -77,13 +80,66 @@ def test_conv2d_as_gemm_matches_conv2d_values_and_gradients(stride, batch):
         torch.testing.assert_close(a, e)
 
 
-def test_primary_caps_batch_one_path_is_the_convolution():
-    from capslab.layers import PrimaryCaps
+@pytest.mark.parametrize("batch", [1, 5, 9])
+def test_primary_caps_small_batch_gemm_path_is_the_convolution(batch, monkeypatch):
+    from capslab.layers import PrimaryCaps, primary_caps
 
     torch.manual_seed(0)
     layer = PrimaryCaps(16, 4, 8, 9, 2)
-    x = torch.randn(1, 16, 20, 20)
-    gemm = layer(x)  # batch 1 with gradients: the GEMM form
+    x = torch.randn(batch, 16, 20, 20, requires_grad=True)
+    assert primary_caps.gemm_max_batch(True) == 8 and primary_caps.gemm_max_batch(False) == 4
+    got = layer(x)  # GEMMs up to batch 8 with gradients
+    got_grads = torch.autograd.grad(got.square().sum(), (x, layer.conv.weight))
     with torch.no_grad():
-        conv = layer(x)  # without gradients: the convolution
-    torch.testing.assert_close(gemm, conv, rtol=1e-4, atol=1e-5)
+        got_eval = layer(x)  # GEMMs up to batch 4 without
+    monkeypatch.setattr(primary_caps, "GEMM_MAX_TRAIN_BATCH", 0)
+    monkeypatch.setattr(primary_caps, "GEMM_MAX_EVAL_BATCH", 0)
+    want = layer(x)  # the convolution
+    want_grads = torch.autograd.grad(want.square().sum(), (x, layer.conv.weight))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_eval, want.detach(), rtol=1e-4, atol=1e-5)
+    for a, e in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_t_is_a_times_b_transposed_on_every_path():
+    torch.manual_seed(0)
+    a, b, bias = torch.randn(5, 7), torch.randn(3, 7), torch.randn(3)
+    want = a @ b.t() + bias
+    torch.testing.assert_close(matmul_t(a, b, bias), want)  # oneDNN where the build has it
+    torch.testing.assert_close(matmul_t(a.double(), b.double(), bias.double()), want.double())
+    # transposed views, as the convolution's backward passes them, without copies
+    at, bt = a.t().contiguous().t(), b.t().contiguous().t()
+    torch.testing.assert_close(matmul_t(at, bt), a @ b.t())
+    assert matmul_t(a[:0], b).shape == (0, 3)
+
+
+@pytest.mark.parametrize("size,k,stride", [((13, 13), 4, 1), ((20, 20), 9, 2), ((11, 17), 3, 3)])
+def test_image_patches_and_their_sum_are_unfold_and_fold(size, k, stride):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *size)
+    patches = image_patches(x, k, stride)  # [B*L, C*k*k]
+    want = torch.nn.functional.unfold(x, k, stride=stride)  # [B, C*k*k, L]
+    torch.testing.assert_close(patches, want.transpose(1, 2).reshape(-1, want.shape[1]))
+    d = torch.randn_like(patches)
+    folded = torch.nn.functional.fold(d.view(2, -1, d.shape[1]).transpose(1, 2), size, k, stride=stride)
+    torch.testing.assert_close(sum_patches(d, 2, size, k, stride), folded)
+    # adjoint: <patches(x), d> == <x, sum(d)>
+    torch.testing.assert_close((patches * d).sum(), (x * sum_patches(d, 2, size, k, stride)).sum())
+
+
+def test_conv2d_as_gemm_in_float32_matches_the_convolution_and_is_once_differentiable():
+    torch.manual_seed(0)
+    x = torch.randn(1, 32, 20, 20, requires_grad=True)
+    w = torch.randn(16, 32, 9, 9, requires_grad=True)
+    b = torch.randn(16, requires_grad=True)
+    y = conv2d_as_gemm(x, w, b, 2)
+    ref = torch.nn.functional.conv2d(x, w, b, 2)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+    g = torch.randn_like(ref)
+    for a, e in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g),
+                    strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-3)
+    gx, = torch.autograd.grad(conv2d_as_gemm(x, w, b, 2).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        gx.sum().backward()

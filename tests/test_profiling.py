@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from torch import nn
 
@@ -95,6 +96,28 @@ def test_interleaved_rounds_rotate_and_take_each_median(monkeypatch):
     assert got == [2.0, 20.0]
     # warm-up a, b; then rounds a b / b a / a b: the first function changes every round
     assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
+def test_interleaved_blocks_skip_the_lead_call_and_average_the_rest(monkeypatch):
+    now = [0.0]
+    order = []
+    # per function: the lead call of a block is slow (cold caches), the block's calls are not
+    costs = {"a": iter([0, 9, 1, 3, 9, 2, 2]), "b": iter([0, 9, 4, 4, 9, 6, 8])}
+
+    def fn(name):
+        def call():
+            order.append(name)
+            now[0] += next(costs[name])
+        return call
+
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: now[0])
+    got = profiling.interleaved_median_seconds([fn("a"), fn("b")], steps=2, warmup=1, device=CPU,
+                                               block=2)
+    # round 1: a's block (1 + 3) / 2, b's (4 + 4) / 2; round 2 starts with b: (6 + 8) / 2, a's (2 + 2) / 2
+    assert got == [2.0, 5.5]  # medians of (2, 2) and (4, 7)
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+    with pytest.raises(ValueError, match="block"):
+        profiling.interleaved_median_seconds([fn("a")], steps=1, warmup=0, device=CPU, block=0)
 
 
 def test_training_step_peak_holds_the_start_state_and_the_new_gradients():

@@ -42,8 +42,8 @@ REPORT_KIND = "bench"
 BATCH_SIZES = (1, 16, 128)
 #: the ceiling and the peak memory are measured at this batch size
 LARGE_BATCH = 128
-#: timed images per measurement at least: small batches get more steps, so that the
-#: median is taken over a similar span of time
+#: images per timed block at least: a small batch is timed over consecutive steps, as a
+#: training loop runs them, and over a similar span of time as a large one
 MIN_TIMED_IMAGES = 32
 
 
@@ -129,9 +129,10 @@ def default_variants(include_plain: bool = True, compile_: bool = False) -> list
     return variants
 
 
-def timed_steps(batch_size: int, steps: int) -> int:
-    """Steps to time at ``batch_size``: at least ``steps`` and ``MIN_TIMED_IMAGES`` images."""
-    return max(steps, -(-MIN_TIMED_IMAGES // batch_size))
+def block_steps(batch_size: int) -> int:
+    """Consecutive steps timed as one sample at ``batch_size``: ``MIN_TIMED_IMAGES`` images at
+    least (32 steps at batch 1, 2 at batch 16, 1 at batch 128)."""
+    return -(-MIN_TIMED_IMAGES // batch_size)
 
 
 def _train_step(model: nn.Module, optimizer, x, y) -> None:
@@ -215,8 +216,8 @@ def measure_variants(
         fns = [functools.partial(_train_step, m.model, m.optimizer, *m.batch(b, image_shape, device))
                for m in built]
         extra = _ceiling_steps(device, b) if b == ceiling_batch else []
-        seconds = interleaved_median_seconds(fns + [f for _, f in extra], timed_steps(b, steps),
-                                             max(1, warmup), device)
+        seconds = interleaved_median_seconds(fns + [f for _, f in extra], steps, max(1, warmup),
+                                             device, block=block_steps(b))
         for i in range(len(built)):
             train[i][str(b)] = b / seconds[i]
         for (name, _), sec in zip(extra, seconds[len(built):], strict=True):
@@ -232,7 +233,7 @@ def measure_variants(
         m.model.eval()
     for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
         fns = [functools.partial(_infer, m.model, m.batch(b, image_shape, device)[0]) for m in built]
-        seconds = interleaved_median_seconds(fns, timed_steps(b, steps), warmup, device)
+        seconds = interleaved_median_seconds(fns, steps, warmup, device, block=block_steps(b))
         for i in range(len(built)):
             infer[i][str(b)] = b / seconds[i]
     results = [BenchResult(m.variant.name, str(device), train[i], infer[i], peaks[i])

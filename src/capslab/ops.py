@@ -64,22 +64,113 @@ def selected_capsule(v: Tensor, target: Tensor | None = None) -> Tensor:
     return v[torch.arange(v.shape[0], device=v.device), index]
 
 
-def conv2d_as_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1) -> Tensor:
-    """A valid (unpadded) 2-D convolution computed as one matrix product over unfolded patches.
+def matmul_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``a @ b.T (+ bias)``: the product of a linear layer, by oneDNN on the CPU in float32.
 
-    Same maths as ``F.conv2d(x, weight, bias, stride)``. On the CPU at batch 1, oneDNN's
-    backward of a large-kernel convolution is about 2x slower than this GEMM and its
-    autograd (``fold`` for the input gradient); at batch 2 and above oneDNN is faster
-    (``capslab bench`` and docs/benchmarks.md).
+    oneDNN's inner product measured 1.3-1.9x faster than ``torch.mm`` (MKL) on the AMD EPYC
+    development machine for the skinny products of a batch-1 PrimaryCaps convolution (36 rows
+    against 20,736 columns); it also takes transposed views without a copy. Other devices and
+    dtypes, builds without oneDNN and ``torch.compile`` use ``torch.addmm``/``torch.mm``.
+
+    Shape:
+        a: ``[M, K]``; b: ``[N, K]``; bias: ``[N]``. Returns ``[M, N]``.
+    """
+    # inductor cannot lower the oneDNN op on plain weights: compiled graphs use the GEMM
+    if (not torch.compiler.is_compiling() and _onednn_ok(a) and _onednn_ok(b)
+            and (bias is None or _onednn_ok(bias))):
+        return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+    if bias is None:
+        return a @ b.t()
+    return torch.addmm(bias, a, b.t())
+
+
+def _onednn_ok(t: Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+
+
+def image_patches(x: Tensor, kernel_size: int, stride: int = 1) -> Tensor:
+    """Every ``k x k`` patch of a valid convolution as one row (im2col, transposed).
+
+    Shape:
+        x: ``[B, C, H, W]``. Returns ``[B * H' * W', C * k * k]``: rows in (batch, row, column)
+        order of the output grid, columns in (channel, kernel row, kernel column) order, the
+        order of ``weight.reshape(C_out, -1)``.
+    """
+    b, c, _, _ = x.shape
+    grid = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)  # [B, C, H', W', k, k]
+    return grid.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel_size * kernel_size)
+
+
+def sum_patches(patches: Tensor, batch: int, size: tuple[int, int], kernel_size: int, stride: int = 1) -> Tensor:
+    """The adjoint of :func:`image_patches` (col2im): every patch added back where it was cut.
+
+    Summed one axis at a time, over the output rows then the output columns: ``2 * H'``
+    strided additions instead of ``fold``'s scatter, which measured 2-4x slower on the
+    development machine for the PrimaryCaps layer's patch layout.
+
+    Shape:
+        patches: ``[B * H' * W', C * k * k]`` as :func:`image_patches` lays them out.
+        Returns ``[B, C, H, W]`` with ``(H, W) = size``.
+    """
+    h, w = size
+    k, s = kernel_size, stride
+    h_out, w_out = (h - k) // s + 1, (w - k) // s + 1
+    c = patches.shape[1] // (k * k)
+    grid = patches.view(batch, h_out, w_out, c, k, k)
+    rows = patches.new_zeros(batch, h, w_out, c, k)  # summed over (output row, kernel row)
+    for i in range(h_out):
+        rows[:, s * i : s * i + k] += grid[:, i].permute(0, 3, 1, 2, 4)  # [B, k, W', C, k]
+    image = patches.new_zeros(batch, c, h, w)
+    for j in range(w_out):
+        image[:, :, :, s * j : s * j + k] += rows[:, :, j].permute(0, 2, 1, 3)  # [B, C, H, k]
+    return image
+
+
+class _Conv2dAsGemm(torch.autograd.Function):
+    """Valid convolution as three matrix products over image patches (see conv2d_as_gemm)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+        b, _, h, w = x.shape
+        c_out, _, k, _ = weight.shape
+        patches = image_patches(x, k, stride)  # [B*L, C_in*k*k]
+        y = matmul_t(patches, weight.reshape(c_out, -1), bias)  # [B*L, C_out]
+        ctx.save_for_backward(patches, weight)
+        ctx.geometry = (b, h, w, stride, bias is not None)
+        # [B, C_out, H', W'] in channels-last strides: no copy
+        return y.view(b, (h - k) // stride + 1, (w - k) // stride + 1, c_out).permute(0, 3, 1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        patches, weight = ctx.saved_tensors
+        b, h, w, stride, has_bias = ctx.geometry
+        c_out, _, k, _ = weight.shape
+        dy = grad_y.permute(0, 2, 3, 1).reshape(-1, c_out)  # [B*L, C_out]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            d_patches = matmul_t(dy, weight.reshape(c_out, -1).t())  # [B*L, C_in*k*k]
+            grad_x = sum_patches(d_patches, b, (h, w), k, stride)
+        if ctx.needs_input_grad[1]:
+            grad_w = matmul_t(dy.t(), patches.t()).view_as(weight)
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_b = dy.sum(0)
+        return grad_x, grad_w, grad_b, None
+
+
+def conv2d_as_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1) -> Tensor:
+    """A valid (unpadded) 2-D convolution computed as matrix products over image patches.
+
+    Same maths as ``F.conv2d(x, weight, bias, stride)``, with its own backward: the input
+    gradient is one product and a ``fold``, the weight gradient one product, each by
+    :func:`matmul_t`. On the CPU at batch 1, oneDNN's convolution (forward and backward) of
+    the 9x9, 256-channel PrimaryCaps layer is 2-3x slower than this; from batch 2 on the
+    convolution is faster (``capslab bench`` and docs/benchmarks.md). Not twice
+    differentiable.
 
     Shape:
         x: ``[B, C_in, H, W]``; weight: ``[C_out, C_in, k, k]``; bias: ``[C_out]``.
-        Returns ``[B, C_out, H', W']`` with ``H' = (H - k) // stride + 1``.
+        Returns ``[B, C_out, H', W']`` with ``H' = (H - k) // stride + 1``, in channels-last
+        strides.
     """
-    b, _, h, w = x.shape
-    c_out, _, k, _ = weight.shape
-    cols = torch.nn.functional.unfold(x, k, stride=stride)  # [B, C_in*k*k, H'*W']
-    y = weight.reshape(c_out, -1) @ cols  # [B, C_out, H'*W']
-    if bias is not None:
-        y = y + bias[:, None]
-    return y.view(b, c_out, (h - k) // stride + 1, (w - k) // stride + 1)
+    return _Conv2dAsGemm.apply(x, weight, bias, stride)

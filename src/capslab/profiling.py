@@ -129,10 +129,19 @@ def median_seconds(fn: Callable[[], object], steps: int, warmup: int, device: to
 
 
 def interleaved_median_seconds(fns: Sequence[Callable[[], object]], steps: int, warmup: int,
-                               device: torch.device) -> list[float]:
-    """Median wall time of each of ``fns``, timed in rounds: every round calls each function
-    once, starting one further along each time. Load from other processes then falls on all of
-    them alike, so their ratios hold on a busy machine where back-to-back timings drift."""
+                               device: torch.device, block: int = 1) -> list[float]:
+    """Median wall time of one call of each of ``fns``, timed in ``steps`` rounds: every round
+    runs each function once, starting one further along each time. Load from other processes
+    then falls on all of them alike, so their ratios hold on a busy machine where back-to-back
+    timings drift.
+
+    With ``block > 1`` a round runs each function ``block + 1`` times back to back and takes
+    the mean of the last ``block`` calls: a training loop runs its steps one after the other,
+    and the first step after another function ran pays for the caches and the allocator state
+    that function left behind, which a short step (batch 1) would otherwise be measured by.
+    """
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
 
     def sync() -> None:
         if device.type == "cuda":
@@ -145,11 +154,14 @@ def interleaved_median_seconds(fns: Sequence[Callable[[], object]], steps: int, 
     for r in range(steps):
         for k in range(len(fns)):
             i = (r + k) % len(fns)
+            if block > 1:
+                fns[i]()
             sync()
             t0 = time.perf_counter()
-            fns[i]()
+            for _ in range(block):
+                fns[i]()
             sync()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append((time.perf_counter() - t0) / block)
     return [statistics.median(t) for t in times]
 
 
