@@ -7,12 +7,12 @@ from capslab.ops import (
     capsule_lengths,
     conv2d_as_gemm,
     image_patches,
-    matmul_t,
-    sum_patches,
     mask_capsules,
+    matmul_t,
     safe_norm,
     selected_capsule,
     squash,
+    sum_patches,
 )
 
 
