@@ -36,8 +36,14 @@ def _transform_couplings(c: Tensor) -> Tensor:
 
 
 def coupling_coefficients(logits: Tensor) -> Tensor:
-    """``[B, n_in, n_out] -> [B, n_in, n_out]``: softmax of the routing logits over outputs."""
-    return _transform_couplings(torch.softmax(logits, dim=2))
+    """``[B, n_in, n_out] -> [B, n_in, n_out]``: softmax of the routing logits over outputs.
+
+    Taken over the middle axis of the transposed view: PyTorch's CPU softmax over a short last
+    axis (10 classes) measured 5-10x slower than over a middle one (0.10 against 0.02 ms at
+    batch 1, 1.6 against 0.14 ms at batch 16 on the development machine). The result is that
+    view transposed back (strides, not a copy).
+    """
+    return _transform_couplings(torch.softmax(logits.transpose(1, 2), dim=1).transpose(1, 2))
 
 
 def route(
