@@ -104,9 +104,10 @@ def image_patches(x: Tensor, kernel_size: int, stride: int = 1) -> Tensor:
 def sum_patches(patches: Tensor, batch: int, size: tuple[int, int], kernel_size: int, stride: int = 1) -> Tensor:
     """The adjoint of :func:`image_patches` (col2im): every patch added back where it was cut.
 
-    Summed one axis at a time, over the output rows then the output columns: ``2 * H'``
-    strided additions instead of ``fold``'s scatter, which measured 2-4x slower on the
-    development machine for the PrimaryCaps layer's patch layout.
+    Summed one axis at a time, over the output columns then the output rows: ``W' + H'``
+    strided additions instead of ``fold``'s scatter. Timed in a batch-1 CapsNet training step
+    (alternating blocks in one process), this order made the step 3-4% faster than rows first
+    (its second pass adds whole ``k x W`` blocks), which was itself 3% faster than ``fold``.
 
     Shape:
         patches: ``[B * H' * W', C * k * k]`` as :func:`image_patches` lays them out.
@@ -117,12 +118,12 @@ def sum_patches(patches: Tensor, batch: int, size: tuple[int, int], kernel_size:
     h_out, w_out = (h - k) // s + 1, (w - k) // s + 1
     c = patches.shape[1] // (k * k)
     grid = patches.view(batch, h_out, w_out, c, k, k)
-    rows = patches.new_zeros(batch, h, w_out, c, k)  # summed over (output row, kernel row)
-    for i in range(h_out):
-        rows[:, s * i : s * i + k] += grid[:, i].permute(0, 3, 1, 2, 4)  # [B, k, W', C, k]
-    image = patches.new_zeros(batch, c, h, w)
+    cols = patches.new_zeros(batch, h_out, c, k, w)  # summed over (output column, kernel column)
     for j in range(w_out):
-        image[:, :, :, s * j : s * j + k] += rows[:, :, j].permute(0, 2, 1, 3)  # [B, C, H, k]
+        cols[..., s * j : s * j + k] += grid[:, :, j]  # [B, H', C, k, k]
+    image = patches.new_zeros(batch, c, h, w)
+    for i in range(h_out):
+        image[:, :, s * i : s * i + k] += cols[:, i]  # [B, C, k, W]
     return image
 
 
