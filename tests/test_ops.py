@@ -143,3 +143,16 @@ def test_conv2d_as_gemm_in_float32_matches_the_convolution_and_is_once_different
     gx, = torch.autograd.grad(conv2d_as_gemm(x, w, b, 2).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="twice"):
         gx.sum().backward()
+
+
+def test_conv2d_as_gemm_output_can_be_changed_in_place():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    y = conv2d_as_gemm(x, w, None, 1).relu_()  # as a ReLU(inplace=True) after it does
+    ref = torch.nn.functional.conv2d(x, w).relu()
+    torch.testing.assert_close(y, ref)
+    got = torch.autograd.grad(y.sum(), (x, w))
+    want = torch.autograd.grad(ref.sum(), (x, w))
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e)

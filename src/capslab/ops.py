@@ -138,8 +138,9 @@ class _Conv2dAsGemm(torch.autograd.Function):
         y = matmul_t(patches, weight.reshape(c_out, -1), bias)  # [B*L, C_out]
         ctx.save_for_backward(patches, weight)
         ctx.geometry = (b, h, w, stride, bias is not None)
-        # [B, C_out, H', W'] in channels-last strides: no copy
-        return y.view(b, (h - k) // stride + 1, (w - k) // stride + 1, c_out).permute(0, 3, 1, 2)
+        # [B, C_out, H', W'] in channels-last strides; a copy (B x 9,216 values for PrimaryCaps),
+        # since autograd forbids in-place changes of a view made inside a Function
+        return y.view(b, (h - k) // stride + 1, (w - k) // stride + 1, c_out).permute(0, 3, 1, 2).clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
