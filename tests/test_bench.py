@@ -53,6 +53,20 @@ def test_measure_variant_rates_at_every_batch_size_and_peak_memory():
     assert r.speedup == {} and r.of_ceiling is None  # set by run_benchmark
 
 
+def test_bf16_variant_runs_its_forward_under_autocast():
+    seen = []
+
+    def factory():
+        model = tiny_capsnet()
+        model.class_caps.register_forward_pre_hook(lambda _m, args: seen.append(args[0].dtype))
+        return model
+
+    r = measure_variant(Variant("tiny bf16", factory, precision="bf16"), CPU, steps=1, warmup=0,
+                        batch_sizes=(16,), peak_memory=False)
+    assert r.train_images_per_s["16"] > 0 and r.infer_images_per_s["16"] > 0
+    assert seen and set(seen) == {torch.bfloat16}  # training and inference alike
+
+
 def test_blocks_cover_at_least_the_minimum_images():
     assert bench.block_steps(1) == bench.MIN_TIMED_IMAGES
     assert bench.block_steps(16) == 2 and bench.block_steps(128) == 1
@@ -108,8 +122,9 @@ def test_devices_and_default_variants():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             bench_devices("cuda")
-    names = [v.name for v in bench.default_variants(compile_=True)]
-    assert names[1:] == ["capslab", "capslab channels-last", "capslab compiled"]
+    names = [v.name for v in bench.default_variants(compile_=True, bf16=True)]
+    assert names[1:] == ["capslab", "capslab channels-last", "capslab compiled", "capslab bf16 autocast"]
+    assert bench.default_variants(bf16=True)[-1].precision == "bf16"
     assert names[0] == "plain eager (benchmarks/)"  # the reference is kept in this checkout
     assert "plain eager (benchmarks/)" not in [v.name for v in bench.default_variants(include_plain=False)]
 
@@ -119,7 +134,7 @@ def test_bench_command_writes_bench_json(monkeypatch, tmp_path):
 
     from capslab.cli.main import app
 
-    monkeypatch.setattr(bench, "default_variants", lambda compile_=False: TINY_VARIANTS[:1])
+    monkeypatch.setattr(bench, "default_variants", lambda **_: TINY_VARIANTS[:1])
     monkeypatch.setattr(bench, "_ceiling_steps", tiny_ceiling)
     result = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
                                       "--json", "--out", str(tmp_path)])

@@ -156,3 +156,21 @@ def test_conv2d_as_gemm_output_can_be_changed_in_place():
     want = torch.autograd.grad(ref.sum(), (x, w))
     for a, e in zip(got, want, strict=True):
         torch.testing.assert_close(a, e)
+
+
+def test_conv2d_as_gemm_under_bf16_autocast_computes_in_bf16_and_returns_float32_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 12, 12, requires_grad=True)
+    w = (0.1 * torch.randn(6, 8, 5, 5)).requires_grad_()
+    b = torch.randn(6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv2d_as_gemm(x, w, b, 2)
+        ref = torch.nn.functional.conv2d(x, w, b, 2)  # what autocast makes of the convolution
+    assert y.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(y, (x, w, b), g)  # the backward runs outside autocast
+    want = torch.autograd.grad(ref, (x, w, b), g)
+    for a, e, p in zip(got, want, (x, w, b), strict=True):
+        assert a.dtype == p.dtype == torch.float32
+        torch.testing.assert_close(a, e, rtol=3e-2, atol=5e-2)

@@ -33,7 +33,7 @@ from capslab.profiling import (
     measurement_device,
     training_step_peak_bytes,
 )
-from capslab.train.loop import create_optimizer
+from capslab.train.loop import autocast, create_optimizer
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
@@ -65,6 +65,8 @@ class Variant:
     factory: Callable[[], nn.Module]
     channels_last: bool = False
     optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = capslab_adam
+    #: "fp32", or "bf16" for the forward pass under bf16 autocast (``capslab train --precision``)
+    precision: str = "fp32"
 
 
 @dataclass
@@ -115,9 +117,9 @@ def bench_devices(name: str) -> list[torch.device]:
     return [measurement_device(name)]
 
 
-def default_variants(include_plain: bool = True, compile_: bool = False) -> list[Variant]:
+def default_variants(include_plain: bool = True, compile_: bool = False, bf16: bool = False) -> list[Variant]:
     """The reference first (when this is a checkout), then CapsLab as ``capslab train`` runs it,
-    in channels-last, and compiled (``compile_``)."""
+    in channels-last, compiled (``compile_``) and under bf16 autocast (``bf16``)."""
     variants = []
     plain = load_plain_reference() if include_plain else None
     if plain is not None:
@@ -126,6 +128,8 @@ def default_variants(include_plain: bool = True, compile_: bool = False) -> list
     variants.append(Variant("capslab channels-last", lambda: create_model("capsnet"), channels_last=True))
     if compile_:
         variants.append(Variant("capslab compiled", lambda: torch.compile(create_model("capsnet"))))
+    if bf16:
+        variants.append(Variant("capslab bf16 autocast", lambda: create_model("capsnet"), precision="bf16"))
     return variants
 
 
@@ -135,9 +139,10 @@ def block_steps(batch_size: int) -> int:
     return -(-MIN_TIMED_IMAGES // batch_size)
 
 
-def _train_step(model: nn.Module, optimizer, x, y) -> None:
-    _, lengths, recon = model(x, y)  # a CapsuleOutput or the plain model's tuple
-    loss, _, _ = capsule_loss(lengths, y, recon, x)
+def _train_step(model: nn.Module, optimizer, x, y, precision: str = "fp32") -> None:
+    with autocast(x.device, precision):
+        _, lengths, recon = model(x, y)  # a CapsuleOutput or the plain model's tuple
+    loss, _, _ = capsule_loss(lengths.float(), y, None if recon is None else recon.float(), x)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -213,8 +218,8 @@ def measure_variants(
         m.model.train()
     for b in sorted(batch_sizes):
         keep_freed_memory_for(device, b)
-        fns = [functools.partial(_train_step, m.model, m.optimizer, *m.batch(b, image_shape, device))
-               for m in built]
+        fns = [functools.partial(_train_step, m.model, m.optimizer, *m.batch(b, image_shape, device),
+                                 m.variant.precision) for m in built]
         extra = _ceiling_steps(device, b) if b == ceiling_batch else []
         seconds = interleaved_median_seconds(fns + [f for _, f in extra], steps, max(1, warmup),
                                              device, block=block_steps(b))
@@ -227,12 +232,13 @@ def measure_variants(
     if peak_memory:
         for i, m in enumerate(built):
             x, y = m.batch(max(batch_sizes), image_shape, device)
-            step = functools.partial(_train_step, m.model, m.optimizer, x, y)
+            step = functools.partial(_train_step, m.model, m.optimizer, x, y, m.variant.precision)
             peaks[i] = training_step_peak_bytes(step, m.model, m.optimizer, (x, y), device) / 2**20
     for m in built:
         m.model.eval()
     for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
-        fns = [functools.partial(_infer, m.model, m.batch(b, image_shape, device)[0]) for m in built]
+        fns = [functools.partial(_infer, m.model, m.batch(b, image_shape, device)[0], m.variant.precision)
+               for m in built]
         seconds = interleaved_median_seconds(fns, steps, warmup, device, block=block_steps(b))
         for i in range(len(built)):
             infer[i][str(b)] = b / seconds[i]
@@ -242,8 +248,9 @@ def measure_variants(
 
 
 @torch.inference_mode()
-def _infer(model: nn.Module, x) -> None:
-    model(x)
+def _infer(model: nn.Module, x, precision: str = "fp32") -> None:
+    with autocast(x.device, precision):
+        model(x)
 
 
 def measure_variant(variant: Variant, device: torch.device, steps: int = 3, warmup: int = 1,

@@ -134,8 +134,16 @@ class _Conv2dAsGemm(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
         b, _, h, w = x.shape
         c_out, _, k, _ = weight.shape
-        patches = image_patches(x, k, stride)  # [B*L, C_in*k*k]
-        y = matmul_t(patches, weight.reshape(c_out, -1), bias)  # [B*L, C_out]
+        # under autocast, all in its dtype as a convolution would be; the backward (which runs
+        # outside autocast) then finds every tensor in that dtype, and autograd hands each
+        # gradient back in its input's dtype
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        with torch.autocast(device, enabled=False):
+            patches = image_patches(x, k, stride)  # [B*L, C_in*k*k]
+            y = matmul_t(patches, weight.reshape(c_out, -1), bias)  # [B*L, C_out]
         ctx.save_for_backward(patches, weight)
         ctx.geometry = (b, h, w, stride, bias is not None)
         # [B, C_out, H', W'] in channels-last strides; a copy (B x 9,216 values for PrimaryCaps),
@@ -148,7 +156,7 @@ class _Conv2dAsGemm(torch.autograd.Function):
         patches, weight = ctx.saved_tensors
         b, h, w, stride, has_bias = ctx.geometry
         c_out, _, k, _ = weight.shape
-        dy = grad_y.permute(0, 2, 3, 1).reshape(-1, c_out)  # [B*L, C_out]
+        dy = grad_y.permute(0, 2, 3, 1).reshape(-1, c_out).to(weight.dtype)  # [B*L, C_out]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             d_patches = matmul_t(dy, weight.reshape(c_out, -1).t())  # [B*L, C_in*k*k]

@@ -16,6 +16,7 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed steps before timing.")] = 1,
     device: Annotated[str, typer.Option(help="auto (the CPU and the GPU when present), cpu, cuda or cuda:N.")] = "auto",
     compile_: Annotated[bool, typer.Option("--compile", help="Also measure torch.compile.")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Also measure bf16 autocast (train --precision bf16).")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads [default: torch's].")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for bench.json [default: runs/bench].")] = None,
     as_json: JsonFlag = False,
@@ -38,7 +39,7 @@ def bench(
     devices = bench_devices(device)
     if threads:
         torch.set_num_threads(threads)
-    variants = default_variants(compile_=compile_)
+    variants = default_variants(compile_=compile_, bf16=bf16)
     with progress_bar(not quiet, transient=True) as progress:
         # the variants are timed in alternating rounds: the bar moves when a device is done
         task = progress.add_task("measuring", total=len(devices) * (len(variants) + 1))

@@ -70,7 +70,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
+    """The context a forward pass runs in for ``precision``: bf16 autocast, or nothing (fp32)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -233,7 +234,7 @@ def train_epoch(
         lr = schedule.lr(epoch, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with _autocast(device, config.precision):
+        with autocast(device, config.precision):
             output = forward(images, labels)
         loss, margin, recon = capsule_loss(
             output.lengths.float(), labels,
@@ -295,7 +296,7 @@ def evaluate(
     seen = 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             out = model(images)
         loss, _, _ = capsule_loss(
             out.lengths.float(), labels,
