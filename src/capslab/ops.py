@@ -172,11 +172,11 @@ def conv2d_as_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int =
     """A valid (unpadded) 2-D convolution computed as matrix products over image patches.
 
     Same maths as ``F.conv2d(x, weight, bias, stride)``, with its own backward: the input
-    gradient is one product and a ``fold``, the weight gradient one product, each by
-    :func:`matmul_t`. On the CPU at batch 1, oneDNN's convolution (forward and backward) of
-    the 9x9, 256-channel PrimaryCaps layer is 2-3x slower than this; from batch 2 on the
-    convolution is faster (``capslab bench`` and docs/benchmarks.md). Not twice
-    differentiable.
+    gradient is one product and :func:`sum_patches`, the weight gradient one product, each by
+    :func:`matmul_t`. On the development CPU, for the 9x9, 256-channel PrimaryCaps layer, this
+    trains 2.6x faster than oneDNN's convolution at batch 1 and is level with it at batch 12
+    (``benchmarks/primary_caps_gemm.py``, docs/benchmarks.md). Under autocast it computes in
+    the autocast dtype. Not twice differentiable.
 
     Shape:
         x: ``[B, C_in, H, W]``; weight: ``[C_out, C_in, k, k]``; bias: ``[C_out]``.

@@ -26,10 +26,11 @@ class ConvStem(nn.Module):
 
 
 #: The largest CPU batch whose PrimaryCaps convolution runs as GEMMs (:func:`conv2d_as_gemm`)
-#: when training, and when not. Measured on the development machine (docs/benchmarks.md): for
-#: the 9x9, 256-channel layer the GEMM form trains 3.2x faster than oneDNN's convolution at
-#: batch 1, 1.1x at batch 8 and equally fast at 12; without gradients it is 1.7x faster at
-#: batch 1, 1.1x at 4 and slower from 8.
+#: when training, and when not. Measured on the development machine
+#: (``benchmarks/primary_caps_gemm.py``, docs/benchmarks.md): for the 9x9, 256-channel layer the
+#: GEMM form trains 2.6x faster than oneDNN's convolution at batch 1, 1.2x at batch 8 and is
+#: level with it at 12; without gradients it is 1.7x faster at batch 1, 1.1x at 4 and level or
+#: slower from 8.
 GEMM_MAX_TRAIN_BATCH = 8
 GEMM_MAX_EVAL_BATCH = 4
 
