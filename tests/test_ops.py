@@ -174,3 +174,17 @@ def test_conv2d_as_gemm_under_bf16_autocast_computes_in_bf16_and_returns_float32
     for a, e, p in zip(got, want, (x, w, b), strict=True):
         assert a.dtype == p.dtype == torch.float32
         torch.testing.assert_close(a, e, rtol=3e-2, atol=5e-2)
+
+
+def test_matmul_t_leaves_onednn_out_of_compiled_graphs(monkeypatch):
+    # inductor cannot lower oneDNN's op on plain weights (a compiled batch-1 CapsNet failed
+    # with a LoweringException), so a graph being compiled gets the plain product
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a))
+    a, b = torch.randn(3, 4), torch.randn(2, 4)
+    matmul_t(a, b)
+    assert calls == ([1] if torch.backends.mkldnn.is_available() else [])
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(matmul_t(a, b), a @ b.t())
+    assert len(calls) <= 1
