@@ -139,7 +139,9 @@ def block_steps(batch_size: int) -> int:
     return -(-MIN_TIMED_IMAGES // batch_size)
 
 
-def _train_step(model: nn.Module, optimizer, x, y, precision: str = "fp32") -> None:
+def train_step(model: nn.Module, optimizer, x, y, precision: str = "fp32") -> None:
+    """One training step as every row of the benchmark takes it: forward (under ``precision``),
+    capsule loss, backward, optimiser step."""
     with autocast(x.device, precision):
         _, lengths, recon = model(x, y)  # a CapsuleOutput or the plain model's tuple
     loss, _, _ = capsule_loss(lengths.float(), y, None if recon is None else recon.float(), x)
@@ -218,7 +220,7 @@ def measure_variants(
         m.model.train()
     for b in sorted(batch_sizes):
         keep_freed_memory_for(device, b)
-        fns = [functools.partial(_train_step, m.model, m.optimizer, *m.batch(b, image_shape, device),
+        fns = [functools.partial(train_step, m.model, m.optimizer, *m.batch(b, image_shape, device),
                                  m.variant.precision) for m in built]
         extra = _ceiling_steps(device, b) if b == ceiling_batch else []
         seconds = interleaved_median_seconds(fns + [f for _, f in extra], steps, max(1, warmup),
@@ -232,7 +234,7 @@ def measure_variants(
     if peak_memory:
         for i, m in enumerate(built):
             x, y = m.batch(max(batch_sizes), image_shape, device)
-            step = functools.partial(_train_step, m.model, m.optimizer, x, y, m.variant.precision)
+            step = functools.partial(train_step, m.model, m.optimizer, x, y, m.variant.precision)
             peaks[i] = training_step_peak_bytes(step, m.model, m.optimizer, (x, y), device) / 2**20
     for m in built:
         m.model.eval()
