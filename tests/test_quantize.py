@@ -166,6 +166,25 @@ def test_activation_bits_quantize_the_inputs_of_quantized_layers_per_sample():
         assert not torch.equal(q(x).caps, net(x).caps)
 
 
+def test_small_batches_of_the_gemm_primary_caps_are_quantized_like_large_ones():
+    # PrimaryCaps computes up to 4 images (8 in training) as GEMMs and more by convolution;
+    # the activation quantization hooked on its convolution must see both
+    torch.manual_seed(0)
+    net = create_model("capsnet", **TINY_CAPSNET).eval()
+    q = quantize_model(net, weight_bits=None, activation_bits=3, groups=("primary",))
+    calls = []
+    q.primary.conv.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    x = torch.rand(9, 1, 28, 28)
+    with torch.no_grad():
+        large = q(x).caps  # the convolution
+        small = q(x[:2]).caps  # the GEMMs
+        float_small = net(x[:2]).caps
+    assert calls == [9, 2]
+    scale = large.abs().max()  # an untrained tiny network's capsules are about 1e-7 long
+    assert (small - large[:2]).abs().max() <= 1e-3 * scale
+    assert (small - float_small).abs().max() > 0.1 * scale  # 3-bit inputs do change them
+
+
 def test_routing_bits_quantize_coupling_coefficients_only_during_forward():
     torch.manual_seed(0)
     u_hat = torch.randn(2, 12, 5, 4)

@@ -40,6 +40,24 @@ def gemm_max_batch(training: bool) -> int:
     return GEMM_MAX_TRAIN_BATCH if training else GEMM_MAX_EVAL_BATCH
 
 
+class GemmConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (valid padding, no dilation or groups) that a small CPU batch computes as
+    GEMMs (:func:`capslab.ops.conv2d_as_gemm`), up to :func:`gemm_max_batch` images.
+
+    A subclass rather than a branch in its owner, so that the module is still called: hooks on
+    it (activation quantization, feature extraction) see every batch, and its parameters keep
+    the names of a plain convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.shape[0] <= gemm_max_batch(torch.is_grad_enabled()):
+            return conv2d_as_gemm(x, self.weight, self.bias, self.stride[0])
+        return super().forward(x)
+
+
 class PrimaryCaps(nn.Module):
     """Convolution whose channels are read as ``num_types`` capsule types of ``capsule_dim``.
 
@@ -59,14 +77,11 @@ class PrimaryCaps(nn.Module):
         super().__init__()
         self.num_types = num_types
         self.capsule_dim = capsule_dim
-        self.conv = nn.Conv2d(in_channels, num_types * capsule_dim, kernel_size, stride)
+        # small batches (WarmAdaBatch, AdaBatch) run as GEMMs: faster there, see GemmConv2d
+        self.conv = GemmConv2d(in_channels, num_types * capsule_dim, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu" and x.shape[0] <= gemm_max_batch(torch.is_grad_enabled()):
-            # small batches (WarmAdaBatch, AdaBatch): the GEMM form is faster, see the op
-            y = conv2d_as_gemm(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
-        else:
-            y = self.conv(x)  # [B, T*D, H, W]
+        y = self.conv(x)  # [B, T*D, H, W]
         b, _, h, w = y.shape
         # channel c = t*D + d: type-major capsules of D dims
         y = y.view(b, self.num_types, self.capsule_dim, h * w).transpose(2, 3)
