@@ -18,8 +18,8 @@ The training loop turns it on with the first epoch whose batch has at least
 :data:`KEEP_FREED_MIN_BATCH` images (:func:`keep_freed_memory_for`): at batch 1 few blocks are
 large enough to be mapped afresh, and the heap-only setting measured no faster there (52-56
 against 51-53 CapsNet images/s in three alternating pairs of processes on the development
-machine), so a batch-1 process keeps its small footprint; from batch 4 on it is faster. The setting is
-process-wide and one-way: a WarmAdaBatch run switches when its batch grows.
+machine), so a batch-1 process keeps its small footprint; from batch 4 on it is faster. The
+setting is process-wide and one-way: a WarmAdaBatch run switches when its batch grows.
 """
 
 from __future__ import annotations

@@ -49,28 +49,26 @@ class _Progress:
         if self.enabled:
             self.bar.console.print(text)
 
+    def _candidates(self, label: str, data: dict[str, Any]) -> None:
+        """A fresh bar for the candidates of a generation (or of one of its rungs)."""
+        if self.cand_task is not None:
+            self.bar.remove_task(self.cand_task)
+        cached = data["candidates"] - data["to_evaluate"]
+        self.cand_task = self.bar.add_task(
+            f"  {label}: {data['to_evaluate']} to train"
+            + (f", {cached} from the journal" if cached else ""),
+            total=max(data["to_evaluate"], 1),
+            completed=0 if data["to_evaluate"] else 1,
+        )
+
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         if event == "generation":
             if self.gen_task is None:
                 self.gen_task = self.bar.add_task("generations", total=data["total"])
-            if self.cand_task is not None:
-                self.bar.remove_task(self.cand_task)
-            cached = data["candidates"] - data["to_evaluate"]
-            self.cand_task = self.bar.add_task(
-                f"  generation {data['generation']}: {data['to_evaluate']} to train"
-                + (f", {cached} from the journal" if cached else ""),
-                total=max(data["to_evaluate"], 1),
-                completed=0 if data["to_evaluate"] else 1,
-            )
+            self._candidates(f"generation {data['generation']}", data)
         elif event == "rung":
-            if self.cand_task is not None:
-                self.bar.remove_task(self.cand_task)
-            done = data["candidates"] - data["to_evaluate"]
-            self.cand_task = self.bar.add_task(
-                f"  generation {data['generation']}, rung {data['rung'] + 1}/{len(data['rungs'])} "
-                f"({data['epochs']} epochs): {data['to_evaluate']} to train"
-                + (f", {done} from the journal" if done else ""),
-                total=max(data["to_evaluate"], 1), completed=0 if data["to_evaluate"] else 1)
+            self._candidates(f"generation {data['generation']}, rung {data['rung'] + 1}/"
+                             f"{len(data['rungs'])} ({data['epochs']} epochs)", data)
         elif event == "evaluated":
             rec = data["record"]
             self.bar.advance(self.cand_task)
@@ -328,12 +326,11 @@ def register(app: typer.Typer) -> None:
             if by_rung:
                 console.print(_rung_table(by_rung))
 
+        timeouts = sum(r.status == "timeout" for r in records)
         emit({"front": [r.summary() for r in front], "status": run_info["status"],
-              "data_split": split, "workers": workers, "rungs": by_rung,
-              "timeouts": sum(r.status == "timeout" for r in records),
+              "data_split": split, "workers": workers, "rungs": by_rung, "timeouts": timeouts,
               "files": {k: str(v) for k, v in paths.items()}},
              as_json, show)
-        timeouts = sum(r.status == "timeout" for r in records)
         failed = sum(r.status == "failed" for r in records)
         note(f"status {run_info['status']}; {len(records)} candidates ({timeouts} timed out, "
              f"{failed} failed), accuracies on the {split.get('accuracy_on', '?')} split "

@@ -357,7 +357,7 @@ def _drive(
                 # the halving ranks all of the generation's new candidates, also those that a
                 # stopped call already decided (their rows carry this generation)
                 entrants = {k: g for k, g in zip(keys, genotypes, strict=True)
-                            if cache.known(k) is None or cache.known(k).generation == gen}
+                            if (rec := cache.known(k)) is None or rec.generation == gen}
                 timing = _successive_halving(config, entrants, pool, cache, journal, stop,
                                              notify, gen, run_dir)
             else:
