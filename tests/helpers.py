@@ -40,3 +40,28 @@ def fit_and_score(model: nn.Module, batches: Callable[[int], Iterable[tuple[Tens
         for images, labels in BatchLoader(test, batch_size=250, shuffle=False):
             correct += (model(images).lengths.argmax(1) == labels).sum().item()
     return correct / len(test)
+
+
+# --- models for capslab.bench's worker processes: module-level, so that they pickle by name
+BUILT_MARK = "CAPSLAB_TEST_BENCH_BUILT"
+
+
+def tiny_capsnet() -> nn.Module:
+    """A CapsNet small enough to time in a test."""
+    from capslab.models import create_model
+
+    return create_model("capsnet", conv_channels=8, primary_types=2, class_dim=4, decoder=False)
+
+
+def tiny_capsnet_once_per_process() -> nn.Module:
+    """:func:`tiny_capsnet`, refusing to be built twice in one process (marks the environment)."""
+    import os
+
+    if os.environ.get(BUILT_MARK):
+        raise RuntimeError("a second row was built in the same process")
+    os.environ[BUILT_MARK] = "1"
+    return tiny_capsnet()
+
+
+def broken_capsnet() -> nn.Module:
+    raise ValueError("this factory is broken")

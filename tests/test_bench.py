@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import pytest
 import torch
+from helpers import BUILT_MARK, broken_capsnet, tiny_capsnet, tiny_capsnet_once_per_process
 
 from capslab import bench
 from capslab.bench import (
@@ -16,30 +18,18 @@ from capslab.bench import (
     write_results,
 )
 from capslab.errors import ConfigError
-from capslab.models import create_model
 
 CPU = torch.device("cpu")
 
 
-def tiny_capsnet() -> torch.nn.Module:
-    return create_model("capsnet", conv_channels=8, primary_types=2, class_dim=4, decoder=False)
-
-
 TINY_VARIANTS = [Variant("tiny eager", tiny_capsnet), Variant("tiny channels-last", tiny_capsnet, True)]
-
-
-_ceiling_steps = bench._ceiling_steps
-
-
-def tiny_ceiling(device, batch_size):
-    return _ceiling_steps(device, 2)  # the real convolution at batch 2: fast
+#: the ceiling's (real) convolution is timed at the largest batch size: 2 in these tests, fast
+SMALL_SIZES = (1, 2)
 
 
 @pytest.fixture(scope="module")
 def measured():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bench, "_ceiling_steps", tiny_ceiling)
-        return run_benchmark([CPU], TINY_VARIANTS, steps=1, warmup=0)
+    return run_benchmark([CPU], TINY_VARIANTS, steps=1, warmup=0, batch_sizes=SMALL_SIZES)
 
 
 def test_measure_variant_rates_at_every_batch_size_and_peak_memory():
@@ -51,6 +41,32 @@ def test_measure_variant_rates_at_every_batch_size_and_peak_memory():
     # parameters, their gradients and two Adam moments are alive during the step, plus the batch
     assert r.peak_train_memory_MiB * 2**20 > 4 * parameter_bytes
     assert r.speedup == {} and r.of_ceiling is None  # set by run_benchmark
+
+
+def test_isolated_rows_run_each_in_a_process_of_its_own(monkeypatch):
+    monkeypatch.delenv(BUILT_MARK, raising=False)
+    once = [Variant("a", tiny_capsnet_once_per_process), Variant("b", tiny_capsnet_once_per_process)]
+    # the ceiling's forms run in workers alike; they are left out here to keep the test short
+    results, ceiling = bench.measure_variants(once, CPU, steps=2, warmup=0, batch_sizes=SMALL_SIZES,
+                                              isolate=True)
+    assert [r.variant for r in results] == ["a", "b"]
+    for r in results:
+        assert set(r.train_images_per_s) == set(r.infer_images_per_s) == {"1", "2"}
+        assert all(v > 0 for v in [*r.train_images_per_s.values(), *r.infer_images_per_s.values()])
+        assert r.peak_train_memory_MiB > 0
+    assert ceiling is None
+    assert multiprocessing.active_children() == []  # every worker was ended
+    assert BUILT_MARK not in __import__("os").environ  # built in the workers, not here
+    with pytest.raises(RuntimeError, match="second row was built in the same process"):
+        bench.measure_variants(once, CPU, steps=1, warmup=0, batch_sizes=(1,), peak_memory=False)
+
+
+def test_a_failing_worker_names_its_row_and_keeps_the_traceback():
+    variants = [Variant("fine", tiny_capsnet), Variant("broken one", broken_capsnet)]
+    with pytest.raises(RuntimeError, match="measuring broken one") as info:
+        bench.measure_variants(variants, CPU, steps=1, warmup=0, batch_sizes=(1,), isolate=True)
+    assert "ValueError: this factory is broken" in str(info.value)
+    assert multiprocessing.active_children() == []
 
 
 def test_bf16_variant_runs_its_forward_under_autocast():
@@ -76,14 +92,14 @@ def test_blocks_cover_at_least_the_minimum_images():
 def test_run_benchmark_speedups_and_ceiling(measured):
     results, ceilings = measured
     assert [r.variant for r in results] == ["tiny eager", "tiny channels-last"]
-    assert results[0].speedup == {"1": 1.0, "16": 1.0, "128": 1.0}
+    assert results[0].speedup == {"1": 1.0, "2": 1.0}
     second = results[1]
-    for b in ("1", "16", "128"):
+    for b in ("1", "2"):
         assert second.speedup[b] == pytest.approx(
             second.train_images_per_s[b] / results[0].train_images_per_s[b])
     [top] = ceilings
     assert top.device == "cpu" and top.memory_format in ("contiguous", "channels-last")
-    assert second.of_ceiling == pytest.approx(second.train_images_per_s["128"] / top.images_per_s)
+    assert second.of_ceiling == pytest.approx(second.train_images_per_s["2"] / top.images_per_s)
 
 
 def test_reference_trains_with_default_adam_and_capslab_with_its_own():
@@ -93,10 +109,9 @@ def test_reference_trains_with_default_adam_and_capslab_with_its_own():
     assert ours.optimizer(params).defaults["fused"] is True  # what `capslab train` builds
 
 
-def test_run_benchmark_reports_progress(monkeypatch):
-    monkeypatch.setattr(bench, "_ceiling_steps", tiny_ceiling)
+def test_run_benchmark_reports_progress():
     started, finished = [], []
-    run_benchmark([CPU], TINY_VARIANTS[:1], steps=1, warmup=0,
+    run_benchmark([CPU], TINY_VARIANTS[:1], steps=1, warmup=0, batch_sizes=SMALL_SIZES,
                   progress=started.append, on_result=finished.append)
     assert started == ["1 variants and the ceiling on cpu"]
     assert [type(r).__name__ for r in finished] == ["Ceiling", "BenchResult"]
@@ -109,7 +124,7 @@ def test_write_results_is_a_versioned_document(measured, tmp_path):
     assert path.name == "bench.json"
     assert data["format"] == "capslab-bench" and data["version"] == 1
     assert data["threads"] == torch.get_num_threads() and data["cpu"]
-    assert data["batch_sizes"] == [1, 16, 128]
+    assert data["batch_sizes"] == [1, 2] and data["isolated"] is False
     assert data["results"] == [r.to_dict() for r in results]
     assert data["ceilings"] == [c.to_dict() for c in ceilings]
 
@@ -135,17 +150,32 @@ def test_bench_command_writes_bench_json(monkeypatch, tmp_path):
     from capslab.cli.main import app
 
     monkeypatch.setattr(bench, "default_variants", lambda **_: TINY_VARIANTS[:1])
-    monkeypatch.setattr(bench, "_ceiling_steps", tiny_ceiling)
+    monkeypatch.setattr(bench, "BATCH_SIZES", SMALL_SIZES)
+    # the rows run in this process here (worker processes cost seconds to start; the test
+    # above covers them); that the command isolates them by default is checked below
     result = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
-                                      "--json", "--out", str(tmp_path)])
+                                      "--same-process", "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # only JSON on stdout
     assert printed == json.loads((tmp_path / "bench.json").read_text())
     assert printed["format"] == "capslab-bench" and printed["results"][0]["variant"] == "tiny eager"
+    assert printed["isolated"] is False and printed["batch_sizes"] == [1, 2]
     table = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
-                                     "--quiet", "--out", str(tmp_path)])
+                                     "--same-process", "--quiet", "--out", str(tmp_path)])
     assert table.exit_code == 0, table.output
     assert "ceiling: PrimaryCaps conv alone" in table.stdout and "img/s b1" in table.stdout
+    assert "one process" in table.stdout and "of ceiling b2" in table.stdout
+    asked, real_run = {}, bench.run_benchmark
+
+    def fake_run(*args, **kwargs):
+        asked.update(kwargs)
+        return real_run(*args, **{**kwargs, "isolate": False, "ceiling": False})
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_run)
+    default = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu", "--quiet",
+                                       "--out", str(tmp_path)])
+    assert default.exit_code == 0, default.output
+    assert asked["isolate"] is True and json.loads((tmp_path / "bench.json").read_text())["isolated"] is True
 
     bad = CliRunner().invoke(app, ["bench", "--device", "tpu", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and bad.stdout == ""

@@ -1,4 +1,4 @@
-"""Training and inference throughput of CapsNet variants, measured side by side in one process.
+"""Training and inference throughput of CapsNet variants, measured side by side in one run.
 
 Every variant is trained with its own optimiser at batch 1, 16 and 128 (FasTrCaps' WarmAdaBatch
 starts at batch 1, the usual runs use 128) and run for inference at the same batch sizes. The
@@ -6,16 +6,20 @@ plain eager reference (``benchmarks/plain_capsnet.py`` in a checkout, with PyTor
 Adam) is the baseline of the speed-up ratios. Beside the variants stands the conv-bound
 ceiling of the machine: the PrimaryCaps convolution alone, forward and backward at batch 128,
 in the faster of the two memory formats. A CapsNet cannot train faster than that without
-computing that convolution with fewer operations. Time and peak memory are measured with
-:mod:`capslab.profiling`, as ``capslab memory`` measures them. The results are written as
-``bench.json``, a versioned ``capslab-bench`` document.
+computing that convolution with fewer operations. The rows are timed in alternating rounds,
+either in this process or (``isolate``, what ``capslab bench`` does) each in a worker process
+of its own. Time and peak memory are measured with :mod:`capslab.profiling`, as ``capslab
+memory`` measures them. The results are written as ``bench.json``, a versioned
+``capslab-bench`` document.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import multiprocessing
 import os
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +33,8 @@ from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.profiling import (
-    interleaved_median_seconds,
+    block_seconds,
+    interleaved_rounds,
     measurement_device,
     training_step_peak_bytes,
 )
@@ -38,10 +43,9 @@ from capslab.train.loop import autocast, create_optimizer
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
 REPORT_KIND = "bench"
-#: the batch sizes of every row: WarmAdaBatch's first phase, a small batch, the usual batch
+#: the batch sizes of every row: WarmAdaBatch's first phase, a small batch, the usual batch;
+#: the ceiling and the peak memory are measured at the largest
 BATCH_SIZES = (1, 16, 128)
-#: the ceiling and the peak memory are measured at this batch size
-LARGE_BATCH = 128
 #: images per timed block at least: a small batch is timed over consecutive steps, as a
 #: training loop runs them, and over a similar span of time as a large one
 MIN_TIMED_IMAGES = 32
@@ -117,19 +121,37 @@ def bench_devices(name: str) -> list[torch.device]:
     return [measurement_device(name)]
 
 
+def plain_capsnet() -> nn.Module:
+    """The plain eager reference model (needs a source checkout: :func:`load_plain_reference`)."""
+    plain = load_plain_reference()
+    if plain is None:
+        raise FileNotFoundError(f"the plain reference {REFERENCE_FILE} is only in a source checkout")
+    return plain()
+
+
+def capsnet() -> nn.Module:
+    """CapsLab's MNIST CapsNet, as ``capslab train`` builds it."""
+    return create_model("capsnet")
+
+
+def compiled_capsnet() -> nn.Module:
+    """:func:`capsnet` under ``torch.compile`` (``capslab train --compile``)."""
+    return torch.compile(capsnet())
+
+
 def default_variants(include_plain: bool = True, compile_: bool = False, bf16: bool = False) -> list[Variant]:
     """The reference first (when this is a checkout), then CapsLab as ``capslab train`` runs it,
-    in channels-last, compiled (``compile_``) and under bf16 autocast (``bf16``)."""
+    in channels-last, compiled (``compile_``) and under bf16 autocast (``bf16``). Their
+    factories are module-level functions, so a worker process can rebuild them."""
     variants = []
-    plain = load_plain_reference() if include_plain else None
-    if plain is not None:
-        variants.append(Variant("plain eager (benchmarks/)", plain, optimizer=naive_adam))
-    variants.append(Variant("capslab", lambda: create_model("capsnet")))
-    variants.append(Variant("capslab channels-last", lambda: create_model("capsnet"), channels_last=True))
+    if include_plain and REFERENCE_FILE.is_file():
+        variants.append(Variant("plain eager (benchmarks/)", plain_capsnet, optimizer=naive_adam))
+    variants.append(Variant("capslab", capsnet))
+    variants.append(Variant("capslab channels-last", capsnet, channels_last=True))
     if compile_:
-        variants.append(Variant("capslab compiled", lambda: torch.compile(create_model("capsnet"))))
+        variants.append(Variant("capslab compiled", compiled_capsnet))
     if bf16:
-        variants.append(Variant("capslab bf16 autocast", lambda: create_model("capsnet"), precision="bf16"))
+        variants.append(Variant("capslab bf16 autocast", capsnet, precision="bf16"))
     return variants
 
 
@@ -156,32 +178,178 @@ def _conv_step(conv: nn.Conv2d, x, grad) -> None:
     conv(x).backward(grad)
 
 
-@dataclass
-class _Built:
-    """A variant's model, optimiser and memory format on one device."""
-
-    variant: Variant
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    fmt: torch.memory_format
-
-    def batch(self, b: int, image_shape: tuple[int, int, int], device: torch.device):
-        x = torch.rand(b, *image_shape, device=device).contiguous(memory_format=self.fmt)
-        return x, torch.randint(0, 10, (b,), device=device)
+#: the ceiling's convolution is timed in both memory formats; the faster one is the ceiling
+CEILING_FORMATS = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last}
 
 
-def _ceiling_steps(device: torch.device, batch_size: int) -> list[tuple[str, Callable[[], None]]]:
+def _ceiling_step(device: torch.device, batch_size: int, memory_format: str) -> Callable[[], None]:
     """The PrimaryCaps convolution of the MNIST CapsNet (256 -> 256 channels, 9x9, stride 2,
-    20x20 -> 6x6) alone, forward and backward to its input and weights, in both formats."""
-    steps = []
-    for fmt, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels-last")):
-        torch.manual_seed(0)
-        conv = nn.Conv2d(256, 256, 9, stride=2).to(device, memory_format=fmt)
-        x = torch.rand(batch_size, 256, 20, 20, device=device).contiguous(memory_format=fmt)
-        x.requires_grad_(True)
-        grad = torch.rand(batch_size, 256, 6, 6, device=device).contiguous(memory_format=fmt)
-        steps.append((name, functools.partial(_conv_step, conv, x, grad)))
-    return steps
+    20x20 -> 6x6) alone, forward and backward to its input and weights, in ``memory_format``
+    (a key of :data:`CEILING_FORMATS`)."""
+    fmt = CEILING_FORMATS[memory_format]
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 256, 9, stride=2).to(device, memory_format=fmt)
+    x = torch.rand(batch_size, 256, 20, 20, device=device).contiguous(memory_format=fmt)
+    x.requires_grad_(True)
+    grad = torch.rand(batch_size, 256, 6, 6, device=device).contiguous(memory_format=fmt)
+    return functools.partial(_conv_step, conv, x, grad)
+
+
+class _Runner:
+    """What one row of the benchmark times, built on one device: a variant's model and
+    optimiser, or the ceiling's convolution in one memory format (``subject`` is then that
+    format's name). :func:`measure_variants` drives it in this process or, isolated, through a
+    :class:`_Worker` that holds it in a process of its own."""
+
+    def __init__(self, subject: Variant | str, device: torch.device,
+                 image_shape: tuple[int, int, int], seed: int):
+        self.subject, self.device, self.image_shape = subject, device, image_shape
+        self._step: Callable[[], None] | None = None
+        if isinstance(subject, Variant):
+            torch.manual_seed(seed)
+            self.fmt = torch.channels_last if subject.channels_last else torch.contiguous_format
+            self.model = subject.factory().to(device, memory_format=self.fmt)
+            self.optimizer = subject.optimizer(self.model.parameters())
+
+    def _batch(self, b: int):
+        x = torch.rand(b, *self.image_shape, device=self.device).contiguous(memory_format=self.fmt)
+        return x, torch.randint(0, 10, (b,), device=self.device)
+
+    def use(self, phase: str, batch_size: int) -> None:
+        """Make ``phase`` (``"train"`` or ``"infer"``) at ``batch_size`` what is timed next. A
+        training phase first sets malloc as ``capslab train`` would at that batch size
+        (:func:`capslab.allocator.keep_freed_memory_for`: process-wide and one-way)."""
+        if phase == "train":
+            keep_freed_memory_for(self.device, batch_size)
+        if isinstance(self.subject, str):
+            self._step = _ceiling_step(self.device, batch_size, self.subject)
+            return
+        self.model.train(phase == "train")
+        x, y = self._batch(batch_size)
+        precision = self.subject.precision
+        self._step = (functools.partial(train_step, self.model, self.optimizer, x, y, precision)
+                      if phase == "train" else functools.partial(_infer, self.model, x, precision))
+
+    def warm(self, calls: int) -> None:
+        for _ in range(calls):
+            self._step()
+
+    def time_block(self, block: int) -> float:
+        """Seconds per call of the current step (:func:`capslab.profiling.block_seconds`)."""
+        return block_seconds(self._step, block, self.device)
+
+    def peak_bytes(self, batch_size: int) -> int:
+        """Peak tensor bytes of one training step at ``batch_size``."""
+        self.model.train()
+        x, y = self._batch(batch_size)
+        step = functools.partial(train_step, self.model, self.optimizer, x, y, self.subject.precision)
+        return training_step_peak_bytes(step, self.model, self.optimizer, (x, y), self.device)
+
+    def close(self) -> None:
+        pass
+
+
+def _serve(conn, subject: Variant | str, device: str, image_shape: tuple[int, int, int],
+           seed: int, threads: int) -> None:
+    """A worker process: build one :class:`_Runner`, then call its methods as the parent asks
+    (``(name, args)`` messages; ``None`` ends it). Replies ``("ok", result)`` or ``("error",
+    traceback)``."""
+    torch.set_num_threads(threads)
+    try:
+        runner = _Runner(subject, torch.device(device), image_shape, seed)
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("ok", None))
+    while (message := conn.recv()) is not None:
+        name, args = message
+        try:
+            conn.send(("ok", getattr(runner, name)(*args)))
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+
+
+class _Worker:
+    """A :class:`_Runner` in a process of its own (``spawn``, so nothing of this process's
+    heap, caches or threads carries over), with the same methods. The subject must pickle:
+    its factory and optimiser module-level functions, as in :func:`default_variants`."""
+
+    def __init__(self, subject: Variant | str, device: torch.device,
+                 image_shape: tuple[int, int, int], seed: int):
+        self.name = subject.name if isinstance(subject, Variant) else f"the ceiling ({subject})"
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, subject, str(device), image_shape, seed, torch.get_num_threads()),
+            name=f"capslab-bench {self.name}")
+        self._process.start()
+        child.close()
+
+    def ready(self) -> None:
+        """Wait until the worker has built its subject."""
+        self._reply()
+
+    def _call(self, name: str, *args):
+        self._conn.send((name, args))
+        return self._reply()
+
+    def _reply(self):
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            self._process.join(5)
+            raise RuntimeError(f"the worker process measuring {self.name} died "
+                               f"(exit code {self._process.exitcode})") from None
+        if status == "error":
+            raise RuntimeError(f"in the worker process measuring {self.name}:\n{value}")
+        return value
+
+    def use(self, phase: str, batch_size: int) -> None:
+        self._call("use", phase, batch_size)
+
+    def warm(self, calls: int) -> None:
+        self._call("warm", calls)
+
+    def time_block(self, block: int) -> float:
+        return self._call("time_block", block)
+
+    def peak_bytes(self, batch_size: int) -> int:
+        return self._call("peak_bytes", batch_size)
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _start(subjects: list[Variant | str], device: torch.device, image_shape: tuple[int, int, int],
+           seed: int, isolate: bool, runners: list) -> None:
+    """Build a runner per subject into ``runners`` (filled as they start, so that the caller
+    can close every one that started). Isolated workers start together and build in parallel."""
+    if not isolate:
+        runners.extend(_Runner(s, device, image_shape, seed) for s in subjects)
+        return
+    for s in subjects:
+        runners.append(_Worker(s, device, image_shape, seed))
+    for w in runners:
+        w.ready()
+
+
+def _timed(runners: list, phase: str, batch_size: int, steps: int, warmup: int) -> list[float]:
+    """Seconds per step of every runner at ``phase`` and ``batch_size``, in alternating rounds
+    (:func:`capslab.profiling.interleaved_rounds`) of :func:`block_steps` consecutive steps."""
+    for r in runners:
+        r.use(phase, batch_size)
+        r.warm(warmup)
+    block = block_steps(batch_size)
+    return interleaved_rounds([functools.partial(r.time_block, block) for r in runners], steps)
 
 
 def measure_variants(
@@ -191,61 +359,56 @@ def measure_variants(
     warmup: int = 1,
     image_shape: tuple[int, int, int] = (1, 28, 28),
     seed: int = 0,
-    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    batch_sizes: tuple[int, ...] | None = None,
     infer_batch_sizes: tuple[int, ...] | None = None,
     peak_memory: bool = True,
     ceiling_batch: int | None = None,
+    isolate: bool = False,
 ) -> tuple[list[BenchResult], Ceiling | None]:
-    """Training images/s of every variant at every batch size, inference images/s at every
-    ``infer_batch_sizes`` (default: the same), the peak memory of a training step at the
+    """Training images/s of every variant at every batch size (default :data:`BATCH_SIZES`),
+    inference images/s at every ``infer_batch_sizes`` (default: the same), the peak memory of a training step at the
     largest batch size (``nan`` without ``peak_memory``) and, with ``ceiling_batch``, the
     conv-bound ceiling at that batch size (the faster of the two memory formats).
 
-    The variants (and the ceiling) are timed in alternating rounds
-    (:func:`capslab.profiling.interleaved_median_seconds`), one batch size at a time, smallest
-    first. On the CPU, malloc keeps freed memory from the first batch size that ``capslab
-    train`` turns it on at (:func:`capslab.allocator.keep_freed_memory_for`) and for every
-    measurement after it.
+    The variants (and the ceiling) are timed in alternating rounds, one batch size at a time,
+    smallest first. On the CPU, malloc keeps freed memory from the first batch size that
+    ``capslab train`` turns it on at (:func:`capslab.allocator.keep_freed_memory_for`) and for
+    every measurement after it.
+
+    With ``isolate`` every variant and each form of the ceiling runs in a worker process of
+    its own, so that no row inherits another's heap, caches or allocator state (a plain eager
+    CapsNet's for-loop Adam ran faster on the heap CapsLab's steps had left in a shared
+    process: docs/benchmarks.md). The rounds still alternate between them, one process
+    computing at a time.
     """
-    built = []
-    for v in variants:
-        torch.manual_seed(seed)
-        fmt = torch.channels_last if v.channels_last else torch.contiguous_format
-        model = v.factory().to(device, memory_format=fmt)
-        built.append(_Built(v, model, v.optimizer(model.parameters()), fmt))
-    train: list[dict[str, float]] = [{} for _ in built]
-    infer: list[dict[str, float]] = [{} for _ in built]
+    batch_sizes = BATCH_SIZES if batch_sizes is None else batch_sizes
+    formats = list(CEILING_FORMATS) if ceiling_batch in batch_sizes else []
     ceiling = None
-    for m in built:
-        m.model.train()
-    for b in sorted(batch_sizes):
-        keep_freed_memory_for(device, b)
-        fns = [functools.partial(train_step, m.model, m.optimizer, *m.batch(b, image_shape, device),
-                                 m.variant.precision) for m in built]
-        extra = _ceiling_steps(device, b) if b == ceiling_batch else []
-        seconds = interleaved_median_seconds(fns + [f for _, f in extra], steps, max(1, warmup),
-                                             device, block=block_steps(b))
-        for i in range(len(built)):
-            train[i][str(b)] = b / seconds[i]
-        for (name, _), sec in zip(extra, seconds[len(built):], strict=True):
-            if ceiling is None or b / sec > ceiling.images_per_s:
-                ceiling = Ceiling(str(device), b / sec, name)
-    peaks = [float("nan")] * len(built)
-    if peak_memory:
-        for i, m in enumerate(built):
-            x, y = m.batch(max(batch_sizes), image_shape, device)
-            step = functools.partial(train_step, m.model, m.optimizer, x, y, m.variant.precision)
-            peaks[i] = training_step_peak_bytes(step, m.model, m.optimizer, (x, y), device) / 2**20
-    for m in built:
-        m.model.eval()
-    for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
-        fns = [functools.partial(_infer, m.model, m.batch(b, image_shape, device)[0], m.variant.precision)
-               for m in built]
-        seconds = interleaved_median_seconds(fns, steps, warmup, device, block=block_steps(b))
-        for i in range(len(built)):
-            infer[i][str(b)] = b / seconds[i]
-    results = [BenchResult(m.variant.name, str(device), train[i], infer[i], peaks[i])
-               for i, m in enumerate(built)]
+    runners: list = []
+    try:
+        _start([*variants, *formats], device, image_shape, seed, isolate, runners)
+        rows, forms = runners[:len(variants)], runners[len(variants):]
+        train: list[dict[str, float]] = [{} for _ in rows]
+        infer: list[dict[str, float]] = [{} for _ in rows]
+        for b in sorted(batch_sizes):
+            keep_freed_memory_for(device, b)  # this process too: bench.json records the setting
+            extra = forms if b == ceiling_batch else []
+            seconds = _timed(rows + extra, "train", b, steps, max(1, warmup))
+            for i in range(len(rows)):
+                train[i][str(b)] = b / seconds[i]
+            for name, sec in zip(formats if extra else [], seconds[len(rows):], strict=True):
+                if ceiling is None or b / sec > ceiling.images_per_s:
+                    ceiling = Ceiling(str(device), b / sec, name)
+        peaks = [r.peak_bytes(max(batch_sizes)) / 2**20 if peak_memory else float("nan") for r in rows]
+        for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
+            seconds = _timed(rows, "infer", b, steps, warmup)
+            for i in range(len(rows)):
+                infer[i][str(b)] = b / seconds[i]
+    finally:
+        for r in runners:
+            r.close()
+    results = [BenchResult(v.name, str(device), train[i], infer[i], peaks[i])
+               for i, v in enumerate(variants)]
     return results, ceiling
 
 
@@ -269,24 +432,30 @@ def run_benchmark(
     progress: Callable[[str], None] | None = None,
     on_result: Callable[[Any], None] | None = None,
     ceiling: bool = True,
+    isolate: bool = False,
+    batch_sizes: tuple[int, ...] | None = None,
 ) -> tuple[list[BenchResult], list[Ceiling]]:
-    """Measure every variant (and the ceiling) on every device, interleaved. Speed-ups are
-    relative to the first variant (the plain reference) on the same device at the same batch
-    size. ``progress`` is called with "<device>" before each device's measurement,
-    ``on_result`` with every result after."""
+    """Measure every variant (and the ceiling) on every device, interleaved, each in a process
+    of its own with ``isolate`` (:func:`measure_variants`), at ``batch_sizes`` (default
+    :data:`BATCH_SIZES`); the ceiling at the largest. Speed-ups are relative to the first
+    variant (the plain reference) on the same device at the same batch size.
+    ``progress`` is called with "<device>" before each device's measurement, ``on_result``
+    with every result after."""
     variants = variants if variants is not None else default_variants()
     results, ceilings = [], []
     for device in devices:
         if progress:
             progress(f"{len(variants)} variants{' and the ceiling' if ceiling else ''} on {device}")
-        rows, top = measure_variants(variants, device, steps, warmup,
-                                     ceiling_batch=LARGE_BATCH if ceiling else None)
+        sizes = BATCH_SIZES if batch_sizes is None else batch_sizes
+        large = max(sizes)
+        rows, top = measure_variants(variants, device, steps, warmup, batch_sizes=sizes,
+                                     ceiling_batch=large if ceiling else None, isolate=isolate)
         base = rows[0]
         for r in rows:
             r.speedup = {b: r.train_images_per_s[b] / base.train_images_per_s[b]
                          for b in r.train_images_per_s}
             if top is not None:
-                r.of_ceiling = r.train_images_per_s[str(LARGE_BATCH)] / top.images_per_s
+                r.of_ceiling = r.train_images_per_s[str(large)] / top.images_per_s
         if top is not None:
             ceilings.append(top)
             if on_result:
@@ -299,17 +468,19 @@ def run_benchmark(
 
 
 def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
-                  ceilings: list[Ceiling] = ()) -> Path:
+                  ceilings: list[Ceiling] = (), isolated: bool = False) -> Path:
     """Write ``bench.json`` into ``out_dir``: a versioned ``capslab-bench`` document with the
-    torch version, the CPU, its threads, the ceilings and every result. Returns its path."""
+    torch version, the CPU, its threads, whether every row ran in its own process
+    (``isolated``), the ceilings and every result. Returns its path."""
     payload = {
         "torch": torch.__version__,
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
+        "isolated": isolated,
         # whether malloc kept freed memory for the CPU rows from batch KEEP_FREED_MIN_BATCH on
         # (capslab.allocator); false: CAPSLAB_MALLOC=system, or not glibc
         "malloc_keeps_freed_memory": keeps_freed_memory(),
-        "batch_sizes": list(BATCH_SIZES),
+        "batch_sizes": sorted(int(b) for b in results[0].train_images_per_s) if results else list(BATCH_SIZES),
         "ceilings": [c.to_dict() for c in ceilings],
         "results": [r.to_dict() for r in results],
     }

@@ -24,6 +24,7 @@ Tensors are counted by distinct storage, so views and shared storages count once
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import os
@@ -136,33 +137,46 @@ def interleaved_median_seconds(fns: Sequence[Callable[[], object]], steps: int, 
     timings drift.
 
     With ``block > 1`` a round runs each function ``block + 1`` times back to back and takes
-    the mean of the last ``block`` calls: a training loop runs its steps one after the other,
-    and the first step after another function ran pays for the caches and the allocator state
-    that function left behind, which a short step (batch 1) would otherwise be measured by.
+    the mean of the last ``block`` calls (:func:`block_seconds`).
     """
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for fn in fns:
         for _ in range(warmup):
             fn()
-    times: list[list[float]] = [[] for _ in fns]
+    return interleaved_rounds([functools.partial(block_seconds, fn, block, device) for fn in fns], steps)
+
+
+def block_seconds(fn: Callable[[], object], block: int, device: torch.device) -> float:
+    """Mean wall time of ``block`` consecutive calls of ``fn`` (CUDA synced around them), after
+    one untimed call when ``block > 1``: a training loop runs its steps one after the other,
+    and the first step after other work ran pays for the caches and the allocator state that
+    work left behind, which a short step (batch 1) would otherwise be measured by."""
+    if block > 1:
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(block):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / block
+
+
+def interleaved_rounds(timers: Sequence[Callable[[], float]], steps: int) -> list[float]:
+    """The median of ``steps`` samples of every timer (a call that returns seconds), taken in
+    alternating rounds: each round calls every timer once, starting one further along each
+    time. The timers may measure in other processes (``capslab bench``'s isolated rows)."""
+    samples: list[list[float]] = [[] for _ in timers]
     for r in range(steps):
-        for k in range(len(fns)):
-            i = (r + k) % len(fns)
-            if block > 1:
-                fns[i]()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(block):
-                fns[i]()
-            sync()
-            times[i].append((time.perf_counter() - t0) / block)
-    return [statistics.median(t) for t in times]
+        for k in range(len(timers)):
+            i = (r + k) % len(timers)
+            samples[i].append(timers[i]())
+    return [statistics.median(s) for s in samples]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def training_step_peak_bytes(

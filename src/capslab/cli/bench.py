@@ -18,13 +18,17 @@ def bench(
     compile_: Annotated[bool, typer.Option("--compile", help="Also measure torch.compile.")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="Also measure bf16 autocast (train --precision bf16).")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads [default: torch's].")] = None,
+    isolate: Annotated[bool, typer.Option(
+        "--isolate/--same-process",
+        help="Each row in a worker process of its own, or every row in this one.")] = True,
     out: Annotated[Path | None, typer.Option(help="Folder for bench.json [default: runs/bench].")] = None,
     as_json: JsonFlag = False,
     quiet: Quiet = False,
 ) -> None:
     """Training and inference images/s at batch 1, 16 and 128 and peak training memory, for a
     plain eager CapsNet and CapsLab's side by side in one run, with the machine's conv-bound
-    ceiling (the PrimaryCaps convolution alone); written to bench.json."""
+    ceiling (the PrimaryCaps convolution alone); written to bench.json. Each row runs in a
+    process of its own (--isolate), timed in alternating rounds with the others."""
     import torch
 
     from capslab.bench import (
@@ -47,8 +51,9 @@ def bench(
             devices, variants, steps, warmup,
             progress=lambda s: progress.update(task, description=f"measuring {s}"),
             on_result=lambda _: progress.advance(task),
+            isolate=isolate,
         )
-    path = write_results(results, out if out is not None else default_out("bench"), ceilings)
+    path = write_results(results, out if out is not None else default_out("bench"), ceilings, isolated=isolate)
     emit(read_json(path, REPORT_KIND), as_json, render_bench)  # what bench.json holds
     note(f"written: {path}", as_json)
 
@@ -60,6 +65,7 @@ def render_bench(doc: dict) -> None:
     sizes = [str(b) for b in doc["batch_sizes"]]
     ceilings = {c["device"]: c for c in doc["ceilings"]}
     where = f"{doc['cpu']}, {doc['threads']} CPU threads, torch {doc['torch']}"
+    where += ", a process per row" if doc.get("isolated") else ", one process"
     train = Table(title=f"CapsNet training (MNIST shape), {where}")
     infer = Table(title="CapsNet inference")
     for table in (train, infer):
@@ -69,8 +75,8 @@ def render_bench(doc: dict) -> None:
             table.add_column(f"img/s b{b}", justify="right")
     for b in sizes:
         train.add_column(f"x ref b{b}", justify="right")
-    train.add_column("of ceiling b128", justify="right")
-    train.add_column("peak MiB b128", justify="right")
+    train.add_column(f"of ceiling b{sizes[-1]}", justify="right")
+    train.add_column(f"peak MiB b{sizes[-1]}", justify="right")
     for dev, c in ceilings.items():
         train.add_row(f"ceiling: PrimaryCaps conv alone ({c['memory_format']})", dev,
                       *["" for _ in sizes[:-1]], f"{c['images_per_s']:.1f}",
