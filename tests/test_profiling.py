@@ -120,6 +120,33 @@ def test_interleaved_blocks_skip_the_lead_call_and_average_the_rest(monkeypatch)
         profiling.interleaved_median_seconds([fn("a")], steps=1, warmup=0, device=CPU, block=0)
 
 
+def test_block_seconds_times_the_block_after_its_lead_calls(monkeypatch):
+    now = [0.0]
+    costs = iter([7.0, 5.0, 1.0, 2.0, 3.0])  # two slow lead calls, then the block
+
+    def call():
+        now[0] += next(costs)
+
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: now[0])
+    assert profiling.block_seconds(call, 3, CPU, lead=2) == 2.0
+    costs = iter([4.0])
+    assert profiling.block_seconds(call, 1, CPU, lead=0) == 4.0
+
+
+def test_interleaved_rounds_take_the_median_of_each_timer():
+    samples = {"a": iter([3.0, 1.0, 2.0]), "b": iter([9.0, 7.0, 8.0])}
+    order = []
+
+    def timer(name):
+        def sample():
+            order.append(name)
+            return next(samples[name])
+        return sample
+
+    assert profiling.interleaved_rounds([timer("a"), timer("b")], steps=3) == [2.0, 8.0]
+    assert order == ["a", "b", "b", "a", "a", "b"]
+
+
 def test_training_step_peak_holds_the_start_state_and_the_new_gradients():
     model, optimizer = _linear_after_adam_step()
     batch = (torch.rand(32, 4),)

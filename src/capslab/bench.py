@@ -235,8 +235,9 @@ class _Runner:
             self._step()
 
     def time_block(self, block: int) -> float:
-        """Seconds per call of the current step (:func:`capslab.profiling.block_seconds`)."""
-        return block_seconds(self._step, block, self.device)
+        """Seconds per call of ``block`` consecutive calls of the current step, after one
+        untimed call (:func:`capslab.profiling.block_seconds`), whatever the block's length."""
+        return block_seconds(self._step, block, self.device, lead=1)
 
     def peak_bytes(self, batch_size: int) -> int:
         """Peak tensor bytes of one training step at ``batch_size``."""

@@ -137,22 +137,23 @@ def interleaved_median_seconds(fns: Sequence[Callable[[], object]], steps: int, 
     timings drift.
 
     With ``block > 1`` a round runs each function ``block + 1`` times back to back and takes
-    the mean of the last ``block`` calls (:func:`block_seconds`).
+    the mean of the last ``block`` calls (:func:`block_seconds` with one lead call).
     """
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     for fn in fns:
         for _ in range(warmup):
             fn()
-    return interleaved_rounds([functools.partial(block_seconds, fn, block, device) for fn in fns], steps)
+    lead = 1 if block > 1 else 0
+    return interleaved_rounds([functools.partial(block_seconds, fn, block, device, lead) for fn in fns], steps)
 
 
-def block_seconds(fn: Callable[[], object], block: int, device: torch.device) -> float:
+def block_seconds(fn: Callable[[], object], block: int, device: torch.device, lead: int = 1) -> float:
     """Mean wall time of ``block`` consecutive calls of ``fn`` (CUDA synced around them), after
-    one untimed call when ``block > 1``: a training loop runs its steps one after the other,
-    and the first step after other work ran pays for the caches and the allocator state that
-    work left behind, which a short step (batch 1) would otherwise be measured by."""
-    if block > 1:
+    ``lead`` untimed calls: a training loop runs its steps one after the other, and the first
+    step after other work ran pays for the caches and the allocator state that work left
+    behind, which a short step (batch 1) would otherwise be measured by."""
+    for _ in range(lead):
         fn()
     _sync(device)
     t0 = time.perf_counter()
