@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import multiprocessing
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -247,14 +248,15 @@ class _Runner:
         return training_step_peak_bytes(step, self.model, self.optimizer, (x, y), self.device)
 
     def close(self) -> None:
-        pass
+        self._step = None  # the ceiling's convolution and batch go with it
 
 
 def _serve(conn, subject: Variant | str, device: str, image_shape: tuple[int, int, int],
            seed: int, threads: int) -> None:
     """A worker process: build one :class:`_Runner`, then call its methods as the parent asks
     (``(name, args)`` messages; ``None`` ends it). Replies ``("ok", result)`` or ``("error",
-    traceback)``."""
+    traceback)``. Ctrl-C is the parent's to handle: it ends the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         runner = _Runner(subject, torch.device(device), image_shape, seed)
@@ -367,9 +369,10 @@ def measure_variants(
     isolate: bool = False,
 ) -> tuple[list[BenchResult], Ceiling | None]:
     """Training images/s of every variant at every batch size (default :data:`BATCH_SIZES`),
-    inference images/s at every ``infer_batch_sizes`` (default: the same), the peak memory of a training step at the
-    largest batch size (``nan`` without ``peak_memory``) and, with ``ceiling_batch``, the
-    conv-bound ceiling at that batch size (the faster of the two memory formats).
+    inference images/s at every ``infer_batch_sizes`` (default: the same), the peak memory of
+    a training step at the largest batch size (``nan`` without ``peak_memory``) and, with
+    ``ceiling_batch``, the conv-bound ceiling at that batch size (the faster of the two memory
+    formats).
 
     The variants (and the ceiling) are timed in alternating rounds, one batch size at a time,
     smallest first. On the CPU, malloc keeps freed memory from the first batch size that
@@ -400,6 +403,8 @@ def measure_variants(
             for name, sec in zip(formats if extra else [], seconds[len(rows):], strict=True):
                 if ceiling is None or b / sec > ceiling.images_per_s:
                     ceiling = Ceiling(str(device), b / sec, name)
+            for f in extra:  # measured: its memory (or its process) is no longer needed
+                f.close()
         peaks = [r.peak_bytes(max(batch_sizes)) / 2**20 if peak_memory else float("nan") for r in rows]
         for b in batch_sizes if infer_batch_sizes is None else infer_batch_sizes:
             seconds = _timed(rows, "infer", b, steps, warmup)
