@@ -27,9 +27,20 @@ TINY_VARIANTS = [Variant("tiny eager", tiny_capsnet), Variant("tiny channels-las
 SMALL_SIZES = (1, 2)
 
 
+#: images per timed block in these tests (32 in a real run): one step per sample from batch 2
+QUICK_BLOCK_IMAGES = 2
+
+
+@pytest.fixture(autouse=True)
+def quick_blocks(monkeypatch):
+    monkeypatch.setattr(bench, "MIN_TIMED_IMAGES", QUICK_BLOCK_IMAGES)
+
+
 @pytest.fixture(scope="module")
 def measured():
-    return run_benchmark([CPU], TINY_VARIANTS, steps=1, warmup=0, batch_sizes=SMALL_SIZES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "MIN_TIMED_IMAGES", QUICK_BLOCK_IMAGES)
+        return run_benchmark([CPU], TINY_VARIANTS, steps=1, warmup=0, batch_sizes=SMALL_SIZES)
 
 
 def test_measure_variant_rates_at_every_batch_size_and_peak_memory():
@@ -83,7 +94,8 @@ def test_bf16_variant_runs_its_forward_under_autocast():
     assert seen and set(seen) == {torch.bfloat16}  # training and inference alike
 
 
-def test_blocks_cover_at_least_the_minimum_images():
+def test_blocks_cover_at_least_the_minimum_images(monkeypatch):
+    monkeypatch.setattr(bench, "MIN_TIMED_IMAGES", 32)  # the real value
     assert bench.block_steps(1) == bench.MIN_TIMED_IMAGES
     assert bench.block_steps(16) == 2 and bench.block_steps(128) == 1
     assert all(bench.block_steps(b) * b >= bench.MIN_TIMED_IMAGES for b in (1, 3, 16, 33, 128))
@@ -151,31 +163,29 @@ def test_bench_command_writes_bench_json(monkeypatch, tmp_path):
 
     monkeypatch.setattr(bench, "default_variants", lambda **_: TINY_VARIANTS[:1])
     monkeypatch.setattr(bench, "BATCH_SIZES", SMALL_SIZES)
-    # the rows run in this process here (worker processes cost seconds to start; the test
-    # above covers them); that the command isolates them by default is checked below
+    asked, real_run = {}, bench.run_benchmark
+
+    def in_this_process(*args, **kwargs):
+        # worker processes cost seconds to start (the tests above cover them): here the rows
+        # run in this process whatever the command asked, and what it asked is kept
+        asked.update(kwargs)
+        return real_run(*args, **{**kwargs, "isolate": False})
+
+    monkeypatch.setattr(bench, "run_benchmark", in_this_process)
     result = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
-                                      "--same-process", "--json", "--out", str(tmp_path)])
+                                      "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # only JSON on stdout
     assert printed == json.loads((tmp_path / "bench.json").read_text())
     assert printed["format"] == "capslab-bench" and printed["results"][0]["variant"] == "tiny eager"
-    assert printed["isolated"] is False and printed["batch_sizes"] == [1, 2]
+    assert asked["isolate"] is True and printed["isolated"] is True  # a process per row by default
+    assert printed["batch_sizes"] == [1, 2]
     table = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu",
                                      "--same-process", "--quiet", "--out", str(tmp_path)])
     assert table.exit_code == 0, table.output
+    assert asked["isolate"] is False
     assert "ceiling: PrimaryCaps conv alone" in table.stdout and "img/s b1" in table.stdout
     assert "one process" in table.stdout and "of ceiling b2" in table.stdout
-    asked, real_run = {}, bench.run_benchmark
-
-    def fake_run(*args, **kwargs):
-        asked.update(kwargs)
-        return real_run(*args, **{**kwargs, "isolate": False, "ceiling": False})
-
-    monkeypatch.setattr(bench, "run_benchmark", fake_run)
-    default = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--device", "cpu", "--quiet",
-                                       "--out", str(tmp_path)])
-    assert default.exit_code == 0, default.output
-    assert asked["isolate"] is True and json.loads((tmp_path / "bench.json").read_text())["isolated"] is True
 
     bad = CliRunner().invoke(app, ["bench", "--device", "tpu", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and bad.stdout == ""
