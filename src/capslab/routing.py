@@ -59,7 +59,7 @@ def route(
     The predictions are laid out output-major, ``[B, n_out, n_in, D]`` (one copy), for the
     iterations: every sum over the inputs is then a batched product over contiguous rows,
     where the input-major layout made ``einsum`` copy the predictions for every product (a
-    batch-1 CapsNet training step was 1.8% faster: docs/benchmarks.md).
+    batch-1 CapsNet training step was 3.2% faster: docs/benchmarks.md).
 
     Args:
         u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
