@@ -247,6 +247,9 @@ class _Runner:
         step = functools.partial(train_step, self.model, self.optimizer, x, y, self.subject.precision)
         return training_step_peak_bytes(step, self.model, self.optimizer, (x, y), self.device)
 
+    def ready(self) -> None:
+        """Built already (a :class:`_Worker` waits for its process here)."""
+
     def close(self) -> None:
         self._step = None  # the ceiling's convolution and batch go with it
 
@@ -332,19 +335,6 @@ class _Worker:
         self._conn.close()
 
 
-def _start(subjects: list[Variant | str], device: torch.device, image_shape: tuple[int, int, int],
-           seed: int, isolate: bool, runners: list) -> None:
-    """Build a runner per subject into ``runners`` (filled as they start, so that the caller
-    can close every one that started). Isolated workers start together and build in parallel."""
-    if not isolate:
-        runners.extend(_Runner(s, device, image_shape, seed) for s in subjects)
-        return
-    for s in subjects:
-        runners.append(_Worker(s, device, image_shape, seed))
-    for w in runners:
-        w.ready()
-
-
 def _timed(runners: list, phase: str, batch_size: int, steps: int, warmup: int) -> list[float]:
     """Seconds per step of every runner at ``phase`` and ``batch_size``, in alternating rounds
     (:func:`capslab.profiling.interleaved_rounds`) of :func:`block_steps` consecutive steps."""
@@ -388,9 +378,14 @@ def measure_variants(
     batch_sizes = BATCH_SIZES if batch_sizes is None else batch_sizes
     formats = list(CEILING_FORMATS) if ceiling_batch in batch_sizes else []
     ceiling = None
+    runner = _Worker if isolate else _Runner
     runners: list = []
     try:
-        _start([*variants, *formats], device, image_shape, seed, isolate, runners)
+        # all workers start before any is waited for, so that they build in parallel
+        for subject in [*variants, *formats]:
+            runners.append(runner(subject, device, image_shape, seed))
+        for r in runners:
+            r.ready()
         rows, forms = runners[:len(variants)], runners[len(variants):]
         train: list[dict[str, float]] = [{} for _ in rows]
         infer: list[dict[str, float]] = [{} for _ in rows]
