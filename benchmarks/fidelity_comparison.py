@@ -150,7 +150,7 @@ def analyse(out: Path) -> list[dict]:
 
 
 def _plot(runs: dict, hv_at, path: Path) -> None:
-    from capslab.experiments import pyplot, save_figure
+    from capslab.results import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -9,16 +9,8 @@ import json
 import pytest
 
 from capslab.errors import NonFiniteLossError, RunMismatchError
-from capslab.experiments import (
-    Column,
-    read_json,
-    run_or_failure,
-    run_or_reuse,
-    save_figure,
-    table_markdown,
-    write_json,
-    write_table,
-)
+from capslab.experiments import run_or_failure, run_or_reuse
+from capslab.results import Column, read_json, save_figure, table_markdown, write_json, write_table
 from capslab.train import TrainConfig
 
 
@@ -51,7 +43,7 @@ def test_write_table_three_formats(tmp_path):
 
 
 def test_save_figure_is_atomic_png(tmp_path):
-    from capslab.experiments import pyplot
+    from capslab.results import pyplot
 
     fig, ax = pyplot().subplots()
     ax.plot([0, 1], [1, 0])

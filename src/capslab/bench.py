@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from capslab.allocator import keep_freed_memory_for, keeps_freed_memory
-from capslab.experiments import write_json
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.profiling import (
@@ -39,10 +38,11 @@ from capslab.profiling import (
     measurement_device,
     training_step_peak_bytes,
 )
+from capslab.results import write_json
 from capslab.train.loop import autocast, create_optimizer
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
-#: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.experiments.write_json`)
+#: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.results.write_json`)
 REPORT_KIND = "bench"
 #: the batch sizes of every row: WarmAdaBatch's first phase, a small batch, the usual batch;
 #: the ceiling and the peak memory are measured at the largest

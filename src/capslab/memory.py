@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from capslab.errors import ConfigError
-from capslab.experiments import pyplot, save_figure, table_csv, write_json
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model, list_models, model_options
@@ -38,6 +37,7 @@ from capslab.profiling import (
     saved_activation_bytes,
     training_step_peak_bytes,
 )
+from capslab.results import pyplot, save_figure, table_csv, write_json
 from capslab.settings import Settings
 
 #: models that take ``num_blocks``; any other model is measured once and drawn flat
@@ -48,7 +48,7 @@ OWN_MODEL_OPTIONS = {
     "in_channels": "dataset_shape", "image_size": "dataset_shape", "num_classes": "num_classes",
     "routing": "routing", "num_blocks": "blocks", "gamma": "gamma",
 }
-#: ``memory.json`` is a ``capslab-memory`` document (:func:`capslab.experiments.write_json`)
+#: ``memory.json`` is a ``capslab-memory`` document (:func:`capslab.results.write_json`)
 REPORT_KIND = "memory"
 
 

@@ -12,7 +12,6 @@ import pytest
 from scipy.stats import pearsonr
 
 from capslab.errors import ConfigError
-from capslab.experiments import write_json
 from capslab.genotype import Genotype
 from capslab.nas.pcc import (
     PCCConfig,
@@ -22,6 +21,7 @@ from capslab.nas.pcc import (
     pearson,
     run_pcc_study,
 )
+from capslab.results import write_json
 
 
 def test_pearson_by_hand_and_against_scipy():

@@ -345,8 +345,8 @@ def test_journal_rows(tmp_path):
 
 # ---------------------------------------------------------------------- finalize
 def test_finalize_reuses_a_network_only_with_the_same_settings(tmp_path):
-    from capslab.experiments import write_json
     from capslab.nas.report import finalize
+    from capslab.results import write_json
     from capslab.train import TrainingSettings
 
     space = SearchSpace()

@@ -46,7 +46,7 @@ def run_dir(mnist_root, tmp_path_factory):
 
 def _fake_trainer(config, progress=False, callbacks=()):
     """A run's summary without training: each policy and variant learns at its own pace."""
-    from capslab.experiments import write_json
+    from capslab.results import write_json
 
     speed = {"fixed": 0.1, "warm-adabatch": 0.25}[config.policy]
     ws = bool(config.model_options.get("weight_sharing"))

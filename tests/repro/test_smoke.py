@@ -14,9 +14,9 @@ import pytest
 import capslab.memory
 import capslab.train
 from capslab.errors import RunMismatchError
-from capslab.experiments import read_json, write_json
 from capslab.repro import EXPERIMENTS, run_repro
 from capslab.repro.rows import COLUMNS, UNITS, VARIANTS
+from capslab.results import read_json, write_json
 from capslab.studies.fastrcaps import build_table
 
 FIELDS = {"experiment", "claim", "paper", "source", "measured", "unit", "settings", "seeds",

@@ -10,7 +10,7 @@ import pytest
 
 from capslab.cli.study import split_policy_options
 from capslab.errors import ConfigError, RunMismatchError
-from capslab.experiments import table_csv
+from capslab.results import table_csv
 from capslab.studies.fastrcaps import (
     StudyConfig,
     build_table,
@@ -196,7 +196,7 @@ def fake_trainer(calls):
     """Writes a summary like the trainer's; accuracy rises faster for warm-adabatch."""
 
     def train(config, progress=False, callbacks=()):
-        from capslab.experiments import write_json
+        from capslab.results import write_json
 
         calls.append((config.policy, config.model_options.get("weight_sharing", False), config.seed))
         speed = 0.3 if config.policy == "warm-adabatch" else 0.1

@@ -38,7 +38,7 @@ def bench(
         run_benchmark,
         write_results,
     )
-    from capslab.experiments import read_json
+    from capslab.results import read_json
 
     devices = bench_devices(device)
     if threads:

@@ -217,7 +217,7 @@ def datasets(
     Exits with 1 when --verify finds a file with a wrong checksum."""
     from capslab.data import sources
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
-    from capslab.experiments import versioned
+    from capslab.results import versioned
 
     data_dir = str(data_dir) if data_dir is not None else None
     selected = list(dict.fromkeys(canonical_name(n) for n in names)) if names else list_datasets()

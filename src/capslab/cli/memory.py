@@ -48,7 +48,6 @@ def memory(
     by least squares; capsnet (no blocks) is a flat reference line. Each model gets the
     --model-opt options it takes (e.g. conv_channels=32, block_dim=2, decoder=false).
     """
-    from capslab.experiments import read_json
     from capslab.memory import (
         REPORT_KIND,
         MemoryConfig,
@@ -57,6 +56,7 @@ def memory(
         run_memory_study,
         write_report,
     )
+    from capslab.results import read_json
 
     config = MemoryConfig(
         models=tuple(split_list(models)),

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from capslab.cli import options as opt
 from capslab.cli.output import console, emit, note
-from capslab.experiments import pyplot, save_figure, versioned
+from capslab.results import pyplot, save_figure, versioned
 from capslab.train.policies import POLICIES, Schedule, build_schedule
 
 

@@ -21,17 +21,10 @@ import numpy as np
 
 from capslab.data.sources import require_files
 from capslab.errors import ConfigError
-from capslab.experiments import (
-    Column,
-    pyplot,
-    read_json,
-    run_or_failure,
-    save_figure,
-    write_json,
-    write_table,
-)
+from capslab.experiments import run_or_failure
 from capslab.genotype import Genotype
 from capslab.nas.space import SearchSpace, sample
+from capslab.results import Column, pyplot, read_json, save_figure, write_json, write_table
 from capslab.settings import Settings
 from capslab.train.config import TrainConfig, TrainingSettings
 

@@ -13,20 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from capslab.experiments import (
-    Column,
-    finished_summary,
-    pyplot,
-    run_or_failure,
-    save_figure,
-    table_csv,
-    write_json,
-    write_table,
-)
+from capslab.experiments import finished_summary, run_or_failure
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
 from capslab.io import atomic_write_text
 from capslab.nas.journal import OBJECTIVE_NAMES, EvaluationRecord, GenerationRecord
 from capslab.nas.parallel import overall_utilisation
+from capslab.results import Column, pyplot, save_figure, table_csv, write_json, write_table
 from capslab.train.config import TrainConfig, TrainingSettings
 
 AXIS_LABELS = {
@@ -388,6 +380,6 @@ def finalize(
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The fully trained Pareto set as the paper's Table 3 (accuracy, energy, latency, memory)."""
-    from capslab.experiments import table_markdown
+    from capslab.results import table_markdown
 
     return table_markdown(rows, FINAL_COLUMNS)

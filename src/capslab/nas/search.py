@@ -51,7 +51,6 @@ from pymoo.algorithms.moo.nsga2 import NSGA2
 
 from capslab.data.sources import require_files
 from capslab.errors import ConfigError, RunMismatchError
-from capslab.experiments import read_json, write_json
 from capslab.genotype import Genotype
 from capslab.nas.evaluate import Evaluator, TrainedAccuracy, candidate_folder, default_time_limit
 from capslab.nas.fidelity import check_promote, check_rungs, promote
@@ -72,6 +71,7 @@ from capslab.nas.operators import (
 from capslab.nas.parallel import SerialPool, busy_seconds, make_pool, overall_utilisation
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
 from capslab.nas.space import SearchSpace, genotype_key
+from capslab.results import read_json, write_json
 from capslab.settings import Settings
 from capslab.train.config import TrainingSettings
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from capslab.errors import CheckpointError, DatasetError, RunMismatchError
-from capslab.experiments import SUMMARY_FILE, read_json
 from capslab.report.html import Page
+from capslab.results import SUMMARY_FILE, read_json
 from capslab.train.callbacks import held_out_split
 from capslab.train.loop import METRICS_FILE
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from capslab.errors import GenotypeError, RunMismatchError
-from capslab.experiments import read_json
 from capslab.genotype import Genotype, parse_genotype
 from capslab.nas.journal import EvaluationRecord, GenerationRecord
 from capslab.nas.search import RUN_FILE
 from capslab.report.html import Page, format_value
 from capslab.report.run import read_history
+from capslab.results import read_json
 from capslab.train.callbacks import held_out_split
 
 AXES = ("accuracy", "energy_mJ", "memory_KiB", "latency_ms")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from capslab.errors import RunMismatchError
-from capslab.experiments import SUMMARY_FILE, read_json
 from capslab.report.html import Page
 from capslab.report.run import read_history
+from capslab.results import SUMMARY_FILE, read_json
 
 STUDY_FILE = "study.json"
 STUDY_KIND = "fastrcaps-study"

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from capslab.errors import ConfigError, RunMismatchError
-from capslab.experiments import read_json, write_json
 from capslab.io import atomic_write_text
 from capslab.repro import capsnet, fastrcaps, mocaps, nascaps
 from capslab.repro.common import (
@@ -43,6 +42,7 @@ from capslab.repro.common import (
     machine,
 )
 from capslab.repro.rows import experiment_markdown, results_markdown
+from capslab.results import read_json, write_json
 
 #: every reproduction, by name, in the order ``all`` runs them and the tables list them
 EXPERIMENTS: dict[str, Experiment] = {

@@ -111,7 +111,7 @@ def _knobs(scale: Scale, dataset: str) -> dict[str, Any]:
 
 
 def execute(ctx: Context, plan: Plan) -> Outcome:
-    from capslab.experiments import write_table
+    from capslab.results import write_table
     from capslab.studies.fastrcaps import COLUMNS, build_table, table_markdown
 
     summaries = train_runs(ctx, plan.runs, NAME)

@@ -157,9 +157,9 @@ def _estimate_memory(ctx: Context, variant: str) -> float:
 
 def _memory(ctx: Context, variant: str) -> tuple[dict[str, Any], Path]:
     """The memory study of ``variant``: reused when ``memory.json`` holds these settings."""
-    from capslab.experiments import read_json
     from capslab.memory import REPORT_KIND, run_memory_study, write_report
     from capslab.memory import plan as points
+    from capslab.results import read_json
 
     config = memory_config(ctx, variant)
     folder = ctx.folder(NAME, f"memory-{variant}")

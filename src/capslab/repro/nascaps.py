@@ -102,9 +102,9 @@ def _estimate_pcc(ctx: Context, sample: int = 3) -> float:
 
 
 def _hardware(ctx: Context) -> tuple[dict[str, Any], str]:
-    from capslab.experiments import write_json
     from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
     from capslab.hw import CAPSACC, estimate
+    from capslab.results import write_json
 
     payload = {"accelerator": CAPSACC.to_dict()}
     for name, genotype in (("CapsNet", CAPSNET_GENOTYPE), ("DeepCaps", DEEPCAPS_GENOTYPE)):

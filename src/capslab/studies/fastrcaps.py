@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from capslab.errors import ConfigError
-from capslab.experiments import Column, pyplot, run_or_reuse, save_figure, write_table
+from capslab.experiments import run_or_reuse
+from capslab.results import Column, pyplot, save_figure, write_table
 from capslab.settings import Settings
 from capslab.train.config import TrainConfig, TrainingSettings, typed_policy_options
 from capslab.train.policies import POLICIES, build_schedule
@@ -210,7 +211,7 @@ COLUMNS = [
 
 
 def table_markdown(rows: Sequence[dict[str, Any]], target: float | None = None) -> str:
-    from capslab.experiments import table_markdown as render
+    from capslab.results import table_markdown as render
 
     preamble = ""
     if target is not None:

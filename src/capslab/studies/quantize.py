@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from capslab.errors import ConfigError
-from capslab.experiments import Column, pyplot, save_figure, write_table
 from capslab.quantize import (
     GROUPS,
     QuantizationSettings,
@@ -37,6 +36,7 @@ from capslab.quantize import (
     layer_groups,
     quantized_parameter_count,
 )
+from capslab.results import Column, pyplot, save_figure, write_table
 from capslab.settings import Settings
 
 LineName = Literal["conv", "primary", "capsule", "decoder", "routing", "all"]

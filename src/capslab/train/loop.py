@@ -27,11 +27,11 @@ from torch import nn
 from capslab.allocator import keep_freed_memory_for
 from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
-from capslab.experiments import SUMMARY_FILE, versioned, write_json
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.quantize import evaluate_quantized
+from capslab.results import SUMMARY_FILE, versioned, write_json
 from capslab.train.callbacks import (
     Callback,
     ProgressDisplay,

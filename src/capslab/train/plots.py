@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from capslab.experiments import pyplot, save_figure
+from capslab.results import pyplot, save_figure
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
