@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from capslab.allocator import keep_freed_memory_for, keeps_freed_memory
+from capslab.device import autocast
 from capslab.losses import capsule_loss
 from capslab.models import create_model
+from capslab.optim import create_optimizer
 from capslab.profiling import (
     block_seconds,
     interleaved_rounds,
@@ -39,7 +41,6 @@ from capslab.profiling import (
     training_step_peak_bytes,
 )
 from capslab.results import write_json
-from capslab.train.loop import autocast, create_optimizer
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.results.write_json`)
@@ -58,7 +59,7 @@ def naive_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
 
 
 def capslab_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """The Adam that ``capslab train`` builds (:func:`capslab.train.loop.create_optimizer`)."""
+    """The Adam that ``capslab train`` builds (:func:`capslab.optim.create_optimizer`)."""
     return create_optimizer("adam", params, lr=1e-3)
 
 

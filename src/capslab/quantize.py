@@ -49,6 +49,11 @@ import torch
 from torch import Tensor, nn
 
 from capslab.errors import ConfigError
+from capslab.evaluation import evaluate
+from capslab.layers import ClassCaps, ConvCaps2D, ConvCaps3D, PrimaryCaps
+from capslab.layers.decoder import CapsuleDecoder
+from capslab.models.genotype_net import ClassStage
+from capslab.routing import set_coupling_transform
 from capslab.settings import Settings
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -138,9 +143,6 @@ def quantize_unit_interval(x: Tensor, bits: int) -> Tensor:
 
 def _group_of(path: str, modules: dict[str, nn.Module]) -> str | None:
     """The group of the weight owned by module ``path``: its innermost known ancestor decides."""
-    from capslab.layers import ClassCaps, ConvCaps2D, ConvCaps3D, PrimaryCaps
-    from capslab.layers.decoder import CapsuleDecoder
-
     parts = path.split(".") if path else []
     for depth in range(len(parts), -1, -1):
         name = ".".join(parts[:depth])
@@ -164,8 +166,6 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     transformation matrices (:class:`~capslab.layers.ClassCaps` ``.weight``). Biases, BatchNorm
     parameters and the input normalisation are not weights here.
     """
-    from capslab.layers import ClassCaps
-
     modules = dict(model.named_modules())
     out: dict[str, list[str]] = {g: [] for g in GROUPS}
     for path, module in modules.items():
@@ -266,13 +266,9 @@ class _RoutingDuringForward:
         self.previous: list = []
 
     def enter(self, module: nn.Module, args: tuple) -> None:
-        from capslab.routing import set_coupling_transform
-
         self.previous.append(set_coupling_transform(self.grid))
 
     def exit(self, module: nn.Module, args: tuple, output: Any) -> None:
-        from capslab.routing import set_coupling_transform
-
         if self.previous:
             set_coupling_transform(self.previous.pop())
 
@@ -285,8 +281,6 @@ def quantized_routing(bits: int | None) -> Iterator[None]:
     if bits is None:
         yield
         return
-    from capslab.routing import set_coupling_transform
-
     previous = set_coupling_transform(_UnitGrid(check_bits(bits, "routing_bits")))
     try:
         yield
@@ -298,8 +292,6 @@ def _activation_sites(model: nn.Module, names: Iterable[str]) -> list[nn.Module]
     """The modules whose inputs feed the weights ``names``: each weight's owner, except that a
     genotype network's :class:`ClassStage` calls its ClassCaps' matrices directly, so the stage
     itself is hooked."""
-    from capslab.models.genotype_net import ClassStage
-
     modules = dict(model.named_modules())
     sites: dict[str, nn.Module] = {}
     for name in names:
@@ -397,10 +389,8 @@ def evaluate_quantized(
     reconstruction_weight: float = 0.0005,
     **fields: Any,
 ) -> dict[str, float]:
-    """:func:`capslab.train.loop.evaluate` of ``model`` quantized by ``settings`` (in place,
+    """:func:`capslab.evaluation.evaluate` of ``model`` quantized by ``settings`` (in place,
     restored afterwards): ``{"test_loss", "test_accuracy"}``."""
-    from capslab.train.loop import evaluate
-
     with quantized(model, settings, **fields) as m:
         return evaluate(m, loader, device, reconstruction_weight)
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from capslab.cli.main import app
 from capslab.data import BatchLoader, dataset_info, load_dataset, stratified_subset
+from capslab.evaluation import evaluate
 from capslab.train.config import TrainConfig
-from capslab.train.loop import RunState, build_model, evaluate, save_epoch
+from capslab.train.loop import RunState, build_model, save_epoch
 from capslab.train.policies import build_schedule
 
 runner = CliRunner()

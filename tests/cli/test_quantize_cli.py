@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from capslab.cli.main import app
 from capslab.data import BatchLoader, dataset_info, load_dataset, stratified_subset
+from capslab.evaluation import evaluate
 from capslab.quantize import QuantizationSettings, evaluate_quantized, quantize_model
 from capslab.train.config import TrainConfig
-from capslab.train.loop import RunState, build_model, evaluate, save_epoch
+from capslab.train.loop import RunState, build_model, save_epoch
 from capslab.train.policies import build_schedule
 
 runner = CliRunner()

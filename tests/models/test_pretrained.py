@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import capslab
+from capslab.checkpoint import save_checkpoint
 from capslab.data import dataset_info
 from capslab.errors import CheckpointError
 from capslab.genotype import save_genotype
 from capslab.models import create_model
 from capslab.models.pretrained import load_model, load_model_and_checkpoint
-from capslab.train.checkpoint import save_checkpoint
 from capslab.train.config import TrainConfig
 from capslab.train.loop import RunState, build_model, save_epoch
 from capslab.train.policies import build_schedule

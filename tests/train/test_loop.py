@@ -6,11 +6,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from capslab.checkpoint import load_checkpoint
 from capslab.cli.main import app
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.models.pretrained import load_model_and_checkpoint
 from capslab.train import LambdaCallback, TrainConfig, train
-from capslab.train.checkpoint import load_checkpoint
 
 TINY = {"conv_channels": 16, "primary_types": 4}
 
@@ -253,7 +253,7 @@ def test_run_or_reuse_by_identity(mnist_root, tmp_path):
 
 @pytest.mark.parametrize("name", ["adam", "sgd", "ranger21"])
 def test_optimisers_take_their_multi_tensor_step_and_train(name):
-    from capslab.train.loop import create_optimizer
+    from capslab.optim import create_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)

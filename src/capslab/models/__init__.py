@@ -7,10 +7,10 @@ from capslab.models import (
     momentum,  # noqa: F401  (registers "rescapsnet", "mocapsnet")
 )
 from capslab.models.base import CapsuleClassifier, CapsuleOutput
+from capslab.models.factory import create_model
 from capslab.models.pretrained import load_model, load_model_and_checkpoint
 from capslab.models.registry import (
     check_model_options,
-    create_model,
     list_models,
     model_options,
     register_model,

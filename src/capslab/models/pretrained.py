@@ -22,12 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from capslab.checkpoint import load_checkpoint
+from capslab.data import dataset_info
 from capslab.errors import CheckpointError, ConfigError, UnknownDatasetError
 from capslab.models.registry import (
     check_model_options,
-    create_model,
     effective_options,
     list_models,
+    new_model,
 )
 
 PathLike = str | os.PathLike
@@ -43,9 +45,6 @@ def read_model_checkpoint(path: PathLike, map_location: MapLocation = "cpu") -> 
     Raises:
         CheckpointError: the file is missing, unreadable, foreign, or holds no model.
     """
-    # imported here: capslab.train imports the models package, which imports this module
-    from capslab.train.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path, map_location=map_location)
     missing = [k for k in MODEL_KEYS if k not in ckpt]
     if missing:
@@ -94,7 +93,6 @@ def pretrained_cfg(ckpt: dict[str, Any], path: PathLike, model: nn.Module | None
 def _dataset_classes(dataset: str | None) -> tuple[str, ...]:
     if dataset is None:
         return ()
-    from capslab.data import dataset_info
 
     try:
         return dataset_info(dataset).classes
@@ -150,7 +148,7 @@ def _build(name: str, ckpt: dict[str, Any], path: PathLike, options: dict[str, A
         check_model_options(name, saved)
     except ConfigError as exc:  # the factory changed since the checkpoint was written
         raise CheckpointError(f"checkpoint {path}: {exc}") from None
-    model = create_model(name, **{**saved, **options})
+    model = new_model(name, **{**saved, **options})
     diff = option_difference(effective_options(name, saved),
                              effective_options(name, model.model_options))
     if diff:

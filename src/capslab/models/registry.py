@@ -1,14 +1,14 @@
-"""Model registry: ``create_model(name, **options)`` and ``list_models()``, as timm does it.
+"""Model registry: ``register_model``, ``list_models()`` and the options of every factory, as
+timm keeps its registry.
 
-``create_model(name, checkpoint_path=...)`` also loads trained weights; the checkpoint side
-lives in :mod:`capslab.models.pretrained`.
+:func:`capslab.models.factory.create_model` builds from it; trained networks come from
+:mod:`capslab.models.pretrained`.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -71,24 +71,11 @@ def effective_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(full, default=str))
 
 
-def create_model(name: str, checkpoint_path: str | os.PathLike | None = None, **options) -> nn.Module:
-    """Build a registered model; with ``checkpoint_path``, the trained network of that checkpoint.
-
-    Args:
-        name: a registered model name (see :func:`list_models`).
-        checkpoint_path: a checkpoint written by training model ``name``. The options it was
-            trained with are used; options given here must equal them (a
-            :class:`~capslab.errors.CheckpointError` names the ones that differ). The model comes
-            back in eval mode with the checkpoint's metadata in ``model.pretrained_cfg`` (see
-            :func:`capslab.models.pretrained.load_model`).
-        **options: the factory's options. Unknown options are refused with the list of valid ones.
+def new_model(name: str, **options) -> nn.Module:
+    """A freshly initialised registered model ``name`` built with ``options`` (checked first).
 
     The model records ``model_name`` and ``model_options``; checkpoints store both.
     """
-    if checkpoint_path is not None:
-        from capslab.models.pretrained import create_from_checkpoint  # it imports this module
-
-        return create_from_checkpoint(name, checkpoint_path, options)
     check_model_options(name, options)
     model = _get(name)(**options)
     model.model_name = name  # type: ignore[attr-defined]

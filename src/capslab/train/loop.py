@@ -14,8 +14,7 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,21 @@ import torch
 from torch import nn
 
 from capslab.allocator import keep_freed_memory_for
+from capslab.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
+from capslab.device import autocast, resolve_device
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
+from capslab.evaluation import evaluate
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model
+from capslab.optim import create_optimizer
 from capslab.quantize import evaluate_quantized
 from capslab.results import SUMMARY_FILE, versioned, write_json
 from capslab.train.callbacks import (
@@ -39,25 +48,12 @@ from capslab.train.callbacks import (
     TensorBoardLogger,
     TimeBudget,
 )
-from capslab.train.checkpoint import (
-    check_compatible,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from capslab.train.config import TrainConfig
 from capslab.train.policies import Schedule, build_schedule
 
 METRICS_FILE = "metrics.jsonl"
 #: off the CPU, how many steps run between two checks that the loss is finite (a host sync)
 FINITE_CHECK_EVERY = 25
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -68,13 +64,6 @@ def seed_everything(seed: int) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def autocast(device: torch.device, precision: str):
-    """The context a forward pass runs in for ``precision``: bf16 autocast, or nothing (fp32)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 # --------------------------------------------------------------------------- phase: data
@@ -128,26 +117,6 @@ def build_model(config: TrainConfig, info: DatasetInfo) -> nn.Module:
         **config.model_options,
     }
     return create_model(config.model, **options)
-
-
-def create_optimizer(name: str, params: Iterable[nn.Parameter], lr: float,
-                     weight_decay: float = 0.0, total_steps: int = 1):
-    """The optimiser ``name`` (``adam``, ``sgd`` or ``ranger21``) with its multi-tensor step.
-
-    Adam and SGD run fused (one kernel over every parameter) and Ranger21 with ``foreach``:
-    at batch 1 an unfused Adam step costs as much as the forward and backward passes together
-    on the CPU (docs/benchmarks.md). The maths is the optimiser's own.
-    """
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=True)
-    from pytorch_optimizer import Ranger21
-
-    # Ranger21 plans its warm-up and warm-down over the total number of optimiser steps
-    # (epochs x batches per epoch), not the batch size.
-    return Ranger21(params, num_iterations=total_steps, lr=lr, weight_decay=weight_decay,
-                    foreach=True)
 
 
 # --------------------------------------------------------------------------- phase: resume
@@ -281,35 +250,6 @@ def _raise_non_finite(loss, margin, recon, epoch: int, step: int, out: Path | No
 
 # --------------------------------------------------------------------------- phase: evaluate
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device | str = "cpu",
-    reconstruction_weight: float = 0.0005,
-    precision: str = "fp32",
-) -> dict[str, float]:
-    """Test loss and accuracy; the decoder reads the longest capsule (no target)."""
-    device = torch.device(device)
-    model.eval()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        with autocast(device, precision):
-            out = model(images)
-        loss, _, _ = capsule_loss(
-            out.lengths.float(), labels,
-            None if out.reconstruction is None else out.reconstruction.float(),
-            images, reconstruction_weight,
-        )
-        total_loss += loss * labels.shape[0]
-        correct += (out.lengths.argmax(dim=1) == labels).sum()
-        seen += labels.shape[0]
-    return {"test_loss": total_loss.item() / max(seen, 1),
-            "test_accuracy": correct.item() / max(seen, 1)}
-
-
 # --------------------------------------------------------------------------- phase: checkpoint and log
 def save_epoch(
     out: Path, config: TrainConfig, model: nn.Module, optimizer, schedule: Schedule,

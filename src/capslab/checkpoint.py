@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from capslab.errors import CheckpointError
-from capslab.io import atomic_torch_save
+from capslab.io import atomic_write_bytes
 from capslab.settings import identity_difference
 
 FORMAT = "capslab-checkpoint"
@@ -50,7 +51,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, **payload: Any) -> None:
     """Write ``payload`` (state dicts, config, history, rng) with a format marker."""
-    atomic_torch_save({"format": FORMAT, "version": VERSION, **payload}, path)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
