@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from capslab.cli import datasets as datasets_cli
 from capslab.cli.output import report_errors
-from capslab.data import default_data_dir, list_datasets, sources
+from capslab.data import checksums, default_data_dir, list_datasets
 from capslab.data.registry import get_spec
 from capslab.data.testing import FileServer, write_fake_mnist
 
@@ -83,9 +83,9 @@ def test_unknown_dataset_is_one_error_line():
 
 @pytest.fixture
 def downloads(monkeypatch):
-    """``sources.download`` replaced by a recorder of the dataset names it is asked for."""
+    """``downloads.download`` replaced by a recorder of the dataset names it is asked for."""
     asked: list[str] = []
-    monkeypatch.setattr(sources, "download", lambda name, data_dir=None, **kw: asked.append(name))
+    monkeypatch.setattr("capslab.data.downloads.download", lambda name, data_dir=None, **kw: asked.append(name))
     return asked
 
 
@@ -117,7 +117,7 @@ def test_download_from_a_local_server(tmp_path, monkeypatch):
     # pin the generated files as if they were the published ones (registry override)
     from capslab.data import registry
 
-    files = {n: dataclasses.replace(f, md5=sources.md5_file(served / n), raw_md5=None, size=None)
+    files = {n: dataclasses.replace(f, md5=checksums.md5_file(served / n), raw_md5=None, size=None)
              for n, f in spec.files.items()}
     monkeypatch.setitem(registry.DATASETS, "mnist", dataclasses.replace(spec, files=files))
     monkeypatch.delenv("CAPSLAB_OFFLINE")

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capslab.data import clear_cache, default_data_dir, load_dataset, sources
+from capslab.data import (
+    clear_cache,
+    default_data_dir,
+    downloads,
+    load_dataset,
+    locations,
+    sources,
+)
 from capslab.data.registry import FileSpec, get_spec
 from capslab.data.testing import FileServer, make_idx_split, write_fake_mnist
 from capslab.errors import ChecksumError, DatasetNotFoundError, DownloadError
@@ -62,7 +69,7 @@ def _listing(folder: Path) -> list[str]:
 def test_dropped_connection_is_resumed_with_a_range_request(served, tmp_path):
     served.mirrors("drop")
     progress = []
-    path = sources.download_file(served.spec(), tmp_path / "d", timeout=5,
+    path = downloads.download_file(served.spec(), tmp_path / "d", timeout=5,
                                  progress=lambda done, total: progress.append((done, total)))
     data = served.server.files[IMAGES]
     assert path.read_bytes() == data
@@ -77,7 +84,7 @@ def test_part_left_by_an_interrupted_run_is_continued(served, tmp_path):
     data = served.server.files[IMAGES]
     (dest / (IMAGES + ".part")).write_bytes(data[:12_345])
     progress = []
-    path = sources.download_file(served.spec(), dest, progress=lambda d, t: progress.append(d))
+    path = downloads.download_file(served.spec(), dest, progress=lambda d, t: progress.append(d))
     assert served.requests == [("ok", IMAGES, "bytes=12345-")]
     assert progress[0] == 12_345  # counted from the bytes already there
     assert path.read_bytes() == data and _listing(dest) == [IMAGES]
@@ -88,7 +95,7 @@ def test_server_that_ignores_range_restarts_from_zero(served, tmp_path):
     dest.mkdir()
     (dest / (IMAGES + ".part")).write_bytes(b"junk from elsewhere" * 100)  # would corrupt if kept
     served.mirrors("norange")
-    path = sources.download_file(served.spec(), dest)
+    path = downloads.download_file(served.spec(), dest)
     assert served.requests == [("norange", IMAGES, "bytes=1900-")]
     assert path.read_bytes() == served.server.files[IMAGES]
 
@@ -97,13 +104,13 @@ def test_wrong_checksum_is_refused_and_nothing_is_left(served, tmp_path):
     served.mirrors("wrong")
     dest = tmp_path / "data" / "mnist"
     with pytest.raises(ChecksumError, match=f"{IMAGES} rejected, wrong checksum") as e:
-        sources.download_file(served.spec(), dest)
+        downloads.download_file(served.spec(), dest)
     assert served.requests[0][0] == "wrong" and "nothing was saved" in str(e.value)
     assert _listing(dest) == []  # neither the file nor its .part nor the lock
-    assert sources.locate_file("mnist", IMAGES, tmp_path / "data") is None
+    assert locations.locate_file("mnist", IMAGES, tmp_path / "data") is None
     # a wrong mirror is followed by the next one
     served.mirrors("wrong", "ok")
-    path = sources.download_file(served.spec(), dest)
+    path = downloads.download_file(served.spec(), dest)
     assert path.read_bytes() == served.server.files[IMAGES]
     assert [r[0] for r in served.requests] == ["wrong", "wrong", "ok"]
 
@@ -111,12 +118,12 @@ def test_wrong_checksum_is_refused_and_nothing_is_left(served, tmp_path):
 def test_failing_mirrors_are_tried_in_order(served, tmp_path):
     dest = tmp_path / "d"
     served.mirrors("404", "500", "ok")
-    path = sources.download_file(served.spec(), dest)
+    path = downloads.download_file(served.spec(), dest)
     assert path.read_bytes() == served.server.files[IMAGES]
     assert [r[0] for r in served.requests] == ["404", "500", "ok"]
     served.mirrors("404", "500")
     with pytest.raises(DownloadError) as e:
-        sources.download_file(served.spec("t10k-labels-idx1-ubyte.gz"), dest)
+        downloads.download_file(served.spec("t10k-labels-idx1-ubyte.gz"), dest)
     msg = str(e.value)
     assert "HTTP 404" in msg and "HTTP 500" in msg and served.server.base("500") in msg
     assert "(data_dir)" in msg and "CAPSLAB_DATA" in msg
@@ -127,11 +134,11 @@ def test_hanging_server_times_out_and_the_next_mirror_is_used(served, tmp_path):
     served.mirrors("hang")
     start = time.perf_counter()
     with pytest.raises(DownloadError, match="timed out") as e:
-        sources.download_file(served.spec(), tmp_path, timeout=0.5)
+        downloads.download_file(served.spec(), tmp_path, timeout=0.5)
     assert time.perf_counter() - start < 5
     assert "0.5 s" in str(e.value) and served.server.base("hang") in str(e.value)
     served.mirrors("hang", "ok")
-    assert sources.download_file(served.spec(), tmp_path, timeout=0.5).is_file()
+    assert downloads.download_file(served.spec(), tmp_path, timeout=0.5).is_file()
 
 
 def test_load_dataset_downloads_missing_files_by_default(served, capsys):
@@ -161,7 +168,7 @@ def test_require_files_downloads_into_the_data_folder_before_a_run(served, tmp_p
     assert capsys.readouterr().err.count("capslab: downloaded mnist") == 1  # one line for all
     # a caller's own feedback: progress per file, the note through its callback
     notes, files = [], set()
-    with sources.download_feedback(report=notes.append, progress=lambda f, d, t: files.add(f)):
+    with downloads.download_feedback(report=notes.append, progress=lambda f, d, t: files.add(f)):
         sources.require_files("mnist", tmp_path / "other", ("test",), download=True,
                               checksums=served.md5s)
     assert files == {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
@@ -176,9 +183,9 @@ def test_offline_env_never_touches_the_network(served, monkeypatch, tmp_path):
     assert "not found" in msg and "CAPSLAB_OFFLINE is set" in msg
     assert "(data_dir)" in msg and "CAPSLAB_DATA=DIR" in msg and str(tmp_path / "data") in msg
     with pytest.raises(DownloadError, match="CAPSLAB_OFFLINE is set"):
-        sources.download("mnist", tmp_path / "data", checksums=served.md5s)
+        downloads.download("mnist", tmp_path / "data", checksums=served.md5s)
     with pytest.raises(DownloadError, match="CAPSLAB_OFFLINE"):
-        sources.download_file(served.spec(), tmp_path / "data")
+        downloads.download_file(served.spec(), tmp_path / "data")
     assert served.requests == [] and not (tmp_path / "data").exists()
 
 
@@ -202,7 +209,7 @@ def test_two_processes_or_threads_download_a_file_once(served, tmp_path):
     dest = tmp_path / "d"
     results = []
     threads = [threading.Thread(target=lambda: results.append(
-        sources.download_file(served.spec(), dest))) for _ in range(2)]
+        downloads.download_file(served.spec(), dest))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -214,7 +221,7 @@ def test_two_processes_or_threads_download_a_file_once(served, tmp_path):
 def test_mirror_urls(monkeypatch):
     spec = get_spec("mnist").files[IMAGES]
     monkeypatch.delenv("CAPSLAB_MIRRORS", raising=False)
-    assert sources.file_urls(spec) == spec.urls
+    assert downloads.file_urls(spec) == spec.urls
     assert spec.urls[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/" + IMAGES
     monkeypatch.setenv("CAPSLAB_MIRRORS", "http://a/x/ , file:///srv/{file}?d={dataset}")
-    assert sources.file_urls(spec) == (f"http://a/x/mnist/{IMAGES}", f"file:///srv/{IMAGES}?d=mnist")
+    assert downloads.file_urls(spec) == (f"http://a/x/mnist/{IMAGES}", f"file:///srv/{IMAGES}?d=mnist")

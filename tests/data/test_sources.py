@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from capslab.data import (
+    checksums,
     clear_cache,
     default_data_dir,
     load_dataset,
     search_dirs,
-    sources,
 )
 from capslab.data.registry import FileSpec, get_spec
 from capslab.data.testing import write_fake_mnist
@@ -92,8 +92,8 @@ def test_unknown_dataset_and_split():
 def test_verification_is_cached_and_forced(tmp_path, monkeypatch):
     md5s = write_fake_mnist(tmp_path, 10, 10)
     calls = []
-    real_md5_file = sources.md5_file
-    monkeypatch.setattr(sources, "md5_file", lambda p, *a: calls.append(Path(p).name) or real_md5_file(p))
+    real_md5_file = checksums.md5_file
+    monkeypatch.setattr(checksums, "md5_file", lambda p, *a: calls.append(Path(p).name) or real_md5_file(p))
     load_dataset("mnist", "train", data_dir=tmp_path, checksums=md5s)
     assert sorted(calls) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     stamp = tmp_path / "xdg-cache" / "capslab" / "verified.json"
@@ -131,12 +131,12 @@ def test_rewritten_gzip_header_verified_by_decompressed_md5(tmp_path):
     (tmp_path / "a.gz").write_bytes(published)
     (tmp_path / "b.gz").write_bytes(rewritten)
     (tmp_path / "c").write_bytes(content)  # kept gunzipped
-    assert sources.verify_file(tmp_path / "a.gz", spec) == "md5"
-    assert sources.verify_file(tmp_path / "b.gz", spec) == "decompressed md5"
-    assert sources.verify_file(tmp_path / "c", spec) == "decompressed md5"
+    assert checksums.verify_file(tmp_path / "a.gz", spec) == "md5"
+    assert checksums.verify_file(tmp_path / "b.gz", spec) == "decompressed md5"
+    assert checksums.verify_file(tmp_path / "c", spec) == "decompressed md5"
     (tmp_path / "d.gz").write_bytes(gzip.compress(content + b"!"))
     with pytest.raises(ChecksumError, match="d.gz"):
-        sources.verify_file(tmp_path / "d.gz", spec)
+        checksums.verify_file(tmp_path / "d.gz", spec)
 
 
 # ---------------------------------------------------------------- the real MNIST
@@ -160,7 +160,7 @@ def test_real_mnist(monkeypatch):
     assert abs(mean - train.info.mean[0]) < 1e-3
     spec = get_spec("mnist")
     for name, fspec in spec.files.items():
-        assert sources.verify_file(root / "mnist" / name, fspec) == "md5"
+        assert checksums.verify_file(root / "mnist" / name, fspec) == "md5"
     # the in-memory cache makes the second load immediate
     import time
 

@@ -29,7 +29,7 @@ def _human(n: int | None) -> str:
 def file_status(name: str, filename: str, data_dir: str | None, verify: bool) -> dict[str, Any]:
     """Where one registry file is, its size and whether its md5 matches (``verified``:
     ``True``/``False``/``None`` for not checked)."""
-    from capslab.data import sources
+    from capslab.data import checksums, locations  # deferred: capslab.data imports torch
     from capslab.data.registry import get_spec
     from capslab.errors import DatasetError
 
@@ -41,10 +41,10 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
         "path": None, "origin": None, "variant": None, "size": None, "verified": None,
         "check": "", "md5": fspec.md5, "urls": list(fspec.urls),
     }
-    loc = sources.locate_file(name, filename, data_dir)
+    loc = locations.locate_file(name, filename, data_dir)
     split = next((spec.splits[s] for s in splits if spec.splits[s].folder), None)
     if loc is None and split is not None:
-        loc = sources.locate_extracted(name, split, data_dir)
+        loc = locations.locate_extracted(name, split, data_dir)
     if loc is None:
         return row
     row.update(present=True, path=str(loc.path), origin=loc.origin, variant=loc.variant)
@@ -56,16 +56,16 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
             if verify:
                 for m, path in members.items():
                     if m in pinned:
-                        sources.verify_member(path, pinned[m], force=True)
+                        checksums.verify_member(path, pinned[m], force=True)
                 row.update(verified=True, check="md5 of each batch")
-            elif all((c := sources.cached_verification(path)) and c.get("md5") == pinned.get(m)
+            elif all((c := checksums.cached_verification(path)) and c.get("md5") == pinned.get(m)
                      for m, path in members.items()):
                 row.update(verified=True, check="cached")
             return row
         row["size"] = loc.path.stat().st_size
         if verify:
-            row.update(verified=True, check=sources.verify_file(loc.path, fspec, force=True))
-        elif cached := sources.cached_verification(loc.path):
+            row.update(verified=True, check=checksums.verify_file(loc.path, fspec, force=True))
+        elif cached := checksums.cached_verification(loc.path):
             if cached.get("md5") == fspec.md5:
                 row.update(verified=True, check="cached")
             elif fspec.raw_md5 and cached.get("raw_md5") == fspec.raw_md5:
@@ -143,22 +143,22 @@ def download_display(as_json: bool = False):
     """Show every download made inside the block (by ``capslab datasets --download`` or
     automatically by a command that needs a missing dataset): a progress bar per file on stderr,
     then one line saying what was downloaded and where (stdout; stderr with ``--json``)."""
-    from capslab.data import sources
+    from capslab.data import downloads  # deferred: capslab.data imports torch
 
     display = _DownloadDisplay(as_json)
     try:
-        with sources.download_feedback(report=display.report, progress=display.progress):
+        with downloads.download_feedback(report=display.report, progress=display.progress):
             yield
     finally:
         display.close()
 
 
 def _download(names: list[str], data_dir: str | None, as_json: bool) -> None:
-    from capslab.data import sources
+    from capslab.data import downloads  # deferred: capslab.data imports torch
 
     with download_display(as_json):
         for name in names:
-            sources.download(name, data_dir)
+            downloads.download(name, data_dir)
 
 
 def _render(result: dict[str, Any]) -> None:
@@ -215,7 +215,7 @@ def datasets(
     the published one. Looks in --data-dir, $CAPSLAB_DATA, ~/.cache/capslab/datasets and known
     system copies; --download fetches missing ones (into --data-dir, else the cache).
     Exits with 1 when --verify finds a file with a wrong checksum."""
-    from capslab.data import sources
+    from capslab.data import locations  # deferred: capslab.data imports torch
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
     from capslab.results import versioned
 
@@ -226,7 +226,7 @@ def datasets(
     rows = collect(selected, data_dir, verify)
     result = versioned("datasets", {
         "search_dirs": {n: [{"path": str(d.path), "origin": d.origin}
-                            for d in sources.search_dirs(n, data_dir)] for n in selected},
+                            for d in locations.search_dirs(n, data_dir)] for n in selected},
         "datasets": {n: dataset_info(n).to_dict() for n in selected},
         "files": rows,
     }, version=1)

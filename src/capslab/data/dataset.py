@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from capslab.data import readers, sources
+from capslab.data import locations, readers, sources
+from capslab.data.checksums import verify_file, verify_member
 from capslab.data.registry import DatasetInfo, get_spec, split_spec
 from capslab.errors import DatasetFormatError
 
@@ -115,7 +116,7 @@ def _file_ident(path: Path) -> tuple:
 
 def _decoded_cache_path(key: tuple) -> Path:
     digest = hashlib.sha1(repr(key).encode(), usedforsecurity=False).hexdigest()[:16]
-    return sources.cache_root() / "decoded" / f"{key[0]}-{key[1]}-{digest}.npz"
+    return locations.cache_root() / "decoded" / f"{key[0]}-{key[1]}-{digest}.npz"
 
 
 def _read_decoded(path: Path, shape: tuple[int, int, int]):
@@ -143,7 +144,7 @@ def _write_decoded(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
         pass  # read-only cache folder: decode again next time
 
 
-def _decode(spec, split, found: list[sources.Located]) -> tuple[np.ndarray, np.ndarray]:
+def _decode(spec, split, found: list[locations.Located]) -> tuple[np.ndarray, np.ndarray]:
     n_classes = spec.info.num_classes
     if split.reader == "idx":
         images_path, labels_path = (loc.path for loc in found)
@@ -156,17 +157,17 @@ def _decode(spec, split, found: list[sources.Located]) -> tuple[np.ndarray, np.n
     raise ValueError(f"unknown reader {split.reader!r}")
 
 
-def _verify(spec, split: str, found: list[sources.Located], checksums: dict[str, str],
+def _verify(spec, split: str, found: list[locations.Located], checksums: dict[str, str],
             force: bool) -> None:
     for loc in found:
         if loc.variant == "extracted":
             for member in spec.splits[split].members:
                 expected = checksums.get(member) or spec.member_md5.get(member)
                 if expected:
-                    sources.verify_member(loc.path / Path(member).name, expected, force)
+                    verify_member(loc.path / Path(member).name, expected, force)
         else:
-            sources.verify_file(loc.path, spec.files[loc.spec_file], checksums.get(loc.spec_file),
-                                force, what=f"{spec.name}/{split}")
+            verify_file(loc.path, spec.files[loc.spec_file], checksums.get(loc.spec_file), force,
+                        what=f"{spec.name}/{split}")
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None,
@@ -175,7 +176,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     """Load split ``split`` of dataset ``name`` from its official files.
 
     ``data_dir``: a folder searched first (then ``$CAPSLAB_DATA``, the user cache and known system
-    copies; see :mod:`capslab.data.sources`). ``download``: fetch missing files from the
+    copies; see :mod:`capslab.data.locations`). ``download``: fetch missing files from the
     official URLs (or ``$CAPSLAB_MIRRORS``) into ``<data_dir or the user cache>/<name>``, with
     a one-line note; never when ``$CAPSLAB_OFFLINE`` is set (then, as with ``download=False``, a
     missing file raises :class:`~capslab.errors.DatasetNotFoundError`). ``verify``: ``None``
@@ -187,7 +188,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     spec = get_spec(name)
     sspec = split_spec(spec.name, split)
     sources.require_files(spec.name, data_dir, (split,), download=download, checksums=checksums)
-    found, missing = sources.locate_split(spec.name, sspec, data_dir)
+    found, missing = locations.locate_split(spec.name, sspec, data_dir)
     if missing:  # only if a file vanished since: require_files found or downloaded it
         raise sources.not_found_error(spec.name, split, missing, data_dir)
     if verify is not False:

@@ -49,7 +49,7 @@ class FileSpec:
     of the DECOMPRESSED bytes: mirrors that rewrite the gzip header (Debian's
     ``dataset-fashion-mnist``) or users who keep the files gunzipped are verified with it.
     ``urls`` are the official locations, tried in order; ``dataset`` (the registry name) places
-    the file on a mirror given by ``$CAPSLAB_MIRRORS`` (see :func:`capslab.data.sources.file_urls`).
+    the file on a mirror given by ``$CAPSLAB_MIRRORS`` (see :func:`capslab.data.downloads.file_urls`).
     """
 
     name: str
