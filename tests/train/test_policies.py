@@ -14,10 +14,9 @@ from capslab.train.policies import (
     POLICIES,
     build_schedule,
     cosine_restart_lr,
-    make_policy_options,
     one_cycle_lr,
-    policy_options_class,
 )
+from capslab.train.policy_options import make_policy_options, policy_options_class
 
 MID = (1e-4 + 1e-3) / 2  # lr halfway through a cosine cycle over [1e-4, 1e-3]
 

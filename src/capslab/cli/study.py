@@ -20,7 +20,8 @@ study_app = typer.Typer(help="Studies from the papers (FasTrCaps trade-offs, NAS
 def split_policy_options(items: Sequence[str] | None, policies: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``policy:key=value`` sets an option of one policy; ``key=value`` sets it for every
     policy of the study that has that option (an option no policy has is an error)."""
-    from capslab.train.policies import policy_options_class
+    # deferred for the CLI's start-up: importing capslab.train loads torch
+    from capslab.train.policy_options import policy_options_class
 
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:

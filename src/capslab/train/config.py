@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from capslab.errors import ConfigError
 from capslab.settings import Settings
+from capslab.train.policy_options import make_policy_options
 
 
 @dataclass
@@ -94,8 +95,6 @@ class TrainingSettings(Settings):
 def typed_policy_options(policy: str, options: dict[str, Any], lr: float | None = None) -> dict[str, Any]:
     """``options`` checked against ``policy`` and held as their declared types (``"8,64"`` and
     ``[8, 64]`` alike become ``(8, 64)``), so equal settings have one identity."""
-    from capslab.train.policies import make_policy_options
-
     typed = make_policy_options(policy, options, lr)
     return {k: getattr(typed, k) for k in options}
 
