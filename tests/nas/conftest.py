@@ -193,6 +193,7 @@ def _fake_capslab(argv: list[str]) -> None:
     """``capslab`` with FakeAccuracy (``$CAPSLAB_FAKE_SECONDS`` per candidate, held while
     ``$CAPSLAB_FAKE_HOLD`` exists, process ids left in ``$CAPSLAB_FAKE_PIDS``) and no
     dataset."""
+    import capslab.nas.config as config
     import capslab.nas.search as search
     from capslab.cli.main import app
     from capslab.nas.evaluate import Evaluator
@@ -203,7 +204,7 @@ def _fake_capslab(argv: list[str]) -> None:
     def evaluator(config, run_dir=None):
         return Evaluator(accuracy, space=config.build_space(), rungs=config.rungs)
 
-    search.SearchConfig.evaluator = evaluator
+    config.SearchConfig.evaluator = evaluator
     search.require_files = lambda *args, **kwargs: None  # the fake needs no dataset
     app(argv, prog_name="capslab")
 

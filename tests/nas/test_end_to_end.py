@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from capslab.genotype import Genotype
 from capslab.hw import estimate
-from capslab.nas.journal import Journal, database_url
+from capslab.nas.config import SearchConfig
+from capslab.nas.journal import Journal
 from capslab.nas.report import finalize, pareto_front, write_report
-from capslab.nas.search import SearchConfig, resume, run_search
+from capslab.nas.schema import database_url
+from capslab.nas.search import resume, run_search
 from capslab.train import TrainingSettings
 
 # A small space that trains in about a second per candidate: two convolutions, Sabour capsules.

@@ -12,6 +12,7 @@ import pytest
 
 from capslab.errors import ConfigError
 from capslab.genotype import CAPSNET_GENOTYPE
+from capslab.nas.config import SearchConfig
 from capslab.nas.evaluate import Evaluator, Score
 from capslab.nas.fidelity import (
     check_promote,
@@ -20,8 +21,9 @@ from capslab.nas.fidelity import (
     promotion_count,
     rung_time_limit,
 )
-from capslab.nas.journal import JOURNAL_VERSION, EvaluationRecord, Journal, database_url
-from capslab.nas.search import SearchConfig, final_record, resume, run_search
+from capslab.nas.journal import Journal
+from capslab.nas.schema import JOURNAL_VERSION, EvaluationRecord, database_url
+from capslab.nas.search import final_record, resume, run_search
 from capslab.nas.space import genotype_key
 
 RUNGS = (1, 2, 4)

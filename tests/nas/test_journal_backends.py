@@ -25,10 +25,12 @@ import pytest
 from sqlalchemy import create_engine, select, update
 
 from capslab.errors import ConfigError, RunMismatchError
+from capslab.nas.config import SearchConfig
 from capslab.nas.evaluate import Evaluator
-from capslab.nas.journal import JOURNAL_VERSION, Journal, database_url, meta_table
+from capslab.nas.journal import Journal
 from capslab.nas.report import pareto_front
-from capslab.nas.search import SearchConfig, resume, run_search
+from capslab.nas.schema import JOURNAL_VERSION, database_url, meta_table
+from capslab.nas.search import resume, run_search
 from capslab.nas.space import sample
 from tests.nas.conftest import (
     FakeAccuracy,

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from capslab.errors import ConfigError
+from capslab.nas.config import SearchConfig
 from capslab.nas.evaluate import Evaluator
-from capslab.nas.journal import Journal, database_url
+from capslab.nas.journal import Journal
 from capslab.nas.parallel import RayPool, _check_ray_address
 from capslab.nas.problem import CachedEvaluations
-from capslab.nas.search import SearchConfig, run_search
+from capslab.nas.schema import database_url
+from capslab.nas.search import run_search
 from capslab.nas.space import genotype_key, sample
 from tests.nas.conftest import (
     DiesOnce,

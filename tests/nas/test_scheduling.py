@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from capslab.errors import ConfigError, MissingDependencyError, RunMismatchError
+from capslab.nas.config import SearchConfig, default_val_size
 from capslab.nas.evaluate import (
     BUDGET_CEILING_S,
     BUDGET_FLOOR_S,
@@ -23,22 +24,10 @@ from capslab.nas.evaluate import (
     candidate_budget,
     default_time_limit,
 )
-from capslab.nas.journal import (
-    FAILED_OBJECTIVES,
-    GenerationTiming,
-    Journal,
-    database_url,
-    meta_table,
-)
+from capslab.nas.journal import Journal
 from capslab.nas.parallel import ProcessPool, busy_seconds, overall_utilisation, utilisation
-from capslab.nas.search import (
-    STOPPED_MAX_TIME,
-    SearchConfig,
-    default_val_size,
-    expected_cost,
-    resume,
-    run_search,
-)
+from capslab.nas.schema import FAILED_OBJECTIVES, GenerationTiming, database_url, meta_table
+from capslab.nas.search import STOPPED_MAX_TIME, expected_cost, resume, run_search
 from capslab.nas.space import SearchSpace, genotype_key, sample
 from capslab.train import TrainingSettings
 from tests.nas.conftest import FakeAccuracy, fake_accuracy_of
@@ -337,13 +326,14 @@ def test_a_refused_ray_address_leaves_no_run_folder(tmp_path):
 @pytest.fixture
 def fake_cli(monkeypatch):
     """``capslab`` whose candidates get a fake accuracy after 0.1 s (no dataset read)."""
+    import capslab.nas.config as config
     import capslab.nas.search as search
     from capslab.cli.main import app
 
     def evaluator(config, run_dir=None):
         return Evaluator(FakeAccuracy(0.1), space=config.build_space())
 
-    monkeypatch.setattr(search.SearchConfig, "evaluator", evaluator)
+    monkeypatch.setattr(config.SearchConfig, "evaluator", evaluator)
     monkeypatch.setattr(search, "require_files", lambda *a, **k: None)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))

@@ -15,12 +15,14 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from capslab.errors import NonFiniteLossError, RunMismatchError
 from capslab.genotype import CAPSNET_GENOTYPE
+from capslab.nas.config import SearchConfig
 from capslab.nas.evaluate import Evaluator
-from capslab.nas.journal import FAILED_OBJECTIVES, Journal, database_url
+from capslab.nas.journal import Journal
 from capslab.nas.parallel import make_pool
 from capslab.nas.problem import CachedEvaluations
 from capslab.nas.report import pareto_front
-from capslab.nas.search import SearchConfig, resume, run_search
+from capslab.nas.schema import FAILED_OBJECTIVES, database_url
+from capslab.nas.search import resume, run_search
 from capslab.nas.space import SearchSpace, genotype_key, sample
 
 SMALL = dict(generations=4, population=6, offspring=6, seed=3)

@@ -74,7 +74,8 @@ def study_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def search_dir(mnist_root, tmp_path_factory):
     """A real search: 3 + 3 candidates, each trained one epoch on 200 images; runs kept."""
-    from capslab.nas.search import SearchConfig, run_search
+    from capslab.nas.config import SearchConfig
+    from capslab.nas.search import run_search
     from capslab.train import TrainingSettings
 
     out = tmp_path_factory.mktemp("report") / "search"
@@ -88,8 +89,8 @@ def search_dir(mnist_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def journal(search_dir):
     """``(records, front)`` read through the search's own API."""
+    from capslab.nas.config import open_journal
     from capslab.nas.report import pareto_front
-    from capslab.nas.search import open_journal
 
     j, _ = open_journal(search_dir)
     with j:

@@ -189,7 +189,8 @@ def run_cmd(
 ) -> None:
     """Start a search: NSGA-II, every evaluation journaled as it finishes."""
     from capslab.hw import Accelerator
-    from capslab.nas.search import SearchConfig, run_search
+    from capslab.nas.config import SearchConfig
+    from capslab.nas.search import run_search
     from capslab.train import TrainingSettings
 
     rung_epochs = _rungs(rungs)
@@ -294,8 +295,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write candidates.csv, pareto.json/.csv, generations.csv (worker utilisation) and
         objectives.png (every pair of objectives)."""
+        from capslab.nas.config import open_journal
         from capslab.nas.report import pareto_front, rung_summary, utilisation_summary, write_report
-        from capslab.nas.search import open_journal
 
         accs = {}
         for name, value in opt.parse_key_values(baseline_accuracy, "baseline accuracy").items():
@@ -357,8 +358,8 @@ def register(app: typer.Typer) -> None:
         """Fully train the Pareto set on the whole training split and report test accuracies;
         table like the paper's Table 3 (final.csv/.md/.json). Networks already trained with the
         same settings are not retrained."""
+        from capslab.nas.config import SearchConfig, open_journal
         from capslab.nas.report import finalize, markdown_table, pareto_front
-        from capslab.nas.search import SearchConfig, open_journal
 
         journal, info = open_journal(run, db)
         with journal:

@@ -2,13 +2,16 @@
 
 See docs/nas.md. The pieces: :mod:`~capslab.nas.space` (search space, sampler),
 :mod:`~capslab.nas.operators` (pymoo operators), :mod:`~capslab.nas.problem`,
-:mod:`~capslab.nas.evaluate` (hardware model + partial training), :mod:`~capslab.nas.journal`
-(SQLAlchemy journal), :mod:`~capslab.nas.search` (NSGA-II ask/tell loop, resume),
+:mod:`~capslab.nas.evaluate` (hardware model + partial training), :mod:`~capslab.nas.schema`
+(the journal's tables and records), :mod:`~capslab.nas.journal` (SQLAlchemy journal: its
+queries), :mod:`~capslab.nas.config` (search settings, run folder),
+:mod:`~capslab.nas.search` (NSGA-II ask/tell loop, resume),
 :mod:`~capslab.nas.parallel` (processes, Ray), :mod:`~capslab.nas.fidelity` (multi-fidelity
 rungs: the promotion rule), :mod:`~capslab.nas.report`,
 :mod:`~capslab.nas.pcc` (partial-training correlation study).
 """
 
+from capslab.nas.config import SearchConfig, default_val_size
 from capslab.nas.evaluate import (
     Evaluator,
     Score,
@@ -17,7 +20,7 @@ from capslab.nas.evaluate import (
     default_time_limit,
 )
 from capslab.nas.fidelity import promote, promotion_count, rung_time_limit
-from capslab.nas.journal import FAILED_OBJECTIVES, OBJECTIVE_NAMES, EvaluationRecord, Journal
+from capslab.nas.journal import Journal
 from capslab.nas.operators import (
     GenotypeDuplicates,
     GenotypeMutation,
@@ -30,15 +33,8 @@ from capslab.nas.operators import (
 )
 from capslab.nas.parallel import utilisation
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
-from capslab.nas.search import (
-    STOPPED_MAX_TIME,
-    SearchConfig,
-    SearchResult,
-    build_algorithm,
-    default_val_size,
-    resume,
-    run_search,
-)
+from capslab.nas.schema import FAILED_OBJECTIVES, OBJECTIVE_NAMES, EvaluationRecord
+from capslab.nas.search import STOPPED_MAX_TIME, SearchResult, build_algorithm, resume, run_search
 from capslab.nas.space import SearchSpace, genotype_key, sample
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Evaluating one candidate: the hardware model plus a short, partial training.
 
-An :class:`Evaluator` turns a genotype into an :class:`~capslab.nas.journal.EvaluationRecord`.
+An :class:`Evaluator` turns a genotype into an :class:`~capslab.nas.schema.EvaluationRecord`.
 It never raises for a bad candidate: an invalid genotype, a NaN loss or running out of memory
 give a ``failed`` record with the reason, running out of the time budget a ``timeout`` record,
 both with the worst objectives, so the search goes on. Only interruptions
@@ -36,7 +36,7 @@ from capslab.errors import (
 )
 from capslab.genotype import Genotype
 from capslab.nas.fidelity import rung_time_limit
-from capslab.nas.journal import EvaluationRecord
+from capslab.nas.schema import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
 from capslab.train.config import TrainConfig, TrainingSettings
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from capslab.errors import ConfigError
-from capslab.nas.journal import EvaluationRecord
+from capslab.nas.schema import EvaluationRecord
 
 #: The least time a rung's training may be given, whatever share of the candidate's budget
 #: its epochs are (model building and the first steps' warm-up are paid at every rung).

@@ -2,27 +2,9 @@
 
 SQLAlchemy keeps it portable: a single SQLite file in the run folder by default, or any
 SQLAlchemy URL (PostgreSQL for a team sharing one journal). Only the process that drives the
-search writes to it; workers return results and never touch the database.
-
-Tables
-- ``nas_runs``: one row per run (id, seed, configuration as JSON, status, timestamps, and the
-  data split candidates are scored on, as JSON).
-- ``nas_evaluations``: one row per distinct genotype per run, unique on (run_id, key); the key is
-  the genotype's canonical exchange form, so a genotype is trained at most once per run. Its
-  ``split`` says which split the accuracy was measured on (``val`` or ``test``), ``epochs`` after
-  how many epochs of training, and ``float_accuracy`` the float32 accuracy when ``accuracy`` is
-  the quantized network's (a search with ``accuracy_bits``).
-- ``nas_rungs``: with multi-fidelity evaluation (:mod:`capslab.nas.fidelity`), one row per
-  candidate per rung it trained (the same columns, plus ``rung``), unique on (run_id, key,
-  rung); the candidate's row in ``nas_evaluations`` is written once its last rung is decided.
-- ``capslab_meta``: the journal's format version. Only :data:`JOURNAL_VERSION` is read; a
-  format-2 journal is brought to format 3 when opened (the new columns are empty, the rung
-  table is added); a newer one, or format 1 (which scored candidates on the test split), is
-  refused with one line.
-- ``nas_generations``: per generation the keys of the offspring asked for, the surviving
-  population, the state of the algorithm's random generator and how busy the workers were
-  (workers, wall and busy seconds of the evaluations made). ``resume`` replays the search
-  from the seed and checks every replayed generation against these rows.
+search writes to it; workers return results and never touch the database. The tables, the
+format version and the records stored are :mod:`capslab.nas.schema`'s; :class:`Journal` opens
+the database (creating the tables, checking or upgrading the format) and holds the queries.
 
 Transactions: an evaluation, or a generation with its run's timestamp, is one transaction,
 committed before the search goes on, so a killed search loses only what was in flight and
@@ -34,120 +16,35 @@ generation that is already there changes nothing, so a write repeated after a lo
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from capslab.errors import ConfigError, MissingDependencyError, RunMismatchError
-from capslab.genotype import Genotype
-from capslab.nas.space import genotype_key
+from capslab.errors import ConfigError, RunMismatchError
+from capslab.nas.schema import (
+    JOURNAL_VERSION,
+    EvaluationRecord,
+    GenerationRecord,
+    GenerationTiming,
+    evaluations_table,
+    generations_table,
+    make_engine,
+    masked_url,
+    meta_table,
+    metadata,
+    rungs_table,
+    runs_table,
+)
 
-DEFAULT_DB_NAME = "journal.sqlite"
-#: Format 2: the split of each accuracy, the run's data split, the timing of each generation,
-#: the ``timeout`` status. Format 3: the epochs and float accuracy of each evaluation, the rungs.
-JOURNAL_VERSION = 3
 #: The columns format 3 added to ``nas_evaluations`` (an upgrade from format 2 adds them).
 _ADDED_IN_3 = (("epochs", "INTEGER"), ("float_accuracy", "FLOAT"))
-
-#: Objective values given to a failed candidate: the worst accuracy and hardware figures far above
-#: anything a real network reaches, so a failure never enters the front.
-FAILED_OBJECTIVES = (1.0, 1.0e6, 1.0e9, 1.0e6)
-OBJECTIVE_NAMES = ("error", "energy_mJ", "memory_KiB", "latency_ms")
-
-metadata = MetaData()
-
-meta_table = Table(
-    "capslab_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
-
-runs_table = Table(
-    "nas_runs",
-    metadata,
-    Column("run_id", String(128), primary_key=True),
-    Column("seed", Integer, nullable=False),
-    Column("config", Text, nullable=False),
-    Column("status", String(32), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("data_split", Text),
-)
-
-evaluations_table = Table(
-    "nas_evaluations",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), nullable=False, index=True),
-    Column("key", Text, nullable=False),
-    Column("genotype_nascaps", Text, nullable=False),
-    Column("genotype", Text, nullable=False),
-    Column("generation", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("reason", Text),
-    Column("accuracy", Float),
-    Column("split", String(8)),
-    Column("energy_mJ", Float),
-    Column("memory_KiB", Float),
-    Column("latency_ms", Float),
-    Column("seconds", Float),
-    Column("started_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("epochs", Integer),
-    Column("float_accuracy", Float),
-    UniqueConstraint("run_id", "key", name="uq_nas_evaluation_run_key"),
-)
-
-rungs_table = Table(
-    "nas_rungs",
-    metadata,
-    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), primary_key=True),
-    Column("key", Text, primary_key=True),
-    Column("rung", Integer, primary_key=True),
-    *(Column(c.name, c.type) for c in evaluations_table.columns
-      if c.name not in ("id", "run_id", "key")),
-)
-
-generations_table = Table(
-    "nas_generations",
-    metadata,
-    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), primary_key=True),
-    Column("generation", Integer, primary_key=True),
-    Column("offspring", Text, nullable=False),
-    Column("population", Text, nullable=False),
-    Column("rng_state", Text, nullable=False),
-    Column("evaluations", Integer, nullable=False),
-    Column("finished_at", DateTime(timezone=True), nullable=False),
-    Column("workers", Integer),
-    Column("wall_seconds", Float),
-    Column("busy_seconds", Float),
-)
+#: Attempts of one transaction whose connection was lost (a database restart, a network cut).
+WRITE_ATTEMPTS = 3
 
 
 def _now() -> datetime:
@@ -159,171 +56,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-@dataclass(frozen=True)
-class EvaluationRecord:
-    """One evaluated candidate: what the journal stores and what evaluators return.
-
-    ``genotype_nascaps`` is the exchange list (``Genotype.to_nascaps()``) and ``genotype`` the
-    dictionary form (``Genotype.to_dict()``); ``key`` is the canonical JSON of the exchange list.
-    ``status`` is ``ok``, ``timeout`` (the candidate ran out of its time budget) or ``failed``
-    (``reason`` says why); ``split`` is the data split ``accuracy`` was measured on (``val``
-    during a search, ``test`` for an evaluator that scores on the test split, ``None`` when
-    unknown or without accuracy); ``epochs`` the epochs trained when it was measured (the last
-    rung reached); ``float_accuracy`` the float32 accuracy when ``accuracy`` is that of the
-    network quantized to the accelerator's bits (``None`` otherwise).
-    """
-
-    key: str
-    genotype_nascaps: list
-    genotype: dict
-    status: str  # "ok", "timeout" or "failed"
-    reason: str | None = None
-    accuracy: float | None = None
-    split: str | None = None
-    energy_mJ: float | None = None
-    memory_KiB: float | None = None
-    latency_ms: float | None = None
-    seconds: float = 0.0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    generation: int = -1
-    epochs: int | None = None
-    float_accuracy: float | None = None
-
-    @classmethod
-    def of(cls, genotype: Genotype, **values: Any) -> EvaluationRecord:
-        """The record of ``genotype`` (key and both genotype forms) with the other ``values``."""
-        return cls(
-            key=genotype_key(genotype),
-            genotype_nascaps=genotype.to_nascaps(),
-            genotype=genotype.to_dict(),
-            **values,
-        )
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def objectives(self) -> tuple[float, float, float, float]:
-        """(1 - accuracy, energy mJ, memory KiB, latency ms), all minimised; failures the worst."""
-        if not self.ok:
-            return FAILED_OBJECTIVES
-        values = (1.0 - self.accuracy, self.energy_mJ, self.memory_KiB, self.latency_ms)
-        if any(v is None or not math.isfinite(v) for v in values):
-            return FAILED_OBJECTIVES
-        return tuple(float(v) for v in values)  # type: ignore[return-value]
-
-    # the genotype columns hold JSON text; every other field is a column of its own
-    _JSON_COLUMNS = ("genotype_nascaps", "genotype")
-    _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "split", "epochs",
-                "float_accuracy", "energy_mJ", "memory_KiB", "latency_ms", "seconds")
-
-    def to_row(self) -> dict[str, Any]:
-        row = {c.name: getattr(self, c.name) for c in evaluations_table.columns
-               if c.name not in ("id", "run_id")}
-        return {k: json.dumps(v) if k in self._JSON_COLUMNS else v for k, v in row.items()}
-
-    @classmethod
-    def from_row(cls, row: Any) -> EvaluationRecord:
-        m = {k: v for k, v in row._mapping.items() if k not in ("id", "run_id", "rung")}
-        m.update({k: json.loads(m[k]) for k in cls._JSON_COLUMNS}, seconds=m["seconds"] or 0.0)
-        return cls(**m)
-
-    def summary(self) -> dict[str, Any]:
-        """A flat, JSON-friendly view (for tables and reports)."""
-        return {k: getattr(self, k) or "" if k == "reason" else getattr(self, k) for k in self._SUMMARY}
-
-
-@dataclass(frozen=True)
-class GenerationTiming:
-    """How busy the workers were while a generation's candidates were evaluated:
-    ``busy_seconds`` of evaluation over ``workers`` x ``wall_seconds`` (see
-    :func:`capslab.nas.parallel.utilisation`)."""
-
-    workers: int
-    wall_seconds: float
-    busy_seconds: float
-
-    @property
-    def utilisation(self) -> float | None:
-        """Busy fraction in [0, 1]; ``None`` when nothing was evaluated."""
-        capacity = self.workers * self.wall_seconds
-        return min(1.0, self.busy_seconds / capacity) if capacity > 0 else None
-
-
-@dataclass(frozen=True)
-class GenerationRecord:
-    generation: int
-    offspring: list[str]
-    population: list[str]
-    rng_state: dict
-    evaluations: int
-    timing: GenerationTiming | None = None  # None: nothing was evaluated for it
-
-
-def database_url(target: str | os.PathLike | None, run_dir: str | os.PathLike | None = None) -> str:
-    """Turn a journal target into an SQLAlchemy URL: a URL is kept, a path becomes SQLite, nothing means
-    ``<run_dir>/journal.sqlite``."""
-    if target is None:
-        if run_dir is None:
-            raise ConfigError("a journal needs either a database URL or a run folder")
-        target = Path(run_dir) / DEFAULT_DB_NAME
-    text = str(target)
-    if "://" in text:
-        try:
-            make_url(text)
-        except Exception as exc:  # sqlalchemy's ArgumentError: a malformed URL
-            raise ConfigError(f"journal URL {text!r} is not a database URL: {exc}") from None
-        return text
-    path = Path(text).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def masked_url(url: str) -> str:
-    """The URL with any password hidden (what is written to run.json and printed)."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-#: Seconds a PostgreSQL connection attempt may take (libpq waits forever by default) and a
-#: SQLite connection waits for another process's write lock (a report reading while a search
-#: writes, two processes opening one file).
-CONNECT_TIMEOUT_S = 10
-SQLITE_BUSY_TIMEOUT_S = 30
-#: Attempts of one transaction whose connection was lost (a database restart, a network cut).
-WRITE_ATTEMPTS = 3
-
-
-def _engine_options(url: str) -> dict[str, Any]:
-    u = make_url(url)
-    if u.get_backend_name() == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    # a server: check a pooled connection before using it (it may have been closed since)
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    if u.get_driver_name() in ("psycopg", "psycopg2") and "connect_timeout" not in u.query:
-        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    return options
-
-
-def _engine(url: str) -> Engine:
-    """``create_engine`` with a clear message when the URL's database driver is missing."""
-    try:
-        return create_engine(url, future=True, **_engine_options(url))
-    except ModuleNotFoundError as exc:
-        dialect = make_url(url).get_backend_name()
-        raise MissingDependencyError(
-            f"the journal URL needs the {dialect} driver {exc.name!r}, which is not installed: "
-            f"`pip install {exc.name}` (or name another driver in the URL, e.g. postgresql+psycopg://)"
-        ) from exc
-
-
 class Journal:
     """Read and write the journal of one run (``run_id``) in the database at ``url``."""
 
     def __init__(self, url: str, run_id: str, engine: Engine | None = None):
         self.url = url
         self.run_id = run_id
-        self.engine = engine or _engine(url)
+        self.engine = engine or make_engine(url)
         try:
             with self.engine.connect() as conn:
                 if self.engine.dialect.name == "sqlite":

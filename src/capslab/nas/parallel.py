@@ -27,7 +27,7 @@ from typing import Any
 
 from capslab.errors import ConfigError, MissingDependencyError
 from capslab.genotype import Genotype
-from capslab.nas.journal import EvaluationRecord
+from capslab.nas.schema import EvaluationRecord
 
 EvaluatorFn = Callable[[Genotype], EvaluationRecord]
 StopFn = Callable[[], bool]
@@ -54,7 +54,7 @@ def utilisation(spans: Iterable[tuple[float, float]], workers: int, start: float
 
 def overall_utilisation(timings: Iterable[Any]) -> float | None:
     """Busy seconds over worker seconds (``workers x wall_seconds``), summed over the
-    :class:`~capslab.nas.journal.GenerationTiming` of several generations; ``None`` if none
+    :class:`~capslab.nas.schema.GenerationTiming` of several generations; ``None`` if none
     evaluated anything."""
     timed = [t for t in timings if t is not None]
     capacity = sum(t.workers * t.wall_seconds for t in timed)

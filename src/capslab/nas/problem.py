@@ -14,7 +14,8 @@ import numpy as np
 from pymoo.core.problem import ElementwiseProblem
 
 from capslab.genotype import Genotype
-from capslab.nas.journal import EvaluationRecord, Journal
+from capslab.nas.journal import Journal
+from capslab.nas.schema import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
 
 N_OBJECTIVES = 4

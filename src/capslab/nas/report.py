@@ -16,8 +16,8 @@ import numpy as np
 from capslab.experiments import finished_summary, run_or_failure
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
 from capslab.io import atomic_write_text
-from capslab.nas.journal import OBJECTIVE_NAMES, EvaluationRecord, GenerationRecord
 from capslab.nas.parallel import overall_utilisation
+from capslab.nas.schema import OBJECTIVE_NAMES, EvaluationRecord, GenerationRecord
 from capslab.results import Column, pyplot, save_figure, table_csv, write_json, write_table
 from capslab.train.config import TrainConfig, TrainingSettings
 

@@ -1,5 +1,8 @@
 """NSGA-II over genotypes, driven ask/tell so that every evaluation is journaled as it finishes.
 
+The settings of a search, their defaults and its run folder are :mod:`capslab.nas.config`'s;
+this module runs the loop: :func:`run_search` starts a search, :func:`resume` continues one.
+
 Determinism and resume: the algorithm is seeded, the operators draw only from pymoo's seeded
 generator, and an evaluation's result depends only on the genotype. ``resume(run_dir)``
 therefore re-runs the loop from the seed and answers every evaluation already in the journal
@@ -10,19 +13,16 @@ Generations: generation 0 evaluates the random initial population (``population`
 each of the ``generations`` that follow evaluates ``offspring`` children. With the paper's
 settings (10, 10, 20) that is 10 + 20 x 10 = 210 candidates, as in the paper's MNIST search.
 
-Data: candidates are scored on a validation split held out of the training split
-(``training.val_size``, :func:`default_val_size` unless given); the test split is left to
-``search finalize``. Time: every candidate has a time budget (``time_limit``,
-:func:`~capslab.nas.evaluate.default_time_limit` unless given, 0 = none), and ``max_time``
-caps a whole call of :func:`run_search` or :func:`resume`: no candidate starts after it, the
-running ones finish (each within its budget) and are journaled, and the run stops with status
-``stopped (max-time)``, to be resumed.
+Time: every candidate has a time budget (``time_limit``, see :mod:`capslab.nas.config`), and
+``max_time`` caps a whole call of :func:`run_search` or :func:`resume`: no candidate starts
+after it, the running ones finish (each within its budget) and are journaled, and the run stops
+with status ``stopped (max-time)``, to be resumed.
 
 Scheduling: within a generation every candidate to evaluate is handed to the pool at once,
 longest expected first (by the hardware model's cycle count, a proxy of the training cost), and
 a worker that finishes starts the next one at once. Generations are not overlapped: NSGA-II
 selects the parents of generation g + 1 from the whole of generation g. How busy the workers
-were is journaled per generation (:class:`~capslab.nas.journal.GenerationTiming`).
+were is journaled per generation (:class:`~capslab.nas.schema.GenerationTiming`).
 
 Multi-fidelity (``rungs``): each generation's new candidates go through successive halving
 (:mod:`capslab.nas.fidelity`): all train ``rungs[0]`` epochs, the best ``promote`` share
@@ -30,10 +30,6 @@ continues from its checkpoint to the next rung, and so on. Every rung result is 
 arrives; a candidate's evaluation row is written once its last rung is decided. Resuming in the
 middle of a rung re-evaluates only the candidates without a journaled result at that rung (from
 their last checkpoint) and recomputes the promotions from the journal.
-
-Accuracy at the accelerator's precision (``accuracy_bits``): the accuracy objective is that of
-the network with its weights quantized to the accelerator's ``weight_bits`` (the float one is
-journaled beside it), so the front promises what the accelerator computes.
 """
 
 from __future__ import annotations
@@ -45,22 +41,24 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
 from capslab.data.sources import require_files
-from capslab.errors import ConfigError, RunMismatchError
+from capslab.errors import ConfigError, GenotypeError, RunMismatchError
 from capslab.genotype import Genotype
-from capslab.nas.evaluate import Evaluator, TrainedAccuracy, candidate_folder, default_time_limit
-from capslab.nas.fidelity import check_promote, check_rungs, promote
-from capslab.nas.journal import (
-    EvaluationRecord,
-    GenerationTiming,
-    Journal,
-    database_url,
-    masked_url,
+from capslab.hw import estimate
+from capslab.nas.config import (
+    CANDIDATES_DIR,
+    RUN_FILE,
+    SearchConfig,
+    open_journal,
+    write_run_file,
 )
+from capslab.nas.evaluate import candidate_folder
+from capslab.nas.fidelity import promote
+from capslab.nas.journal import Journal
 from capslab.nas.operators import (
     GenotypeDuplicates,
     GenotypeMutation,
@@ -70,147 +68,11 @@ from capslab.nas.operators import (
 )
 from capslab.nas.parallel import SerialPool, busy_seconds, make_pool, overall_utilisation
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
+from capslab.nas.schema import EvaluationRecord, GenerationTiming, database_url
 from capslab.nas.space import SearchSpace, genotype_key
-from capslab.results import read_json, write_json
-from capslab.settings import Settings
-from capslab.train.config import TrainingSettings
 
-RUN_FILE = "run.json"
-#: The folder of the run that holds the candidates' runs (their checkpoints, with rungs).
-CANDIDATES_DIR = "candidates"
 #: The run status of a search that reached its ``max_time``.
 STOPPED_MAX_TIME = "stopped (max-time)"
-#: The validation split of a search: VAL_FRACTION of the training images it uses, at most
-#: VAL_MAX (5,000 of MNIST's 60,000, as is usual) and at least one image per class.
-VAL_FRACTION = 0.2
-VAL_MAX = 5000
-
-
-def default_val_size(training: TrainingSettings) -> int:
-    """The validation images a search holds out of the training split by default:
-    ``VAL_FRACTION`` x the images it would otherwise train on (``subset`` when given, else the
-    whole training split), between one per class and ``VAL_MAX``. MNIST: 5,000; ``--subset
-    500``: 100 (the 500 training images are then drawn from the other 59,900)."""
-    from capslab.data import dataset_info
-    from capslab.data.registry import split_spec
-
-    available = split_spec(training.dataset, "train").size
-    used = available if training.subset is None else min(training.subset, available)
-    size = min(VAL_MAX, round(VAL_FRACTION * used))
-    return max(size, dataset_info(training.dataset).num_classes)
-
-
-def _default_training() -> TrainingSettings:
-    return TrainingSettings(model="genotype", epochs=5)
-
-
-@dataclass
-class SearchConfig(Settings):
-    """Everything that defines a search (and must match when it is resumed).
-
-    ``training`` is how each candidate is partially trained (its model is the candidate's
-    genotype network); its ``val_size`` is the validation split candidates are scored on
-    (``None``: :func:`default_val_size`, set when the config is built). ``seed`` seeds the
-    algorithm; ``space`` overrides fields of the dataset's
-    :class:`~capslab.nas.space.SearchSpace`; ``time_limit`` is each candidate's time budget in
-    seconds (``None``: :func:`~capslab.nas.evaluate.default_time_limit`, set when the config
-    is built; ``0``: none); ``keep_candidates`` keeps each candidate's metrics under
-    ``<run>/candidates``.
-
-    ``rungs`` (strictly increasing epoch counts ending at ``training.epochs``, e.g. ``(1, 3,
-    5)``) turns on successive halving with ``promote`` the share that continues at each rung
-    (``None``: every candidate trains ``training.epochs`` epochs, as in the paper).
-    ``accelerator`` holds fields of the accelerator description that override CapsAcc's
-    (:class:`~capslab.hw.Accelerator`); ``accuracy_bits`` makes the accuracy objective that of
-    the network quantized to that many bits, which must be the accelerator's ``weight_bits``
-    (the memory objective counts weights at that width).
-    """
-
-    training: TrainingSettings = field(default_factory=_default_training)
-    generations: int = 20
-    population: int = 10
-    offspring: int = 10
-    mutation_prob: float = 0.1
-    crossover_prob: float = 1.0
-    seed: int = 0
-    time_limit: float | None = None
-    keep_candidates: bool = False
-    space: dict[str, Any] = field(default_factory=dict)
-    rungs: tuple[int, ...] | None = None
-    promote: float = 0.5
-    accuracy_bits: int | None = None
-    accelerator: dict[str, Any] = field(default_factory=dict)
-
-    WHAT: ClassVar[str] = "search setting"
-
-    def validate(self) -> None:
-        if self.training.model != "genotype":
-            raise ConfigError(f"the search trains genotype networks, got model {self.training.model!r}")
-        if self.generations < 0:
-            raise ConfigError(f"generations must be >= 0, got {self.generations}")
-        for name in ("population", "offspring"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.population < 2:
-            raise ConfigError(f"population must be >= 2 for crossover, got {self.population}")
-        for name in ("mutation_prob", "crossover_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.time_limit is not None and self.time_limit < 0:
-            raise ConfigError(f"time_limit must be >= 0 seconds (0: no limit), got {self.time_limit}")
-        check_promote(self.promote)
-        if self.rungs is not None:
-            self.rungs = check_rungs(self.rungs)
-            if self.rungs[-1] != self.training.epochs:
-                raise ConfigError(
-                    f"the last rung ({self.rungs[-1]} epochs) must be the candidates' whole "
-                    f"training, training.epochs = {self.training.epochs}")
-        accelerator = self.accelerator_model()  # a bad description is refused here
-        if self.accuracy_bits is not None:
-            from capslab.quantize import check_bits
-
-            check_bits(self.accuracy_bits, "accuracy_bits")
-            if self.accuracy_bits != accelerator.weight_bits:
-                raise ConfigError(
-                    f"accuracy_bits {self.accuracy_bits} disagrees with the accelerator "
-                    f"description: {accelerator.name} stores {accelerator.weight_bits}-bit "
-                    f"weights (give an accelerator with weight_bits {self.accuracy_bits}, or "
-                    f"accuracy_bits {accelerator.weight_bits})")
-        if self.training.val_size is None:  # never score candidates on the test split
-            self.training = self.training.replace(val_size=default_val_size(self.training))
-        if self.time_limit is None:
-            self.time_limit = default_time_limit(self.training)
-        self.build_space()  # refuse a bad space now, not mid-run
-
-    def build_space(self) -> SearchSpace:
-        return SearchSpace.for_dataset(self.training.dataset, **self.space)
-
-    def accelerator_model(self):
-        """The :class:`~capslab.hw.Accelerator` the hardware objectives are computed on."""
-        from capslab.hw import CAPSACC, Accelerator
-
-        if not self.accelerator:
-            return CAPSACC
-        return Accelerator.from_dict({**CAPSACC.to_dict(), **self.accelerator},
-                                     source="search accelerator")
-
-    def evaluator(self, run_dir: str | os.PathLike | None = None) -> Evaluator:
-        out = None
-        if (self.keep_candidates or self.rungs is not None) and run_dir is not None:
-            # absolute: Ray workers run in folders of their own
-            out = str(Path(run_dir).resolve() / CANDIDATES_DIR)
-        accuracy = TrainedAccuracy(self.training, out, weight_bits=self.accuracy_bits,
-                                   rungs=self.rungs is not None)
-        return Evaluator(accuracy, space=self.build_space(), accelerator=self.accelerator_model(),
-                         time_limit=self.time_limit or None, rungs=self.rungs)
-
-    def data_split(self) -> dict[str, Any]:
-        """What the journal records about the split candidates are scored on."""
-        t = self.training
-        return {"accuracy_on": "val", "val_size": t.val_size, "held_out_from": "train",
-                "stratified": True, "seed": t.seed, "subset": t.subset,
-                "rule": "val_size images held out of the whole training split first, "
-                        "subset drawn from the rest (capslab.train.loop.hold_out)"}
 
 
 def build_algorithm(config: SearchConfig, space: SearchSpace) -> NSGA2:
@@ -255,44 +117,10 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 def expected_cost(genotype: Genotype) -> float:
     """Accelerator cycles of one inference (:func:`capslab.hw.estimate`): the order in which a
     generation's candidates start (longest first). 0 for a genotype the model cannot build."""
-    from capslab.errors import GenotypeError
-    from capslab.hw import estimate
-
     try:
         return float(estimate(genotype).cycles)
     except GenotypeError:
         return 0.0
-
-
-# ---------------------------------------------------------------------- run folder
-def _write_run_file(run_dir: Path, run_id: str, url: str, config: SearchConfig) -> None:
-    write_json(run_dir / RUN_FILE, "search-run",
-               {"run_id": run_id, "db": masked_url(url), "config": config.to_dict()})
-
-
-def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_FILE
-    info = read_json(path, "search-run")
-    if info is None:
-        raise RunMismatchError(f"{path} not found or unreadable: {run_dir} is not a search run folder")
-    return info
-
-
-def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Journal, dict]:
-    """The journal of an existing run folder (``db`` overrides the recorded URL, e.g. to give
-    the password that run.json leaves out)."""
-    info = read_run_file(run_dir)
-    url = database_url(db, run_dir) if db else info["db"]
-    if "***" in url:
-        raise RunMismatchError(
-            f"the journal URL of {run_dir} hides its password ({url}); give the URL again"
-        )
-    if url.startswith("sqlite:///") and db is None:
-        # the recorded path is absolute; if the folder was moved, use the file next to run.json
-        local = Path(run_dir) / Path(url[len("sqlite:///") :]).name
-        if not Path(url[len("sqlite:///") :]).exists() and local.exists():
-            url = f"sqlite:///{local.resolve()}"
-    return Journal(url, info["run_id"]), info
 
 
 # ---------------------------------------------------------------------- the loop
@@ -561,7 +389,7 @@ def run_search(
         with Journal(url, run_id) as journal:
             journal.create_run(config.seed, config.identity(), data_split=config.data_split())
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_run_file(run_dir, run_id, url, config)
+            write_run_file(run_dir, run_id, url, config)
             return _drive(config, journal, pool, progress, run_dir, deadline)
 
 

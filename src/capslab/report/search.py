@@ -20,8 +20,8 @@ from typing import Any
 
 from capslab.errors import GenotypeError, RunMismatchError
 from capslab.genotype import Genotype, parse_genotype
-from capslab.nas.journal import EvaluationRecord, GenerationRecord
-from capslab.nas.search import RUN_FILE
+from capslab.nas.config import RUN_FILE, open_journal
+from capslab.nas.schema import EvaluationRecord, GenerationRecord
 from capslab.report.html import Page, format_value
 from capslab.report.run import read_history
 from capslab.results import read_json
@@ -62,8 +62,6 @@ class SearchData:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> SearchData:
-        from capslab.nas.search import open_journal
-
         path = Path(run_dir)
         journal, info = open_journal(path)
         with journal:
