@@ -107,7 +107,8 @@ def test_matmul_t_is_a_times_b_transposed_on_every_path():
     a, b, bias = torch.randn(5, 7), torch.randn(3, 7), torch.randn(3)
     want = a @ b.t() + bias
     torch.testing.assert_close(matmul_t(a, b, bias), want)  # oneDNN where the build has it
-    torch.testing.assert_close(matmul_t(a.double(), b.double(), bias.double()), want.double())
+    ad, bd, biasd = a.double(), b.double(), bias.double()  # a float64 reference for float64
+    torch.testing.assert_close(matmul_t(ad, bd, biasd), ad @ bd.t() + biasd)
     # transposed views, as the convolution's backward passes them, without copies
     at, bt = a.t().contiguous().t(), b.t().contiguous().t()
     torch.testing.assert_close(matmul_t(at, bt), a @ b.t())

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capslab import train as trainer  # the package: trainer.train is looked up at each call
 from capslab.errors import CapsLabError, RunMismatchError, TrainingError
 from capslab.results import SUMMARY_FILE, read_json
 from capslab.settings import identity_difference
-from capslab.train import TrainConfig, train
+from capslab.train import TrainConfig
 
 
 # --------------------------------------------------------------------------- runs
@@ -59,7 +60,7 @@ def run_or_reuse(
     if summary is not None:
         return RunOutcome(summary, reused=True)
     if train_fn is None:
-        train_fn = train
+        train_fn = trainer.train
     return RunOutcome(train_fn(config.replace(resume=True), **train_kwargs), reused=False)
 
 

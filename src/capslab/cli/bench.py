@@ -31,6 +31,7 @@ def bench(
     process of its own (--isolate), timed in alternating rounds with the others."""
     import torch
 
+    # imported on use, so that the CLI starts without it
     from capslab.bench import (
         REPORT_KIND,
         bench_devices,
@@ -38,6 +39,8 @@ def bench(
         run_benchmark,
         write_results,
     )
+
+    # imported on use, so that the CLI starts without it
     from capslab.results import read_json
 
     devices = bench_devices(device)

@@ -78,6 +78,7 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
 
 
 def collect(names: list[str], data_dir: str | None, verify: bool) -> list[dict[str, Any]]:
+    # imported on use, so that the CLI starts without it
     from capslab.data.registry import get_spec
 
     return [file_status(n, f, data_dir, verify) for n in names for f in get_spec(n).files]
@@ -85,6 +86,7 @@ def collect(names: list[str], data_dir: str | None, verify: bool) -> list[dict[s
 
 def download_names(text: str | None) -> list[str]:
     """``--download`` value -> canonical dataset names: a comma list, or ``all``."""
+    # imported on use, so that the CLI starts without it
     from capslab.data.registry import canonical_name, list_datasets
 
     names: list[str] = []

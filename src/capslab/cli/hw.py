@@ -43,6 +43,7 @@ def hw(
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
 ) -> None:
     """Estimate energy, latency and weight memory of one inference (NASCaps hardware model)."""
+    # imported on use, so that the CLI starts without it
     from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, load_genotype
     from capslab.hw import CAPSACC, Accelerator, estimate
 

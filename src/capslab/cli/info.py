@@ -21,6 +21,7 @@ _MODEL_FLAGS = ("model", "dataset", "weight_sharing", "small_decoder", "routing"
 
 def dataset_for_genotype(path: Path) -> str:
     """The first dataset whose channels and image size match the genotype's native input."""
+    # imported on use, so that the CLI starts without it
     from capslab.data import dataset_info, list_datasets
     from capslab.genotype import load_genotype
 
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Print parameters (per layer and in total) and output shapes of a model or checkpoint."""
+        # imported on use, so that the CLI starts without it
         from capslab.data import dataset_info
         from capslab.models import create_model, list_models
         from capslab.models.summary import describe_layers
@@ -81,6 +83,7 @@ def register(app: typer.Typer) -> None:
 
 def describe_checkpoint(path: Path) -> dict:
     """The layers of a checkpoint's network and the checkpoint's metadata."""
+    # imported on use, so that the CLI starts without it
     from capslab.models.pretrained import load_model
     from capslab.models.summary import describe_layers
 

@@ -48,6 +48,7 @@ def memory(
     by least squares; capsnet (no blocks) is a flat reference line. Each model gets the
     --model-opt options it takes (e.g. conv_channels=32, block_dim=2, decoder=false).
     """
+    # imported on use, so that the CLI starts without it
     from capslab.memory import (
         REPORT_KIND,
         MemoryConfig,
@@ -56,6 +57,8 @@ def memory(
         run_memory_study,
         write_report,
     )
+
+    # imported on use, so that the CLI starts without it
     from capslab.results import read_json
 
     config = MemoryConfig(

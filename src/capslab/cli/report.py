@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write one HTML file (no network needed to view it): curves, per-class accuracy and
         confusion matrix of a run; trade-offs of a study; the four-objective front of a search."""
+        # imported on use, so that the CLI starts without it
         from capslab.report import detect_kind, write_report
 
         kind = detect_kind(run)

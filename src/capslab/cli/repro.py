@@ -15,6 +15,7 @@ from capslab.errors import ConfigError
 def _render_list(items: list[dict[str, str]]) -> None:
     from rich.table import Table
 
+    # imported on use, so that the CLI starts without it
     from capslab.repro import SCALE_HELP
 
     table = Table(title="Reproductions (capslab repro NAME --scale S --out DIR)")
@@ -31,6 +32,7 @@ def _render_list(items: list[dict[str, str]]) -> None:
 def _render_results(results: dict[str, Any]) -> None:
     from rich.table import Table
 
+    # imported on use, so that the CLI starts without it
     from capslab.repro.rows import format_value
 
     table = Table(title=f"Reproduction at the {results['scale']} scale")
@@ -63,12 +65,15 @@ def repro(
     same command resumes. At the paper scale the expected duration on this machine is printed
     before anything trains.
     """
+    # imported on use, so that the CLI starts without it
     from capslab.repro import (
         estimate_repro,
         estimate_text,
         list_experiments,
         run_repro,
     )
+
+    # imported on use, so that the CLI starts without it
     from capslab.repro.common import check_scale
 
     if list_:

@@ -116,6 +116,7 @@ def register(app: typer.Typer) -> None:
 
 def _estimate(sched: Schedule, model: str, dataset: str, test_size: int, device: str,
               model_opt: list[str] | None, as_json: bool) -> None:
+    # imported on use, so that the CLI starts without it
     from capslab.cli.output import progress_bar
     from capslab.data import dataset_info
     from capslab.models import check_model_options

@@ -95,6 +95,7 @@ def _front_table(records, title: str) -> Table:
     table = Table(title=title)
     for col in ("#", "gen", "epochs", "accuracy %", "energy mJ", "memory KiB", "latency ms", "network"):
         table.add_column(col, justify="left" if col == "network" else "right")
+    # imported on use, so that the CLI starts without it
     from capslab.genotype import Genotype
 
     def fmt(v: float | None, spec: str) -> str:
@@ -188,6 +189,7 @@ def run_cmd(
     as_json: opt.JsonFlag = False,
 ) -> None:
     """Start a search: NSGA-II, every evaluation journaled as it finishes."""
+    # imported on use, so that the CLI starts without it
     from capslab.hw import Accelerator
     from capslab.nas.config import SearchConfig
     from capslab.nas.search import run_search
@@ -278,6 +280,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Continue an interrupted or stopped search: journaled evaluations are reused, never
         repeated."""
+        # imported on use, so that the CLI starts without it
         from capslab.nas.search import resume
 
         with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
@@ -295,6 +298,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write candidates.csv, pareto.json/.csv, generations.csv (worker utilisation) and
         objectives.png (every pair of objectives)."""
+        # imported on use, so that the CLI starts without it
         from capslab.nas.config import open_journal
         from capslab.nas.report import pareto_front, rung_summary, utilisation_summary, write_report
 
@@ -358,6 +362,7 @@ def register(app: typer.Typer) -> None:
         """Fully train the Pareto set on the whole training split and report test accuracies;
         table like the paper's Table 3 (final.csv/.md/.json). Networks already trained with the
         same settings are not retrained."""
+        # imported on use, so that the CLI starts without it
         from capslab.nas.config import SearchConfig, open_journal
         from capslab.nas.report import finalize, markdown_table, pareto_front
 

@@ -21,6 +21,7 @@ def split_policy_options(items: Sequence[str] | None, policies: Sequence[str]) -
     """``policy:key=value`` sets an option of one policy; ``key=value`` sets it for every
     policy of the study that has that option (an option no policy has is an error)."""
     # deferred for the CLI's start-up: importing capslab.train loads torch
+    # imported on use, so that the CLI starts without it
     from capslab.train.policy_options import policy_options_class
 
     out: dict[str, dict[str, Any]] = {}
@@ -110,6 +111,7 @@ def fastrcaps_cmd(
     Finished runs are reused, so the same command resumes an interrupted study (and, once
     everything is trained, only rebuilds the table and picks a configuration for --goal).
     """
+    # imported on use, so that the CLI starts without it
     from capslab.studies.fastrcaps import StudyConfig, run_study
     from capslab.train import TrainingSettings
     from capslab.train.policies import POLICIES
@@ -156,6 +158,7 @@ def pcc_cmd(
 ) -> None:
     """Train K random networks, correlate accuracy after n epochs with the final accuracy
     (Pearson) and report the median cumulative training time: pcc.json/.csv/.md/.png."""
+    # imported on use, so that the CLI starts without it
     from capslab.nas.pcc import PCCConfig, markdown, run_pcc_study
     from capslab.train import TrainingSettings
 
@@ -212,6 +215,7 @@ def quantize_cmd(
 ) -> None:
     """Post-training quantization: test accuracy against bits, one layer group at a time
     (others float) and all together: quantize.csv/.md/.json/.png."""
+    # imported on use, so that the CLI starts without it
     from capslab.studies.quantize import (
         DEFAULT_LINES,
         QuantizeStudyConfig,

@@ -37,6 +37,7 @@ def model_options_from_flags(
     }
     options = {k: v for k, v in options.items() if v is not None}
     if genotype is not None:
+        # imported on use, so that the CLI starts without it
         from capslab.genotype import load_genotype
 
         g = load_genotype(genotype)
@@ -49,6 +50,7 @@ def model_options_from_flags(
 
 def warn_genotype_mismatch(g, dataset: str, source: Path) -> None:
     """Warn when a genotype's input (channels, native size) differs from the dataset's."""
+    # imported on use, so that the CLI starts without it
     from capslab.data import dataset_info
 
     info = dataset_info(dataset)
@@ -143,6 +145,7 @@ def register(app: typer.Typer) -> None:
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Train a capsule network and write metrics, checkpoints and plots to --out."""
+        # imported on use, so that the CLI starts without it
         from capslab.train import TrainConfig, train
 
         model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, dataset)
@@ -160,6 +163,7 @@ def register(app: typer.Typer) -> None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
             values = merge_config_file(config, values, given)
         cfg = TrainConfig.from_dict(values)
+        # imported on use, so that the CLI starts without it
         from capslab.cli.datasets import download_display
 
         with download_display(as_json):  # a missing dataset is fetched with a progress bar
@@ -184,6 +188,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a trained network (a checkpoint) on a test split; with --weight-bits,
         --activation-bits or --routing-bits also quantized (post-training), beside the float result."""
+        # imported on use, so that the CLI starts without it
         from capslab.data import BatchLoader, load_dataset
         from capslab.models.pretrained import load_model
         from capslab.train import evaluate, resolve_device
@@ -223,6 +228,7 @@ def register(app: typer.Typer) -> None:
 def eval_quantization(weight_bits: int | None, activation_bits: int | None,
                       routing_bits: int | None, groups: str | None):
     """The quantization ``capslab eval`` adds (``None`` when no bits are given)."""
+    # imported on use, so that the CLI starts without it
     from capslab.quantize import GROUPS, QuantizationSettings
 
     if weight_bits is None and activation_bits is None and routing_bits is None:
@@ -238,6 +244,7 @@ def quantized_result(model, loader, settings, device, reconstruction_weight: flo
                      float_accuracy: float) -> dict[str, Any]:
     """The quantized evaluation of ``capslab eval``: settings, accuracy, drop and what was
     quantized."""
+    # imported on use, so that the CLI starts without it
     from capslab.quantize import evaluate_quantized, quantized_parameter_count
 
     scores = evaluate_quantized(model, loader, settings, device, reconstruction_weight)
@@ -249,6 +256,7 @@ def quantized_result(model, loader, settings, device, reconstruction_weight: flo
 
 def check_model_fits_dataset(model, dataset: str, checkpoint: Path) -> None:
     """Refuse a dataset whose image shape or number of classes is not the model's."""
+    # imported on use, so that the CLI starts without it
     from capslab.data import dataset_info
 
     info = dataset_info(dataset)

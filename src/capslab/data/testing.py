@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from capslab.data.dataset import ImageDataset
 from capslab.data.registry import dataset_info
 
 
@@ -138,8 +139,6 @@ def make_image_dataset(n: int = 40, name: str = "mnist", seed: int = 0, labels=N
     like dataset ``name``'s (no file involved). ``labels``: default ``i % num_classes``; tests
     of the loader pass ``torch.arange(n)`` so that every label names its sample."""
     import torch
-
-    from capslab.data.dataset import ImageDataset
 
     info = dataset_info(name)
     gen = torch.Generator().manual_seed(int(seed))

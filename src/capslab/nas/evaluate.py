@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from capslab import train as trainer  # trainer.train is looked up at each call
+from capslab.data import dataset_info
+from capslab.data.registry import split_spec
 from capslab.errors import (
     CandidateFailed,
     CandidateTimeout,
@@ -35,6 +38,7 @@ from capslab.errors import (
     TrainingTimeout,
 )
 from capslab.genotype import Genotype
+from capslab.hw import CAPSACC, estimate
 from capslab.nas.fidelity import rung_time_limit
 from capslab.nas.schema import EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
@@ -81,23 +85,19 @@ class TrainedAccuracy:
         return "test" if self.training.val_size is None else "val"
 
     def prepare(self) -> None:
-        """Import what training imports lazily (torch, its compiler stack), so that the first
+        """Import what training imports lazily (torch's compiler stack), so that the first
         candidate of a process is not charged seconds of imports against its time limit."""
         import torch._dynamo  # noqa: F401  (pulled in by the optimizers on first use)
 
-        import capslab.train  # noqa: F401
-
     def __call__(self, genotype: Genotype, time_limit: float | None = None,
                  epochs: int | None = None) -> Score:
-        from capslab.train import train
-
         out = None if self.out_dir is None else str(candidate_folder(self.out_dir, genotype))
         config = TrainConfig.of(
             self.training.replace(model="genotype", model_options={"genotype": genotype.to_nascaps()}),
             out=out, time_limit=time_limit, checkpoints=self.rungs, resume=self.rungs,
             plots=False, stop_after=epochs, eval_weight_bits=self.weight_bits,
         )
-        summary = train(config, progress=False)
+        summary = trainer.train(config, progress=False)
         best = float(summary[f"best_{self.split}_accuracy"])
         if self.weight_bits is None:
             return Score(best, epochs=summary["epochs_done"])
@@ -210,8 +210,6 @@ def device_kind(device: str) -> str:
 def data_sizes(training: TrainingSettings) -> tuple[int, int]:
     """(training images, evaluated images) of one epoch of ``training`` (from the dataset's
     registered split sizes: no file is read)."""
-    from capslab.data.registry import split_spec
-
     available = split_spec(training.dataset, "train").size
     if training.val_size is not None:
         available -= training.val_size
@@ -227,8 +225,6 @@ def data_sizes(training: TrainingSettings) -> tuple[int, int]:
 def default_time_limit(training: TrainingSettings) -> float:
     """The time budget of one candidate trained as ``training`` says
     (:func:`candidate_budget` with the device's :data:`SECONDS_PER_IMAGE`)."""
-    from capslab.data import dataset_info
-
     trained, evaluated = data_sizes(training)
     size = dataset_info(training.dataset).image_size
     return candidate_budget(training.epochs, trained, evaluated,
@@ -289,8 +285,6 @@ class Evaluator:
 
     def hardware(self, genotype: Genotype) -> tuple[float, float, float]:
         """(energy mJ, memory KiB, latency ms) from :func:`capslab.hw.estimate`."""
-        from capslab.hw import CAPSACC, estimate
-
         est = estimate(genotype, self.accelerator or CAPSACC)
         return float(est.energy_mJ), float(est.memory_KiB), float(est.latency_ms)
 

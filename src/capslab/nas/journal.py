@@ -45,6 +45,8 @@ from capslab.nas.schema import (
 _ADDED_IN_3 = (("epochs", "INTEGER"), ("float_accuracy", "FLOAT"))
 #: Attempts of one transaction whose connection was lost (a database restart, a network cut).
 WRITE_ATTEMPTS = 3
+#: tries at switching a new SQLite file to WAL while other processes open it (about 5 s)
+OPEN_ATTEMPTS = 10
 
 
 def _now() -> datetime:
@@ -63,17 +65,24 @@ class Journal:
         self.url = url
         self.run_id = run_id
         self.engine = engine or make_engine(url)
-        try:
-            with self.engine.connect() as conn:
-                if self.engine.dialect.name == "sqlite":
-                    # A crash must not lose a committed evaluation; WAL keeps readers (reports)
-                    # unblocked while the search writes.
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        except OperationalError as exc:  # no server there, wrong password, unwritable file
-            self.engine.dispose()
-            raise ConfigError(
-                f"cannot open the journal {masked_url(url)}: {_first_line(exc.orig or exc)}"
-            ) from exc
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                with self.engine.connect() as conn:
+                    if self.engine.dialect.name == "sqlite":
+                        # A crash must not lose a committed evaluation; WAL keeps readers
+                        # (reports) unblocked while the search writes.
+                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                break
+            except OperationalError as exc:  # no server there, wrong password, unwritable file
+                # SQLite answers "locked" at once, without its busy timeout, when another
+                # process is switching the same new file to WAL: wait for it instead
+                if "locked" in str(exc.orig or exc) and attempt < OPEN_ATTEMPTS - 1:
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                self.engine.dispose()
+                raise ConfigError(
+                    f"cannot open the journal {masked_url(url)}: {_first_line(exc.orig or exc)}"
+                ) from exc
         self._create_tables()
         self._check_version()
 

@@ -15,10 +15,19 @@ import numpy as np
 
 from capslab.experiments import finished_summary, run_or_failure
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
+from capslab.hw import CAPSACC, estimate
 from capslab.io import atomic_write_text
 from capslab.nas.parallel import overall_utilisation
 from capslab.nas.schema import OBJECTIVE_NAMES, EvaluationRecord, GenerationRecord
-from capslab.results import Column, pyplot, save_figure, table_csv, write_json, write_table
+from capslab.results import (
+    Column,
+    pyplot,
+    save_figure,
+    table_csv,
+    table_markdown,
+    write_json,
+    write_table,
+)
 from capslab.train.config import TrainConfig, TrainingSettings
 
 AXIS_LABELS = {
@@ -159,8 +168,6 @@ def utilisation_summary(generations: Sequence[GenerationRecord]) -> dict[str, An
 
 def baseline_hardware(accelerator: Any = None) -> dict[str, dict[str, float]]:
     """Hardware figures of the published CapsNet and DeepCaps genotypes (paper Table 3)."""
-    from capslab.hw import CAPSACC, estimate
-
     out = {}
     for name, g in (("CapsNet", CAPSNET_GENOTYPE), ("DeepCaps", DEEPCAPS_GENOTYPE)):
         est = estimate(g, accelerator or CAPSACC)
@@ -380,6 +387,4 @@ def finalize(
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The fully trained Pareto set as the paper's Table 3 (accuracy, energy, latency, memory)."""
-    from capslab.results import table_markdown
-
     return table_markdown(rows, FINAL_COLUMNS)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from capslab.data import dataset_info
 from capslab.errors import ConfigError, GenotypeError
 from capslab.genotype import (
     Genotype,
@@ -72,8 +73,6 @@ class SearchSpace(Settings):
     def for_dataset(cls, name: str, **overrides: Any) -> SearchSpace:
         """The space for a registered dataset (image size, channels, classes from its info),
         with ``overrides`` of any field; unknown keys are refused, naming the valid ones."""
-        from capslab.data import dataset_info
-
         info = dataset_info(name)
         base = {
             "image_size": info.image_size,

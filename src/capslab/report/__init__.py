@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from capslab.errors import RunMismatchError
+from capslab.report import run, search, study
 
 REPORT_FILE = "report.html"
 
@@ -29,18 +30,14 @@ Kind = Literal["run", "study", "search"]
 def detect_kind(folder: str | os.PathLike) -> Kind:
     """``"search"`` (``run.json``), ``"study"`` (``study.json``) or ``"run"`` (a training
     ``config.json``); :class:`~capslab.errors.RunMismatchError` for any other folder."""
-    from capslab.report.run import is_training_run
-    from capslab.report.search import is_search
-    from capslab.report.study import is_study
-
     path = Path(folder)
     if not path.is_dir():
         raise RunMismatchError(f"{path} is not a folder: give a training run, a FasTrCaps study or a search")
-    if is_search(path):
+    if search.is_search(path):
         return "search"
-    if is_study(path):
+    if study.is_study(path):
         return "study"
-    if is_training_run(path):
+    if run.is_training_run(path):
         return "run"
     raise RunMismatchError(
         f"{path} holds no training run (config.json), FasTrCaps study (study.json) or search "
@@ -55,15 +52,9 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     A training run's checkpoint is evaluated on its test split for the per-class figures
     (seconds on a CPU for a test subset; the whole test set of a large model takes longer).
     """
-    kind = detect_kind(run_dir)
-    if kind == "search":
-        from capslab.report.search import build_page
-    elif kind == "study":
-        from capslab.report.study import build_page
-    else:
-        from capslab.report.run import build_page
+    page = {"search": search, "study": study, "run": run}[detect_kind(run_dir)]
     target = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
-    return build_page(run_dir).write(target)
+    return page.build_page(run_dir).write(target)
 
 
 __all__ = ["REPORT_FILE", "detect_kind", "write_report"]

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capslab.errors import CheckpointError, DatasetError, RunMismatchError
+from capslab.data import BatchLoader, load_dataset
+from capslab.errors import CheckpointError, DatasetError, DatasetNotFoundError, RunMismatchError
+from capslab.models.pretrained import load_model_and_checkpoint
 from capslab.report.html import Page
 from capslab.results import SUMMARY_FILE, read_json
+from capslab.train import resolve_device
 from capslab.train.callbacks import held_out_split
 from capslab.train.loop import METRICS_FILE
 
@@ -121,16 +124,11 @@ class ClassEvaluation:
 
 def _load_model(path: Path):
     """``(model, checkpoint)``."""
-    from capslab.models.pretrained import load_model_and_checkpoint
-
     return load_model_and_checkpoint(path, map_location="cpu")
 
 
 def _test_split(config: dict[str, Any]):
     """The run's test split: its dataset, data folder (else the default ones) and subset."""
-    from capslab.data import load_dataset
-    from capslab.errors import DatasetNotFoundError
-
     try:
         test = load_dataset(config["dataset"], "test", data_dir=config.get("data_dir"))
     except DatasetNotFoundError:
@@ -147,9 +145,6 @@ def evaluate_classes(checkpoint: str | Path, batch_size: int = 500, device: str 
     :class:`~capslab.errors.CheckpointError` for an unreadable checkpoint.
     """
     import torch
-
-    from capslab.data import BatchLoader
-    from capslab.train import resolve_device
 
     checkpoint = Path(checkpoint)
     model, ckpt = _load_model(checkpoint)

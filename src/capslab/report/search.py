@@ -20,8 +20,11 @@ from typing import Any
 
 from capslab.errors import GenotypeError, RunMismatchError
 from capslab.genotype import Genotype, parse_genotype
+from capslab.hw import estimate
 from capslab.nas.config import RUN_FILE, open_journal
+from capslab.nas.report import FINAL_COLUMNS, baseline_hardware, pareto_front
 from capslab.nas.schema import EvaluationRecord, GenerationRecord
+from capslab.nas.space import genotype_key
 from capslab.report.html import Page, format_value
 from capslab.report.run import read_history
 from capslab.results import read_json
@@ -83,8 +86,6 @@ class SearchData:
 def run_histories(folders: Any) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(genotype key, per-epoch records)`` of every training-run folder in ``folders`` whose
     config names a genotype network (candidates kept by the search, finalize's networks)."""
-    from capslab.nas.space import genotype_key
-
     out = []
     for folder in sorted(folders):
         try:
@@ -222,8 +223,6 @@ def generations_figure(data: SearchData):
     Pareto front of everything evaluated so far."""
     from plotly.subplots import make_subplots
 
-    from capslab.nas.report import pareto_front
-
     ok = _ok(data.records)
     gens = sorted({g.generation for g in data.generations} | {r.generation for _, r in ok})
     survivors = {g.generation: set(g.population) for g in data.generations}
@@ -283,8 +282,6 @@ LAYER_COLUMNS = ("#", "layer", "kind", "cycles", "power (mW)", "energy (mJ)", "l
 def candidate_detail(i: int, r: EvaluationRecord, curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What the page shows for candidate ``i``: hardware per layer (bars and table), the
     genotype in words and the training curves (``partial``: the search's; ``full``: finalize's)."""
-    from capslab.hw import estimate
-
     g = Genotype.from_nascaps(r.genotype_nascaps)
     layers = estimate(g).layers
     labels = [f"{n + 1}. {lay.name}" for n, lay in enumerate(layers)]
@@ -403,8 +400,6 @@ def _row(i: int, r: EvaluationRecord, front_keys: set[str]) -> dict[str, Any]:
 
 def build_page(run_dir: str | Path) -> Page:
     """The report page of the search in ``run_dir``."""
-    from capslab.nas.report import baseline_hardware, pareto_front
-
     data = SearchData.read(run_dir)
     cfg = data.config
     training = cfg.get("training", {})
@@ -470,8 +465,6 @@ def build_page(run_dir: str | Path) -> Page:
 
     final = read_json(data.path / "final" / "final.json", "final")
     if final is not None:
-        from capslab.nas.report import FINAL_COLUMNS
-
         page.section("Fully trained front", "final")
         page.table(final["rows"], [(c.key, c.header or c.key, c.render) for c in FINAL_COLUMNS]
                    + [("description", "network", "")])
@@ -500,8 +493,6 @@ GENERATION_COLUMNS = [
 
 def generation_rows(data: SearchData) -> list[dict[str, Any]]:
     """Per generation: candidates it added, failures, totals so far and the front so far."""
-    from capslab.nas.report import pareto_front
-
     gens = sorted({g.generation for g in data.generations} | {r.generation for r in data.records})
     rows = []
     for g in gens:

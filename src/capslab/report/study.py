@@ -17,6 +17,13 @@ from capslab.errors import RunMismatchError
 from capslab.report.html import Page
 from capslab.report.run import read_history
 from capslab.results import SUMMARY_FILE, read_json
+from capslab.studies.fastrcaps import (
+    COLUMNS,
+    TIME_METRICS,
+    mean_curve,
+    schedule_curve,
+    schedule_of_run,
+)
 
 STUDY_FILE = "study.json"
 STUDY_KIND = "fastrcaps-study"
@@ -113,8 +120,6 @@ def curves_figure(run_dir: Path, rows: Sequence[dict[str, Any]]):
     rate per step (bottom, log scale; from the schedule the runs used), one epoch axis."""
     from plotly.subplots import make_subplots
 
-    from capslab.studies.fastrcaps import mean_curve, schedule_curve, schedule_of_run
-
     colors = _colors(rows)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4],
                         subplot_titles=("Mean test accuracy per epoch (dashed: weight sharing)",
@@ -151,8 +156,6 @@ def curves_figure(run_dir: Path, rows: Sequence[dict[str, Any]]):
 
 def build_page(run_dir: str | Path) -> Page:
     """The report page of the FasTrCaps study in ``run_dir``."""
-    from capslab.studies.fastrcaps import COLUMNS, TIME_METRICS
-
     path = Path(run_dir)
     doc = read_json(path / STUDY_FILE, STUDY_KIND)
     if doc is None:

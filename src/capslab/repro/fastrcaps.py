@@ -26,6 +26,8 @@ from capslab.repro.common import (
     train_runs,
 )
 from capslab.repro.rows import Row, differences, judged, within
+from capslab.results import write_table
+from capslab.studies.fastrcaps import COLUMNS, StudyConfig, build_table, table_markdown
 from capslab.train.config import TrainingSettings
 from capslab.train.policies import POLICIES
 
@@ -74,8 +76,6 @@ def grid(dataset: str) -> list[tuple[str, str]]:
 
 
 def study_config(ctx: Context, dataset: str):
-    from capslab.studies.fastrcaps import StudyConfig
-
     s = SCALES[ctx.scale]
     configs = grid(dataset)
     return StudyConfig(
@@ -111,9 +111,6 @@ def _knobs(scale: Scale, dataset: str) -> dict[str, Any]:
 
 
 def execute(ctx: Context, plan: Plan) -> Outcome:
-    from capslab.results import write_table
-    from capslab.studies.fastrcaps import COLUMNS, build_table, table_markdown
-
     summaries = train_runs(ctx, plan.runs, NAME)
     groups: dict[tuple[str, str, str], list[tuple[PlannedRun, dict]]] = {}
     for key, run, summary in zip(plan.state["keys"], plan.runs, summaries, strict=True):

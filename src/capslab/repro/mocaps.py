@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capslab import memory as memory_study  # run_memory_study is looked up at each call
+from capslab.memory import REPORT_KIND, MemoryConfig, write_report
+from capslab.memory import plan as points
 from capslab.repro.common import (
     Context,
     Experiment,
@@ -26,7 +29,9 @@ from capslab.repro.common import (
     train_runs,
 )
 from capslab.repro.rows import Row, differences, judged, mean, relative, within
+from capslab.results import read_json
 from capslab.train.config import TrainConfig
+from capslab.train.estimate import measure_rates
 
 NAME = "mocaps"
 MODELS = ("rescapsnet", "mocapsnet")
@@ -112,8 +117,6 @@ def accuracy_keys(scale_name: str) -> list[tuple[str, str, int, str, str]]:
 
 
 def memory_config(ctx: Context, variant: str):
-    from capslab.memory import MemoryConfig
-
     s = SCALES[ctx.scale]
     return MemoryConfig(
         models=MODELS, blocks=s.memory_depths, batch_size=s.memory_batch, routing="rba",
@@ -138,9 +141,6 @@ def plan(ctx: Context) -> Plan:
 def _estimate_memory(ctx: Context, variant: str) -> float:
     """Seconds of the memory study: every point costs about ``warmup + steps + 3`` training
     steps and ``warmup + steps`` inference batches, at the deepest model's measured rates."""
-    from capslab.memory import plan as points
-    from capslab.train.estimate import measure_rates
-
     config = memory_config(ctx, variant)
     deepest = max(config.blocks)
     seconds = 0.0
@@ -157,10 +157,6 @@ def _estimate_memory(ctx: Context, variant: str) -> float:
 
 def _memory(ctx: Context, variant: str) -> tuple[dict[str, Any], Path]:
     """The memory study of ``variant``: reused when ``memory.json`` holds these settings."""
-    from capslab.memory import REPORT_KIND, run_memory_study, write_report
-    from capslab.memory import plan as points
-    from capslab.results import read_json
-
     config = memory_config(ctx, variant)
     folder = ctx.folder(NAME, f"memory-{variant}")
     path = folder / "memory.json"
@@ -168,7 +164,7 @@ def _memory(ctx: Context, variant: str) -> tuple[dict[str, Any], Path]:
     if previous is not None and previous["config"] == config.to_dict():
         return previous, path
     task = ctx.tracker.task(f"{NAME}: memory vs depth ({variant})", total=len(points(config)))
-    report = run_memory_study(config, on_point=lambda _m: ctx.tracker.update(task, advance=1))
+    report = memory_study.run_memory_study(config, on_point=lambda _m: ctx.tracker.update(task, advance=1))
     ctx.tracker.finish(task)
     write_report(report, folder, plot=ctx.scale != "smoke")
     return read_json(path, REPORT_KIND), path

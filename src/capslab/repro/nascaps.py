@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from capslab import train as trainer  # trainer.train is looked up at each call
+from capslab.data.sources import require_files
+from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
+from capslab.hw import CAPSACC, estimate
+from capslab.nas.pcc import PCCConfig, run_pcc_study
 from capslab.repro.common import (
     Context,
     Experiment,
@@ -24,7 +30,9 @@ from capslab.repro.common import (
     split_size,
 )
 from capslab.repro.rows import Row, differences, within
+from capslab.results import write_json
 from capslab.train.config import TrainingSettings
+from capslab.train.estimate import measure_rates
 
 NAME = "nascaps"
 #: NASCaps Table 3: model -> quantity -> (value, half a unit of its last printed digit)
@@ -68,8 +76,6 @@ SCALES = {
 
 
 def pcc_config(ctx: Context):
-    from capslab.nas.pcc import PCCConfig
-
     s = SCALES[ctx.scale]
     return PCCConfig(
         training=TrainingSettings(model="genotype", dataset="mnist", data_dir=ctx.data_dir,
@@ -85,8 +91,6 @@ def plan(ctx: Context) -> Plan:
 
 def _estimate_pcc(ctx: Context, sample: int = 3) -> float:
     """Seconds of the PCC study from the measured rates of its first ``sample`` networks."""
-    from capslab.train.estimate import measure_rates
-
     config = pcc_config(ctx)
     t = config.training
     train = split_size(t.dataset, "train", t.subset)
@@ -102,10 +106,6 @@ def _estimate_pcc(ctx: Context, sample: int = 3) -> float:
 
 
 def _hardware(ctx: Context) -> tuple[dict[str, Any], str]:
-    from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
-    from capslab.hw import CAPSACC, estimate
-    from capslab.results import write_json
-
     payload = {"accelerator": CAPSACC.to_dict()}
     for name, genotype in (("CapsNet", CAPSNET_GENOTYPE), ("DeepCaps", DEEPCAPS_GENOTYPE)):
         payload[name] = {"genotype": genotype.to_nascaps(),
@@ -117,15 +117,12 @@ def _hardware(ctx: Context) -> tuple[dict[str, Any], str]:
 def _train_fn(time_limit: float | None):
     """:func:`capslab.train.train` with a time limit per network; checkpoints are deleted once
     a network is done (its ``summary.json`` or ``failed.json`` records it)."""
-    from pathlib import Path
-
-    from capslab.train import train
 
     def run(config, **kwargs):
         if time_limit is not None:
             config = config.replace(time_limit=time_limit)
         try:
-            return train(config, **kwargs)
+            return trainer.train(config, **kwargs)
         finally:
             drop_checkpoints(Path(config.out))
 
@@ -133,9 +130,6 @@ def _train_fn(time_limit: float | None):
 
 
 def execute(ctx: Context, plan: Plan) -> Outcome:
-    from capslab.data.sources import require_files
-    from capslab.nas.pcc import run_pcc_study
-
     rows: list[Row] = []
     hw, hw_path = _hardware(ctx)
     for model, quantities in TABLE3.items():

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from capslab.errors import ConfigError
-from capslab.experiments import run_or_reuse
+from capslab.experiments import finished_summary, run_or_reuse
 from capslab.results import Column, pyplot, save_figure, write_table
+from capslab.results import table_markdown as render
 from capslab.settings import Settings
+from capslab.train.callbacks import LambdaCallback
 from capslab.train.config import TrainConfig, TrainingSettings, typed_policy_options
 from capslab.train.policies import POLICIES, build_schedule
 
@@ -211,8 +213,6 @@ COLUMNS = [
 
 
 def table_markdown(rows: Sequence[dict[str, Any]], target: float | None = None) -> str:
-    from capslab.results import table_markdown as render
-
     preamble = ""
     if target is not None:
         preamble = f"Target accuracy (peak of the fixed-LR baseline's mean curve): {100 * target:.2f} %\n"
@@ -444,9 +444,6 @@ def run_study(
 
     ``train_fn`` defaults to :func:`capslab.train.train`; ``plots=False`` skips the PNGs.
     """
-    from capslab.experiments import finished_summary
-    from capslab.train.callbacks import LambdaCallback
-
     if goal not in GOALS:
         raise ConfigError(f"goal must be one of {GOALS}, got {goal!r}")
     configs = [(p, v, study.train_config(p, v, r)) for p, v, r in study.runs()]

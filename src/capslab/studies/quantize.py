@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from capslab.data import BatchLoader, dataset_info, load_dataset
 from capslab.errors import ConfigError
+from capslab.models.pretrained import load_model
 from capslab.quantize import (
     GROUPS,
     QuantizationSettings,
@@ -38,6 +40,7 @@ from capslab.quantize import (
 )
 from capslab.results import Column, pyplot, save_figure, write_table
 from capslab.settings import Settings
+from capslab.train import evaluate, resolve_device
 
 LineName = Literal["conv", "primary", "capsule", "decoder", "routing", "all"]
 LINES: tuple[str, ...] = (*GROUPS, "routing", "all")
@@ -118,8 +121,6 @@ def empty_lines(model, lines: tuple[str, ...]) -> dict[str, str]:
 def load_test_split(model, dataset: str | None, data_dir: str | None, test_subset: int | None,
                     source: str):
     """The test split the network is evaluated on (the checkpoint's dataset by default)."""
-    from capslab.data import dataset_info, load_dataset
-
     name = dataset or model.pretrained_cfg["dataset"]
     if name is None:
         raise ConfigError(f"checkpoint {source} records no dataset; name one")
@@ -147,10 +148,6 @@ def run_quantize_study(
         The result (also in ``quantize.json``): ``model, dataset, images, float, rows,
         skipped, files`` and the settings.
     """
-    from capslab.data import BatchLoader
-    from capslab.models.pretrained import load_model
-    from capslab.train import evaluate, resolve_device
-
     device = resolve_device(config.device)
     model = load_model(config.checkpoint, map_location=device)
     cfg = model.pretrained_cfg

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from capslab.results import pyplot, save_figure
+from capslab.train.callbacks import held_out_split
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
@@ -15,7 +16,6 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-    from capslab.train.callbacks import held_out_split
 
     epochs = [h["epoch"] for h in history]
     split = held_out_split(history[0]) if history else "test"
