@@ -203,7 +203,7 @@ def main() -> None:
     table = markdown(rows)
     (args.out / "comparison.json").write_text(json.dumps(rows, indent=2))
     (args.out / "comparison.md").write_text(table + "\n")
-    from capslab.bench import cpu_name
+    from capslab.device import cpu_name
 
     print(f"\n{cpu_name()}\n{table}")
 

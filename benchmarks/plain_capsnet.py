@@ -41,7 +41,7 @@ class PlainCapsNet(nn.Module):
         u = _squash(u)
         u_hat = (self.W @ u[:, :, None, :, None]).squeeze(-1)  # [B, n_in, C, 16]
         u_det = u_hat.detach()
-        logits = torch.zeros(b, self.n_in, self.num_classes)
+        logits = torch.zeros(b, self.n_in, self.num_classes, device=x.device)
         for it in range(3):
             c = F.softmax(logits, dim=2)
             src = u_hat if it == 2 else u_det

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 
-from capslab.bench import cpu_name
 from capslab.cli.schedule import hms
 from capslab.data import dataset_info
+from capslab.device import cpu_name
 from capslab.train.estimate import estimate_epochs, measure_rates
 from capslab.train.policies import build_schedule
 

@@ -17,7 +17,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from capslab.bench import block_steps, cpu_name
+from capslab.bench import block_steps
+from capslab.device import cpu_name
 from capslab.ops import conv2d_as_gemm
 from capslab.profiling import interleaved_median_seconds
 

@@ -191,3 +191,40 @@ def test_bench_command_writes_bench_json(monkeypatch, tmp_path):
     assert bad.exit_code == 2 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and "'tpu'" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_plain_reference_runs_on_the_device_of_its_input():
+    """It built its routing logits on the CPU whatever the input's device (a crash on CUDA);
+    ``meta`` stands in for the GPU."""
+    make = bench.load_plain_reference()
+    assert make is not None
+    model = make().to("meta")
+    out = model(torch.empty(2, 1, 28, 28, device="meta"))
+    lengths = out[0] if isinstance(out, tuple) else out
+    assert lengths.device.type == "meta"
+
+
+def test_rows_of_finished_devices_are_written_before_the_next_device(monkeypatch, tmp_path):
+    """A device that fails (say the GPU after the CPU) leaves the finished rows in bench.json,
+    with ``complete`` false; every row's device is named."""
+    from typer.testing import CliRunner
+
+    from capslab.cli.main import app
+
+    monkeypatch.setattr(bench, "default_variants", lambda **_: TINY_VARIANTS[:1])
+    monkeypatch.setattr(bench, "BATCH_SIZES", (1,))
+    monkeypatch.setattr(bench, "bench_devices", lambda name: [CPU, torch.device("meta")])
+    real_measure = bench.measure_variants
+
+    def failing_second(variants, device, *args, **kwargs):
+        if device.type == "meta":
+            raise RuntimeError("the second device broke")
+        return real_measure(variants, device, *args, **{**kwargs, "isolate": False})
+
+    monkeypatch.setattr(bench, "measure_variants", failing_second)
+    result = CliRunner().invoke(app, ["bench", "--steps", "1", "--warmup", "0", "--quiet",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "the second device broke" in str(result.exception)
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["complete"] is False and [r["device"] for r in doc["results"]] == ["cpu"]
+    assert doc["device_names"] == {"cpu": bench.cpu_name()}

@@ -30,16 +30,11 @@ import torch
 from torch import nn
 
 from capslab.allocator import keep_freed_memory_for, keeps_freed_memory
-from capslab.device import autocast
+from capslab.device import autocast, cpu_name, device_name, resolve_device
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.optim import create_optimizer
-from capslab.profiling import (
-    block_seconds,
-    interleaved_rounds,
-    measurement_device,
-    training_step_peak_bytes,
-)
+from capslab.profiling import block_seconds, interleaved_rounds, training_step_peak_bytes
 from capslab.results import write_json
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
@@ -120,7 +115,7 @@ def bench_devices(name: str) -> list[torch.device]:
     ``cpu``, ``cuda`` or ``cuda:N`` is that one device."""
     if name == "auto":
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    return [measurement_device(name)]
+    return [resolve_device(name)]
 
 
 def plain_capsnet() -> nn.Module:
@@ -436,13 +431,15 @@ def run_benchmark(
     ceiling: bool = True,
     isolate: bool = False,
     batch_sizes: tuple[int, ...] | None = None,
+    on_device: Callable[[list[BenchResult], list[Ceiling]], None] | None = None,
 ) -> tuple[list[BenchResult], list[Ceiling]]:
     """Measure every variant (and the ceiling) on every device, interleaved, each in a process
     of its own with ``isolate`` (:func:`measure_variants`), at ``batch_sizes`` (default
     :data:`BATCH_SIZES`); the ceiling at the largest. Speed-ups are relative to the first
     variant (the plain reference) on the same device at the same batch size.
     ``progress`` is called with "<device>" before each device's measurement, ``on_result``
-    with every result after."""
+    with every result after, ``on_device`` with every row so far once a device is done (so
+    that a caller can write them before the next device, which may fail, runs)."""
     variants = variants if variants is not None else default_variants()
     results, ceilings = [], []
     for device in devices:
@@ -466,17 +463,25 @@ def run_benchmark(
             results.append(r)
             if on_result:
                 on_result(r)
+        if on_device:
+            on_device(results, ceilings)
     return results, ceilings
 
 
 def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
-                  ceilings: list[Ceiling] = (), isolated: bool = False) -> Path:
-    """Write ``bench.json`` into ``out_dir``: a versioned ``capslab-bench`` document with the
-    torch version, the CPU, its threads, whether every row ran in its own process
-    (``isolated``), the ceilings and every result. Returns its path."""
+                  ceilings: list[Ceiling] = (), isolated: bool = False,
+                  complete: bool = True) -> Path:
+    """Write ``bench.json`` into ``out_dir`` (atomically): a versioned ``capslab-bench``
+    document with the torch version, the CPU, its threads, what computes on each device of the
+    rows (``device_names``: the CPU's model, GPU N's name for ``cuda:N``), whether every row
+    ran in its own process (``isolated``), whether every device asked for was measured
+    (``complete``), the ceilings and every result. Returns its path."""
+    measured = dict.fromkeys([r.device for r in results] + [c.device for c in ceilings])
     payload = {
         "torch": torch.__version__,
         "cpu": cpu_name(),
+        "device_names": {d: device_name(d) for d in measured},
+        "complete": complete,
         "threads": torch.get_num_threads(),
         "isolated": isolated,
         # whether malloc kept freed memory for the CPU rows from batch KEEP_FREED_MIN_BATCH on
@@ -487,16 +492,3 @@ def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
         "results": [r.to_dict() for r in results],
     }
     return write_json(Path(out_dir) / "bench.json", REPORT_KIND, payload)
-
-
-def cpu_name() -> str:
-    """The CPU model as the kernel names it (absolute figures mean little without it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()

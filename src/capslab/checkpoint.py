@@ -21,12 +21,14 @@ VERSION = 1
 
 
 def rng_state() -> dict[str, Any]:
+    """Every random-number state a run draws from. CUDA's is saved only where CUDA is in use
+    already: asking for it would start a CUDA context in a CPU-only run."""
     state = {
         "torch": torch.get_rng_state(),
         "python": json.dumps(random.getstate()),
         "numpy": json.dumps(np.random.get_state(legacy=True), default=_np_default),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -40,13 +42,22 @@ def _np_default(o: Any) -> Any:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`rng_state`'s states. PyTorch takes generator states only as CPU byte
+    tensors, wherever the checkpoint was mapped to, so they are moved back first."""
+    torch.set_rng_state(_cpu_bytes(state["torch"]))
     py = json.loads(state["python"])
     random.setstate((py[0], tuple(py[1]), py[2]))
     kind, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        saved = [_cpu_bytes(s) for s in state["cuda"]]
+        # a machine with fewer GPUs than the one that saved restores the GPUs it has
+        for index, s in enumerate(saved[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, index)
+
+
+def _cpu_bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.to(device="cpu", dtype=torch.uint8)
 
 
 def save_checkpoint(path: str | Path, **payload: Any) -> None:

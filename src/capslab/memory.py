@@ -26,12 +26,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from capslab.device import resolve_device
 from capslab.errors import ConfigError
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model, list_models, model_options
 from capslab.profiling import (
-    measurement_device,
     median_seconds,
     persistent_bytes,
     saved_activation_bytes,
@@ -105,7 +105,7 @@ class MemoryConfig(Settings):
             raise ConfigError(f"images must be square, got {list(self.dataset_shape)}")
         if self.steps < 1 or self.warmup < 0:
             raise ConfigError(f"steps must be >= 1 and warmup >= 0, got {self.steps} and {self.warmup}")
-        measurement_device(self.device, check_available=False)  # a valid name
+        resolve_device(self.device, check_available=False)  # a valid name
         owned = sorted(set(self.model_options) & set(OWN_MODEL_OPTIONS))
         if owned:
             raise ConfigError(
@@ -121,7 +121,7 @@ class MemoryConfig(Settings):
     def resolved_device(self) -> torch.device:
         """The device to measure on (``auto``: CUDA when present); CUDA asked for on a machine
         without it is a :class:`ConfigError`."""
-        return measurement_device(self.device)
+        return resolve_device(self.device)
 
 
 @dataclass

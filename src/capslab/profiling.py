@@ -16,7 +16,6 @@
   (RSS is).
 * activations saved for the backward pass (:func:`saved_activation_bytes`): the distinct
   storages that ``torch.autograd.graph.saved_tensors_hooks`` sees, parameters excluded.
-* the device to measure on, named as on the command line: :func:`measurement_device`.
 
 Tensors are counted by distinct storage, so views and shared storages count once.
 """
@@ -28,28 +27,12 @@ import functools
 import gc
 import itertools
 import os
-import re
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
-
-from capslab.errors import ConfigError
-
-
-def measurement_device(name: str, check_available: bool = True) -> torch.device:
-    """The device ``name`` stands for: ``auto`` is CUDA when present, else the CPU; ``cpu``,
-    ``cuda`` or ``cuda:N`` is that device. Any other name is a :class:`ConfigError`, and so is
-    CUDA on a machine without it (unless ``check_available`` is false)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if check_available and name != "cpu" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def tensor_bytes(tensors: Iterable[object]) -> int:

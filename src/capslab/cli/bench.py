@@ -47,16 +47,27 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     variants = default_variants(compile_=compile_, bf16=bf16)
+    folder = out if out is not None else default_out("bench")
+    written: list[Path] = []
+
+    def keep(results, ceilings) -> None:  # each device's rows are on disk before the next runs
+        written.append(write_results(results, folder, ceilings, isolated=isolate, complete=False))
+
     with progress_bar(not quiet, transient=True) as progress:
         # the variants are timed in alternating rounds: the bar moves when a device is done
         task = progress.add_task("measuring", total=len(devices) * (len(variants) + 1))
-        results, ceilings = run_benchmark(
-            devices, variants, steps, warmup,
-            progress=lambda s: progress.update(task, description=f"measuring {s}"),
-            on_result=lambda _: progress.advance(task),
-            isolate=isolate,
-        )
-    path = write_results(results, out if out is not None else default_out("bench"), ceilings, isolated=isolate)
+        try:
+            results, ceilings = run_benchmark(
+                devices, variants, steps, warmup,
+                progress=lambda s: progress.update(task, description=f"measuring {s}"),
+                on_result=lambda _: progress.advance(task),
+                isolate=isolate, on_device=keep,
+            )
+        except BaseException:
+            if written:
+                note(f"the devices measured before the failure are in {written[-1]}", as_json)
+            raise
+    path = write_results(results, folder, ceilings, isolated=isolate)
     emit(read_json(path, REPORT_KIND), as_json, render_bench)  # what bench.json holds
     note(f"written: {path}", as_json)
 
@@ -68,6 +79,9 @@ def render_bench(doc: dict) -> None:
     sizes = [str(b) for b in doc["batch_sizes"]]
     ceilings = {c["device"]: c for c in doc["ceilings"]}
     where = f"{doc['cpu']}, {doc['threads']} CPU threads, torch {doc['torch']}"
+    gpus = [f"{d}: {name}" for d, name in doc.get("device_names", {}).items() if d.startswith("cuda")]
+    if gpus:
+        where += "; " + ", ".join(gpus)
     where += ", a process per row" if doc.get("isolated") else ", one process"
     train = Table(title=f"CapsNet training (MNIST shape), {where}")
     infer = Table(title="CapsNet inference")

@@ -104,6 +104,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON
 Quiet = Annotated[bool, typer.Option(help="No progress display.")]
 DataDir = Annotated[Path | None, typer.Option(help="Dataset folder (else $CAPSLAB_DATA, else the cache).")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="On CUDA: bit-for-bit repeatable (cuDNN deterministic, no TF32; slower). The CPU is repeatable anyway.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
 Subset = Annotated[int | None, typer.Option(help="Train on a stratified subset of N images.")]
 TestSubset = Annotated[int | None, typer.Option(help="Evaluate on a stratified subset of N test images.")]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,12 +15,6 @@ from rich.table import Table
 from capslab.cli import options as opt
 from capslab.cli.output import console, emit, err_console, note, progress_bar
 from capslab.errors import ConfigError
-
-
-def _workers(n: int) -> int:
-    """``--workers 0``: one evaluation process per CPU core."""
-    return n if n > 0 else max(1, os.cpu_count() or 1)
-
 
 search_app = typer.Typer(
     help="NASCaps: NSGA-II search over capsule networks for accuracy, energy, memory, latency.",
@@ -169,7 +162,7 @@ def run_cmd(
     test_subset: opt.TestSubset = None,
     out: Annotated[Path, typer.Option(help="Run folder (run.json, journal.sqlite, reports).")] = opt.default_out("search"),
     db: Annotated[str | None, typer.Option(help="SQLAlchemy URL or SQLite path of the journal (default: OUT/journal.sqlite).")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Evaluate N candidates at once in worker processes; 0 = one per CPU core (in-process on one core).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Evaluate N candidates at once in worker processes; 0 = one per CPU core on the CPU (in-process on one core), one on CUDA.")] = 0,
     ray_address: Annotated[str | None, typer.Option(help="Spread evaluations over this Ray cluster (needs capslab[ray]).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search (and of every candidate's training).")] = 0,
     val_size: Annotated[int | None, typer.Option(help="Validation images held out of the training split to score candidates on (default: 20% of the images used, at most 5,000).")] = None,
@@ -214,7 +207,7 @@ def run_cmd(
         accelerator={} if accelerator is None else Accelerator.from_file(accelerator).to_dict(),
     )
     with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
-        result = run_search(config, out, db=db, workers=_workers(workers), ray_address=ray_address,
+        result = run_search(config, out, db=db, workers=workers, ray_address=ray_address,
                             progress=progress, max_time=max_time)
     _finish(result, as_json)
 
@@ -271,9 +264,9 @@ def register(app: typer.Typer) -> None:
     def resume_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder of `capslab search run`.")],
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json (e.g. to give a password).")] = None,
-        workers: Annotated[int, typer.Option(min=0, help="Worker processes; 0 = one per CPU core.")] = 0,
+        workers: Annotated[int, typer.Option(min=0, help="Worker processes; 0 = one per CPU core on the CPU, one on CUDA.")] = 0,
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
-        device: Annotated[str | None, typer.Option(help="Override the device (auto, cpu, cuda).")] = None,
+        device: Annotated[str | None, typer.Option(help="Continue on another device (auto, cpu, cuda or cuda:N); a default candidate time budget is recomputed for it.")] = None,
         max_time: MaxTime = None,
         quiet: opt.Quiet = False,
         as_json: opt.JsonFlag = False,
@@ -284,7 +277,7 @@ def register(app: typer.Typer) -> None:
         from capslab.nas.search import resume
 
         with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
-            result = resume(run, db=db, workers=_workers(workers), ray_address=ray_address,
+            result = resume(run, db=db, workers=workers, ray_address=ray_address,
                             device=device, progress=progress, max_time=max_time)
         _finish(result, as_json)
 

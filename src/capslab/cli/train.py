@@ -127,6 +127,7 @@ def register(app: typer.Typer) -> None:
         device: opt.Device = "auto",
         precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster after a warm-up).")] = False,
+        deterministic: opt.Deterministic = False,
         data_dir: opt.DataDir = None,
         download: Annotated[bool, typer.Option(help="Download missing dataset files when online (--no-download or CAPSLAB_OFFLINE=1: never).")] = True,
         augment: opt.Augment = True,
@@ -156,7 +157,7 @@ def register(app: typer.Typer) -> None:
             download=download, epochs=epochs, batch_size=batch_size, lr=lr, policy=policy,
             policy_options=opt.parse_key_values(policy_opt, "policy option"), optimizer=optimizer, subset=subset,
             test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
-            precision=precision, compile=compile_, resume=resume, tensorboard=tensorboard, augment=augment,
+            precision=precision, compile=compile_, deterministic=deterministic, resume=resume, tensorboard=tensorboard, augment=augment,
             reconstruction_weight=reconstruction_weight,
         )
         if config is not None:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from capslab.data.transforms import augment_batch
+from capslab.data.transforms import flip, flip_mask, shift, shift_offsets
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing (seed, epoch, stream)
 
@@ -79,10 +79,33 @@ class BatchLoader:
         epoch = self.epoch
         self.epoch += 1
         order = self.order(epoch).to(self.images.device)
-        aug_gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         # with drop_last, len() leaves out the partial last batch
-        for idx in order.split(self.batch_size)[: len(self)]:
+        batches = order.split(self.batch_size)[: len(self)]
+        plan = self._augmentation_plan(epoch, [len(idx) for idx in batches]) if self.augment else None
+        start = 0
+        for idx in batches:
             x = self.images[idx]
-            if self.augment:
-                x = augment_batch(x, aug_gen, self.max_shift, self.hflip)
+            if plan is not None:
+                offsets, flips = plan
+                end = start + len(idx)
+                if self.max_shift > 0 and x.numel():
+                    x = shift(x, offsets[:, start:end], self.max_shift)
+                if flips is not None and x.numel():
+                    x = flip(x, flips[start:end])
+                start = end
             yield x / 255.0, self.labels[idx]  # one kernel: uint8 -> float32 in [0, 1]
+
+    def _augmentation_plan(self, epoch: int, sizes: list[int]) -> tuple[Tensor, Tensor | None]:
+        """The epoch's shift offsets ``[2, N]`` and flips ``[N]``, drawn batch by batch on the
+        CPU in the order :func:`augment_batch` draws them (so the images are the same as a
+        batch-at-a-time draw), then copied to the device in one transfer each."""
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
+        offsets, flips = [], []
+        for b in sizes:
+            offsets.append(shift_offsets(b, self.max_shift, gen) if self.max_shift > 0
+                           else torch.zeros(2, b, dtype=torch.long))
+            if self.hflip:
+                flips.append(flip_mask(b, 0.5, gen))
+        dev = self.images.device
+        return (torch.cat(offsets, dim=1).to(dev),
+                torch.cat(flips).to(dev) if self.hflip else None)

@@ -1,4 +1,10 @@
-"""Training-time augmentation on whole batches (vectorised, no per-sample Python loop)."""
+"""Training-time augmentation on whole batches (vectorised, no per-sample Python loop).
+
+The random draws (:func:`shift_offsets`, :func:`flip_mask`) are made on the CPU from a seeded
+generator and kept apart from their application (:func:`shift`, :func:`flip`), so that a loader
+on a GPU can draw a whole epoch's offsets at once and copy them to the device in one transfer
+instead of waiting for a copy at every step.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def random_shift(images: Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> Tensor:
-    """Pad every image by ``max_shift`` zeros and crop back to its size at a random offset:
-    a random translation by up to ``max_shift`` pixels in each direction.
+def shift_offsets(batch: int, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Random crop offsets ``[2, batch]`` (rows, columns) in ``[0, 2 * max_shift]``, on the CPU."""
+    return torch.randint(0, 2 * int(max_shift) + 1, (2, batch), generator=generator)
 
-    ``images``: ``[B, C, H, W]``, any dtype (uint8 or float), any device. Offsets are drawn on
-    the CPU from ``generator``, so the result is a pure function of the generator's state.
+
+def shift(images: Tensor, offsets: Tensor, max_shift: int) -> Tensor:
+    """Pad every image by ``max_shift`` zeros and crop back to its size at ``offsets``
+    (``[2, B]``, on the images' device): a translation by up to ``max_shift`` pixels.
+
+    ``images``: ``[B, C, H, W]``, any dtype (uint8 or float), any device.
     """
-    if max_shift <= 0 or images.numel() == 0:
-        return images
     b, c, h, w = images.shape
     p = int(max_shift)
-    offsets = torch.randint(0, 2 * p + 1, (2, b), generator=generator).to(images.device)
     padded = F.pad(images, (p, p, p, p))  # [B, C, H+2p, W+2p]
     dev = images.device
     rows = offsets[0][:, None] + torch.arange(h, device=dev)  # [B, H]
@@ -28,12 +35,29 @@ def random_shift(images: Tensor, max_shift: int = 2, generator: torch.Generator 
     return out.reshape(b, c, h, w)
 
 
+def flip_mask(batch: int, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
+    """Which of ``batch`` images to flip, each with probability ``p``: bool ``[batch]``, CPU."""
+    return torch.rand(batch, generator=generator) < p
+
+
+def flip(images: Tensor, mask: Tensor) -> Tensor:
+    """The images whose ``mask`` entry is true flipped left-right."""
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
+
+
+def random_shift(images: Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> Tensor:
+    """:func:`shift` at offsets drawn from ``generator``: a pure function of its state."""
+    if max_shift <= 0 or images.numel() == 0:
+        return images
+    return shift(images, shift_offsets(images.shape[0], max_shift, generator).to(images.device),
+                 max_shift)
+
+
 def random_hflip(images: Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
     """Flip each image left-right with probability ``p`` (for CIFAR-like data, not digits)."""
     if p <= 0 or images.numel() == 0:
         return images
-    flip = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return flip(images, flip_mask(images.shape[0], p, generator).to(images.device))
 
 
 def augment_batch(images: Tensor, generator: torch.Generator | None = None, max_shift: int = 2,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -343,7 +344,7 @@ class _ReversibleMomentum(torch.autograd.Function):
         grad_v = torch.zeros_like(grad_out)  # dL/dv_{n+1} not counting the path through x_{n+1}
         grads: dict[int, Tensor] = {}
         for block in reversed(stack.blocks):
-            with torch.enable_grad(), torch.autocast(**ctx.autocast):  # this block's graph only
+            with torch.enable_grad(), _autocast(ctx.autocast):  # this block's graph only
                 state, f = momentum_unstep_with_grad(state, block, gamma, frac_bits, ctx.dtype)
                 x_in = f.x_in
                 params = [p for p in block.parameters() if p.requires_grad]
@@ -357,19 +358,35 @@ class _ReversibleMomentum(torch.autograd.Function):
             for p, g in zip(params, vjp[1:], strict=True):
                 if g is not None:
                     grads[id(p)] = grads[id(p)] + g if id(p) in grads else g
-        if state.v.any() or state.store.any():
-            # the reconstruction must land on v_0 = 0 with an empty store; anything else means
-            # a block is not deterministic (e.g. a nondeterministic GPU kernel)
-            raise RuntimeError(
-                "reversible momentum stack: reconstruction of the first block's input is not "
-                "exact (v_0 != 0); the blocks must be deterministic functions of their input"
-            )
+        # the reconstruction must land on v_0 = 0 with an empty store; anything else means a
+        # block is not deterministic (e.g. a nondeterministic GPU kernel)
+        _check_exact_reconstruction(state.v.any() | state.store.any())
         param_grads = [grads.get(id(p)) for p in ctx.stack.flat_parameters()]
         return (grad_x if ctx.needs_input_grad[0] else None, None, *param_grads)
 
 
-def _autocast_state(device_type: str) -> dict:
-    """Keyword arguments of ``torch.autocast`` that reproduce the current autocast state."""
+INEXACT_RECONSTRUCTION = (
+    "reversible momentum stack: reconstruction of the first block's input is not exact "
+    "(v_0 != 0); the blocks must be deterministic functions of their input"
+)
+
+
+def _check_exact_reconstruction(inexact: Tensor) -> None:
+    """Raise when ``inexact`` (a 0-d bool) is true. On the CPU reading it costs nothing; on a
+    GPU the check is queued on the device (``torch._assert_async``), so the backward pass
+    never waits for the host: a failure surfaces at the next synchronisation."""
+    if inexact.device.type == "cpu":
+        if inexact:
+            raise RuntimeError(INEXACT_RECONSTRUCTION)
+    else:
+        torch._assert_async(~inexact, INEXACT_RECONSTRUCTION)
+
+
+def _autocast_state(device_type: str) -> dict | None:
+    """Keyword arguments of ``torch.autocast`` that reproduce the current autocast state
+    (``None`` on a device without autocast, such as ``meta``)."""
+    if not torch.amp.is_autocast_available(device_type):
+        return None
     enabled = torch.is_autocast_enabled(device_type)
     return {
         "device_type": device_type,
@@ -377,6 +394,10 @@ def _autocast_state(device_type: str) -> dict:
         "enabled": enabled,
         "cache_enabled": torch.is_autocast_cache_enabled(),
     }
+
+
+def _autocast(state: dict | None):
+    return nullcontext() if state is None else torch.autocast(**state)
 
 
 class _Evaluated(NamedTuple):

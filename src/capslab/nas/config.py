@@ -141,6 +141,16 @@ class SearchConfig(Settings):
             self.time_limit = default_time_limit(self.training)
         self.build_space()  # refuse a bad space now, not mid-run
 
+    def on_device(self, device: str) -> SearchConfig:
+        """This search continued on ``device``. A candidate time budget that was the default
+        for the old device (:func:`~capslab.nas.evaluate.default_time_limit`) is computed
+        afresh for the new one; a budget given explicitly stays."""
+        training = self.training.replace(device=device)
+        limit = self.time_limit
+        if limit and limit == default_time_limit(self.training):
+            limit = default_time_limit(training)
+        return self.replace(training=training, time_limit=limit)
+
     def build_space(self) -> SearchSpace:
         return SearchSpace.for_dataset(self.training.dataset, **self.space)
 

@@ -289,6 +289,14 @@ def _call(evaluator: EvaluatorFn, genotype: Genotype, options: dict[str, Any]) -
     return evaluator(genotype, **options)
 
 
+def default_workers(device_kind: str) -> int:
+    """How many candidates one machine evaluates at once by default: one per CPU core on the
+    CPU; one on CUDA, whatever the cores, since every process would hold a CUDA context of its
+    own on the same GPU while each candidate's time budget assumes a GPU to itself (sharing
+    GPUs among candidates is Ray's work: ``--ray-address``)."""
+    return 1 if device_kind == "cuda" else max(1, os.cpu_count() or 1)
+
+
 def make_pool(
     evaluator: EvaluatorFn,
     workers: int = 1,

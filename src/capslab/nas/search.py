@@ -56,7 +56,7 @@ from capslab.nas.config import (
     open_journal,
     write_run_file,
 )
-from capslab.nas.evaluate import candidate_folder
+from capslab.nas.evaluate import candidate_folder, device_kind
 from capslab.nas.fidelity import promote
 from capslab.nas.journal import Journal
 from capslab.nas.operators import (
@@ -66,7 +66,13 @@ from capslab.nas.operators import (
     GenotypeSampling,
     SinglePointCrossover,
 )
-from capslab.nas.parallel import SerialPool, busy_seconds, make_pool, overall_utilisation
+from capslab.nas.parallel import (
+    SerialPool,
+    busy_seconds,
+    default_workers,
+    make_pool,
+    overall_utilisation,
+)
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
 from capslab.nas.schema import EvaluationRecord, GenerationTiming, database_url
 from capslab.nas.space import SearchSpace, genotype_key
@@ -381,6 +387,8 @@ def run_search(
         require_files(config.training.dataset, config.training.data_dir,
                       download=config.training.download)
     evaluator = evaluator or config.evaluator(run_dir)
+    if workers == 0:  # the default for the device: one per core, one on a GPU
+        workers = default_workers(device_kind(config.training.device))
     # the pool first: a Ray address that refuses the connection leaves no run folder behind
     with make_pool(evaluator, workers, ray_address, mp_context) as pool:
         url = database_url(db, run_dir)
@@ -412,11 +420,13 @@ def resume(
     journal, info = open_journal(run_dir, db)
     with journal:
         config = SearchConfig.from_dict(info["config"])
-        if device is not None:
-            config = config.replace(training=config.training.replace(device=device))
         recorded = journal.run_info()["config"]
         if not config.identity_matches(recorded):
             raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
+        if device is not None:
+            config = config.on_device(device)
         evaluator = evaluator or config.evaluator(run_dir)
+        if workers == 0:  # the default for the device: one per core, one on a GPU
+            workers = default_workers(device_kind(config.training.device))
         with make_pool(evaluator, workers, ray_address, mp_context) as pool:
             return _drive(config, journal, pool, progress, run_dir, deadline)

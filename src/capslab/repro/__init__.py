@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from capslab.device import resolve_device
 from capslab.errors import ConfigError, RunMismatchError
 from capslab.io import atomic_write_text
 from capslab.repro import capsnet, fastrcaps, mocaps, nascaps
@@ -79,10 +80,8 @@ def default_device(scale: str) -> str:
 
 def _context(scale: str, out: str | Path, device: str | None, data_dir: str | Path | None,
              tracker: Tracker) -> Context:
-    from capslab.profiling import measurement_device
-
     device = device or default_device(scale)
-    measurement_device(device)  # a bad name, or CUDA asked for where there is none
+    resolve_device(device)  # a bad name, or CUDA asked for where there is none
     return Context(check_scale(scale), Path(out), device,
                    None if data_dir is None else str(data_dir), tracker)
 

@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capslab.data import dataset_info
+from capslab.data.registry import split_spec
+from capslab.device import cpu_name
 from capslab.errors import ConfigError
 from capslab.experiments import finished_summary, run_or_reuse
 from capslab.train.callbacks import Callback, StepInfo
 from capslab.train.config import TrainConfig
+from capslab.train.estimate import estimate_epochs, measure_rates
+from capslab.train.policies import build_schedule
 
 SCALES = ("smoke", "cpu", "paper")
 #: what each scale is for, in words (``capslab repro --list``)
@@ -185,8 +190,6 @@ def drop_checkpoints(folder: Path, keep: Sequence[str] = ()) -> None:
 
 def split_size(dataset: str, split: str, subset: int | None) -> int:
     """Images a run uses from ``split`` of ``dataset``: the subset, or the whole split."""
-    from capslab.data.registry import split_spec
-
     size = split_spec(dataset, split).size
     return size if subset is None else min(size, subset)
 
@@ -210,8 +213,6 @@ def describe_training(cfg: TrainConfig) -> str:
 def machine(device: str = "cpu") -> dict[str, Any]:
     """This machine in a few words: CPU model, torch threads, device, versions."""
     import torch
-
-    from capslab.bench import cpu_name
 
     dev = device
     if device in ("auto", "cuda") or device.startswith("cuda:"):
@@ -243,10 +244,6 @@ def estimate_training(runs: Sequence[PlannedRun], device: str, steps: int = 2,
     batch size its runs use (:func:`capslab.train.estimate.measure_rates`); each run's schedule
     then gives its seconds (:func:`capslab.train.estimate.estimate_epochs`).
     """
-    from capslab.data import dataset_info
-    from capslab.train.estimate import estimate_epochs, measure_rates
-    from capslab.train.policies import build_schedule
-
     schedules, groups = [], {}
     for run in runs:
         cfg = run.config

@@ -160,16 +160,27 @@ class TensorBoardLogger(Callback):
                 "TensorBoard logging needs the tensorboard package: pip install 'capslab[tensorboard]'"
             ) from exc
         self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.losses: list[tuple[int, Tensor]] = []
 
     def on_step_end(self, step: StepInfo) -> None:
         self.writer.add_scalar("step/lr", step.lr, step.global_step)
         self.writer.add_scalar("step/batch_size", step.batch_size, step.global_step)
-        self.writer.add_scalar("step/loss", float(step.loss), step.global_step)
+        # the losses stay on the device until the epoch ends: one read an epoch, not a step
+        self.losses.append((step.global_step, step.loss))
+
+    def _write_losses(self) -> None:
+        if self.losses:
+            values = torch.stack([loss for _, loss in self.losses]).tolist()
+            for (global_step, _), value in zip(self.losses, values, strict=True):
+                self.writer.add_scalar("step/loss", value, global_step)
+            self.losses = []
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
+        self._write_losses()
         split = held_out_split(record)
         for key in ("train_loss", f"{split}_loss", f"{split}_accuracy", "lr", "batch_size"):
             self.writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
 
     def close(self) -> None:
+        self._write_losses()  # an interrupted epoch's steps too
         self.writer.close()

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from capslab.data import dataset_info
+from capslab.data.registry import split_spec
+from capslab.device import check_device_name
 from capslab.errors import ConfigError
+from capslab.models import check_model_options
+from capslab.quantize import check_bits
 from capslab.settings import Settings
 from capslab.train.policy_options import make_policy_options
 
@@ -29,8 +34,11 @@ class TrainingSettings(Settings):
     ``compile=True`` runs the forward passes through
     ``torch.compile`` (same maths). ``download`` (default ``True``): missing dataset files are
     downloaded from the official URLs (never when ``$CAPSLAB_OFFLINE`` is set; see docs/data.md).
-    ``device``, ``data_dir``, ``download``, ``eval_batch_size`` and ``compile`` do not change the
-    results and are not part of :meth:`identity`.
+    ``deterministic=True`` makes a CUDA run repeatable bit for bit (cuDNN's deterministic
+    algorithms, no TF32; :func:`capslab.device.configure_backends`), at a cost in speed; CPU
+    runs are repeatable either way. ``device``, ``data_dir``, ``download``, ``eval_batch_size``,
+    ``compile`` and ``deterministic`` do not change what is trained (only, on a GPU, its last
+    bits) and are not part of :meth:`identity`.
     """
 
     model: str = "capsnet"
@@ -55,9 +63,10 @@ class TrainingSettings(Settings):
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
+    deterministic: bool = False
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
-        "data_dir", "download", "eval_batch_size", "device", "compile",
+        "data_dir", "download", "eval_batch_size", "device", "compile", "deterministic",
     )
     WHAT: ClassVar[str] = "training setting"
 
@@ -69,19 +78,14 @@ class TrainingSettings(Settings):
                 _positive(name, getattr(self, name))
         if self.reconstruction_weight < 0 or self.weight_decay < 0:
             raise ConfigError("reconstruction_weight and weight_decay must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device)
         if self.optimizer == "ranger21" and self.policy != "fixed":
             raise ConfigError(
                 "optimizer ranger21 plans its own warm-up and warm-down of the learning rate; "
                 f"use policy 'fixed' with it (got {self.policy!r})"
             )
-        from capslab.data import dataset_info
-        from capslab.models import check_model_options
         dataset_info(self.dataset)  # an unknown dataset is refused here, before any file
         if self.val_size is not None:
-            from capslab.data.registry import split_spec
-
             available = split_spec(self.dataset, "train").size
             if self.val_size >= available:
                 raise ConfigError(
@@ -140,8 +144,6 @@ class TrainConfig(TrainingSettings):
             if self.stop_after > self.epochs:
                 raise ConfigError(f"stop_after {self.stop_after} is beyond the run's {self.epochs} epochs")
         if self.eval_weight_bits is not None:
-            from capslab.quantize import check_bits
-
             check_bits(self.eval_weight_bits, "eval_weight_bits")
 
 

@@ -18,6 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from capslab.bench import Variant, measure_variant
+from capslab.device import cpu_name, resolve_device
+from capslab.models import create_model
+from capslab.optim import create_optimizer
 from capslab.train.policies import Schedule
 
 
@@ -61,16 +65,11 @@ def measure_rates(
 ) -> tuple[dict[int, float], float]:
     """Training images/s at each batch size and evaluation images/s, measured on ``device``
     with the model and optimiser that ``capslab train`` would build."""
-    from capslab.bench import Variant, measure_variant
-    from capslab.models import create_model
-    from capslab.profiling import measurement_device
-    from capslab.train.loop import create_optimizer
-
     net = create_model(model, **dict(model_options or {}))
     variant = Variant(model, lambda: net,  # built once: its image shape is needed first
                       optimizer=lambda params: create_optimizer(optimizer, params, 1e-3))
     shape = tuple(net.image_shape)
-    r = measure_variant(variant, measurement_device(device), steps, warmup, shape,
+    r = measure_variant(variant, resolve_device(device), steps, warmup, shape,
                         batch_sizes=tuple(sorted(set(batch_sizes))),
                         infer_batch_sizes=(eval_batch_size,), peak_memory=False)
     train = {int(b): rate for b, rate in r.train_images_per_s.items()}
@@ -87,8 +86,6 @@ def estimate_run(schedule: Schedule, model: str = "capsnet",
     "train_images_per_s" (by batch size), "eval_images_per_s", "epochs": [...],
     "total_seconds"}``.
     """
-    from capslab.bench import cpu_name
-
     sizes = [schedule.batch_size(e) for e in range(schedule.epochs)]
     train, evaluation = measure_rates(sizes, model, model_options, eval_batch_size, device,
                                       optimizer, steps, warmup)

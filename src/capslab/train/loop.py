@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from capslab.allocator import keep_freed_memory_for
 from capslab.checkpoint import (
@@ -32,12 +32,12 @@ from capslab.checkpoint import (
     set_rng_state,
 )
 from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
-from capslab.device import autocast, resolve_device
+from capslab.device import autocast, check_precision, configure_backends, resolve_device
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.evaluation import evaluate
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
-from capslab.models import create_model
+from capslab.models import CapsuleOutput, create_model
 from capslab.optim import create_optimizer
 from capslab.quantize import evaluate_quantized
 from capslab.results import SUMMARY_FILE, versioned, write_json
@@ -49,6 +49,7 @@ from capslab.train.callbacks import (
     TimeBudget,
 )
 from capslab.train.config import TrainConfig
+from capslab.train.plots import plot_history, plot_reconstructions
 from capslab.train.policies import Schedule, build_schedule
 
 METRICS_FILE = "metrics.jsonl"
@@ -155,13 +156,15 @@ def open_run_folder(config: TrainConfig) -> Path | None:
     return out
 
 
-def resume_state(config: TrainConfig, out: Path | None, model: nn.Module, optimizer, device) -> RunState:
+def resume_state(config: TrainConfig, out: Path | None, model: nn.Module, optimizer) -> RunState:
     """The state in ``out/last.pt`` loaded into ``model`` and ``optimizer`` when resuming,
     else a fresh state."""
     if out is None or not config.resume or not (out / "last.pt").exists():
         return RunState()
     last = out / "last.pt"
-    ckpt = load_checkpoint(last, map_location=device)
+    # read on the CPU: load_state_dict copies the weights and optimiser state to the model's
+    # device, and the random-number states must stay CPU byte tensors
+    ckpt = load_checkpoint(last, map_location="cpu")
     check_compatible(ckpt, config.identity(), last)
     try:
         model.load_state_dict(ckpt["model"])
@@ -201,20 +204,11 @@ def train_epoch(
     steps = len(loader)
     for step, (images, labels) in enumerate(loader):
         lr = schedule.lr(epoch, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(device, config.precision):
-            output = forward(images, labels)
-        loss, margin, recon = capsule_loss(
-            output.lengths.float(), labels,
-            None if output.reconstruction is None else output.reconstruction.float(),
-            images, config.reconstruction_weight,
-        )
+        loss, output, (margin, recon) = step_loss(config, forward, images, labels)
+        # the one host synchronisation of a step, and only every check_every steps off the CPU
         if (step % check_every == 0 or step == steps - 1) and not torch.isfinite(loss):
             _raise_non_finite(loss, margin, recon, epoch, step, out)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(optimizer, loss, lr)
         n = labels.shape[0]
         loss = loss.detach()
         loss_sum += loss * n
@@ -236,6 +230,36 @@ def train_epoch(
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds if seconds > 0 else float("nan"),
     }
+
+
+def step_loss(config: TrainConfig, forward: nn.Module, images: Tensor, labels: Tensor,
+              ) -> tuple[Tensor, CapsuleOutput, tuple[Tensor, Tensor]]:
+    """The forward pass and loss of one training step, with no host synchronisation (the
+    tests run it on PyTorch's ``meta`` device, where any read of a value fails).
+
+    Args:
+        images: ``[B, C, H, W]`` in [0, 1] on the training device; labels: ``[B]``.
+
+    Returns:
+        ``(loss, output, (margin, reconstruction))``: 0-d losses on the device.
+    """
+    with autocast(labels.device, config.precision):
+        output = forward(images, labels)
+    loss, margin, recon = capsule_loss(
+        output.lengths.float(), labels,
+        None if output.reconstruction is None else output.reconstruction.float(),
+        images, config.reconstruction_weight,
+    )
+    return loss, output, (margin, recon)
+
+
+def optimizer_step(optimizer, loss: Tensor, lr: float) -> None:
+    """Backward pass and one optimiser step at learning rate ``lr`` (no host synchronisation)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def _raise_non_finite(loss, margin, recon, epoch: int, step: int, out: Path | None):
@@ -289,8 +313,6 @@ def finish_run(out: Path, config: TrainConfig, model: nn.Module, eval_set: Image
     """Plots (curves, reconstructions) and ``summary.json``."""
     history = summary["history"]
     if config.plots and history:
-        from capslab.train.plots import plot_history, plot_reconstructions
-
         plot_history(history, out / "curves.png")
         if getattr(model, "decoder", None) is not None:
             sample = eval_set.subset(torch.arange(min(8, len(eval_set))))
@@ -327,6 +349,8 @@ def train(
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
+    check_precision(device, config.precision)
+    configure_backends(device, config.deterministic)
     seed_everything(config.seed)
     train_set, eval_set = prepare_data(config)
     model = build_model(config, train_set.info).to(device)
@@ -335,7 +359,7 @@ def train(
     optimizer = create_optimizer(config.optimizer, model.parameters(), schedule.lr(0, 0),
                                  config.weight_decay, schedule.total_steps)
     out = open_run_folder(config)
-    state = resume_state(config, out, model, optimizer, device)
+    state = resume_state(config, out, model, optimizer)
     if out is not None:
         write_json(out / "config.json", "config", config.to_dict())
     hooks = [*default_callbacks(config, out, progress, started), *callbacks]
