@@ -32,6 +32,21 @@ def squash(s: Tensor, dim: int = -1, eps: float = EPS) -> Tensor:
     return s * (sq / (1.0 + sq) / torch.sqrt(sq + eps))
 
 
+def exp_squash(s: Tensor, dim: int = -1, eps: float = EPS) -> Tensor:
+    """Efficient-CapsNet's squash: ``(1 - exp(-|s|)) * s / |s|``.
+
+    Lengths rise faster than Sabour's ``|s|^2 / (1 + |s|^2)`` near zero (slope 1 instead of
+    0), which Mazzia et al. found to train the non-iterative routing better.
+
+    Args:
+        s: ``[..., D, ...]`` capsule vectors along ``dim``.
+    Returns:
+        Tensor of the same shape whose vectors keep their direction and have length in [0, 1).
+    """
+    norm = safe_norm(s, dim=dim, keepdim=True, eps=eps)
+    return s * (-torch.expm1(-norm) / norm)
+
+
 def capsule_lengths(v: Tensor) -> Tensor:
     """``[B, N, D] -> [B, N]``: length of every capsule (the class probability in CapsNet)."""
     return safe_norm(v, dim=-1)

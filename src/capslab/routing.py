@@ -1,6 +1,8 @@
 """Routing algorithms between a layer of input capsules and a layer of output capsules.
 
-All functions take the prediction vectors ``u_hat`` of shape ``[B, n_in, n_out, D]``
+Routing-by-agreement (RBA), scaled-distance-agreement (SDA), Efficient-CapsNet's
+self-attention routing, and routing over capsule grids. All functions take the prediction
+vectors ``u_hat`` of shape ``[B, n_in, n_out, D]``
 (``u_hat[b, i, j]`` is input capsule ``i``'s prediction for output capsule ``j``) and return
 the output capsules ``v`` of shape ``[B, n_out, D]``. Coupling coefficients are always a softmax
 over the OUTPUT capsules ``j`` (dim 2), never over the inputs: that axis is pinned by a test.
@@ -14,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from capslab.ops import safe_norm, squash
+from capslab.ops import exp_squash, safe_norm, squash
 
 # Hook of post-training quantization (capslab.quantize): a function applied to every tensor of
 # coupling coefficients that the routings below compute, or None. Only capslab.quantize sets it,
@@ -228,6 +230,34 @@ def scaled_distance_agreement(
         return sda_inverse_temperature(d_o, d_o / 2, n_out, p) * d
 
     return route(by_output.transpose(1, 2), num_iterations, distance_update, detach_intermediate, bias)[0]
+
+
+def self_attention_routing(u_hat: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Efficient-CapsNet's non-iterative self-attention routing (Mazzia et al. 2021).
+
+    For each output ``j`` the predictions attend to each other: ``A_j = U_j U_j^T / sqrt(D)``
+    with ``U_j = u_hat[:, :, j]`` (``[n_in, D]``); input ``i``'s logit for ``j`` is the row sum
+    ``sum_k A_j[i, k]``, and the couplings are its softmax over the outputs, as in every
+    routing here. Then ``s_j = sum_i (c_ij + b_ij) u_hat[j|i]`` and ``v_j`` is
+    :func:`~capslab.ops.exp_squash` of it. The row sum is computed as ``<u_hat[j|i], sum_k
+    u_hat[j|k]>``: the same number without the ``n_in x n_in`` matrix.
+
+    Args:
+        u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
+        bias: optional ``[n_in, n_out]`` log-prior ``b_ij`` added to the couplings (learned,
+            initialised to zero in Efficient-CapsNet).
+    Returns:
+        ``v`` of shape ``[B, n_out, D]``.
+    """
+    d = u_hat.shape[-1]
+    by_output = u_hat.transpose(1, 2)  # [B, n_out, n_in, D]
+    total = by_output.sum(dim=2, keepdim=True)  # [B, n_out, 1, D]
+    logits = (by_output * total).sum(dim=-1) / math.sqrt(d)  # [B, n_out, n_in]
+    c = coupling_coefficients(logits.transpose(1, 2))  # [B, n_in, n_out], softmax over outputs
+    if bias is not None:
+        c = c + bias
+    s = torch.einsum("bij,bijd->bjd", c, u_hat)
+    return exp_squash(s)
 
 
 # --- routing over capsule grids (convolutional capsules) ---------------------------------------

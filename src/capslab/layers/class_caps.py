@@ -7,9 +7,14 @@ from torch import Tensor, nn
 
 from capslab.errors import ConfigError
 from capslab.ops import safe_norm
-from capslab.routing import dynamic_routing, dynamic_routing_from_poses, scaled_distance_agreement
+from capslab.routing import (
+    dynamic_routing,
+    dynamic_routing_from_poses,
+    scaled_distance_agreement,
+    self_attention_routing,
+)
 
-ROUTINGS = ("rba", "sda")
+ROUTINGS = ("rba", "sda", "self-attention")
 #: initial value of the SDA bias (the momentum paper's code)
 SDA_BIAS_INIT = 0.1
 #: From this batch size on, routing-by-agreement without shared matrices is computed from the
@@ -26,8 +31,10 @@ class ClassCaps(nn.Module):
         in_dim: input capsule dimension.
         num_out: output capsules (classes for the last layer).
         out_dim: output capsule dimension.
-        routing: ``"rba"`` (routing-by-agreement) or ``"sda"`` (scaled-distance-agreement).
-        num_iterations: routing iterations.
+        routing: ``"rba"`` (routing-by-agreement), ``"sda"`` (scaled-distance-agreement) or
+            ``"self-attention"`` (Efficient-CapsNet's, one pass: it has a learned
+            ``[n_in, n_out]`` log-prior ``routing_bias``, initialised to zero).
+        num_iterations: routing iterations (RBA and SDA).
         share_types: if set, the number of input capsule TYPES; one matrix per (type, output)
             is shared across the ``n_in / share_types`` grid positions of that type (FasTrCaps
             weight sharing). Inputs must be type-major as produced by :class:`PrimaryCaps`.
@@ -64,6 +71,8 @@ class ClassCaps(nn.Module):
         # [n_mat, d_in, n_out * d_out]: one batched matmul per forward, no big temporaries
         self.weight = nn.Parameter(torch.randn(n_mat, in_dim, num_out * out_dim) * init_std)
         self.bias = nn.Parameter(torch.full((num_out, out_dim), SDA_BIAS_INIT)) if sda_bias else None
+        self.routing_bias = (nn.Parameter(torch.zeros(num_in, num_out))
+                             if routing == "self-attention" else None)
 
     def predictions(self, u: Tensor) -> Tensor:
         """``[B, n_in, d_in] -> u_hat [B, n_in, n_out, d_out]``."""
@@ -84,6 +93,8 @@ class ClassCaps(nn.Module):
                 and u.shape[0] >= FROM_POSES_MIN_BATCH):
             return dynamic_routing_from_poses(u, self.weight, self.num_out, self.num_iterations)
         u_hat = self.predictions(u)
+        if self.routing == "self-attention":
+            return self_attention_routing(u_hat, self.routing_bias)
         if self.routing == "sda":
             return scaled_distance_agreement(u_hat, safe_norm(u, dim=-1), self.num_iterations,
                                              bias=self.bias)

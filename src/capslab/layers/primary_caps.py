@@ -1,11 +1,12 @@
-"""The convolutional stem and the PrimaryCaps layer of Sabour et al."""
+"""The convolutional stem and the primary capsule layers: Sabour et al.'s PrimaryCaps and
+Efficient-CapsNet's depthwise primary capsules."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from capslab.ops import conv2d_as_gemm, squash
+from capslab.ops import conv2d_as_gemm, exp_squash, squash
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
@@ -86,3 +87,33 @@ class PrimaryCaps(nn.Module):
         # channel c = t*D + d: type-major capsules of D dims
         y = y.view(b, self.num_types, self.capsule_dim, h * w).transpose(2, 3)
         return squash(y.reshape(b, self.num_types * h * w, self.capsule_dim))
+
+
+class DepthwisePrimaryCaps(nn.Module):
+    """Efficient-CapsNet's primary capsules: a depthwise convolution (one ``kernel_size``
+    filter per channel) whose outputs are read as capsules of ``capsule_dim``, squashed with
+    :func:`~capslab.ops.exp_squash`.
+
+    ``[B, C, H, W] -> [B, (C / capsule_dim) * H' * W', capsule_dim]``, type-major like
+    :class:`PrimaryCaps` (channel ``c`` is dimension ``c % D`` of type ``c // D``). With
+    ``kernel_size`` equal to the input size (Efficient-CapsNet: 9x9 on 9x9x128) the grid is 1x1
+    and the layer holds ``C / D`` capsules for ``C * (K * K + 1)`` parameters.
+    """
+
+    def __init__(self, channels: int = 128, capsule_dim: int = 8, kernel_size: int = 9,
+                 stride: int = 1):
+        super().__init__()
+        if channels % capsule_dim:
+            raise ValueError(f"{channels} channels do not split into capsules of {capsule_dim}")
+        self.num_types = channels // capsule_dim
+        self.capsule_dim = capsule_dim
+        self.conv = nn.Conv2d(channels, channels, kernel_size, stride, groups=channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)  # [B, C, H', W']
+        b, _, h, w = y.shape
+        y = y.view(b, self.num_types, self.capsule_dim, h * w).transpose(2, 3)
+        return exp_squash(y.reshape(b, self.num_types * h * w, self.capsule_dim))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_types} types x {self.capsule_dim}-D, depthwise"

@@ -3,6 +3,7 @@
 from capslab.models import (
     capsnet,  # noqa: F401  (registers "capsnet")
     deepcaps,  # noqa: F401  (registers "deepcaps")
+    efficient_capsnet,  # noqa: F401  (registers "efficient-capsnet")
     genotype_net,  # noqa: F401  (registers "genotype")
     momentum,  # noqa: F401  (registers "rescapsnet", "mocapsnet")
 )
