@@ -14,7 +14,6 @@ from capslab.ops import exp_squash
 from capslab.routing import self_attention_routing
 
 
-
 def reference_self_attention(u_hat, bias):
     """Mazzia et al.'s equations taken literally, one output at a time, in float64: the
     n_in x n_in attention matrix of each output, its row sums, a softmax over the outputs."""
