@@ -228,3 +228,28 @@ def test_rows_of_finished_devices_are_written_before_the_next_device(monkeypatch
     doc = json.loads((tmp_path / "bench.json").read_text())
     assert doc["complete"] is False and [r["device"] for r in doc["results"]] == ["cpu"]
     assert doc["device_names"] == {"cpu": bench.cpu_name()}
+
+
+def test_efficient_capsnet_rows_beside_their_plain_reference(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from capslab.cli.main import app
+
+    monkeypatch.setattr(bench, "EFFICIENT_BATCH_SIZES", (1, 2))
+    variants = bench.default_variants(model="efficient-capsnet")
+    assert [v.name for v in variants][:2] == [
+        "plain eager (benchmarks/plain_efficient_capsnet.py)", "capslab efficient-capsnet"]
+    plain, ours = variants[0].factory(), variants[1].factory()
+    count = sum(p.numel() for n, p in plain.named_parameters() if not n.startswith("decoder"))
+    assert count == 161_824 == sum(p.numel() for n, p in ours.named_parameters()
+                                   if not n.startswith("decoder"))
+    result = CliRunner().invoke(app, ["bench", "--model", "efficient-capsnet", "--steps", "1",
+                                      "--warmup", "0", "--device", "cpu", "--same-process",
+                                      "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["model"] == "efficient-capsnet" and doc["ceilings"] == []
+    assert doc["batch_sizes"] == [1, 2] and doc["complete"] is True
+    assert {r["variant"] for r in doc["results"]} >= {"capslab efficient-capsnet"}
+    bad = CliRunner().invoke(app, ["bench", "--model", "resnet", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "resnet" in bad.stderr and not (tmp_path / "bad").exists()

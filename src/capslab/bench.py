@@ -31,6 +31,7 @@ from torch import nn
 
 from capslab.allocator import keep_freed_memory_for, keeps_freed_memory
 from capslab.device import autocast, cpu_name, device_name, resolve_device
+from capslab.errors import ConfigError
 from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.optim import create_optimizer
@@ -38,11 +39,17 @@ from capslab.profiling import block_seconds, interleaved_rounds, training_step_p
 from capslab.results import write_json
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
+#: the plain eager Efficient-CapsNet (``capslab bench --model efficient-capsnet``)
+EFFICIENT_REFERENCE_FILE = REFERENCE_FILE.with_name("plain_efficient_capsnet.py")
+#: the models ``capslab bench`` compares with a plain implementation of their own
+BENCH_MODELS = ("capsnet", "efficient-capsnet")
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.results.write_json`)
 REPORT_KIND = "bench"
 #: the batch sizes of every row: WarmAdaBatch's first phase, a small batch, the usual batch;
 #: the ceiling and the peak memory are measured at the largest
 BATCH_SIZES = (1, 16, 128)
+#: Efficient-CapsNet's rows add batch 64 (its paper-scale reproduction trains at 64)
+EFFICIENT_BATCH_SIZES = (1, 16, 64, 128)
 #: images per timed block at least: a small batch is timed over consecutive steps, as a
 #: training loop runs them, and over a similar span of time as a large one
 MIN_TIMED_IMAGES = 32
@@ -100,14 +107,16 @@ class Ceiling:
         return asdict(self)
 
 
-def load_plain_reference(path: Path = REFERENCE_FILE) -> Callable[[], nn.Module] | None:
-    """The plain eager CapsNet kept in ``benchmarks/`` (None outside a source checkout)."""
+def load_plain_reference(path: Path = REFERENCE_FILE, name: str = "PlainCapsNet",
+                         ) -> Callable[[], nn.Module] | None:
+    """The plain eager model class ``name`` kept in ``benchmarks/`` (None outside a source
+    checkout)."""
     if not path.is_file():
         return None
-    spec = importlib.util.spec_from_file_location("capslab_plain_capsnet", path)
+    spec = importlib.util.spec_from_file_location(f"capslab_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.PlainCapsNet
+    return getattr(module, name)
 
 
 def bench_devices(name: str) -> list[torch.device]:
@@ -136,19 +145,50 @@ def compiled_capsnet() -> nn.Module:
     return torch.compile(capsnet())
 
 
-def default_variants(include_plain: bool = True, compile_: bool = False, bf16: bool = False) -> list[Variant]:
+def plain_efficient_capsnet() -> nn.Module:
+    """The plain eager Efficient-CapsNet (needs a source checkout)."""
+    plain = load_plain_reference(EFFICIENT_REFERENCE_FILE, "PlainEfficientCapsNet")
+    if plain is None:
+        raise FileNotFoundError(f"the plain reference {EFFICIENT_REFERENCE_FILE} is only in a "
+                                "source checkout")
+    return plain()
+
+
+def efficient_capsnet() -> nn.Module:
+    """CapsLab's MNIST Efficient-CapsNet, as ``capslab train`` builds it."""
+    return create_model("efficient-capsnet")
+
+
+def compiled_efficient_capsnet() -> nn.Module:
+    return torch.compile(efficient_capsnet())
+
+
+def default_variants(include_plain: bool = True, compile_: bool = False, bf16: bool = False,
+                     model: str = "capsnet") -> list[Variant]:
     """The reference first (when this is a checkout), then CapsLab as ``capslab train`` runs it,
-    in channels-last, compiled (``compile_``) and under bf16 autocast (``bf16``). Their
-    factories are module-level functions, so a worker process can rebuild them."""
+    in channels-last, compiled (``compile_``) and under bf16 autocast (``bf16``), for ``model``
+    (one of :data:`BENCH_MODELS`). Their factories are module-level functions, so a worker
+    process can rebuild them."""
+    if model not in BENCH_MODELS:
+        raise ConfigError(f"capslab bench measures {', '.join(BENCH_MODELS)}; got {model!r}")
+    if model == "capsnet":
+        reference, plain, ours, compiled = REFERENCE_FILE, plain_capsnet, capsnet, compiled_capsnet
+        prefix = "capslab"
+    else:
+        reference, plain, ours, compiled = (EFFICIENT_REFERENCE_FILE, plain_efficient_capsnet,
+                                            efficient_capsnet, compiled_efficient_capsnet)
+        prefix = "capslab efficient-capsnet"
     variants = []
-    if include_plain and REFERENCE_FILE.is_file():
-        variants.append(Variant("plain eager (benchmarks/)", plain_capsnet, optimizer=naive_adam))
-    variants.append(Variant("capslab", capsnet))
-    variants.append(Variant("capslab channels-last", capsnet, channels_last=True))
+    if include_plain and reference.is_file():
+        variants.append(Variant(f"plain eager (benchmarks/{reference.name})"
+                                if model != "capsnet" else "plain eager (benchmarks/)",
+                                plain, optimizer=naive_adam))
+    variants.append(Variant(prefix, ours))
+    variants.append(Variant(f"{prefix} channels-last", ours, channels_last=True))
     if compile_:
-        variants.append(Variant("capslab compiled", compiled_capsnet))
+        variants.append(Variant(f"{prefix} compiled", compiled))
     if bf16:
-        variants.append(Variant("capslab bf16 autocast", capsnet, precision="bf16"))
+        variants.append(Variant(f"{prefix} bf16 autocast", ours, precision="bf16"))
     return variants
 
 
@@ -470,17 +510,18 @@ def run_benchmark(
 
 def write_results(results: list[BenchResult], out_dir: str | os.PathLike,
                   ceilings: list[Ceiling] = (), isolated: bool = False,
-                  complete: bool = True) -> Path:
+                  complete: bool = True, model: str = "capsnet") -> Path:
     """Write ``bench.json`` into ``out_dir`` (atomically): a versioned ``capslab-bench``
     document with the torch version, the CPU, its threads, what computes on each device of the
     rows (``device_names``: the CPU's model, GPU N's name for ``cuda:N``), whether every row
     ran in its own process (``isolated``), whether every device asked for was measured
-    (``complete``), the ceilings and every result. Returns its path."""
+    (``complete``), the ``model`` measured, the ceilings and every result. Returns its path."""
     measured = dict.fromkeys([r.device for r in results] + [c.device for c in ceilings])
     payload = {
         "torch": torch.__version__,
         "cpu": cpu_name(),
         "device_names": {d: device_name(d) for d in measured},
+        "model": model,
         "complete": complete,
         "threads": torch.get_num_threads(),
         "isolated": isolated,

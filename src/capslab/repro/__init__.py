@@ -30,7 +30,7 @@ from typing import Any
 from capslab.device import resolve_device
 from capslab.errors import ConfigError, RunMismatchError
 from capslab.io import atomic_write_text
-from capslab.repro import capsnet, fastrcaps, mocaps, nascaps
+from capslab.repro import capsnet, efficient_capsnet, fastrcaps, mocaps, nascaps
 from capslab.repro.common import (
     SCALE_HELP,
     SCALES,
@@ -48,7 +48,7 @@ from capslab.results import read_json, write_json
 #: every reproduction, by name, in the order ``all`` runs them and the tables list them
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e for e in (capsnet.EXPERIMENT, fastrcaps.EXPERIMENT, mocaps.EXPERIMENT,
-                        nascaps.EXPERIMENT)
+                        nascaps.EXPERIMENT, efficient_capsnet.EXPERIMENT)
 }
 ALL = "all"
 RESULT_KIND = "repro-result"  # <out>/<name>/results.json
