@@ -108,10 +108,19 @@ class BlockCapsNet(CapsuleClassifier):
 
 
 class ResCapsNet(BlockCapsNet):
-    """Residual capsule network: ``x_{n+1} = x_n + f(x_n)``. Options as :class:`BlockCapsNet`."""
+    """Residual capsule network: ``x_{n+1} = x_n + f(x_n)``. Options as :class:`BlockCapsNet`.
+
+    Every residual function starts short (:meth:`ResidualCapsuleStack.start_near_identity`):
+    at full size one block adds a capsule about as long as its input in a random direction, and
+    the class layer's capsules then start saturated and do not learn for epochs
+    (docs/momentum.md).
+    """
 
     def __init__(self, **options):
-        super().__init__(ResidualCapsuleStack, **options)
+        def factory(blocks: nn.ModuleList, shortcut: str) -> ResidualCapsuleStack:
+            return ResidualCapsuleStack(blocks, shortcut).start_near_identity()
+
+        super().__init__(factory, **options)
 
 
 class MoCapsNet(BlockCapsNet):
