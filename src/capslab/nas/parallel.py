@@ -302,9 +302,13 @@ def make_pool(
     workers: int = 1,
     ray_address: str | None = None,
     mp_context: str = "spawn",
+    device_kind: str = "cpu",
 ) -> SerialPool:
     """The pool for ``workers`` and ``ray_address``: Ray if an address is given, processes if
-    ``workers > 1``, otherwise in-process."""
+    ``workers > 1``, otherwise in-process. ``workers=0`` is :func:`default_workers` for the
+    candidates' ``device_kind``."""
+    if workers == 0:
+        workers = default_workers(device_kind)
     if ray_address:
         return RayPool(evaluator, ray_address)
     if workers > 1:

@@ -69,7 +69,6 @@ from capslab.nas.operators import (
 from capslab.nas.parallel import (
     SerialPool,
     busy_seconds,
-    default_workers,
     make_pool,
     overall_utilisation,
 )
@@ -387,10 +386,9 @@ def run_search(
         require_files(config.training.dataset, config.training.data_dir,
                       download=config.training.download)
     evaluator = evaluator or config.evaluator(run_dir)
-    if workers == 0:  # the default for the device: one per core, one on a GPU
-        workers = default_workers(device_kind(config.training.device))
     # the pool first: a Ray address that refuses the connection leaves no run folder behind
-    with make_pool(evaluator, workers, ray_address, mp_context) as pool:
+    with make_pool(evaluator, workers, ray_address, mp_context,
+                   device_kind(config.training.device)) as pool:
         url = database_url(db, run_dir)
         # the journal's run id column holds 128 characters
         run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
@@ -426,7 +424,6 @@ def resume(
         if device is not None:
             config = config.on_device(device)
         evaluator = evaluator or config.evaluator(run_dir)
-        if workers == 0:  # the default for the device: one per core, one on a GPU
-            workers = default_workers(device_kind(config.training.device))
-        with make_pool(evaluator, workers, ray_address, mp_context) as pool:
+        with make_pool(evaluator, workers, ray_address, mp_context,
+                       device_kind(config.training.device)) as pool:
             return _drive(config, journal, pool, progress, run_dir, deadline)
