@@ -112,3 +112,28 @@ def test_efficient_capsnet_learns_mnist(mnist_root):
 
     accuracy = fit_and_score(model, batches, test, epochs=2, lr=2e-3)
     assert accuracy > 0.85  # chance is 0.1
+
+
+def test_self_attention_routing_in_capsnet_and_reversible_momentum_blocks():
+    """A routing choice of every capsule layer: CapsNet takes it, and MoCapsNet's reversible
+    backward gives plain autograd's gradients through self-attention layers too."""
+    from capslab.layers.momentum import MomentumCapsuleStack, make_blocks
+
+    net = create_model("capsnet", routing="self-attention", conv_channels=8, primary_types=2)
+    assert net.class_caps.routing_bias.shape == (2 * 6 * 6, 10)
+    torch.manual_seed(0)
+    blocks = make_blocks(2, 8, 4, "self-attention", 1)
+    x = 0.5 * torch.randn(5, 8, 4)
+    weight = torch.randn(5, 8, 4)
+    grads = {}
+    for lean in (True, False):
+        stack = MomentumCapsuleStack(blocks, 0.9, memory_efficient=lean)
+        xi = x.clone().requires_grad_(True)
+        (stack(xi) * weight).sum().backward()
+        grads[lean] = [xi.grad] + [p.grad.clone() for p in blocks.parameters()]
+        for p in blocks.parameters():
+            p.grad = None
+    assert len(grads[True]) == 1 + 2 * 2 * 2  # the input; weight and log-prior of 4 layers
+    for g, w in zip(grads[True], grads[False], strict=True):
+        assert w.abs().sum() > 0
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)

@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         reconstruction_weight: float = 0.0005,
         weight_sharing: Annotated[bool, typer.Option(help="FasTrCaps: share ClassCaps matrices per capsule type.")] = False,
         small_decoder: Annotated[bool, typer.Option(help="FasTrCaps: decoder reads only the selected capsule.")] = False,
-        routing: Annotated[str | None, typer.Option(help="rba or sda (models that support it).")] = None,
+        routing: Annotated[str | None, typer.Option(help="rba, sda or self-attention (models that support it).")] = None,
         blocks: Annotated[int | None, typer.Option(help="Residual/momentum blocks (rescapsnet, mocapsnet).")] = None,
         gamma: Annotated[float | None, typer.Option(help="Momentum of mocapsnet.")] = None,
         genotype: Annotated[Path | None, typer.Option(help="Train the network of a genotype file (NASCaps or CapsLab format).")] = None,
