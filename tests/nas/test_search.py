@@ -358,7 +358,9 @@ def test_finalize_reuses_a_network_only_with_the_same_settings(tmp_path):
 
     def fake_train(config, progress=False):
         calls.append(config.epochs)
-        summary = {"best_test_accuracy": 0.5 + config.epochs / 100, "identity": config.identity(),
+        summary = {"final_test_accuracy": 0.5 + config.epochs / 100,
+                   "best_test_accuracy": 0.9,  # an epoch chosen on the test set: never reported
+                   "identity": config.identity(),
                    "history": [{}] * config.epochs, "parameters": 10, "total_seconds": 1.0}
         write_json(f"{config.out}/summary.json", "summary", summary)
         return summary
@@ -375,6 +377,7 @@ def test_finalize_reuses_a_network_only_with_the_same_settings(tmp_path):
     assert calls == [1, 3] and rows[0]["epochs"] == 3
     saved = json.loads((tmp_path / "three" / "final.json").read_text())
     assert saved["format"] == "capslab-final" and saved["rows"][0]["name"] == "NASCaps-1"
+    assert saved["rows"][0]["accuracy"] == 0.53 and "final epoch" in saved["accuracy_reading"]
 
 
 def test_front_table_shows_failed_candidates():
