@@ -41,6 +41,11 @@ def hw(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
+    training: bool = typer.Option(
+        False, "--training",
+        help="Also the training cost per image: activations saved for backward and FLOPs of a "
+        "training step (traced on the meta device, no data).",
+    ),
 ) -> None:
     """Estimate energy, latency and weight memory of one inference (NASCaps hardware model)."""
     # imported on use, so that the CLI starts without it
@@ -59,9 +64,17 @@ def hw(
         source = f"published {model.value} genotype"
     acc = Accelerator.from_file(accelerator) if accelerator is not None else CAPSACC
     result = estimate(g, acc, check=False)
+    cost = None
+    if training:
+        # imported on use, so that the CLI starts without it
+        from capslab.training_cost import genotype_training_cost
+
+        cost = genotype_training_cost(g)
 
     if as_json:
-        emit({"source": source, **result.to_dict(layers=True), "genotype": g.to_nascaps()}, True)
+        extra = {} if cost is None else {"training": cost.to_dict()}
+        emit({"source": source, **result.to_dict(layers=True), "genotype": g.to_nascaps(), **extra},
+             True)
         return
 
     console.print(f"[bold]{source}[/]: {g.describe()}", highlight=False)
@@ -96,6 +109,11 @@ def hw(
         f"{result.cycles:,}",
     )
     console.print(totals)
+    if cost is not None:
+        console.print(
+            f"training, per image: {cost.activation_KiB:,.1f} KiB of activations saved for "
+            f"backward, {cost.train_flops / 1e9:.3f} GFLOP a step "
+            f"(forward {cost.forward_flops / 1e9:.3f})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
