@@ -240,10 +240,12 @@ def test_a_journal_of_format_2_is_upgraded(tmp_path):
         db.execute("DROP TABLE nas_rungs")
         db.execute("ALTER TABLE nas_evaluations DROP COLUMN epochs")
         db.execute("ALTER TABLE nas_evaluations DROP COLUMN float_accuracy")
+        db.execute("ALTER TABLE nas_evaluations DROP COLUMN train_activation_KiB")  # format 4's
+        db.execute("ALTER TABLE nas_evaluations DROP COLUMN train_GFLOP")
         db.execute("UPDATE capslab_meta SET value = '2' WHERE key = 'version'")
         # and its config: without the keys format 3 added
     with Journal(database_url(path), result.run_id) as journal:
-        assert journal.version() == JOURNAL_VERSION == 3
+        assert journal.version() == JOURNAL_VERSION == 4
         records = journal.evaluations()
         assert len(records) == result.evaluations and all(r.epochs is None for r in records)
         assert journal.rung_records() == {}
@@ -251,3 +253,23 @@ def test_a_journal_of_format_2_is_upgraded(tmp_path):
                 if k not in ("rungs", "promote", "accuracy_bits", "accelerator")}
     assert cfg.identity_matches(recorded)
     assert not _config().identity_matches(recorded)  # a config with rungs is another search
+
+
+def test_a_journal_of_format_3_gains_the_training_cost_columns(tmp_path):
+    cfg = SearchConfig(training={"model": "genotype", "dataset": "mnist", "epochs": 2},
+                       generations=1, population=4, offspring=4, rungs=(1, 2))
+    result = run_search(cfg, tmp_path / "run",
+                        evaluator=Evaluator(lambda g, t=None, epochs=None: 0.8,
+                                            space=cfg.build_space(), rungs=cfg.rungs))
+    path = tmp_path / "run" / "journal.sqlite"
+    with sqlite3.connect(path) as db:  # make it what format 3 wrote
+        for table in ("nas_evaluations", "nas_rungs"):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN train_activation_KiB")
+            db.execute(f"ALTER TABLE {table} DROP COLUMN train_GFLOP")
+        db.execute("UPDATE capslab_meta SET value = '3' WHERE key = 'version'")
+    with Journal(database_url(path), result.run_id) as journal:
+        assert journal.version() == 4
+        records = journal.evaluations()
+        assert len(records) == result.evaluations
+        assert all(r.train_activation_KiB is None for r in records)
+        assert journal.rung_records()  # the rungs read back with the new columns

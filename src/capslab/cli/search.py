@@ -67,11 +67,13 @@ class _Progress:
             self.bar.advance(self.cand_task)
             rung = "" if data.get("rung") is None else f" rung {data['rung'] + 1} ({rec.epochs} ep)"
             if rec.ok:
+                train = ("" if rec.train_activation_KiB is None else
+                         f"  train {rec.train_activation_KiB:,.0f} KiB/img {rec.train_GFLOP:.3f} GFLOP")
                 self._say(f"  gen {data['generation']}{rung}: {rec.split or ''} acc {100 * rec.accuracy:.2f}%  "
-                          f"{rec.energy_mJ:.3f} mJ  {rec.memory_KiB:,.1f} KiB  {rec.latency_ms:.3f} ms  "
+                          f"{rec.energy_mJ:.3f} mJ  {rec.memory_KiB:,.1f} KiB  {rec.latency_ms:.3f} ms{train}  "
                           f"({rec.seconds:.1f} s)")
             else:
-                colour = "yellow" if rec.status == "timeout" else "red"
+                colour = "yellow" if rec.status in ("timeout", "infeasible") else "red"
                 self._say(f"  gen {data['generation']}{rung}: [{colour}]{rec.status}[/] {escape(str(rec.reason))}")
         elif event == "generation_done":
             self.bar.advance(self.gen_task)
@@ -178,6 +180,8 @@ def run_cmd(
     device: opt.Device = "auto",
     data_dir: opt.DataDir = None,
     keep_candidates: Annotated[bool, typer.Option(help="Keep each candidate's metrics under OUT/candidates.")] = False,
+    objectives: Annotated[str | None, typer.Option(help="Figures to minimise, a comma list of error, energy_mJ, memory_KiB, latency_ms, train_activation_KiB, train_GFLOP (default: the paper's first four).")] = None,
+    limit: Annotated[list[str] | None, typer.Option("--limit", help="FIGURE=MAX, repeatable, e.g. --limit memory_KiB=2048 --limit train_activation_KiB=512: candidates over a limit are infeasible (journaled, never on the front).")] = None,
     quiet: opt.Quiet = False,
     as_json: opt.JsonFlag = False,
 ) -> None:
@@ -205,6 +209,8 @@ def run_cmd(
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
         rungs=rung_epochs, promote=promote, accuracy_bits=accuracy_bits,
         accelerator={} if accelerator is None else Accelerator.from_file(accelerator).to_dict(),
+        **({} if objectives is None else {"objectives": tuple(opt.split_list(objectives))}),
+        limits=opt.parse_key_values(limit, "limit"),
     )
     with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
         result = run_search(config, out, db=db, workers=workers, ray_address=ray_address,
@@ -293,7 +299,8 @@ def register(app: typer.Typer) -> None:
         objectives.png (every pair of objectives)."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import open_journal
-        from capslab.nas.report import pareto_front, rung_summary, utilisation_summary, write_report
+        from capslab.nas.report import rung_summary, search_front, utilisation_summary, write_report
+        from capslab.nas.schema import OBJECTIVE_NAMES
 
         accs = {}
         for name, value in opt.parse_key_values(baseline_accuracy, "baseline accuracy").items():
@@ -312,9 +319,12 @@ def register(app: typer.Typer) -> None:
         if not records:
             raise ConfigError(f"{run}: the journal holds no evaluation yet")
         title = f"{info['config']['training']['dataset']}: {len(records)} candidates"
+        config = info["config"]
         paths = write_report(records, out or Path(run) / "report", baseline_accuracy=accs,
-                             title=title, generations=generations, rungs=rungs)
-        front = pareto_front(records)
+                             title=title, generations=generations, rungs=rungs,
+                             objectives=config.get("objectives", OBJECTIVE_NAMES),
+                             limits=config.get("limits", {}))
+        front = search_front(records, config)
         workers = utilisation_summary(generations)
         split = run_info["data_split"] or {}
         by_rung = rung_summary(rungs)
@@ -357,11 +367,11 @@ def register(app: typer.Typer) -> None:
         same settings are not retrained."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import SearchConfig, open_journal
-        from capslab.nas.report import finalize, markdown_table, pareto_front
+        from capslab.nas.report import finalize, markdown_table, search_front
 
         journal, info = open_journal(run, db)
         with journal:
-            front = pareto_front(journal.evaluations())
+            front = search_front(journal.evaluations(), info["config"])
         if not front:
             raise ConfigError(f"{run}: no successful candidate to finalize")
         searched = SearchConfig.from_dict(info["config"]).training

@@ -34,7 +34,13 @@ from capslab.hw import CAPSACC, Accelerator
 from capslab.nas.evaluate import Evaluator, TrainedAccuracy, default_time_limit
 from capslab.nas.fidelity import check_promote, check_rungs
 from capslab.nas.journal import Journal
-from capslab.nas.schema import database_url, masked_url
+from capslab.nas.schema import (
+    COST_NAMES,
+    OBJECTIVE_NAMES,
+    TRAINING_COST_NAMES,
+    database_url,
+    masked_url,
+)
 from capslab.nas.space import SearchSpace
 from capslab.quantize import check_bits
 from capslab.results import read_json, write_json
@@ -85,6 +91,13 @@ class SearchConfig(Settings):
     (:class:`~capslab.hw.Accelerator`); ``accuracy_bits`` makes the accuracy objective that of
     the network quantized to that many bits, which must be the accelerator's ``weight_bits``
     (the memory objective counts weights at that width).
+
+    ``objectives`` are the figures minimised (two or more of
+    :data:`~capslab.nas.schema.COST_NAMES`: the paper's four by default, and the training cost
+    per image, ``train_activation_KiB`` and ``train_GFLOP``); ``limits`` map figures to the
+    largest value a candidate may have. A candidate over a limit known before training (every
+    figure but ``error``) is journaled ``infeasible`` without training; one over an error
+    limit is feasible for nothing. Neither is ever on the front.
     """
 
     training: TrainingSettings = field(default_factory=_default_training)
@@ -101,6 +114,8 @@ class SearchConfig(Settings):
     promote: float = 0.5
     accuracy_bits: int | None = None
     accelerator: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[str, ...] = OBJECTIVE_NAMES
+    limits: dict[str, float] = field(default_factory=dict)
 
     WHAT: ClassVar[str] = "search setting"
 
@@ -135,6 +150,18 @@ class SearchConfig(Settings):
                     f"description: {accelerator.name} stores {accelerator.weight_bits}-bit "
                     f"weights (give an accelerator with weight_bits {self.accuracy_bits}, or "
                     f"accuracy_bits {accelerator.weight_bits})")
+        self.objectives = tuple(self.objectives)
+        for name in (*self.objectives, *self.limits):
+            if name not in COST_NAMES:
+                raise ConfigError(f"unknown objective or limit {name!r}; choose from "
+                                  f"{', '.join(COST_NAMES)}")
+        if len(set(self.objectives)) < 2 or len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objectives must be two or more distinct figures, got "
+                              f"{', '.join(self.objectives) or 'none'}")
+        self.limits = {n: float(v) for n, v in self.limits.items()}
+        for name, bound in self.limits.items():
+            if not bound > 0:
+                raise ConfigError(f"limit {name} must be a positive number, got {bound}")
         if self.training.val_size is None:  # never score candidates on the test split
             self.training = self.training.replace(val_size=default_val_size(self.training))
         if self.time_limit is None:
@@ -169,7 +196,9 @@ class SearchConfig(Settings):
         accuracy = TrainedAccuracy(self.training, out, weight_bits=self.accuracy_bits,
                                    rungs=self.rungs is not None)
         return Evaluator(accuracy, space=self.build_space(), accelerator=self.accelerator_model(),
-                         time_limit=self.time_limit or None, rungs=self.rungs)
+                         time_limit=self.time_limit or None, rungs=self.rungs,
+                         training_cost=any(n in TRAINING_COST_NAMES for n in self.objectives),
+                         limits=self.limits)
 
     def data_split(self) -> dict[str, Any]:
         """What the journal records about the split candidates are scored on."""

@@ -19,7 +19,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,9 +40,10 @@ from capslab.errors import (
 from capslab.genotype import Genotype
 from capslab.hw import CAPSACC, estimate
 from capslab.nas.fidelity import rung_time_limit
-from capslab.nas.schema import EvaluationRecord
+from capslab.nas.schema import TRAINING_COST_NAMES, EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
 from capslab.train.config import TrainConfig, TrainingSettings
+from capslab.training_cost import genotype_training_cost
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,19 @@ def _failure_reason(exc: BaseException) -> str:
 AccuracyFn = Callable[..., float]
 
 
+class CandidateInfeasible(Exception):
+    """A candidate over a limit of the search (raised before it trains; internal)."""
+
+
+def over_limits(values: Mapping[str, float | None], limits: Mapping[str, float]) -> str | None:
+    """``"memory_KiB 3,168.0 > 2,048"``-style text of the ``limits`` that ``values`` exceed
+    (figures not in ``values``, such as the error before training, are not checked); ``None``
+    when none is."""
+    over = [f"{n} {values[n]:,.4g} > {bound:,.4g}" for n, bound in limits.items()
+            if values.get(n) is not None and values[n] > bound]
+    return "over limit: " + ", ".join(over) if over else None
+
+
 class Evaluator:
     """Hardware model + accuracy for one genotype.
 
@@ -272,6 +286,8 @@ class Evaluator:
         accelerator: Any = None,
         time_limit: float | None = None,
         rungs: Sequence[int] | None = None,
+        training_cost: bool = False,
+        limits: Mapping[str, float] | None = None,
     ):
         if accuracy_fn is None:
             accuracy_fn = TrainedAccuracy(training or TrainingSettings(model="genotype"))
@@ -282,6 +298,21 @@ class Evaluator:
         self.accelerator = accelerator
         self.time_limit = time_limit
         self.rungs = None if rungs is None else tuple(rungs)
+        self.limits = dict(limits or {})
+        # the training cost is traced when it is asked for or limited
+        self.training_cost = training_cost or any(n in TRAINING_COST_NAMES for n in self.limits)
+
+    def costs(self, genotype: Genotype) -> dict[str, float | None]:
+        """The figures known before training: the hardware model's, and the training cost per
+        image (:mod:`capslab.training_cost`) when this evaluator traces it."""
+        energy, memory, latency = self.hardware(genotype)
+        values: dict[str, float | None] = {"energy_mJ": energy, "memory_KiB": memory,
+                                           "latency_ms": latency}
+        if self.training_cost:
+            cost = genotype_training_cost(genotype)
+            values.update(train_activation_KiB=cost.activation_KiB,
+                          train_GFLOP=cost.train_flops / 1e9)
+        return values
 
     def hardware(self, genotype: Genotype) -> tuple[float, float, float]:
         """(energy mJ, memory KiB, latency ms) from :func:`capslab.hw.estimate`."""
@@ -291,7 +322,7 @@ class Evaluator:
     def __call__(self, genotype: Genotype, rung: int | None = None) -> EvaluationRecord:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
-        hw: tuple[float | None, float | None, float | None] = (None, None, None)
+        figures: dict[str, float | None] = {}
         accuracy = None
         score = Score(math.nan)
         if rung is None:
@@ -304,7 +335,10 @@ class Evaluator:
         try:
             if self.space is not None:
                 self.space.check(genotype)
-            hw = self.hardware(genotype)
+            figures = self.costs(genotype)
+            over = over_limits(figures, self.limits)
+            if over:  # known before training: the candidate is not trained at all
+                raise CandidateInfeasible(over)
             prepare = getattr(self.accuracy_fn, "prepare", None)
             if prepare is not None:
                 prepare()  # outside the time limit
@@ -324,6 +358,8 @@ class Evaluator:
             if not 0.0 <= accuracy <= 1.0:
                 raise CandidateFailed(f"error: accuracy {accuracy} is outside [0, 1]")
             status, reason = "ok", None
+        except CandidateInfeasible as exc:
+            status, reason, accuracy = "infeasible", str(exc), None
         except Exception as exc:  # a bad candidate must not stop the search
             timed_out = isinstance(exc, CandidateTimeout | TrainingTimeout)
             status = "timeout" if timed_out else "failed"
@@ -336,9 +372,7 @@ class Evaluator:
             split=getattr(self.accuracy_fn, "split", None) if accuracy is not None else None,
             epochs=score.epochs if score.epochs is not None else extra.get("epochs"),
             float_accuracy=None if accuracy is None else score.float_accuracy,
-            energy_mJ=hw[0],
-            memory_KiB=hw[1],
-            latency_ms=hw[2],
+            **figures,
             seconds=time.perf_counter() - t0,
             started_at=started_at,
             finished_at=datetime.now(UTC),

@@ -22,13 +22,13 @@ resumes, and reaches the same promotions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from capslab.errors import ConfigError
-from capslab.nas.schema import EvaluationRecord
+from capslab.nas.schema import OBJECTIVE_NAMES, WORST, EvaluationRecord
 
 #: The least time a rung's training may be given, whatever share of the candidate's budget
 #: its epochs are (model building and the first steps' warm-up are paid at every rung).
@@ -72,13 +72,18 @@ def _crowding_distance(F: np.ndarray) -> np.ndarray:
     return np.asarray(calc_crowding_distance(F), dtype=float)
 
 
-def promote(records: Sequence[EvaluationRecord], fraction: float) -> list[str]:
+def promote(records: Sequence[EvaluationRecord], fraction: float,
+            objectives: Sequence[str] = OBJECTIVE_NAMES,
+            limits: Mapping[str, float] | None = None) -> list[str]:
     """The keys of the candidates that continue to the next rung (see the module's rule), in
     the order they were chosen.
 
     Args:
         records: one record per candidate that trained at this rung.
         fraction: the share that continues, in (0, 1].
+        objectives: the figures ranked (the paper's four by default).
+        limits: a candidate over one of them ranks with the worst figures, after every
+            feasible one.
     """
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
@@ -87,7 +92,8 @@ def promote(records: Sequence[EvaluationRecord], fraction: float) -> list[str]:
     k = promotion_count(len(ok), fraction)
     if k == 0:
         return []
-    F = np.array([r.objectives() for r in ok], dtype=float)
+    F = np.array([r.objectives(tuple(objectives)) if r.feasible(limits or {})
+                  else [WORST[n] for n in objectives] for r in ok], dtype=float)
     chosen: list[int] = []
     for front in NonDominatedSorting().do(F):
         front = sorted(int(i) for i in front)

@@ -42,7 +42,11 @@ from capslab.nas.schema import (
 )
 
 #: The columns format 3 added to ``nas_evaluations`` (an upgrade from format 2 adds them).
-_ADDED_IN_3 = (("epochs", "INTEGER"), ("float_accuracy", "FLOAT"))
+#: the evaluation columns each format added (the rungs table copies them)
+ADDED_COLUMNS = {
+    3: (("epochs", "INTEGER"), ("float_accuracy", "FLOAT")),
+    4: (("train_activation_KiB", "FLOAT"), ("train_GFLOP", "FLOAT")),
+}
 #: Attempts of one transaction whose connection was lost (a database restart, a network cut).
 WRITE_ATTEMPTS = 3
 #: tries at switching a new SQLite file to WAL while other processes open it (about 5 s)
@@ -111,8 +115,8 @@ class Journal:
                 pass
             with self.engine.connect() as conn:
                 row = conn.execute(version).first()
-        if int(row[0]) == 2:
-            self._upgrade_from_2()
+        if int(row[0]) in (2, 3):
+            self._upgrade(int(row[0]))
             row = (JOURNAL_VERSION,)
         if int(row[0]) > JOURNAL_VERSION:
             raise RunMismatchError(
@@ -126,17 +130,22 @@ class Journal:
                 "split; start a new search in another database or folder"
             )
 
-    def _upgrade_from_2(self) -> None:
-        """Format 2 -> 3: add the evaluation columns format 3 introduced (the rung table is
-        made by ``create_all``) and stamp the new version, in one transaction."""
+    def _upgrade(self, found: int) -> None:
+        """Format 2 or 3 -> :data:`JOURNAL_VERSION`: add the evaluation columns the later formats
+        introduced and stamp the new version, in one transaction. The rung table (format 3) is
+        made by ``create_all`` with every column when it is missing, so only a format-3 journal's
+        rung table gains columns here."""
 
         def work(conn: Connection) -> None:
             stamp = conn.execute(select(meta_table.c.value).where(
                 meta_table.c.key == "version").with_for_update()).scalar_one()
-            if int(stamp) != 2:  # another process upgraded it meanwhile
+            if int(stamp) != found:  # another process upgraded it meanwhile
                 return
-            for name, sql_type in _ADDED_IN_3:
-                conn.exec_driver_sql(f"ALTER TABLE nas_evaluations ADD COLUMN {name} {sql_type}")
+            for version in range(found + 1, JOURNAL_VERSION + 1):
+                tables = ["nas_evaluations"] + (["nas_rungs"] if found >= 3 else [])
+                for table in tables:
+                    for name, sql_type in ADDED_COLUMNS[version]:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
             conn.execute(update(meta_table).where(meta_table.c.key == "version")
                          .values(value=str(JOURNAL_VERSION)))
 

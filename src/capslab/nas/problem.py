@@ -1,13 +1,14 @@
-"""The NASCaps optimisation problem for pymoo: four minimised objectives per genotype.
+"""The NASCaps optimisation problem for pymoo: minimised objectives per genotype, and limits.
 
-``F = [1 - accuracy, energy_mJ, memory_KiB, latency_ms]``. Every evaluation goes through a
+``F = [1 - accuracy, energy_mJ, memory_KiB, latency_ms]`` by default (any figures of
+:data:`~capslab.nas.schema.COST_NAMES`), ``G = value - bound`` for each limit. Every evaluation goes through a
 lookup (the journal, then the evaluator), so a genotype already evaluated is never evaluated
 again and the problem can also be used with plain ``pymoo.optimize.minimize``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -15,10 +16,10 @@ from pymoo.core.problem import ElementwiseProblem
 
 from capslab.genotype import Genotype
 from capslab.nas.journal import Journal
-from capslab.nas.schema import EvaluationRecord
+from capslab.nas.schema import OBJECTIVE_NAMES, EvaluationRecord
 from capslab.nas.space import SearchSpace, genotype_key
 
-N_OBJECTIVES = 4
+N_OBJECTIVES = len(OBJECTIVE_NAMES)  # the paper's, the default
 
 
 class CachedEvaluations:
@@ -59,14 +60,25 @@ class CachedEvaluations:
 
 
 class NASCapsProblem(ElementwiseProblem):
-    """One variable (the genotype object), four objectives, no constraints."""
+    """One variable (the genotype object); the ``objectives`` (the paper's four by default)
+    minimised; one inequality constraint ``value - bound <= 0`` per entry of ``limits``, which
+    NSGA-II's survival honours (feasible candidates first)."""
 
-    def __init__(self, space: SearchSpace, evaluations: CachedEvaluations, **kwargs):
-        super().__init__(n_var=1, n_obj=N_OBJECTIVES, vtype=object, **kwargs)
+    def __init__(self, space: SearchSpace, evaluations: CachedEvaluations,
+                 objectives: Sequence[str] = OBJECTIVE_NAMES,
+                 limits: Mapping[str, float] | None = None, **kwargs):
+        self.objectives = tuple(objectives)
+        self.limits = dict(limits or {})
+        super().__init__(n_var=1, n_obj=len(self.objectives), n_ieq_constr=len(self.limits),
+                         vtype=object, **kwargs)
         self.space = space
         self.evaluations = evaluations
 
     def _evaluate(self, x, out, *args, **kwargs):
         # x: [1] object array holding one Genotype
         rec = self.evaluations.get(x[0])
-        out["F"] = np.asarray(rec.objectives(), dtype=float)
+        out["F"] = np.asarray(rec.objectives(self.objectives), dtype=float)
+        if self.limits:
+            values = rec.objectives(tuple(self.limits))
+            out["G"] = np.asarray([v - bound for v, bound in zip(values, self.limits.values(),
+                                                                 strict=True)], dtype=float)

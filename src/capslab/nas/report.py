@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,23 @@ AXIS_LABELS = {
 PLOT_AXES = ("accuracy", "energy_mJ", "memory_KiB", "latency_ms")
 
 
-def pareto_front(records: Sequence[EvaluationRecord]) -> list[EvaluationRecord]:
-    """Non-dominated successful records (all four objectives minimised), in journal order."""
+def search_front(records: Sequence[EvaluationRecord], config: Mapping[str, Any]) -> list[EvaluationRecord]:
+    """:func:`pareto_front` with the objectives and limits of a search's ``config`` (its
+    ``run.json`` dictionary; a search made before they existed has the paper's four)."""
+    return pareto_front(records, config.get("objectives", OBJECTIVE_NAMES), config.get("limits", {}))
+
+
+def pareto_front(records: Sequence[EvaluationRecord],
+                 objectives: Sequence[str] = OBJECTIVE_NAMES,
+                 limits: Mapping[str, float] | None = None) -> list[EvaluationRecord]:
+    """Non-dominated successful records within ``limits`` (``objectives`` minimised, the
+    paper's four by default), in journal order."""
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-    ok = [r for r in records if r.ok]
+    ok = [r for r in records if r.ok and r.feasible(limits or {})]
     if not ok:
         return []
-    F = np.asarray([r.objectives() for r in ok], dtype=float)  # [n, 4]
+    F = np.asarray([r.objectives(tuple(objectives)) for r in ok], dtype=float)  # [n, objectives]
     idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
     return [ok[i] for i in sorted(int(i) for i in idx)]
 
@@ -257,6 +266,8 @@ def write_report(
     title: str = "",
     generations: Sequence[GenerationRecord] | None = None,
     rungs: RungRecords | None = None,
+    objectives: Sequence[str] = OBJECTIVE_NAMES,
+    limits: Mapping[str, float] | None = None,
 ) -> dict[str, Path]:
     """Write ``candidates.csv``, ``pareto.json``, ``pareto.csv`` and ``objectives.png`` into
     ``out_dir``, ``generations.csv`` (timing and worker utilisation per generation) when
@@ -264,7 +275,7 @@ def write_report(
     at every rung) for a multi-fidelity search's ``rungs``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    front = pareto_front(records)
+    front = pareto_front(records, objectives, limits)
     keys = {r.key for r in front}
     rows = candidate_rows(records, keys)
     paths = {

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -62,12 +63,20 @@ from capslab.nas.space import genotype_key
 DEFAULT_DB_NAME = "journal.sqlite"
 #: Format 2: the split of each accuracy, the run's data split, the timing of each generation,
 #: the ``timeout`` status. Format 3: the epochs and float accuracy of each evaluation, the rungs.
-JOURNAL_VERSION = 3
+#: Format 4: each evaluation's training cost (``train_activation_KiB``, ``train_GFLOP``).
+JOURNAL_VERSION = 4
 
 #: Objective values given to a failed candidate: the worst accuracy and hardware figures far above
 #: anything a real network reaches, so a failure never enters the front.
 FAILED_OBJECTIVES = (1.0, 1.0e6, 1.0e9, 1.0e6)
+#: the paper's four objectives, the search's default
 OBJECTIVE_NAMES = ("error", "energy_mJ", "memory_KiB", "latency_ms")
+#: every figure a search can minimise or limit: the paper's four and the training cost per
+#: image (:mod:`capslab.training_cost`: activations saved for backward, FLOPs of a step)
+COST_NAMES = (*OBJECTIVE_NAMES, "train_activation_KiB", "train_GFLOP")
+#: the value of each figure for a failed candidate
+WORST = dict(zip(COST_NAMES, (*FAILED_OBJECTIVES, 1.0e9, 1.0e6), strict=True))
+TRAINING_COST_NAMES = COST_NAMES[len(OBJECTIVE_NAMES):]
 
 metadata = MetaData()
 
@@ -111,6 +120,8 @@ evaluations_table = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("epochs", Integer),
     Column("float_accuracy", Float),
+    Column("train_activation_KiB", Float),
+    Column("train_GFLOP", Float),
     UniqueConstraint("run_id", "key", name="uq_nas_evaluation_run_key"),
 )
 
@@ -146,8 +157,9 @@ class EvaluationRecord:
 
     ``genotype_nascaps`` is the exchange list (``Genotype.to_nascaps()``) and ``genotype`` the
     dictionary form (``Genotype.to_dict()``); ``key`` is the canonical JSON of the exchange list.
-    ``status`` is ``ok``, ``timeout`` (the candidate ran out of its time budget) or ``failed``
-    (``reason`` says why); ``split`` is the data split ``accuracy`` was measured on (``val``
+    ``status`` is ``ok``, ``timeout`` (the candidate ran out of its time budget), ``failed``
+    (``reason`` says why) or ``infeasible`` (over a limit of the search that is known before
+    training, ``reason`` says which; not trained); ``split`` is the data split ``accuracy`` was measured on (``val``
     during a search, ``test`` for an evaluator that scores on the test split, ``None`` when
     unknown or without accuracy); ``epochs`` the epochs trained when it was measured (the last
     rung reached); ``float_accuracy`` the float32 accuracy when ``accuracy`` is that of the
@@ -157,7 +169,7 @@ class EvaluationRecord:
     key: str
     genotype_nascaps: list
     genotype: dict
-    status: str  # "ok", "timeout" or "failed"
+    status: str  # "ok", "timeout", "failed" or "infeasible"
     reason: str | None = None
     accuracy: float | None = None
     split: str | None = None
@@ -170,6 +182,8 @@ class EvaluationRecord:
     generation: int = -1
     epochs: int | None = None
     float_accuracy: float | None = None
+    train_activation_KiB: float | None = None
+    train_GFLOP: float | None = None
 
     @classmethod
     def of(cls, genotype: Genotype, **values: Any) -> EvaluationRecord:
@@ -185,19 +199,35 @@ class EvaluationRecord:
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def objectives(self) -> tuple[float, float, float, float]:
-        """(1 - accuracy, energy mJ, memory KiB, latency ms), all minimised; failures the worst."""
-        if not self.ok:
-            return FAILED_OBJECTIVES
-        values = (1.0 - self.accuracy, self.energy_mJ, self.memory_KiB, self.latency_ms)
+    def value(self, name: str) -> float | None:
+        """The figure ``name`` of :data:`COST_NAMES` (``error`` is 1 - accuracy); ``None``
+        when it was not measured."""
+        if name == "error":
+            return None if self.accuracy is None else 1.0 - self.accuracy
+        return getattr(self, name)
+
+    def objectives(self, names: Sequence[str] = OBJECTIVE_NAMES) -> tuple[float, ...]:
+        """The figures ``names`` (default: 1 - accuracy, energy mJ, memory KiB, latency ms), all
+        minimised; a failure, or a figure missing, gives every one its worst value."""
+        values = [self.value(n) for n in names] if self.ok else [None]
         if any(v is None or not math.isfinite(v) for v in values):
-            return FAILED_OBJECTIVES
-        return tuple(float(v) for v in values)  # type: ignore[return-value]
+            return tuple(WORST[n] for n in names)
+        return tuple(float(v) for v in values)  # type: ignore[arg-type]
+
+    def violations(self, limits: Mapping[str, float]) -> dict[str, float]:
+        """How far each of ``limits`` (figure -> largest allowed value) is exceeded; empty
+        when the candidate is feasible (a failed one exceeds every limit)."""
+        values = dict(zip(limits, self.objectives(tuple(limits)), strict=True))
+        return {n: values[n] - bound for n, bound in limits.items() if values[n] > bound}
+
+    def feasible(self, limits: Mapping[str, float]) -> bool:
+        return not self.violations(limits)
 
     # the genotype columns hold JSON text; every other field is a column of its own
     _JSON_COLUMNS = ("genotype_nascaps", "genotype")
     _SUMMARY = ("key", "generation", "status", "reason", "accuracy", "split", "epochs",
-                "float_accuracy", "energy_mJ", "memory_KiB", "latency_ms", "seconds")
+                "float_accuracy", "energy_mJ", "memory_KiB", "latency_ms", "train_activation_KiB",
+                "train_GFLOP", "seconds")
 
     def to_row(self) -> dict[str, Any]:
         row = {c.name: getattr(self, c.name) for c in evaluations_table.columns

@@ -148,7 +148,7 @@ def _drive(
 ) -> SearchResult:
     space = config.build_space()
     cache = CachedEvaluations(evaluator=None, journal=journal)
-    problem = NASCapsProblem(space, cache)
+    problem = NASCapsProblem(space, cache, config.objectives, config.limits)
     algorithm = build_algorithm(config, space)
     algorithm.setup(problem, termination=("n_gen", config.generations + 1), seed=config.seed)
     recorded = {g.generation: g for g in journal.generations()}
@@ -215,7 +215,7 @@ def _drive(
                 )
             elif recorded[gen].population != survivors:
                 raise RunMismatchError(f"generation {gen}: the surviving population differs from the journal")
-            notify("generation_done", {"generation": gen, "front": _front(algorithm, cache),
+            notify("generation_done", {"generation": gen, "front": _front(algorithm, cache, config.limits),
                                        "timing": timing})
             gen += 1
             if algorithm.has_next() and stop():
@@ -232,7 +232,7 @@ def _drive(
     return SearchResult(
         run_dir=run_dir,
         run_id=journal.run_id,
-        front=_front(algorithm, cache) if gen else [],
+        front=_front(algorithm, cache, config.limits) if gen else [],
         population=population,
         evaluations=len(journal.evaluations()),
         evaluated_now=evaluated_now,
@@ -342,7 +342,8 @@ def _successive_halving(
             _run_pool(need, pool, stop, keep, spans, rung=r)
         if any(r not in results.get(k, {}) for k in alive):
             break  # stopped (max_time): the rest of this rung waits for resume
-        promoted = set(promote([results[k][r] for k in alive], config.promote)) \
+        promoted = set(promote([results[k][r] for k in alive], config.promote, config.objectives,
+                            config.limits)) \
             if r + 1 < len(rungs) else set()
         for k, g in alive.items():
             if k not in promoted and cache.known(k) is None:
@@ -353,9 +354,12 @@ def _successive_halving(
     return _timing(pool, started, spans) if evaluated_any else None
 
 
-def _front(algorithm: NSGA2, cache: CachedEvaluations) -> list[EvaluationRecord]:
+def _front(algorithm: NSGA2, cache: CachedEvaluations, limits: dict[str, float]) -> list[EvaluationRecord]:
+    """pymoo's optimum, less what is infeasible (with no feasible candidate pymoo returns the
+    least infeasible) or failed."""
     opt = algorithm.opt if algorithm.opt is not None else []
-    return [cache.memory[genotype_key(ind.X[0])] for ind in opt]
+    records = [cache.memory[genotype_key(ind.X[0])] for ind in opt]
+    return [r for r in records if r.ok and r.feasible(limits)]
 
 
 def run_search(

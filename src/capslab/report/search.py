@@ -22,7 +22,7 @@ from capslab.errors import GenotypeError, RunMismatchError
 from capslab.genotype import Genotype, parse_genotype
 from capslab.hw import estimate
 from capslab.nas.config import RUN_FILE, open_journal
-from capslab.nas.report import FINAL_COLUMNS, baseline_hardware, pareto_front
+from capslab.nas.report import FINAL_COLUMNS, baseline_hardware, search_front
 from capslab.nas.schema import EvaluationRecord, GenerationRecord
 from capslab.nas.space import genotype_key
 from capslab.report.html import Page, format_value
@@ -236,7 +236,7 @@ def generations_figure(data: SearchData):
     per_gen = 4 * len(hw)
     for k, g in enumerate(gens):
         seen = [(i, r) for i, r in ok if r.generation <= g]
-        front = {r.key for r in pareto_front([r for _, r in seen])}
+        front = {r.key for r in search_front([r for _, r in seen], data.config)}
         groups = ([(i, r) for i, r in seen if r.generation < g], [(i, r) for i, r in seen if r.generation == g],
                   [(i, r) for i, r in seen if r.key in survivors.get(g, set())],
                   [(i, r) for i, r in seen if r.key in front])
@@ -404,7 +404,7 @@ def build_page(run_dir: str | Path) -> Page:
     cfg = data.config
     training = cfg.get("training", {})
     records = data.records
-    front = pareto_front(records)
+    front = search_front(records, cfg)
     front_keys = {r.key for r in front}
     ok = _ok(records)
     page = Page(f"NASCaps search: {data.path.resolve().name}", str(data.path.resolve()))
@@ -503,7 +503,7 @@ def generation_rows(data: SearchData) -> list[dict[str, Any]]:
             "new": sum(r.generation == g for r in data.records),
             "failed": sum(r.generation == g and not r.ok for r in data.records),
             "total": len(seen),
-            "front": len(pareto_front(seen)),
+            "front": len(search_front(seen, data.config)),
             "best_accuracy": max((r.accuracy for r in good), default=None),
             "min_energy": min((r.energy_mJ for r in good), default=None),
             "min_memory": min((r.memory_KiB for r in good), default=None),
