@@ -104,8 +104,12 @@ def value_from_files(out: Path, row: dict) -> float | None:
     docs = [_json(out / f) for f in files]
     if key == "best_test_accuracy, mean over runs":
         return _mean(d["best_test_accuracy"] for d in docs)
+    if key == "final_test_accuracy, mean over runs":
+        return _mean(d["final_test_accuracy"] for d in docs)
     if key == "parameters":
         return float(docs[0]["parameters"])
+    if key == "encoder_parameters":
+        return float(docs[0]["encoder_parameters"])
     if key == "peak of the mean history[].test_accuracy curve":
         (only,) = _fastrcaps_table(out, files).values()  # the runs of one configuration
         return only["best_epoch"]
