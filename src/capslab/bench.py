@@ -41,8 +41,6 @@ from capslab.results import write_json
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_capsnet.py"
 #: the plain eager Efficient-CapsNet (``capslab bench --model efficient-capsnet``)
 EFFICIENT_REFERENCE_FILE = REFERENCE_FILE.with_name("plain_efficient_capsnet.py")
-#: the models ``capslab bench`` compares with a plain implementation of their own
-BENCH_MODELS = ("capsnet", "efficient-capsnet")
 #: ``bench.json`` is a ``capslab-bench`` document (:func:`capslab.results.write_json`)
 REPORT_KIND = "bench"
 #: the batch sizes of every row: WarmAdaBatch's first phase, a small batch, the usual batch;
@@ -127,12 +125,16 @@ def bench_devices(name: str) -> list[torch.device]:
     return [resolve_device(name)]
 
 
+def _plain_model(path: Path, name: str) -> nn.Module:
+    plain = load_plain_reference(path, name)
+    if plain is None:
+        raise FileNotFoundError(f"the plain reference {path} is only in a source checkout")
+    return plain()
+
+
 def plain_capsnet() -> nn.Module:
     """The plain eager reference model (needs a source checkout: :func:`load_plain_reference`)."""
-    plain = load_plain_reference()
-    if plain is None:
-        raise FileNotFoundError(f"the plain reference {REFERENCE_FILE} is only in a source checkout")
-    return plain()
+    return _plain_model(REFERENCE_FILE, "PlainCapsNet")
 
 
 def capsnet() -> nn.Module:
@@ -147,11 +149,7 @@ def compiled_capsnet() -> nn.Module:
 
 def plain_efficient_capsnet() -> nn.Module:
     """The plain eager Efficient-CapsNet (needs a source checkout)."""
-    plain = load_plain_reference(EFFICIENT_REFERENCE_FILE, "PlainEfficientCapsNet")
-    if plain is None:
-        raise FileNotFoundError(f"the plain reference {EFFICIENT_REFERENCE_FILE} is only in a "
-                                "source checkout")
-    return plain()
+    return _plain_model(EFFICIENT_REFERENCE_FILE, "PlainEfficientCapsNet")
 
 
 def efficient_capsnet() -> nn.Module:
@@ -160,7 +158,24 @@ def efficient_capsnet() -> nn.Module:
 
 
 def compiled_efficient_capsnet() -> nn.Module:
+    """:func:`efficient_capsnet` under ``torch.compile``."""
     return torch.compile(efficient_capsnet())
+
+
+#: per model of ``capslab bench``: (its plain reference file, that row's name, the plain
+#: model, CapsLab's, CapsLab's compiled, the prefix of CapsLab's rows)
+_FAMILIES = {
+    "capsnet": (REFERENCE_FILE, "plain eager (benchmarks/)", plain_capsnet, capsnet,
+                compiled_capsnet, "capslab"),
+    "efficient-capsnet": (EFFICIENT_REFERENCE_FILE,
+                          f"plain eager (benchmarks/{EFFICIENT_REFERENCE_FILE.name})",
+                          plain_efficient_capsnet, efficient_capsnet, compiled_efficient_capsnet,
+                          "capslab efficient-capsnet"),
+}
+
+
+#: the models ``capslab bench`` compares with a plain implementation of their own
+BENCH_MODELS = tuple(_FAMILIES)
 
 
 def default_variants(include_plain: bool = True, compile_: bool = False, bf16: bool = False,
@@ -169,20 +184,12 @@ def default_variants(include_plain: bool = True, compile_: bool = False, bf16: b
     in channels-last, compiled (``compile_``) and under bf16 autocast (``bf16``), for ``model``
     (one of :data:`BENCH_MODELS`). Their factories are module-level functions, so a worker
     process can rebuild them."""
-    if model not in BENCH_MODELS:
+    if model not in _FAMILIES:
         raise ConfigError(f"capslab bench measures {', '.join(BENCH_MODELS)}; got {model!r}")
-    if model == "capsnet":
-        reference, plain, ours, compiled = REFERENCE_FILE, plain_capsnet, capsnet, compiled_capsnet
-        prefix = "capslab"
-    else:
-        reference, plain, ours, compiled = (EFFICIENT_REFERENCE_FILE, plain_efficient_capsnet,
-                                            efficient_capsnet, compiled_efficient_capsnet)
-        prefix = "capslab efficient-capsnet"
+    reference, reference_name, plain, ours, compiled, prefix = _FAMILIES[model]
     variants = []
     if include_plain and reference.is_file():
-        variants.append(Variant(f"plain eager (benchmarks/{reference.name})"
-                                if model != "capsnet" else "plain eager (benchmarks/)",
-                                plain, optimizer=naive_adam))
+        variants.append(Variant(reference_name, plain, optimizer=naive_adam))
     variants.append(Variant(prefix, ours))
     variants.append(Variant(f"{prefix} channels-last", ours, channels_last=True))
     if compile_:

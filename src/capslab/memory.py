@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from capslab.device import resolve_device
+from capslab.device import check_device_name, resolve_device
 from capslab.errors import ConfigError
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
@@ -105,7 +105,7 @@ class MemoryConfig(Settings):
             raise ConfigError(f"images must be square, got {list(self.dataset_shape)}")
         if self.steps < 1 or self.warmup < 0:
             raise ConfigError(f"steps must be >= 1 and warmup >= 0, got {self.steps} and {self.warmup}")
-        resolve_device(self.device, check_available=False)  # a valid name
+        check_device_name(self.device)
         owned = sorted(set(self.model_options) & set(OWN_MODEL_OPTIONS))
         if owned:
             raise ConfigError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from capslab.errors import ConfigError
 from capslab.ops import conv2d_as_gemm, exp_squash, squash
 
 
@@ -104,7 +105,7 @@ class DepthwisePrimaryCaps(nn.Module):
                  stride: int = 1):
         super().__init__()
         if channels % capsule_dim:
-            raise ValueError(f"{channels} channels do not split into capsules of {capsule_dim}")
+            raise ConfigError(f"{channels} channels do not split into capsules of {capsule_dim}")
         self.num_types = channels // capsule_dim
         self.capsule_dim = capsule_dim
         self.conv = nn.Conv2d(channels, channels, kernel_size, stride, groups=channels)
@@ -112,8 +113,8 @@ class DepthwisePrimaryCaps(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] == self.conv.weight.shape[-2:]:
             # the kernel covers the input: each output is one channel's dot product with its
-            # filter. As a product and a sum it trains 7x faster than oneDNN's grouped
-            # convolution on the CPU (4.6 against 0.6 ms at batch 64 for 128 channels of 9x9)
+            # filter. As a product and a sum a training step takes 0.6 ms on the CPU against
+            # 4.6 for oneDNN's grouped convolution (batch 64, 128 channels of 9x9)
             y = ((x * self.conv.weight[:, 0]).sum(dim=(2, 3)) + self.conv.bias)[:, :, None, None]
         else:
             y = self.conv(x)  # [B, C, H', W']
