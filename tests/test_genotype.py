@@ -194,7 +194,7 @@ C, D = CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
         # no mixing of Sabour capsule layers and DeepCaps cells
         (
             with_layer(D, 3, kind=LayerKind.CAPS),
-            r"layer 3: field kind: capsule layers \(1\) and DeepCaps cells \(2\)",
+            r"layer 3: field kind: DeepCaps cells \(2\) cannot be mixed",
         ),
         # skip (counted from 1: s points at layer s - 1): range, a cell, not the final stage
         (replace(D, skip=9), r"field skip must be -1 or 1..5 \(skip = s points at layer s - 1\)"),

@@ -124,4 +124,4 @@ def training_cost(model: str, **options: Any) -> TrainingCost:
 def genotype_training_cost(genotype: Genotype, num_classes: int = 10) -> TrainingCost:
     """:class:`TrainingCost` of the network ``genotype`` describes (input size and channels from
     its first gene, as :class:`~capslab.models.genotype_net.GenotypeNet` reads them)."""
-    return training_cost("genotype", genotype=genotype.to_nascaps(), num_classes=num_classes)
+    return training_cost("genotype", genotype=genotype.exchange(), num_classes=num_classes)

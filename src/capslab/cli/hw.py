@@ -73,7 +73,7 @@ def hw(
 
     if as_json:
         extra = {} if cost is None else {"training": cost.to_dict()}
-        emit({"source": source, **result.to_dict(layers=True), "genotype": g.to_nascaps(), **extra},
+        emit({"source": source, **result.to_dict(layers=True), "genotype": g.exchange(), **extra},
              True)
         return
 

@@ -91,13 +91,13 @@ def _front_table(records, title: str) -> Table:
     for col in ("#", "gen", "epochs", "accuracy %", "energy mJ", "memory KiB", "latency ms", "network"):
         table.add_column(col, justify="left" if col == "network" else "right")
     # imported on use, so that the CLI starts without it
-    from capslab.genotype import Genotype
+    from capslab.genotype import parse_genotype
 
     def fmt(v: float | None, spec: str) -> str:
         return "-" if v is None else format(v, spec)
 
     for i, r in enumerate(records):
-        network = Genotype.from_nascaps(r.genotype_nascaps).describe()
+        network = parse_genotype(r.genotype_nascaps).describe()
         if not r.ok:  # a front of failures only (every candidate failed)
             network = f"failed: {r.reason} | {network}"
         table.add_row(

@@ -41,7 +41,7 @@ def model_options_from_flags(
         from capslab.genotype import load_genotype
 
         g = load_genotype(genotype)
-        options["genotype"] = g.to_nascaps()
+        options["genotype"] = g.exchange()
         if dataset is not None:
             warn_genotype_mismatch(g, dataset, genotype)
     options.update(opt.parse_key_values(model_opt, "model option"))

@@ -13,6 +13,7 @@ from typing import Any
 
 from capslab.errors import GenotypeError
 from capslab.genotype.descriptor import (
+    BLOCK_KINDS,
     GENE_FIELDS,
     LayerDescriptor,
     LayerKind,
@@ -21,7 +22,18 @@ from capslab.genotype.descriptor import (
 )
 
 FORMAT_NAME = "capslab-genotype"
-FORMAT_VERSION = 1
+#: the newest readable format; version 1 (the NASCaps kinds only) is still written for a
+#: genotype without newer genes or options, so older CapsLab versions keep reading those
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+def family(kind: LayerKind) -> str:
+    """``"conv"`` for a convolution, ``"deepcaps"`` for a cell, ``"sabour"`` for every other
+    capsule gene (Sabour layers, depthwise primary capsules, block genes)."""
+    if kind == LayerKind.CONV:
+        return "conv"
+    return "deepcaps" if kind == LayerKind.CELL else "sabour"
 
 
 def _parse_layers(
@@ -72,13 +84,32 @@ class Genotype:
         layers = _parse_layers(layer_genes, LayerDescriptor.from_gene)
         return cls(layers, skip=skip[0], resize=resize[0])
 
+    @property
+    def is_nascaps(self) -> bool:
+        """Can the NASCaps 9-integer format hold this genotype (:meth:`to_nascaps`)?"""
+        return all(layer.is_nascaps for layer in self.layers)
+
     def to_nascaps(self) -> list[list[int]]:
-        return [layer.to_gene() for layer in self.layers] + [[self.skip], [self.resize]]
+        """The authors' list; :class:`GenotypeError` naming the layer when a gene is of a kind
+        (or has an option) that format cannot hold."""
+        genes = []
+        for i, layer in enumerate(self.layers):
+            try:
+                genes.append(layer.to_gene())
+            except GenotypeError as e:
+                raise GenotypeError(f"layer {i}: {e}") from None
+        return genes + [[self.skip], [self.resize]]
+
+    def exchange(self) -> list | dict[str, Any]:
+        """The form files, journals and checkpoints store: the NASCaps list when that format
+        holds the genotype (so the paper's genotypes stay in the authors' form), the readable
+        object otherwise. :func:`~capslab.genotype.parse_genotype` reads either."""
+        return self.to_nascaps() if self.is_nascaps else self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": 1 if self.is_nascaps else FORMAT_VERSION,
             "layers": [layer.to_dict() for layer in self.layers],
             "skip": self.skip,
             "resize": self.resize,
@@ -91,9 +122,10 @@ class Genotype:
         _check_keys(d, ("format", "version", "layers", "skip", "resize"), "genotype")
         if d.get("format", FORMAT_NAME) != FORMAT_NAME:
             raise GenotypeError(f"format must be {FORMAT_NAME!r}, got {d.get('format')!r}")
-        if d.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+        if d.get("version", FORMAT_VERSION) not in READABLE_VERSIONS:
             raise GenotypeError(
-                f"unsupported genotype version {d.get('version')!r} (this is version {FORMAT_VERSION})"
+                f"unsupported genotype version {d.get('version')!r} (this CapsLab reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))})"
             )
         if not isinstance(d.get("layers"), list):
             raise GenotypeError("a capslab genotype needs a 'layers' list")
@@ -103,7 +135,7 @@ class Genotype:
     # ------------------------------------------------------------- conveniences
     @property
     def num_capsule_layers(self) -> int:
-        """Number of capsule genes (type 1 or 2), the final class stage included."""
+        """Number of capsule genes (every kind but conv), the final class stage included."""
         return sum(1 for layer in self.layers if layer.kind != LayerKind.CONV)
 
     @property
@@ -132,14 +164,23 @@ class Genotype:
         return validate(self, in_channels=in_channels, image_size=image_size)
 
     def describe(self) -> str:
-        """One line, e.g. ``conv9/1x256 -> caps9/2:32x8D -> class:10x16D (28px, skip -1, resize 1)``."""
+        """One line, e.g. ``conv9/1x256 -> caps9/2:32x8D -> class:10x16D (28px, skip -1, resize 1)``;
+        options follow a gene in brackets (``class:10x16D[self-attention,shared]``)."""
         parts = []
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
+            tags = [layer.routing] if layer.routing else []
+            tags += ["shared"] if layer.shared else []
+            tag = f"[{','.join(tags)}]" if tags else ""
+            shape = f"{layer.out_channels}x{layer.out_capsules}D"
             if layer.kind == LayerKind.CONV:
                 parts.append(f"conv{layer.kernel}/{layer.stride}x{layer.out_channels}")
             elif i == n - 1:
-                parts.append(f"class:{layer.out_channels}x{layer.out_capsules}D")
+                parts.append(f"class:{shape}{tag}")
+            elif layer.kind == LayerKind.DWCAPS:
+                parts.append(f"dwcaps{layer.kernel}:{shape}")
+            elif layer.kind in BLOCK_KINDS:
+                parts.append(f"{layer.kind_name}{layer.blocks}:{shape}{tag}")
             else:
                 name = "caps" if layer.kind == LayerKind.CAPS else "cell"
                 parts.append(
@@ -160,9 +201,18 @@ class Genotype:
 # - ``capslab.nas.space.SearchSpace.check``: is it inside the paper's search space (at least two
 #   capsule layers, kernels {3, 5, 9}, strides {1, 2}, layer counts, channel and capsule
 #   ranges)? Only the search (sampling, operators, repair, evaluation) enforces that.
+def covers_input(layer: LayerDescriptor) -> bool:
+    """Genes whose kernel is always their input size, with a 1x1 output: depthwise primary
+    capsules and the fully connected block genes."""
+    return layer.kind == LayerKind.DWCAPS or layer.kind in BLOCK_KINDS
+
+
 def _allowed_out_sizes(layer: LayerDescriptor, is_last: bool) -> tuple[int, ...]:
     """Same padding gives ceil(in/stride); the final class stage may also be fully connected
-    (kernel == in_size) with a 1x1 output, as in the published DeepCaps genotype."""
+    (kernel == in_size) with a 1x1 output, as in the published DeepCaps genotype; a gene that
+    covers its input (:func:`covers_input`) always has a 1x1 output."""
+    if covers_input(layer):
+        return (1,)
     same = -(-layer.in_size // layer.stride) if layer.stride > 0 else 0
     if is_last and layer.kind != LayerKind.CONV and layer.kernel == layer.in_size:
         return (same, 1)
@@ -183,6 +233,49 @@ def _chains(prev: LayerDescriptor, layer: LayerDescriptor) -> bool:
         prev.kind == LayerKind.CONV
         and layer.in_channels * layer.in_capsules == prev.out_channels * prev.out_capsules
     )
+
+
+def _validate_new_gene(i: int, layer: LayerDescriptor, layers: tuple[LayerDescriptor, ...]) -> None:
+    """The rules of the readable format's genes and options (docs/genotypes.md)."""
+    n = len(layers)
+    is_last = i == n - 1
+    if layer.routing is not None and not (is_last or layer.kind in BLOCK_KINDS):
+        raise GenotypeError(
+            f"layer {i}: field routing belongs to the genes that route (the class stage and "
+            f"momentum or residual genes), not to a {layer.kind_name} gene"
+        )
+    if layer.shared and not is_last:
+        raise GenotypeError(f"layer {i}: field shared belongs to the class stage (the last gene)")
+    if not covers_input(layer):
+        return
+    if layer.kernel != layer.in_size or layer.stride != 1:
+        raise GenotypeError(
+            f"layer {i}: a {layer.kind_name} gene covers its input: kernel must be in_size "
+            f"({layer.in_size}) and stride 1, got kernel {layer.kernel}, stride {layer.stride}"
+        )
+    prev = layers[i - 1]
+    if layer.kind == LayerKind.DWCAPS:
+        if prev.kind != LayerKind.CONV:
+            raise GenotypeError(
+                f"layer {i}: field kind: depthwise primary capsules read a convolution's maps; "
+                f"layer {i - 1} is a {prev.kind_name}"
+            )
+        maps = layer.in_channels * layer.in_capsules
+        if layer.out_channels * layer.out_capsules != maps:
+            raise GenotypeError(
+                f"layer {i}: fields out_channels x out_capsules = {layer.out_channels} x "
+                f"{layer.out_capsules} must regroup the {maps} maps of layer {i - 1} "
+                "(a depthwise convolution keeps its maps)"
+            )
+        return
+    if prev.kind == LayerKind.CONV:
+        raise GenotypeError(
+            f"layer {i}: field kind: a {layer.kind_name} gene reads capsules; layer {i - 1} is a conv"
+        )
+    if i != n - 2:
+        raise GenotypeError(
+            f"layer {i}: field kind: a {layer.kind_name} gene must come just before the class stage"
+        )
 
 
 def validate(
@@ -277,15 +370,22 @@ def validate(
             f"layer {n - 1}: field kind: the last gene must be the class capsule stage "
             "(caps 1 or cell 2), got conv"
         )
-    if len({layer.kind for layer in layers} - {LayerKind.CONV}) > 1:
+    if len({family(layer.kind) for layer in layers} - {"conv"}) > 1:
         i = next(
             j
             for j, layer in enumerate(layers)
-            if layer.kind != LayerKind.CONV and layer.kind != last.kind
+            if layer.kind != LayerKind.CONV and family(layer.kind) != family(last.kind)
         )
         raise GenotypeError(
-            f"layer {i}: field kind: capsule layers (1) and DeepCaps cells (2) cannot be mixed"
+            f"layer {i}: field kind: DeepCaps cells (2) cannot be mixed with other capsule genes"
         )
+    if last.kind not in (LayerKind.CAPS, LayerKind.CELL):
+        raise GenotypeError(
+            f"layer {n - 1}: field kind: the last gene must be the class capsule stage "
+            f"(caps 1 or cell 2), got {last.kind_name}"
+        )
+    for i, layer in enumerate(layers):
+        _validate_new_gene(i, layer, layers)
     if g.skip != -1:
         if not 1 <= g.skip <= n:
             raise GenotypeError(

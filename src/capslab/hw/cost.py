@@ -12,6 +12,14 @@ Operation kinds (strings, see :mod:`capslab.hw.expand`):
   (data_per_weight = 1);
 - ``sum``, ``update`` (dynamic routing): weights inch*k^2*outch, sums_per_out incaps,
   data_per_weight 1.
+
+The kinds of the newer genes (docs/hardware.md, "Costs of the newer genes"):
+- ``dwconv`` (depthwise primary capsules): the ``conv`` formulas; the expansion gives it
+  ``inch = incaps = 1`` since each filter reads one map;
+- ``sharedclass`` (class capsules with FasTrCaps weight sharing): one matrix per input type
+  used at all k^2 positions: weights (inch + 1)*outch*outcaps*incaps, sums_per_out as
+  ``class``, data_per_weight k^2;
+(self-attention routing needs no kind of its own: sum, update, sum; see :mod:`capslab.hw.expand`.)
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 from capslab.hw.accelerator import Accelerator
 
 ROUTING_KINDS = frozenset({"sum", "update"})
-_KINDS = ROUTING_KINDS | {"conv", "convcaps", "convcaps3d", "class"}
+_KINDS = ROUTING_KINDS | {"conv", "dwconv", "convcaps", "convcaps3d", "class", "sharedclass"}
 
 
 def _kernel_terms(kind: str, k: int) -> int:
@@ -30,6 +38,8 @@ def weights(kind: str, inch: int, incaps: int, k: int, outch: int, outcaps: int)
     """Number of weights W of one layer (Table 1, column ``weights``)."""
     if kind in ROUTING_KINDS:
         return inch * k * k * outch
+    if kind == "sharedclass":
+        return (inch + 1) * outch * outcaps * incaps
     return (inch * _kernel_terms(kind, k) + 1) * outch * outcaps * incaps
 
 
@@ -40,11 +50,14 @@ def sums_per_out(kind: str, inch: int, incaps: int, k: int) -> int:
     return (_kernel_terms(kind, k) + 1) * inch * incaps
 
 
-def data_per_weight(kind: str, inch: int, incaps: int, outsize: int) -> int:
+def data_per_weight(kind: str, inch: int, incaps: int, outsize: int, k: int = 1) -> int:
     """Inputs multiplied by the same weight D: every output position for a convolution, once
-    for the class layer and the routing layers."""
+    for the class layer and the routing layers, at each of the k^2 positions for shared class
+    matrices."""
     if kind == "class" or kind in ROUTING_KINDS:
         return 1
+    if kind == "sharedclass":
+        return k * k
     return outsize * outsize * inch * incaps
 
 
@@ -97,5 +110,5 @@ def layer_counts(
     return (
         weights(kind, inch, incaps, k, outch, outcaps),
         sums_per_out(kind, inch, incaps, k),
-        data_per_weight(kind, inch, incaps, outsize),
+        data_per_weight(kind, inch, incaps, outsize, k),
     )

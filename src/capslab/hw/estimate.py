@@ -137,6 +137,9 @@ def _layer_estimate(hl: HardwareLayer, acc: Accelerator) -> LayerEstimate:
     )
 
 
+_NEWER_KINDS = frozenset({"sharedclass"})  # dwconv takes the conv branch
+
+
 def estimate(
     genotype: Genotype | list | dict,
     accelerator: Accelerator = CAPSACC,
@@ -168,6 +171,8 @@ def estimate(
     for kind, _, inch, incaps, k, outsize, outch, outcaps, count, _ in expand_groups(genotype):
         if kind == ROUTING:
             w, s, d = inch * k * k * outch, incaps, 1
+        elif kind in _NEWER_KINDS:  # the newer genes' kinds: the reference formulas
+            w, s, d = cost.layer_counts(kind, inch, incaps, k, outsize, outch, outcaps)
         else:
             kk = k * k * k if kind == "convcaps3d" else k * k
             w = (inch * kk + 1) * outch * outcaps * incaps

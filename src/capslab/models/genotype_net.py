@@ -22,6 +22,16 @@ and strides come from the genes):
   the final stage has the ConvCaps3D (3-D routing) skip branch; the LAST type-2 gene is
   FlatCaps + class capsules with routing (directly on the convolution maps when no cell
   precedes it).
+- ``dwcaps`` (readable format only): :class:`DepthwiseGene`, Efficient-CapsNet's depthwise
+  primary capsules over the convolution's maps, a 1x1 grid of ``out_channels`` capsules.
+- ``momentum`` / ``residual`` (readable format only): :class:`BlockGene`, the grid flattened
+  and projected by a routed capsule layer to ``out_channels`` capsules of ``out_capsules``
+  dimensions, then a :class:`~capslab.layers.momentum.MomentumCapsuleStack` (reversible,
+  ``gamma``) or a :class:`~capslab.layers.momentum.ResidualCapsuleStack` (started near the
+  identity) of ``blocks`` blocks, as in MoCapsNet / ResCapsNet; a 1x1 grid comes out.
+- a gene's ``routing`` overrides the model's ``routing`` for that layer; ``shared`` class
+  capsules share one matrix per input capsule type and class over the grid positions
+  (FasTrCaps weight sharing).
 - kernels larger than their input are built with "same" padding (the authors' search
   produced such genes).
 - ``skip`` (xtraskip, counted from 1): the output of layer index ``skip - 1`` also feeds the
@@ -51,12 +61,18 @@ from capslab.genotype import (
     parse_genotype,
     skip_source,
 )
-from capslab.layers import ClassCaps
+from capslab.layers import ClassCaps, DepthwisePrimaryCaps
 from capslab.layers.conv_caps import CapsCell, ConvCaps2D, FlatCaps, SameConv2d, features_to_grid
+from capslab.layers.momentum import (
+    MomentumCapsuleStack,
+    ResidualCapsuleStack,
+    capsule_layer,
+    make_blocks,
+)
 from capslab.models.base import CapsuleClassifier, decoder_kind
 from capslab.models.registry import register_model
 from capslab.ops import safe_norm
-from capslab.routing import dynamic_routing, scaled_distance_agreement
+from capslab.routing import dynamic_routing, scaled_distance_agreement, self_attention_routing
 
 
 def as_genotype(genotype: Any) -> Genotype:
@@ -91,30 +107,78 @@ class ConvGene(nn.Sequential):
         super().__init__(*layers)
 
 
+class DepthwiseGene(nn.Module):
+    """``dwcaps`` gene: ``[B, C, H, W] -> [B, C / D, D, 1, 1]``, a depthwise filter as large as
+    the maps (:class:`~capslab.layers.DepthwisePrimaryCaps`), read as a 1x1 capsule grid.
+    ``kernel`` is the size of the maps that arrive (the builder's, not the gene's, so a
+    genotype runs on another image size)."""
+
+    def __init__(self, channels: int, capsule_dim: int, kernel: int):
+        super().__init__()
+        self.primary = DepthwisePrimaryCaps(channels, capsule_dim, kernel_size=kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.primary(x)[..., None, None]  # [B, T, D] -> [B, T, D, 1, 1]
+
+
+class BlockGene(nn.Module):
+    """``momentum`` / ``residual`` gene: ``[B, T, D_in, H, W] -> [B, N, D, 1, 1]``.
+
+    The grid is flattened (``T * H * W`` capsules), a routed capsule layer projects it to ``N``
+    capsules of ``D`` dimensions, and a momentum (reversible) or residual stack of ``blocks``
+    blocks of two routed layers follows.
+    """
+
+    def __init__(self, kind: LayerKind, num_in: int, in_dim: int, num_capsules: int,
+                 capsule_dim: int, blocks: int, routing: str, routing_iterations: int,
+                 gamma: float = 0.9):
+        super().__init__()
+        self.flat = FlatCaps()
+        self.project = capsule_layer(num_in, in_dim, num_capsules, capsule_dim, routing,
+                                     routing_iterations)
+        stack = make_blocks(blocks, num_capsules, capsule_dim, routing, routing_iterations)
+        if kind == LayerKind.MOMENTUM:
+            self.stack: nn.Module = MomentumCapsuleStack(stack, gamma=gamma)
+        else:
+            self.stack = ResidualCapsuleStack(stack).start_near_identity()
+
+    def forward(self, grid: Tensor) -> Tensor:
+        return self.stack(self.project(self.flat(grid)))[..., None, None]
+
+
 class ClassStage(nn.Module):
     """Flatten one or more capsule grids and route them jointly to the class capsules.
 
     ``grids: list of [B, T_k, D_k, H_k, W_k] -> [B, num_classes, class_dim]``. Each source has
     its own :class:`ClassCaps` transformation matrices (so the sources may differ in capsule
     dimension); their predictions are concatenated along the input-capsule axis and routed once.
-    With one source this is exactly FlatCaps + ClassCaps.
+    With one source this is exactly FlatCaps + ClassCaps. ``sources`` are ``(capsules, dim)``
+    or ``(capsules, dim, types)``; with ``shared`` each source's matrices are shared over its
+    positions (one per type and class).
     """
 
-    def __init__(self, sources: Sequence[tuple[int, int]], num_classes: int, class_dim: int,
-                 routing: str = "rba", routing_iterations: int = 3):
+    def __init__(self, sources: Sequence[tuple[int, ...]], num_classes: int, class_dim: int,
+                 routing: str = "rba", routing_iterations: int = 3, shared: bool = False):
         super().__init__()
         self.flat = FlatCaps()
         self.routing = routing
         self.routing_iterations = routing_iterations
         self.caps = nn.ModuleList(
-            ClassCaps(n, d, num_classes, class_dim, routing, routing_iterations) for n, d in sources
+            ClassCaps(n, d, num_classes, class_dim, routing, routing_iterations,
+                      share_types=(rest[0] if shared and rest else None))
+            for n, d, *rest in sources
         )
 
     def forward(self, grids: Sequence[Tensor]) -> Tensor:
         if len(grids) != len(self.caps):
             raise ValueError(f"ClassStage expects {len(self.caps)} grid(s), got {len(grids)}")
         flats = [self.flat(g) for g in grids]  # [B, N_k, D_k]
+        if len(flats) == 1:
+            return self.caps[0](flats[0])  # ClassCaps' own fast paths
         u_hat = torch.cat([c.predictions(u) for c, u in zip(self.caps, flats, strict=True)], dim=1)
+        if self.routing == "self-attention":
+            bias = torch.cat([c.routing_bias for c in self.caps], dim=0)
+            return self_attention_routing(u_hat, bias)
         if self.routing == "sda":
             u_norm = torch.cat([safe_norm(u, dim=-1) for u in flats], dim=1)
             return scaled_distance_agreement(u_hat, u_norm, self.routing_iterations)
@@ -139,6 +203,7 @@ class GenotypeNet(CapsuleClassifier):
         conv_caps_routing: routing iterations inside type-1 ConvCaps2D genes (0 = none).
         batchnorm: BatchNorm after every type-0 convolution (the NASCaps code has one).
         coupling / squash_sum: cell options, see :class:`~capslab.layers.conv_caps.CapsCell`.
+        gamma: momentum of ``momentum`` genes (0.9, MoCapsNet's).
         decoder / small_decoder / normalization / mean / std: as for ``capsnet``.
     """
 
@@ -154,6 +219,7 @@ class GenotypeNet(CapsuleClassifier):
         batchnorm: bool = True,
         coupling: str = "types+positions",
         squash_sum: bool = False,
+        gamma: float = 0.9,
         decoder: bool = True,
         small_decoder: bool = False,
         normalization: str = "dataset",
@@ -190,17 +256,34 @@ class GenotypeNet(CapsuleClassifier):
                 blocks[f"{i}_conv"] = ConvGene(channels, out, k, s, batchnorm)
                 channels, size = out, -(-size // s)
                 continue
+            if layer.kind == LayerKind.DWCAPS:
+                types, dim = layer.out_channels, layer.out_capsules
+                blocks[f"{i}_dwcaps"] = DepthwiseGene(channels, dim, size)
+                first_caps = False
+                grid, size = (types, dim), 1
+                grids_seen[i] = (types, dim, size)
+                continue
             if grid is None:  # conv features -> capsule grid: C types of 1-D capsules
                 grid = (channels, 1)
+            gene_routing = layer.routing or routing
             if is_last:
-                sources = [(grid[0] * size * size, grid[1])]
+                sources = [(grid[0] * size * size, grid[1], grid[0])]
                 if self.skip_source is not None:
                     t, d, sz = grids_seen[self.skip_source]
-                    sources.append((t * sz * sz, d))
-                blocks[f"{i}_class"] = ClassStage(sources, num_classes, class_dim, routing,
-                                                  routing_iterations)
+                    sources.append((t * sz * sz, d, t))
+                blocks[f"{i}_class"] = ClassStage(sources, num_classes, class_dim, gene_routing,
+                                                  routing_iterations, shared=layer.shared)
                 break
             types, dim = layer.out_channels, layer.out_capsules
+            if layer.kind in (LayerKind.MOMENTUM, LayerKind.RESIDUAL):
+                blocks[f"{i}_{layer.kind_name}"] = BlockGene(
+                    layer.kind, grid[0] * size * size, grid[1], types, dim, layer.blocks,
+                    gene_routing, routing_iterations, gamma,
+                )
+                first_caps = False
+                grid, size = (types, dim), 1
+                grids_seen[i] = (types, dim, size)
+                continue
             if layer.kind == LayerKind.CAPS:
                 name = "primary" if first_caps else "convcaps"
                 # primary capsules = a capsule convolution on C one-dimensional "capsules"
@@ -219,8 +302,8 @@ class GenotypeNet(CapsuleClassifier):
         self.layers = nn.ModuleDict(blocks)
 
     # create_model() records its options on the model and checkpoints store them as JSON; keep
-    # the genotype there as the NASCaps list (not an object or a path), so a checkpoint rebuilds
-    # the same network anywhere.
+    # the genotype there as its exchange form (the NASCaps list, or the readable object for
+    # newer genes; never a path), so a checkpoint rebuilds the same network anywhere.
     @property
     def model_options(self) -> dict[str, Any]:
         return self._model_options
@@ -229,7 +312,7 @@ class GenotypeNet(CapsuleClassifier):
     def model_options(self, options: dict[str, Any]) -> None:
         options = dict(options)
         if "genotype" in options:
-            options["genotype"] = self.genotype.to_nascaps()
+            options["genotype"] = self.genotype.exchange()
         self._model_options = options
 
     def encode(self, x: Tensor) -> Tensor:
@@ -239,7 +322,7 @@ class GenotypeNet(CapsuleClassifier):
         skip = None
         for name, block in self.layers.items():
             index = int(name.split("_", 1)[0])
-            if h.dim() == 4 and not isinstance(block, ConvGene):
+            if h.dim() == 4 and not isinstance(block, (ConvGene, DepthwiseGene)):
                 h = features_to_grid(h, h.shape[1])  # conv maps -> [B, C, 1, H, W]
             if isinstance(block, ClassStage):
                 return block([h] if skip is None else [h, skip])

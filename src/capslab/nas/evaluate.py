@@ -94,7 +94,7 @@ class TrainedAccuracy:
                  epochs: int | None = None) -> Score:
         out = None if self.out_dir is None else str(candidate_folder(self.out_dir, genotype))
         config = TrainConfig.of(
-            self.training.replace(model="genotype", model_options={"genotype": genotype.to_nascaps()}),
+            self.training.replace(model="genotype", model_options={"genotype": genotype.exchange()}),
             out=out, time_limit=time_limit, checkpoints=self.rungs, resume=self.rungs,
             plots=False, stop_after=epochs, eval_weight_bits=self.weight_bits,
         )

@@ -33,6 +33,8 @@ from capslab.genotype import (
     skip_value,
     valid_skips,
 )
+from capslab.genotype.descriptor import BLOCK_KINDS
+from capslab.genotype.network import covers_input, family
 from capslab.nas.space import SearchSpace, genotype_key, pick, sample
 
 
@@ -53,15 +55,20 @@ def _space(problem: object, fallback: SearchSpace | None) -> SearchSpace:
 # ---------------------------------------------------------------------- crossover (pure)
 def _structure_ok(layers: tuple[LayerDescriptor, ...], space: SearchSpace) -> bool:
     """Kinds only: convolutions first, then capsule layers of a single family, with the layer
-    counts of the space."""
+    counts of the space; depthwise primary capsules only first among the capsule genes, a
+    block gene only just before the class stage, the class stage a caps or cell gene."""
     kinds = [layer.kind for layer in layers]
     n_conv = next((i for i, k in enumerate(kinds) if k != LayerKind.CONV), len(kinds))
     caps = kinds[n_conv:]  # caps[0] is not a convolution: one kind means no convolution
-    if n_conv == 0 or len(caps) < 2 or len(set(caps)) != 1:
+    if n_conv == 0 or len(caps) < 2 or len({family(k) for k in caps}) != 1:
+        return False
+    if caps[-1] not in (LayerKind.CAPS, LayerKind.CELL) or LayerKind.DWCAPS in caps[1:]:
+        return False
+    if any(k in BLOCK_KINDS for k in caps[:-2]) or caps[0] in BLOCK_KINDS:
         return False
     if not space.conv_layers[0] <= n_conv <= space.conv_layers[1]:
         return False
-    lo, hi = space.caps_layers if caps[0] == LayerKind.CAPS else space.cells
+    lo, hi = space.caps_layers if family(caps[0]) == "sabour" else space.cells
     return lo <= len(caps) <= hi
 
 
@@ -103,6 +110,10 @@ def cross(a: Genotype, b: Genotype, cut: tuple[int, int], space: SearchSpace) ->
 def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotype:
     """Change one thing: a random layer's kernel, stride or number of capsules, or the skip
     position, to a different value; then repair. The class stage keeps its fixed shape.
+    Where the space opens them, also the routing of a routed gene (class stage, block gene),
+    the class stage's weight sharing, or a block gene's number of blocks. A depthwise or
+    block gene has no kernel or stride to change (they cover their input): drawing those
+    leaves the genotype as it is.
 
     A new skip is drawn among -1 and :func:`~capslab.genotype.valid_skips` (effective ones)
     that change :func:`~capslab.genotype.skip_source`, i.e. the network's wiring.
@@ -114,16 +125,50 @@ def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotyp
     skips = [
         s for s in [-1, *valid_skips(g, effective=True)] if skip_source(replace(g, skip=s)) != source
     ]
+    routed = [i for i, layer in enumerate(g.layers)
+              if layer.kind in BLOCK_KINDS or i == len(g.layers) - 1]
+    blocks = [i for i, layer in enumerate(g.layers) if layer.kind in BLOCK_KINDS]
     choices = ["kernel", "stride", "capsules"]
     if space.skip and skips:
         choices.append("skip")
+    # the newer genes' choices exist only where the space opens them (the paper's space draws
+    # among the paper's four, as before)
+    if len(space.routings) > 1:
+        choices.append("routing")
+    if len(space.shared) > 1:
+        choices.append("shared")
+    if blocks and space.block_count[0] < space.block_count[1]:
+        choices.append("blocks")
     what = pick(rng, choices)
     if what == "skip":
         return space.repair(replace(g, skip=pick(rng, skips)))
+    if what in ("routing", "shared", "blocks"):
+        idx = pick(rng, {"routing": routed, "shared": [len(g.layers) - 1], "blocks": blocks}[what])
+        layer = g.layers[idx]
+        if what == "routing":
+            values = [None if r == "rba" else r for r in space.routings]
+            value = pick(rng, [v for v in values if v != layer.routing] or values)
+            layer = replace(layer, routing=value)
+        elif what == "shared":
+            layer = replace(layer, shared=not layer.shared)
+        else:
+            lo, hi = space.block_count
+            layer = replace(layer, blocks=pick(rng, [b for b in range(lo, hi + 1) if b != layer.blocks]))
+        layers = g.layers[:idx] + (layer,) + g.layers[idx + 1 :]
+        return space.repair(replace(g, layers=layers))
 
     idx = int(rng.integers(len(g.layers) - 1))  # the class stage is not mutated
     layer = g.layers[idx]
-    if what == "kernel":
+    if covers_input(layer) and what in ("kernel", "stride"):
+        return space.repair(g)  # its kernel is its input size, its stride 1: nothing to change
+    if layer.kind in BLOCK_KINDS:
+        lo, hi = space.block_dims
+        field, values = "out_capsules", range(lo, hi + 1)
+    elif layer.kind == LayerKind.DWCAPS:
+        maps = layer.in_channels * layer.in_capsules
+        lo, hi = space.capsules
+        field, values = "out_capsules", [d for d in range(lo, hi + 1) if maps % d == 0]
+    elif what == "kernel":
         kernels = [space.first_kernel, *space.kernels] if idx == 0 else space.kernels
         field, values = "kernel", [k for k in dict.fromkeys(kernels) if k <= layer.in_size]
     elif what == "stride":
@@ -137,7 +182,10 @@ def mutate(g: Genotype, space: SearchSpace, rng: np.random.Generator) -> Genotyp
     pool = [v for v in values if v != getattr(layer, field)]  # a different value
     if not pool:
         return space.repair(g)
-    layers = g.layers[:idx] + (replace(layer, **{field: pick(rng, pool)}),) + g.layers[idx + 1 :]
+    changed = replace(layer, **{field: pick(rng, pool)})
+    if layer.kind == LayerKind.DWCAPS:  # the maps regroup: fewer or more capsules
+        changed = replace(changed, out_channels=maps // changed.out_capsules)
+    layers = g.layers[:idx] + (changed,) + g.layers[idx + 1 :]
     return space.repair(replace(g, layers=layers))
 
 

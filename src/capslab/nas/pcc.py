@@ -130,7 +130,7 @@ class PCCConfig(Settings):
     def train_config(self, genotype: Genotype, run_dir: Path) -> TrainConfig:
         return TrainConfig.of(
             self.training.replace(model_options={**self.training.model_options,
-                                                 "genotype": genotype.to_nascaps()}),
+                                                 "genotype": genotype.exchange()}),
             out=str(run_dir), resume=True, plots=False,
         )
 
@@ -156,7 +156,7 @@ def run_pcc_study(
     genotypes = config.genotypes()
     run_configs = [config.train_config(g, out / f"net_{i:03d}") for i, g in enumerate(genotypes)]
     write_json(out / "study.json", "pcc-study", {"config": config.to_dict(),
-                                                 "genotypes": [g.to_nascaps() for g in genotypes]})
+                                                 "genotypes": [g.exchange() for g in genotypes]})
     histories, failures = [], {}
     for i, run in enumerate(run_configs):
         failed = Path(run.out) / "failed.json"

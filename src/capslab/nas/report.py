@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from capslab.experiments import finished_summary, run_or_failure
-from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype
+from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype, parse_genotype
 from capslab.hw import CAPSACC, estimate
 from capslab.io import atomic_write_text
 from capslab.nas.parallel import overall_utilisation
@@ -63,7 +63,7 @@ def pareto_front(records: Sequence[EvaluationRecord],
 def candidate_rows(records: Sequence[EvaluationRecord], front_keys: set[str]) -> list[dict]:
     rows = []
     for i, r in enumerate(records):
-        g = Genotype.from_nascaps(r.genotype_nascaps)
+        g = parse_genotype(r.genotype_nascaps)
         rows.append(
             {
                 "index": i,
@@ -365,9 +365,9 @@ def finalize(
     """
     out = Path(out_dir)
     training = training.replace(val_size=None)  # final accuracies are test accuracies
-    genotypes = [Genotype.from_nascaps(rec.genotype_nascaps) for rec in front]
+    genotypes = [parse_genotype(rec.genotype_nascaps) for rec in front]
     configs = [
-        TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.to_nascaps()}),
+        TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.exchange()}),
                        out=str(out / f"NASCaps-{i + 1}"))
         for i, g in enumerate(genotypes)
     ]

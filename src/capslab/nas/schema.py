@@ -155,8 +155,10 @@ generations_table = Table(
 class EvaluationRecord:
     """One evaluated candidate: what the journal stores and what evaluators return.
 
-    ``genotype_nascaps`` is the exchange list (``Genotype.to_nascaps()``) and ``genotype`` the
-    dictionary form (``Genotype.to_dict()``); ``key`` is the canonical JSON of the exchange list.
+    ``genotype_nascaps`` is the exchange form (``Genotype.exchange()``: the NASCaps list, or the
+    readable object for a genotype with newer genes; the name is the journal column's, kept
+    since format 1) and ``genotype`` the dictionary form (``Genotype.to_dict()``); ``key`` is the
+    canonical JSON of the exchange form.
     ``status`` is ``ok``, ``timeout`` (the candidate ran out of its time budget), ``failed``
     (``reason`` says why) or ``infeasible`` (over a limit of the search that is known before
     training, ``reason`` says which; not trained); ``split`` is the data split ``accuracy`` was measured on (``val``
@@ -167,7 +169,7 @@ class EvaluationRecord:
     """
 
     key: str
-    genotype_nascaps: list
+    genotype_nascaps: list | dict
     genotype: dict
     status: str  # "ok", "timeout", "failed" or "infeasible"
     reason: str | None = None
@@ -190,7 +192,7 @@ class EvaluationRecord:
         """The record of ``genotype`` (key and both genotype forms) with the other ``values``."""
         return cls(
             key=genotype_key(genotype),
-            genotype_nascaps=genotype.to_nascaps(),
+            genotype_nascaps=genotype.exchange(),
             genotype=genotype.to_dict(),
             **values,
         )

@@ -6,6 +6,13 @@ A network in the space is a stack of convolutions followed by capsule layers of 
 The class stage is always fully connected (kernel = its input size, 1x1 output,
 ``num_classes`` capsules of ``class_dim`` dimensions), which keeps it valid whatever precedes it.
 
+The paper's space is the default. Fields open the newer genes to a Sabour stack
+(docs/nas.md, "The efficient blocks"): ``primary`` (``"dwcaps"``: depthwise primary capsules),
+``block_kinds`` (a ``momentum`` or ``residual`` block gene before the class stage, its
+``block_count``, ``block_capsules`` and ``block_dims``), ``routings`` (the routing of the class
+stage and of block genes) and ``shared`` (weight-shared class capsules). :data:`SPACE_PRESETS`
+names whole spaces (``--space preset=efficient``).
+
 :meth:`SearchSpace.check` holds the space's rules (two or more capsule layers, the kernel and
 stride sets, layer counts, channel and capsule ranges). They are stricter than what makes a
 genotype buildable (:meth:`capslab.genotype.Genotype.validate`), which is all that files, the
@@ -31,10 +38,41 @@ from capslab.genotype import (
     repair,
     valid_skips,
 )
+from capslab.genotype.descriptor import BLOCK_KINDS, ROUTINGS
+from capslab.genotype.network import covers_input
 from capslab.settings import Settings
 
 FAMILIES = ("sabour", "deepcaps")
+PRIMARY_KINDS = ("caps", "dwcaps")
+BLOCK_KIND_NAMES = ("momentum", "residual")
 _T = TypeVar("_T")
+
+#: whole spaces by name (``--space preset=NAME``; other keys override the preset's).
+#: ``efficient``: small Sabour stacks of the efficient blocks: 2-4 narrow convolutions,
+#: depthwise primary capsules, an optional momentum or residual block gene, self-attention or
+#: RBA routing, shared or full class matrices (docs/nas.md, "The efficient blocks").
+SPACE_PRESETS: dict[str, dict[str, Any]] = {
+    "nascaps": {},
+    "efficient": {
+        "families": ("sabour",),
+        "primary": ("dwcaps",),
+        "block_kinds": BLOCK_KIND_NAMES,
+        "routings": ("self-attention", "rba"),
+        "shared": (False, True),
+        "conv_layers": (2, 4),
+        "conv_channel_exponents": (4, 7),
+        "first_kernel": 5,
+        "kernels": (3, 5),
+        "strides": (1, 2),
+        "capsules": (4, 16),
+        "caps_layers": (2, 3),
+        "block_count": (1, 2),
+        "block_capsules": (8, 16),
+        "block_dims": (4, 8),
+        "resizes": (1,),
+        "skip": False,
+    },
+}
 
 
 @dataclass
@@ -66,19 +104,34 @@ class SearchSpace(Settings):
     families: tuple[str, ...] = FAMILIES
     resizes: tuple[int, ...] = (1, 2)
     skip: bool = True  # may a DeepCaps genotype carry the extra skip connection?
+    primary: tuple[str, ...] = ("caps",)  # first Sabour capsule gene: "caps" and/or "dwcaps"
+    block_kinds: tuple[str, ...] = ()  # a block gene before the class stage: "momentum", "residual"
+    block_count: tuple[int, int] = (1, 2)  # blocks of a block gene
+    block_capsules: tuple[int, int] = (8, 32)  # capsules of a block gene
+    block_dims: tuple[int, int] = (4, 16)  # capsule dimension of a block gene
+    routings: tuple[str, ...] = ("rba",)  # routing of the class stage and of block genes
+    shared: tuple[bool, ...] = (False,)  # weight-shared class capsules?
 
     WHAT: ClassVar[str] = "search-space key"
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> SearchSpace:
         """The space for a registered dataset (image size, channels, classes from its info),
-        with ``overrides`` of any field; unknown keys are refused, naming the valid ones."""
+        with ``overrides`` of any field; unknown keys are refused, naming the valid ones. The key
+        ``preset`` names a space of :data:`SPACE_PRESETS` whose fields the others override."""
         info = dataset_info(name)
         base = {
             "image_size": info.image_size,
             "in_channels": info.channels,
             "num_classes": info.num_classes,
         }
+        overrides = dict(overrides)
+        preset = overrides.pop("preset", "nascaps")
+        if preset not in SPACE_PRESETS:
+            raise ConfigError(
+                f"search space: unknown preset {preset!r}; valid: {list(SPACE_PRESETS)}"
+            )
+        base.update(SPACE_PRESETS[preset])
         base.update(overrides)
         return cls.from_dict(base)
 
@@ -108,8 +161,17 @@ class SearchSpace(Settings):
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
             raise ConfigError(f"search space: unknown famil(ies) {bad}; valid: {list(FAMILIES)}")
+        for name, valid in (("primary", PRIMARY_KINDS), ("block_kinds", BLOCK_KIND_NAMES),
+                            ("routings", ROUTINGS)):
+            bad = [v for v in getattr(self, name) if v not in valid]
+            if bad:
+                raise ConfigError(f"search space: unknown {name} {bad}; valid: {list(valid)}")
+        for name in ("primary", "routings", "shared"):
+            if not getattr(self, name):
+                raise ConfigError(f"search space: {name} must not be empty")
         lowest = {"channels": 1, "capsules": 1, "conv_layers": 1, "conv_channel_exponents": 0,
-                  "caps_layers": 2, "cells": 2, "cell_dims": 1}
+                  "caps_layers": 2, "cells": 2, "cell_dims": 1, "block_count": 1,
+                  "block_capsules": 1, "block_dims": 1}
         for name, lo_min in lowest.items():
             lo, hi = value = getattr(self, name)
             if lo < lo_min or hi < lo:
@@ -189,7 +251,28 @@ class SearchSpace(Settings):
             )
         if g.skip != -1 and not self.skip:
             raise GenotypeError("field skip: this search space has no skip connection")
+        self._check_routed(n - 1, last)
+        if last.shared not in self.shared:
+            raise GenotypeError(
+                f"layer {n - 1}: field shared {str(last.shared).lower()} is outside the search "
+                f"space (shared {[str(v).lower() for v in self.shared]})"
+            )
+        first_caps = next(i for i, layer in enumerate(g.layers) if layer.kind != LayerKind.CONV)
+        primary = "dwcaps" if g.layers[first_caps].kind == LayerKind.DWCAPS else "caps"
+        if family == "sabour" and first_caps < n - 1 and primary not in self.primary:
+            raise GenotypeError(
+                f"layer {first_caps}: field kind: {primary} primary capsules are outside the "
+                f"search space (primary {list(self.primary)})"
+            )
         return g
+
+    def _check_routed(self, i: int, layer: LayerDescriptor) -> None:
+        routing = layer.routing or "rba"
+        if routing not in self.routings:
+            raise GenotypeError(
+                f"layer {i}: field routing {routing} is outside the search space "
+                f"(routings {list(self.routings)})"
+            )
 
     def _check_layer(self, i: int, layer: LayerDescriptor) -> None:
         """The space's per-gene rules for a gene before the class stage."""
@@ -199,6 +282,20 @@ class SearchSpace(Settings):
                 f"layer {i}: field {field} {value} is outside the search space ({allowed})"
             )
 
+        if layer.kind in BLOCK_KINDS:
+            if layer.kind_name not in self.block_kinds:
+                raise outside("kind", layer.kind_name, f"block_kinds {list(self.block_kinds)}")
+            for field, span in (("blocks", self.block_count), ("out_channels", self.block_capsules),
+                                ("out_capsules", self.block_dims)):
+                if not span[0] <= getattr(layer, field) <= span[1]:
+                    raise outside(field, getattr(layer, field), f"{span[0]}-{span[1]}")
+            self._check_routed(i, layer)
+            return
+        if layer.kind == LayerKind.DWCAPS:
+            lo, hi = self.capsules
+            if not lo <= layer.out_capsules <= hi:
+                raise outside("out_capsules", layer.out_capsules, f"capsules {lo}-{hi}")
+            return
         kernels = self.allowed_kernels(i, layer)
         if layer.kernel not in kernels:
             raise outside("kernel", layer.kernel, f"one of {list(kernels)}")
@@ -242,7 +339,8 @@ class SearchSpace(Settings):
         returns a new genotype. Structure (layer kinds and counts) is never changed."""
         g = repair(g)
         *body, last = g.layers
-        body = [replace(layer, kernel=self._space_kernel(i, layer)) for i, layer in enumerate(body)]
+        body = [layer if covers_input(layer) else replace(layer, kernel=self._space_kernel(i, layer))
+                for i, layer in enumerate(body)]
         last = replace(
             last,
             kernel=last.in_size,
@@ -261,8 +359,22 @@ def pick(rng: np.random.Generator, values: Sequence[_T]) -> _T:
     return values[int(rng.integers(len(values)))]
 
 
+def choose(rng: np.random.Generator, values: Sequence[_T]) -> _T:
+    """:func:`pick`, without a draw when there is one value: a space option left at the
+    paper's single value does not change the paper's sampling stream."""
+    return values[0] if len(values) == 1 else pick(rng, values)
+
+
 def _between(rng: np.random.Generator, span: tuple[int, int]) -> int:
     return int(rng.integers(span[0], span[1] + 1))
+
+
+def _routing(rng: np.random.Generator, space: SearchSpace) -> str | None:
+    """A routing of the space for a routed gene; RBA, the paper's, is written as ``None``
+    (the model's default), so the paper's space samples exactly the paper's genes. No draw
+    when the space has one routing, so the paper's space draws as it always did."""
+    routing = choose(rng, space.routings)
+    return None if routing == "rba" else routing
 
 
 def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
@@ -278,12 +390,12 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     channels, capsules = space.in_channels, 1
     layers: list[LayerDescriptor] = []
 
-    def add(kind: LayerKind, kernel: int, stride: int, out_ch: int, out_caps: int) -> None:
+    def add(kind: LayerKind, kernel: int, stride: int, out_ch: int, out_caps: int,
+            **options: Any) -> None:
         nonlocal size, channels, capsules
         out = -(-size // stride)  # same padding; space.repair fits kernels to the maps
-        layers.append(
-            LayerDescriptor(kind, size, channels, capsules, kernel, stride, out, out_ch, out_caps)
-        )
+        layers.append(LayerDescriptor(kind, size, channels, capsules, kernel, stride, out, out_ch,
+                                      out_caps, **options))
         size, channels, capsules = out, out_ch, out_caps
 
     n_conv = _between(rng, space.conv_layers)
@@ -294,8 +406,20 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
 
     family = pick(rng, space.families)
     if family == "sabour":
-        n_caps = _between(rng, space.caps_layers)
-        for _ in range(n_caps - 1):
+        lo, hi = space.caps_layers
+        block = pick(rng, [None, *space.block_kinds]) if space.block_kinds else None
+        if block is not None and hi < 3:
+            block = None  # primary capsules, the block and the class stage need 3 layers
+        n_caps = _between(rng, (max(lo, 3) if block else lo, hi))
+        primary = choose(rng, space.primary)
+        for c in range(n_caps - 1 - (block is not None)):
+            if c == 0 and primary == "dwcaps":
+                maps = channels * capsules
+                dims = [d for d in range(space.capsules[0], space.capsules[1] + 1) if maps % d == 0]
+                dim = pick(rng, dims) if dims else space.capsules[0]  # repair regroups the maps
+                add(LayerKind.DWCAPS, size, 1, max(maps // dim, 1), dim)
+                layers[-1], size = replace(layers[-1], out_size=1), 1
+                continue
             add(
                 LayerKind.CAPS,
                 pick(rng, space.kernels),
@@ -303,6 +427,11 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
                 _between(rng, space.channels),
                 _between(rng, space.capsules),
             )
+        if block is not None:
+            add(LayerKind[block.upper()], size, 1, _between(rng, space.block_capsules),
+                _between(rng, space.block_dims), blocks=_between(rng, space.block_count),
+                routing=_routing(rng, space))
+            layers[-1], size = replace(layers[-1], out_size=1), 1
         kind = LayerKind.CAPS
     else:
         n_cells = _between(rng, space.cells)
@@ -311,6 +440,7 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
             add(LayerKind.CELL, space.cell_kernel, pick(rng, space.strides), space.cell_types, dim)
         kind = LayerKind.CELL
     add(kind, size, 1, space.num_classes, space.class_dim)
+    layers[-1] = replace(layers[-1], routing=_routing(rng, space), shared=choose(rng, space.shared))
     g = Genotype(tuple(layers), resize=resize)
     if space.skip and family == "deepcaps":
         # -1 or a cell (not the last one, which feeds the class stage anyway): see skip_source
@@ -319,7 +449,8 @@ def sample(space: SearchSpace, rng: np.random.Generator) -> Genotype:
 
 
 def genotype_key(g: Genotype) -> str:
-    """The canonical exchange form: compact JSON of ``g.to_nascaps()`` (journal and duplicate key)."""
-    return json.dumps(g.to_nascaps(), separators=(",", ":"))
+    """The canonical exchange form: compact JSON of ``g.exchange()``, keys sorted (journal and
+    duplicate key; for the paper's genes, the NASCaps list as before)."""
+    return json.dumps(g.exchange(), separators=(",", ":"), sort_keys=True)
 
 

@@ -120,7 +120,7 @@ def _short(axis: str) -> str:
 
 def _describe(r: EvaluationRecord) -> str:
     try:
-        return Genotype.from_nascaps(r.genotype_nascaps).describe()
+        return parse_genotype(r.genotype_nascaps).describe()
     except GenotypeError:
         return str(r.genotype_nascaps)
 
@@ -282,7 +282,7 @@ LAYER_COLUMNS = ("#", "layer", "kind", "cycles", "power (mW)", "energy (mJ)", "l
 def candidate_detail(i: int, r: EvaluationRecord, curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What the page shows for candidate ``i``: hardware per layer (bars and table), the
     genotype in words and the training curves (``partial``: the search's; ``full``: finalize's)."""
-    g = Genotype.from_nascaps(r.genotype_nascaps)
+    g = parse_genotype(r.genotype_nascaps)
     layers = estimate(g).layers
     labels = [f"{n + 1}. {lay.name}" for n, lay in enumerate(layers)]
     table = [

@@ -97,7 +97,7 @@ def _estimate_pcc(ctx: Context, sample: int = 3) -> float:
     test = split_size(t.dataset, "test", t.test_subset)
     per_network = []
     for genotype in config.genotypes()[:sample]:
-        rates, infer = measure_rates([t.batch_size], "genotype", {"genotype": genotype.to_nascaps()},
+        rates, infer = measure_rates([t.batch_size], "genotype", {"genotype": genotype.exchange()},
                                      t.eval_batch_size, ctx.device, steps=1, warmup=1)
         per_network.append(t.epochs * (train / rates[t.batch_size] + test / infer))
     seconds = sum(per_network) / len(per_network) * config.networks
@@ -108,7 +108,7 @@ def _estimate_pcc(ctx: Context, sample: int = 3) -> float:
 def _hardware(ctx: Context) -> tuple[dict[str, Any], str]:
     payload = {"accelerator": CAPSACC.to_dict()}
     for name, genotype in (("CapsNet", CAPSNET_GENOTYPE), ("DeepCaps", DEEPCAPS_GENOTYPE)):
-        payload[name] = {"genotype": genotype.to_nascaps(),
+        payload[name] = {"genotype": genotype.exchange(),
                          **estimate(genotype, CAPSACC).to_dict(layers=False)}
     path = write_json(ctx.folder(NAME, "hw.json"), "repro-hw", payload)
     return payload, ctx.rel(path)
