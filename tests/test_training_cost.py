@@ -9,6 +9,7 @@ from capslab.losses import capsule_loss
 from capslab.models import create_model
 from capslab.profiling import saved_activation_bytes
 from capslab.training_cost import genotype_training_cost, step_cost, training_cost
+from tests.test_newer_genes import LayerKind, efficient
 
 TINY = {"conv_channels": 16, "primary_types": 4}
 CASES = [
@@ -17,6 +18,10 @@ CASES = [
     ("rescapsnet", {**TINY, "num_blocks": 2}),
     ("mocapsnet", {**TINY, "num_blocks": 2}),
     ("deepcaps", {}),
+    # the newer genes: depthwise primary capsules, block genes, self-attention, shared matrices
+    ("genotype", {"genotype": efficient(LayerKind.MOMENTUM, blocks=2).to_dict()}),
+    ("genotype", {"genotype": efficient(LayerKind.RESIDUAL, blocks=2, routing="sda",
+                                        shared=False).to_dict()}),
 ]
 
 
@@ -31,7 +36,8 @@ def real_step(name, options, batch):
         return capsule_loss(out.lengths, y, out.reconstruction, x)[0]
 
     saved = saved_activation_bytes(loss, list(model.parameters()))
-    if name == "mocapsnet":  # PyTorch's counter cannot follow autograd.grad in a backward
+    if name == "mocapsnet" or "momentum" in str(options):  # PyTorch's counter cannot follow
+        # autograd.grad in a backward
         return saved, None
     counter = FlopCounterMode(display=False)
     with counter:

@@ -220,6 +220,10 @@ def test_shared_class_layer_by_hand():
     assert (le.weights, le.sums_per_out, le.data_per_weight) == (42_240, 9_472, 36)
     assert (le.cycles, le.accumulators, le.memory_bytes) == (2_676, 151_312, 42_240)
     assert le.power_mW == pytest.approx(123.264 + 151_312 * 0.2303)  # 34,970.4176 mW
+    # energy 34,970.4176 mW * 2,676 * 3 ns = 0.2807 mJ, against the unshared class layer's
+    # 126.9488 mW * 92,241 * 3 ns = 0.0351 mJ (M = 16): fewer weights and cycles, more energy
+    assert le.energy_mJ == pytest.approx(34_970.4176 * 2_676 * CLOCK)
+    assert layer_of(SABOUR6, "L2 class").energy_mJ == pytest.approx(P16 * 92_241 * CLOCK)
 
 
 def test_shared_class_saves_the_hand_computed_weights():
