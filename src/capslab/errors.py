@@ -41,6 +41,10 @@ class RunMismatchError(CapsLabError):
     cannot be continued as recorded."""
 
 
+class RunBusyError(RunMismatchError):
+    """Another process drives this search run (it holds the run's lease and beats it)."""
+
+
 # --------------------------------------------------------------------------- training
 class TrainingError(CapsLabError, RuntimeError):
     """Training stopped for a reason the user can act on."""

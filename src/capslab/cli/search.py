@@ -55,7 +55,11 @@ class _Progress:
         )
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
-        if event == "generation":
+        if event == "lease":
+            old = data["taken_over"]
+            self._say(f"[yellow]took the run over from {escape(old['holder'])}, silent since "
+                      f"{old['heartbeat_at']:%Y-%m-%d %H:%M:%S} UTC[/]")
+        elif event == "generation":
             if self.gen_task is None:
                 self.gen_task = self.bar.add_task("generations", total=data["total"])
             self._candidates(f"generation {data['generation']}", data)

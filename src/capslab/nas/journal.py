@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from capslab.errors import ConfigError, RunMismatchError
+from capslab.errors import ConfigError, RunBusyError, RunMismatchError
 from capslab.nas.schema import (
     JOURNAL_VERSION,
     EvaluationRecord,
@@ -33,6 +33,7 @@ from capslab.nas.schema import (
     GenerationTiming,
     evaluations_table,
     generations_table,
+    leases_table,
     make_engine,
     masked_url,
     meta_table,
@@ -55,6 +56,11 @@ OPEN_ATTEMPTS = 10
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _aware(t: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -206,6 +212,68 @@ class Journal:
 
     def set_status(self, status: str) -> None:
         self._write(lambda conn: self._touch_run(conn, status=status))
+
+    # --- the writer's lease (one writer per run; readers never take it) ------------------------
+    def acquire_lease(self, holder: str, stale_after: float) -> dict[str, Any] | None:
+        """Make ``holder`` the one writer of this run, in one transaction. A lease held by
+        another holder whose last heartbeat is younger than ``stale_after`` seconds refuses
+        with :class:`RunBusyError` naming the holder and since when; an older one (its holder
+        died or hangs) is taken over. Returns the lease taken over (``holder``,
+        ``acquired_at``, ``heartbeat_at``) or None."""
+        now = _now()
+
+        def work(conn: Connection) -> dict[str, Any] | None:
+            row = conn.execute(select(leases_table).where(leases_table.c.run_id == self.run_id)
+                               .with_for_update()).first()
+            if row is None:
+                conn.execute(insert(leases_table).values(
+                    run_id=self.run_id, holder=holder, acquired_at=now, heartbeat_at=now))
+                return None
+            beat = _aware(row.heartbeat_at)
+            age = (now - beat).total_seconds()
+            if row.holder != holder and age < stale_after:
+                since = _aware(row.acquired_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+                raise RunBusyError(
+                    f"run {self.run_id!r} is driven by {row.holder} (since {since}, last "
+                    f"heartbeat {age:.0f} s ago); wait for it to finish or stop it first"
+                )
+            conn.execute(update(leases_table).where(leases_table.c.run_id == self.run_id)
+                         .values(holder=holder, acquired_at=now, heartbeat_at=now))
+            return None if row.holder == holder else {
+                "holder": row.holder, "acquired_at": _aware(row.acquired_at), "heartbeat_at": beat}
+
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return self._write(work)
+            except IntegrityError:  # another process inserted the lease first: read it again
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        return None
+
+    def heartbeat(self, holder: str) -> bool:
+        """Renew ``holder``'s lease; False if it no longer holds it (taken over)."""
+        def work(conn: Connection) -> bool:
+            result = conn.execute(update(leases_table).where(
+                leases_table.c.run_id == self.run_id, leases_table.c.holder == holder)
+                .values(heartbeat_at=_now()))
+            return result.rowcount == 1
+
+        return self._write(work)
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up (only ``holder``'s own)."""
+        self._write(lambda conn: conn.execute(delete(leases_table).where(
+            leases_table.c.run_id == self.run_id, leases_table.c.holder == holder)))
+
+    def lease(self) -> dict[str, Any] | None:
+        """The current lease of this run (``holder``, ``acquired_at``, ``heartbeat_at``) or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(leases_table).where(
+                leases_table.c.run_id == self.run_id)).first()
+        if row is None:
+            return None
+        return {"holder": row.holder, "acquired_at": _aware(row.acquired_at),
+                "heartbeat_at": _aware(row.heartbeat_at)}
 
     # --- evaluations -------------------------------------------------------------------------
     def lookup(self, key: str) -> EvaluationRecord | None:

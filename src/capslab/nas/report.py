@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from capslab.experiments import finished_summary, run_or_failure
-from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, Genotype, parse_genotype
+from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, parse_genotype
 from capslab.hw import CAPSACC, estimate
 from capslab.io import atomic_write_text
 from capslab.nas.parallel import overall_utilisation

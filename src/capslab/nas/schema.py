@@ -135,6 +135,18 @@ rungs_table = Table(
       if c.name not in ("id", "run_id", "key")),
 )
 
+#: One writer per run: the process driving a run holds its row and beats it regularly
+#: (:class:`capslab.nas.lease.RunLease`). A table of its own, so adding it changes no format:
+#: an older CapsLab ignores it.
+leases_table = Table(
+    "nas_leases",
+    metadata,
+    Column("run_id", String(128), ForeignKey("nas_runs.run_id"), primary_key=True),
+    Column("holder", String(256), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
 generations_table = Table(
     "nas_generations",
     metadata,

@@ -59,6 +59,7 @@ from capslab.nas.config import (
 from capslab.nas.evaluate import candidate_folder, device_kind
 from capslab.nas.fidelity import promote
 from capslab.nas.journal import Journal
+from capslab.nas.lease import RunLease
 from capslab.nas.operators import (
     GenotypeDuplicates,
     GenotypeMutation,
@@ -78,6 +79,8 @@ from capslab.nas.space import SearchSpace, genotype_key
 
 #: The run status of a search that reached its ``max_time``.
 STOPPED_MAX_TIME = "stopped (max-time)"
+#: why a call stopped when another process took its lease over (it had stopped beating)
+STOPPED_LEASE_LOST = "stopped (lease lost)"
 
 
 def build_algorithm(config: SearchConfig, space: SearchSpace) -> NSGA2:
@@ -145,6 +148,7 @@ def _drive(
     progress: ProgressFn | None,
     run_dir: Path,
     deadline: float | None = None,
+    lease: RunLease | None = None,
 ) -> SearchResult:
     space = config.build_space()
     cache = CachedEvaluations(evaluator=None, journal=journal)
@@ -155,12 +159,19 @@ def _drive(
     notify = progress or (lambda event, data: None)
 
     def stop() -> bool:
+        if lease is not None and lease.lost:
+            return True
         return deadline is not None and time.monotonic() >= deadline
+
+    def why() -> str:
+        return STOPPED_LEASE_LOST if lease is not None and lease.lost else STOPPED_MAX_TIME
 
     evaluated_now = 0
     gen = 0
     stopped: str | None = None
     timings: dict[int, GenerationTiming] = {}
+    if lease is not None and lease.taken_over is not None:
+        notify("lease", {"taken_over": lease.taken_over})
     journal.set_status("running")
     try:
         while algorithm.has_next():
@@ -199,7 +210,7 @@ def _drive(
             if timing is not None:
                 timings[gen] = timing  # journaled with the generation, once it is complete
             if any(cache.known(k) is None for k in todo):
-                stopped = STOPPED_MAX_TIME  # the pool started no more: max_time is reached
+                stopped = why()  # the pool started no more: max_time is reached (or the lease lost)
                 break
             algorithm.evaluator.eval(problem, pop)
             algorithm.tell(infills=pop)
@@ -219,7 +230,7 @@ def _drive(
                                        "timing": timing})
             gen += 1
             if algorithm.has_next() and stop():
-                stopped = STOPPED_MAX_TIME
+                stopped = why()
                 break
     except BaseException:
         try:
@@ -227,7 +238,8 @@ def _drive(
         except Exception:  # the database itself failed: keep the original error
             pass
         raise
-    journal.set_status(stopped or "finished")
+    if stopped != STOPPED_LEASE_LOST:  # else the run's status is its new writer's to set
+        journal.set_status(stopped or "finished")
     population = [] if gen == 0 else [cache.memory[genotype_key(ind.X[0])] for ind in algorithm.pop]
     return SearchResult(
         run_dir=run_dir,
@@ -400,7 +412,8 @@ def run_search(
             journal.create_run(config.seed, config.identity(), data_split=config.data_split())
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_file(run_dir, run_id, url, config)
-            return _drive(config, journal, pool, progress, run_dir, deadline)
+            with RunLease(journal) as lease:
+                return _drive(config, journal, pool, progress, run_dir, deadline, lease)
 
 
 def resume(
@@ -427,7 +440,9 @@ def resume(
             raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
         if device is not None:
             config = config.on_device(device)
-        evaluator = evaluator or config.evaluator(run_dir)
-        with make_pool(evaluator, workers, ray_address, mp_context,
-                       device_kind(config.training.device)) as pool:
-            return _drive(config, journal, pool, progress, run_dir, deadline)
+        # the lease first: a second writer is refused before it starts any worker
+        with RunLease(journal) as lease:
+            evaluator = evaluator or config.evaluator(run_dir)
+            with make_pool(evaluator, workers, ray_address, mp_context,
+                           device_kind(config.training.device)) as pool:
+                return _drive(config, journal, pool, progress, run_dir, deadline, lease)

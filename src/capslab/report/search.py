@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from capslab.errors import GenotypeError, RunMismatchError
-from capslab.genotype import Genotype, parse_genotype
+from capslab.genotype import parse_genotype
 from capslab.hw import estimate
 from capslab.nas.config import RUN_FILE, open_journal
 from capslab.nas.report import FINAL_COLUMNS, baseline_hardware, search_front
