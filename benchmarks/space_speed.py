@@ -24,8 +24,8 @@ from capslab.hw import estimate
 from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import create_model
-from capslab.optim import create_optimizer
 from capslab.nas.space import SearchSpace, sample
+from capslab.optim import create_optimizer
 from capslab.train.estimate import measure_rates
 from capslab.training_cost import genotype_training_cost
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 class CapsLabError(Exception):
     """Base class of every error that a user's input or environment causes."""
 
+    #: the command line's exit code for this error (2: bad input, the default)
+    exit_code = 2
+
 
 # --------------------------------------------------------------------------- settings
 class ConfigError(CapsLabError, ValueError):
@@ -39,6 +42,13 @@ class CheckpointError(CapsLabError, ValueError):
 class RunMismatchError(CapsLabError):
     """A run folder (training run, study, search) that holds a run of other settings, or
     cannot be continued as recorded."""
+
+
+class JournalUnavailableError(CapsLabError):
+    """The search journal's database stayed unreachable longer than the search waits for it.
+    Not bad input: the command exits with code 1 (the run can be resumed once it is back)."""
+
+    exit_code = 1
 
 
 class RunBusyError(RunMismatchError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -71,6 +72,49 @@ def postgres_url():
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+class PostgresControl:
+    """Stops and starts the test PostgreSQL server of ``.ci/services.sh`` (its folder is
+    ``$CAPSLAB_SERVICES_DIR``), as an operator restarting it would."""
+
+    def __init__(self, services_dir: str, url: str):
+        from sqlalchemy.engine import make_url
+
+        folder = Path(services_dir)
+        self.bindir = (folder / "pg_bindir").read_text().strip()
+        self.data, self.sock = folder / "pgdata", folder / "pgsock"
+        self.log = folder / "logs" / "postgres.log"
+        self.port = make_url(url).port
+        self.running = True
+
+    def _pg_ctl(self, *args: str) -> None:
+        cmd = [f"{self.bindir}/pg_ctl", "-D", str(self.data), *args]
+        if os.geteuid() == 0:  # the server runs as Debian's postgres user (see services.sh)
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=90)
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+        self.running = False
+
+    def start(self) -> None:
+        self._pg_ctl("-l", str(self.log), "-w", "-t", "60", "start", "-o",
+                     f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock}")
+        self.running = True
+
+
+@pytest.fixture
+def postgres_restarts(postgres_url):
+    """``(url, control)``: a journal URL and the :class:`PostgresControl` of its server; the
+    server is running again after the test whatever happened."""
+    control = PostgresControl(_server("CAPSLAB_SERVICES_DIR", "restartable PostgreSQL server"),
+                              postgres_url)
+    try:
+        yield postgres_url, control
+    finally:
+        if not control.running:
+            control.start()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

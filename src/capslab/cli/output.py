@@ -37,7 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def report_errors(func: F) -> F:
-    """Run a command: a CapsLab error becomes one red line and exit code 2; any other
+    """Run a command: a CapsLab error becomes one red line and exit code 2 (its
+    ``exit_code``: 1 for a journal that stayed unreachable); any other
     exception (a bug, out of memory) propagates with its traceback."""
 
     @wraps(func)
@@ -49,7 +50,7 @@ def report_errors(func: F) -> F:
                 raise
             message = " ".join(str(exc).split()) or type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(exc.exit_code) from None
 
     wrapper.__capslab_errors__ = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

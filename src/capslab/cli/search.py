@@ -151,6 +151,9 @@ def _result_dict(result) -> dict[str, Any]:
 MaxTime = Annotated[float | None, typer.Option(
     help="Stop the search after this many seconds (no candidate starts later; finished ones "
          "are journaled); continue with `capslab search resume`.")]
+DbRetry = Annotated[float, typer.Option(
+    "--db-retry", min=0, help="Seconds a journal write waits, retrying, for a database that went "
+    "away (a restart) before the search stops with the command that resumes it.")]
 
 
 # ---------------------------------------------------------------------- commands
@@ -174,6 +177,7 @@ def run_cmd(
     val_size: Annotated[int | None, typer.Option(help="Validation images held out of the training split to score candidates on (default: 20% of the images used, at most 5,000).")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", "--candidate-time-limit", help="Seconds per candidate (default: derived from epochs and data size, see docs/nas.md); 0 = no limit. Slower candidates are recorded as timeouts.")] = None,
     max_time: MaxTime = None,
+    db_retry: DbRetry = 120.0,
     policy: opt.Policy = "fixed",
     policy_opt: opt.PolicyOpt = None,
     batch_size: opt.BatchSize = 128,
@@ -218,7 +222,7 @@ def run_cmd(
     )
     with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
         result = run_search(config, out, db=db, workers=workers, ray_address=ray_address,
-                            progress=progress, max_time=max_time)
+                            progress=progress, max_time=max_time, db_retry=db_retry)
     _finish(result, as_json)
 
 
@@ -278,6 +282,7 @@ def register(app: typer.Typer) -> None:
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         device: Annotated[str | None, typer.Option(help="Continue on another device (auto, cpu, cuda or cuda:N); a default candidate time budget is recomputed for it.")] = None,
         max_time: MaxTime = None,
+        db_retry: DbRetry = 120.0,
         quiet: opt.Quiet = False,
         as_json: opt.JsonFlag = False,
     ) -> None:
@@ -288,7 +293,8 @@ def register(app: typer.Typer) -> None:
 
         with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
             result = resume(run, db=db, workers=workers, ray_address=ray_address,
-                            device=device, progress=progress, max_time=max_time)
+                            device=device, progress=progress, max_time=max_time,
+                            db_retry=db_retry)
         _finish(result, as_json)
 
     @search_app.command("report")

@@ -33,7 +33,7 @@ from capslab.errors import ConfigError, RunMismatchError
 from capslab.hw import CAPSACC, Accelerator
 from capslab.nas.evaluate import Evaluator, TrainedAccuracy, default_time_limit
 from capslab.nas.fidelity import check_promote, check_rungs
-from capslab.nas.journal import Journal
+from capslab.nas.journal import RETRY_SECONDS, Journal
 from capslab.nas.schema import (
     COST_NAMES,
     OBJECTIVE_NAMES,
@@ -224,9 +224,10 @@ def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Journal, dict]:
+def open_journal(run_dir: str | os.PathLike, db: str | None = None,
+                 retry_seconds: float = RETRY_SECONDS) -> tuple[Journal, dict]:
     """The journal of an existing run folder (``db`` overrides the recorded URL, e.g. to give
-    the password that run.json leaves out)."""
+    the password that run.json leaves out; ``retry_seconds`` as for :class:`Journal`)."""
     info = read_run_file(run_dir)
     url = database_url(db, run_dir) if db else info["db"]
     if "***" in url:
@@ -238,4 +239,4 @@ def open_journal(run_dir: str | os.PathLike, db: str | None = None) -> tuple[Jou
         local = Path(run_dir) / Path(url[len("sqlite:///") :]).name
         if not Path(url[len("sqlite:///") :]).exists() and local.exists():
             url = f"sqlite:///{local.resolve()}"
-    return Journal(url, info["run_id"]), info
+    return Journal(url, info["run_id"], retry_seconds=retry_seconds), info

@@ -25,7 +25,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from capslab.errors import ConfigError, RunBusyError, RunMismatchError
+from capslab.errors import ConfigError, JournalUnavailableError, RunBusyError, RunMismatchError
 from capslab.nas.schema import (
     JOURNAL_VERSION,
     EvaluationRecord,
@@ -48,8 +48,13 @@ ADDED_COLUMNS = {
     3: (("epochs", "INTEGER"), ("float_accuracy", "FLOAT")),
     4: (("train_activation_KiB", "FLOAT"), ("train_GFLOP", "FLOAT")),
 }
-#: Attempts of one transaction whose connection was lost (a database restart, a network cut).
+#: Attempts of one transaction that failed on another integrity race (a lease inserted twice).
 WRITE_ATTEMPTS = 3
+#: Seconds a write waits, retrying with backoff, for a database that went away (a restart,
+#: a network cut) before the search stops with :class:`JournalUnavailableError`.
+RETRY_SECONDS = 120.0
+#: first and longest pause between two tries of a write
+RETRY_FIRST, RETRY_LONGEST = 0.2, 5.0
 #: tries at switching a new SQLite file to WAL while other processes open it (about 5 s)
 OPEN_ATTEMPTS = 10
 
@@ -63,6 +68,18 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
+def _connection_lost(exc: DBAPIError) -> bool:
+    """Did ``exc`` come from a connection that broke or could not be made (not from the SQL)?
+    SQLAlchemy marks a broken connection; a refused one is an ``OperationalError`` of the
+    driver (PostgreSQL's "connection refused", "the database system is shutting down")."""
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig or exc).lower()
+        return not ("syntax" in text or "no such table" in text or "locked" in text)
+    return False
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -71,9 +88,11 @@ def _first_line(exc: BaseException) -> str:
 class Journal:
     """Read and write the journal of one run (``run_id``) in the database at ``url``."""
 
-    def __init__(self, url: str, run_id: str, engine: Engine | None = None):
+    def __init__(self, url: str, run_id: str, engine: Engine | None = None,
+                 retry_seconds: float = RETRY_SECONDS):
         self.url = url
         self.run_id = run_id
+        self.retry_seconds = retry_seconds
         self.engine = engine or make_engine(url)
         for attempt in range(OPEN_ATTEMPTS):
             try:
@@ -163,19 +182,33 @@ class Journal:
             return int(conn.execute(
                 select(meta_table.c.value).where(meta_table.c.key == "version")).scalar_one())
 
-    def _write(self, work: Callable[[Connection], Any]) -> Any:
-        """``work(conn)`` in one transaction, committed or rolled back whole. A transaction
-        whose connection was lost is run again on a fresh one (it may have been committed
-        before the connection went: an evaluation or a generation already there is not
-        written twice)."""
-        for attempt in range(WRITE_ATTEMPTS):
+    def _write(self, work: Callable[[Connection], Any], retry: bool = True) -> Any:
+        """``work(conn)`` in one transaction, committed or rolled back whole.
+
+        A transaction whose connection was lost, or that cannot connect (the server restarts,
+        the network is cut), is run again on a fresh connection, with a pause that doubles
+        from :data:`RETRY_FIRST` to :data:`RETRY_LONGEST` s, for up to ``retry_seconds``;
+        then :class:`JournalUnavailableError` names the database (never its password). It may
+        have been committed before the connection went: an evaluation or a generation
+        already there is not written twice. ``retry=False``: one try (a heartbeat)."""
+        deadline: float | None = None if retry else time.monotonic()
+        pause = RETRY_FIRST
+        while True:
             try:
                 with self.engine.begin() as conn:
                     return work(conn)
             except DBAPIError as exc:
-                if not exc.connection_invalidated or attempt == WRITE_ATTEMPTS - 1:
+                if not _connection_lost(exc):
                     raise
-                time.sleep(0.2 * (attempt + 1))
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.retry_seconds
+                if now >= deadline:
+                    raise JournalUnavailableError(
+                        f"the journal {masked_url(self.url)} stayed unreachable for "
+                        f"{self.retry_seconds:.0f} s ({_first_line(exc.orig or exc)})"
+                    ) from exc
+                time.sleep(min(pause, deadline - now))
+                pause = min(2 * pause, RETRY_LONGEST)
 
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, seed: int, config: dict, exist_ok: bool = False,
@@ -214,12 +247,13 @@ class Journal:
         self._write(lambda conn: self._touch_run(conn, status=status))
 
     # --- the writer's lease (one writer per run; readers never take it) ------------------------
-    def acquire_lease(self, holder: str, stale_after: float) -> dict[str, Any] | None:
+    def acquire_lease(self, holder: str, stale_after: float,
+                      is_dead: Callable[[str], bool] = lambda holder: False) -> dict[str, Any] | None:
         """Make ``holder`` the one writer of this run, in one transaction. A lease held by
         another holder whose last heartbeat is younger than ``stale_after`` seconds refuses
-        with :class:`RunBusyError` naming the holder and since when; an older one (its holder
-        died or hangs) is taken over. Returns the lease taken over (``holder``,
-        ``acquired_at``, ``heartbeat_at``) or None."""
+        with :class:`RunBusyError` naming the holder and since when, unless ``is_dead(its
+        holder)``; an older one (its holder died or hangs) is taken over. Returns the lease
+        taken over (``holder``, ``acquired_at``, ``heartbeat_at``) or None."""
         now = _now()
 
         def work(conn: Connection) -> dict[str, Any] | None:
@@ -231,7 +265,7 @@ class Journal:
                 return None
             beat = _aware(row.heartbeat_at)
             age = (now - beat).total_seconds()
-            if row.holder != holder and age < stale_after:
+            if row.holder != holder and age < stale_after and not is_dead(row.holder):
                 since = _aware(row.acquired_at).strftime("%Y-%m-%d %H:%M:%S UTC")
                 raise RunBusyError(
                     f"run {self.run_id!r} is driven by {row.holder} (since {since}, last "
@@ -258,7 +292,7 @@ class Journal:
                 .values(heartbeat_at=_now()))
             return result.rowcount == 1
 
-        return self._write(work)
+        return self._write(work, retry=False)  # the next beat is the retry
 
     def release_lease(self, holder: str) -> None:
         """Give the lease up (only ``holder``'s own)."""

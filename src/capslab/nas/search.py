@@ -38,7 +38,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from typing import Any
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
 from capslab.data.sources import require_files
-from capslab.errors import ConfigError, GenotypeError, RunMismatchError
+from capslab.errors import ConfigError, GenotypeError, JournalUnavailableError, RunMismatchError
 from capslab.genotype import Genotype
 from capslab.hw import estimate
 from capslab.nas.config import (
@@ -58,7 +59,7 @@ from capslab.nas.config import (
 )
 from capslab.nas.evaluate import candidate_folder, device_kind
 from capslab.nas.fidelity import promote
-from capslab.nas.journal import Journal
+from capslab.nas.journal import RETRY_SECONDS, Journal
 from capslab.nas.lease import RunLease
 from capslab.nas.operators import (
     GenotypeDuplicates,
@@ -74,7 +75,7 @@ from capslab.nas.parallel import (
     overall_utilisation,
 )
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
-from capslab.nas.schema import EvaluationRecord, GenerationTiming, database_url
+from capslab.nas.schema import EvaluationRecord, GenerationTiming, database_url, masked_url
 from capslab.nas.space import SearchSpace, genotype_key
 
 #: The run status of a search that reached its ``max_time``.
@@ -232,11 +233,12 @@ def _drive(
             if algorithm.has_next() and stop():
                 stopped = why()
                 break
-    except BaseException:
-        try:
-            journal.set_status("interrupted")
-        except Exception:  # the database itself failed: keep the original error
-            pass
+    except BaseException as exc:
+        if not isinstance(exc, JournalUnavailableError):  # else nothing to write it in
+            try:
+                journal.set_status("interrupted")
+            except Exception:  # the database itself failed: keep the original error
+                pass
         raise
     if stopped != STOPPED_LEASE_LOST:  # else the run's status is its new writer's to set
         journal.set_status(stopped or "finished")
@@ -374,6 +376,19 @@ def _front(algorithm: NSGA2, cache: CachedEvaluations, limits: dict[str, float])
     return [r for r in records if r.ok and r.feasible(limits)]
 
 
+@contextmanager
+def _resumable(run_dir: Path, url: str) -> Iterator[None]:
+    """A journal that stayed away ends the call with one line saying how to resume."""
+    try:
+        yield
+    except JournalUnavailableError as exc:
+        db = "" if url.startswith("sqlite") else f" --db '{masked_url(url)}'"
+        raise JournalUnavailableError(
+            f"{exc}; the search stopped, its journaled evaluations are kept: once the database "
+            f"is back, continue with `capslab search resume {run_dir}{db}`"
+        ) from exc
+
+
 def run_search(
     config: SearchConfig,
     run_dir: str | os.PathLike,
@@ -386,6 +401,7 @@ def run_search(
     progress: ProgressFn | None = None,
     run_id: str | None = None,
     max_time: float | None = None,
+    db_retry: float = RETRY_SECONDS,
 ) -> SearchResult:
     """Start a new search in ``run_dir`` (created; must not already hold a run).
 
@@ -393,6 +409,9 @@ def run_search(
     tests pass a fast one. ``db`` is an SQLAlchemy URL or a path (default
     ``run_dir/journal.sqlite``). ``max_time`` (seconds) caps this call: no candidate starts
     after it, and the run stops with status ``stopped (max-time)`` (see :func:`resume`).
+    ``db_retry``: seconds a journal write waits for a database that went away before the
+    search stops with :class:`~capslab.errors.JournalUnavailableError` (and the command that
+    resumes it).
     """
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
@@ -408,11 +427,11 @@ def run_search(
         url = database_url(db, run_dir)
         # the journal's run id column holds 128 characters
         run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
-        with Journal(url, run_id) as journal:
+        with Journal(url, run_id, retry_seconds=db_retry) as journal:
             journal.create_run(config.seed, config.identity(), data_split=config.data_split())
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_file(run_dir, run_id, url, config)
-            with RunLease(journal) as lease:
+            with _resumable(run_dir, url), RunLease(journal) as lease:
                 return _drive(config, journal, pool, progress, run_dir, deadline, lease)
 
 
@@ -427,13 +446,15 @@ def resume(
     device: str | None = None,
     progress: ProgressFn | None = None,
     max_time: float | None = None,
+    db_retry: float = RETRY_SECONDS,
 ) -> SearchResult:
     """Continue the search in ``run_dir`` where it stopped (a finished run is just replayed).
-    ``max_time`` caps this call afresh (the time spent before does not count)."""
+    ``max_time`` caps this call afresh (the time spent before does not count); ``db_retry``
+    as for :func:`run_search`."""
     run_dir = Path(run_dir)
     deadline = _deadline(max_time)
-    journal, info = open_journal(run_dir, db)
-    with journal:
+    journal, info = open_journal(run_dir, db, retry_seconds=db_retry)
+    with journal, _resumable(run_dir, journal.url):
         config = SearchConfig.from_dict(info["config"])
         recorded = journal.run_info()["config"]
         if not config.identity_matches(recorded):
