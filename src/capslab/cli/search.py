@@ -151,6 +151,9 @@ def _result_dict(result) -> dict[str, Any]:
 MaxTime = Annotated[float | None, typer.Option(
     help="Stop the search after this many seconds (no candidate starts later; finished ones "
          "are journaled); continue with `capslab search resume`.")]
+GpusPerCandidate = Annotated[float, typer.Option(
+    "--gpus-per-candidate", min=0, help="With --ray-address and candidates on CUDA: GPUs each "
+    "candidate asks Ray for; a fraction (0.5) shares a GPU between candidates.")]
 DbRetry = Annotated[float, typer.Option(
     "--db-retry", min=0, help="Seconds a journal write waits, retrying, for a database that went "
     "away (a restart) before the search stops with the command that resumes it.")]
@@ -178,6 +181,7 @@ def run_cmd(
     time_limit: Annotated[float | None, typer.Option("--time-limit", "--candidate-time-limit", help="Seconds per candidate (default: derived from epochs and data size, see docs/nas.md); 0 = no limit. Slower candidates are recorded as timeouts.")] = None,
     max_time: MaxTime = None,
     db_retry: DbRetry = 120.0,
+    gpus_per_candidate: GpusPerCandidate = 0.0,
     policy: opt.Policy = "fixed",
     policy_opt: opt.PolicyOpt = None,
     batch_size: opt.BatchSize = 128,
@@ -222,7 +226,8 @@ def run_cmd(
     )
     with _interrupt_hint(out), _Progress(not (quiet or as_json)) as progress:
         result = run_search(config, out, db=db, workers=workers, ray_address=ray_address,
-                            progress=progress, max_time=max_time, db_retry=db_retry)
+                            progress=progress, max_time=max_time, db_retry=db_retry,
+                            gpus_per_candidate=gpus_per_candidate)
     _finish(result, as_json)
 
 
@@ -283,6 +288,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="Continue on another device (auto, cpu, cuda or cuda:N); a default candidate time budget is recomputed for it.")] = None,
         max_time: MaxTime = None,
         db_retry: DbRetry = 120.0,
+        gpus_per_candidate: GpusPerCandidate = 0.0,
         quiet: opt.Quiet = False,
         as_json: opt.JsonFlag = False,
     ) -> None:
@@ -294,7 +300,7 @@ def register(app: typer.Typer) -> None:
         with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
             result = resume(run, db=db, workers=workers, ray_address=ray_address,
                             device=device, progress=progress, max_time=max_time,
-                            db_retry=db_retry)
+                            db_retry=db_retry, gpus_per_candidate=gpus_per_candidate)
         _finish(result, as_json)
 
     @search_app.command("report")

@@ -218,7 +218,9 @@ class RayPool(SerialPool):
     """Spread evaluations over a Ray cluster (``address`` as for ``ray.init``: ``host:port`` of
     the head, ``ray://head:10001`` or ``auto``). Ray is imported only here.
 
-    Each candidate is one Ray task (one CPU, ``num_gpus`` GPUs). A task whose worker process or
+    Each candidate is one Ray task (one CPU, ``num_gpus`` GPUs: a fraction shares a GPU; Ray
+    gives the task its GPU in ``CUDA_VISIBLE_DEVICES``, so a candidate on ``cuda`` trains on
+    the GPU Ray assigned it). A task whose worker process or
     node dies is run again up to ``max_retries`` times by Ray; after that the candidate is a
     ``failed`` record, so the search goes on and every candidate is recorded exactly once. An
     exception raised by the evaluator itself is a bug and propagates, as with worker processes.
@@ -242,11 +244,23 @@ class RayPool(SerialPool):
             _check_ray_address(address)
             self.ray.init(address=address)
         self.max_retries = max_retries
+        self.num_gpus = num_gpus
         self._task = self.ray.remote(
             num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False
         )(_call)
         self._evaluator_ref = self.ray.put(evaluator)
-        self.workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        resources = self.ray.cluster_resources()
+        self.workers = max(1, int(resources.get("CPU", 1)))
+        if num_gpus > 0:
+            gpus = resources.get("GPU", 0)
+            if gpus < num_gpus:
+                self.close()
+                raise ConfigError(
+                    f"the Ray cluster at {address} declares {gpus:g} GPU(s); a candidate asks "
+                    f"for {num_gpus:g} (--gpus-per-candidate)"
+                )
+            # as many candidates at once as the GPU shares allow (and the CPUs: one each)
+            self.workers = max(1, min(self.workers, int(gpus / num_gpus + 1e-9)))
         exc = self.ray.exceptions
         self._lost = (exc.WorkerCrashedError, exc.NodeDiedError, exc.OutOfMemoryError,
                       exc.ObjectLostError, exc.TaskCancelledError)
@@ -289,6 +303,21 @@ def _call(evaluator: EvaluatorFn, genotype: Genotype, options: dict[str, Any]) -
     return evaluator(genotype, **options)
 
 
+def check_gpus_per_candidate(gpus: float, ray_address: str | None, device_kind: str) -> None:
+    """:class:`ConfigError` unless ``gpus`` GPUs per candidate can be asked for: 0, or a
+    positive share (a fraction, or whole GPUs) with a Ray cluster and candidates on CUDA."""
+    if gpus == 0:
+        return
+    if not gpus > 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError(f"--gpus-per-candidate must be a fraction in (0, 1] or a whole number "
+                          f"of GPUs, got {gpus:g}")
+    if not ray_address:
+        raise ConfigError("--gpus-per-candidate asks Ray for GPUs: give --ray-address too")
+    if device_kind != "cuda":
+        raise ConfigError("--gpus-per-candidate needs the candidates on CUDA (--device cuda); "
+                          f"they train on {device_kind}")
+
+
 def default_workers(device_kind: str) -> int:
     """How many candidates one machine evaluates at once by default: one per CPU core on the
     CPU; one on CUDA, whatever the cores, since every process would hold a CUDA context of its
@@ -303,14 +332,17 @@ def make_pool(
     ray_address: str | None = None,
     mp_context: str = "spawn",
     device_kind: str = "cpu",
+    gpus_per_candidate: float = 0.0,
 ) -> SerialPool:
     """The pool for ``workers`` and ``ray_address``: Ray if an address is given, processes if
     ``workers > 1``, otherwise in-process. ``workers=0`` is :func:`default_workers` for the
-    candidates' ``device_kind``."""
+    candidates' ``device_kind``. ``gpus_per_candidate`` (Ray only, candidates on CUDA): the
+    GPUs (or share of one) each candidate's task asks Ray for."""
+    check_gpus_per_candidate(gpus_per_candidate, ray_address, device_kind)
     if workers == 0:
         workers = default_workers(device_kind)
     if ray_address:
-        return RayPool(evaluator, ray_address)
+        return RayPool(evaluator, ray_address, num_gpus=gpus_per_candidate)
     if workers > 1:
         return ProcessPool(evaluator, workers, mp_context=mp_context)
     return SerialPool(evaluator)

@@ -71,6 +71,7 @@ from capslab.nas.operators import (
 from capslab.nas.parallel import (
     SerialPool,
     busy_seconds,
+    check_gpus_per_candidate,
     make_pool,
     overall_utilisation,
 )
@@ -402,6 +403,7 @@ def run_search(
     run_id: str | None = None,
     max_time: float | None = None,
     db_retry: float = RETRY_SECONDS,
+    gpus_per_candidate: float = 0.0,
 ) -> SearchResult:
     """Start a new search in ``run_dir`` (created; must not already hold a run).
 
@@ -411,19 +413,21 @@ def run_search(
     after it, and the run stops with status ``stopped (max-time)`` (see :func:`resume`).
     ``db_retry``: seconds a journal write waits for a database that went away before the
     search stops with :class:`~capslab.errors.JournalUnavailableError` (and the command that
-    resumes it).
+    resumes it). ``gpus_per_candidate``: with ``ray_address`` and candidates on CUDA, the GPUs
+    (or share of one) each candidate asks Ray for.
     """
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
         raise RunMismatchError(f"{run_dir} already holds a search; resume it or choose another folder")
     deadline = _deadline(max_time)
+    check_gpus_per_candidate(gpus_per_candidate, ray_address, device_kind(config.training.device))
     if evaluator is None:  # missing data would fail every candidate: find or download it first
         require_files(config.training.dataset, config.training.data_dir,
                       download=config.training.download)
     evaluator = evaluator or config.evaluator(run_dir)
     # the pool first: a Ray address that refuses the connection leaves no run folder behind
     with make_pool(evaluator, workers, ray_address, mp_context,
-                   device_kind(config.training.device)) as pool:
+                   device_kind(config.training.device), gpus_per_candidate) as pool:
         url = database_url(db, run_dir)
         # the journal's run id column holds 128 characters
         run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
@@ -447,10 +451,11 @@ def resume(
     progress: ProgressFn | None = None,
     max_time: float | None = None,
     db_retry: float = RETRY_SECONDS,
+    gpus_per_candidate: float = 0.0,
 ) -> SearchResult:
     """Continue the search in ``run_dir`` where it stopped (a finished run is just replayed).
     ``max_time`` caps this call afresh (the time spent before does not count); ``db_retry``
-    as for :func:`run_search`."""
+    and ``gpus_per_candidate`` as for :func:`run_search`."""
     run_dir = Path(run_dir)
     deadline = _deadline(max_time)
     journal, info = open_journal(run_dir, db, retry_seconds=db_retry)
@@ -461,9 +466,11 @@ def resume(
             raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
         if device is not None:
             config = config.on_device(device)
+        check_gpus_per_candidate(gpus_per_candidate, ray_address,
+                                 device_kind(config.training.device))
         # the lease first: a second writer is refused before it starts any worker
         with RunLease(journal) as lease:
             evaluator = evaluator or config.evaluator(run_dir)
             with make_pool(evaluator, workers, ray_address, mp_context,
-                           device_kind(config.training.device)) as pool:
+                           device_kind(config.training.device), gpus_per_candidate) as pool:
                 return _drive(config, journal, pool, progress, run_dir, deadline, lease)
