@@ -90,7 +90,9 @@ def test_promotion_does_not_depend_on_the_order_of_the_records():
 def test_rung_time_limits_share_the_candidate_budget():
     assert [rung_time_limit(300, (1, 3, 5), r) for r in range(3)] == [60, 120, 120]
     assert rung_time_limit(1000, (1, 3, 5), 0) == 200
-    assert rung_time_limit(30, (1, 3, 5), 0) == 30  # never more than the whole budget
+    # never more than the whole budget, all rungs together (a floor of 60 s each used to
+    # give 30 s to every rung of a 30 s budget: 90 s in all)
+    assert [rung_time_limit(30, (1, 3, 5), r) for r in range(3)] == pytest.approx([10, 10, 10])
     assert rung_time_limit(45, (5,), 0) == 45
     assert rung_time_limit(None, (1, 3, 5), 1) is None
 
@@ -273,3 +275,40 @@ def test_a_journal_of_format_3_gains_the_training_cost_columns(tmp_path):
         assert len(records) == result.evaluations
         assert all(r.train_activation_KiB is None for r in records)
         assert journal.rung_records()  # the rungs read back with the new columns
+
+
+def test_rung_time_limits_never_add_up_to_more_than_the_budget():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from capslab.nas.fidelity import MIN_RUNG_SECONDS, rung_time_limits
+
+    assert rung_time_limits(300, (1, 10)) == [60, 240]  # the floor is paid by the other rung
+    assert rung_time_limits(100, (1, 3, 5)) == pytest.approx([100 / 3] * 3)
+
+    @given(st.lists(st.integers(1, 20), min_size=1, max_size=6, unique=True),
+           st.floats(1, 5000))
+    def check(epochs, budget):
+        rungs = tuple(sorted(epochs))
+        limits = rung_time_limits(budget, rungs)
+        assert sum(limits) == pytest.approx(budget)
+        floor = min(MIN_RUNG_SECONDS, budget / len(rungs))
+        assert all(v >= floor - 1e-9 for v in limits)
+
+    check()
+
+
+def test_the_front_marks_low_fidelity_candidates(tmp_path):
+    import json
+
+    from capslab.nas.report import full_fidelity, write_report
+
+    cfg = _config()
+    result = run_search(cfg, tmp_path / "run", evaluator=RungCounter(cfg.build_space()))
+    _, evaluations, _ = _rungs_of(tmp_path / "run", result.run_id)
+    low = [r for r in evaluations if r.epochs < RUNGS[-1]]
+    assert low and all(not full_fidelity(r, evaluations) for r in low)
+    assert all(full_fidelity(r, evaluations) for r in evaluations if r.epochs == RUNGS[-1])
+    write_report(evaluations, tmp_path / "report")
+    front = json.loads((tmp_path / "report" / "pareto.json").read_text())["front"]
+    assert front and all(item["full_fidelity"] == (item["epochs"] == RUNGS[-1]) for item in front)

@@ -90,8 +90,15 @@ class _Progress:
                       f"{accuracy}{busy}[/]")
 
 
-def _front_table(records, title: str) -> Table:
+def _front_table(records, title: str, most_epochs: int | None = None) -> Table:
+    """The front; with ``most_epochs`` (the longest training of the run) a candidate trained
+    fewer epochs (stopped at a lower rung) has its epochs marked ``*``, and a caption says
+    what that means."""
     table = Table(title=title)
+    low = most_epochs is not None and any(r.epochs and r.epochs < most_epochs for r in records)
+    if low:
+        table.caption = (f"* trained fewer than {most_epochs} epochs (stopped at a lower rung): "
+                         "a low-fidelity accuracy")
     for col in ("#", "gen", "epochs", "accuracy %", "energy mJ", "memory KiB", "latency ms", "network"):
         table.add_column(col, justify="left" if col == "network" else "right")
     # imported on use, so that the CLI starts without it
@@ -105,7 +112,8 @@ def _front_table(records, title: str) -> Table:
         if not r.ok:  # a front of failures only (every candidate failed)
             network = f"failed: {r.reason} | {network}"
         table.add_row(
-            str(i + 1), str(r.generation), fmt(r.epochs, "d"),
+            str(i + 1), str(r.generation),
+            fmt(r.epochs, "d") + ("*" if low and r.epochs and r.epochs < most_epochs else ""),
             fmt(None if r.accuracy is None else 100 * r.accuracy, ".2f"),
             fmt(r.energy_mJ, ".3f"), fmt(r.memory_KiB, ",.1f"), fmt(r.latency_ms, ".3f"),
             escape(network),
@@ -265,7 +273,10 @@ def _finish(result, as_json: bool) -> None:
         title = f"Pareto front after generation {result.generations - 1} ({result.run_id})"
     else:
         title = f"No generation finished yet ({result.run_id})"
-    emit(_result_dict(result), as_json, lambda _: console.print(_front_table(result.front, title)))
+    most = max((r.epochs for r in result.population + result.front if r.ok and r.epochs),
+               default=None)
+    emit(_result_dict(result), as_json,
+         lambda _: console.print(_front_table(result.front, title, most)))
     busy = "" if result.utilisation is None else f", workers busy {100 * result.utilisation:.0f}%"
     note(f"{result.evaluations} candidates in the journal, {result.evaluated_now} trained now{busy}.",
          as_json)
@@ -346,7 +357,8 @@ def register(app: typer.Typer) -> None:
         by_rung = rung_summary(rungs)
 
         def show(_) -> None:
-            console.print(_front_table(front, "Pareto front of all candidates"))
+            most = max((r.epochs for r in records if r.ok and r.epochs), default=None)
+            console.print(_front_table(front, "Pareto front of all candidates", most))
             if by_rung:
                 console.print(_rung_table(by_rung))
 

@@ -108,12 +108,29 @@ def promote(records: Sequence[EvaluationRecord], fraction: float,
     return [ok[i].key for i in chosen]
 
 
+def rung_time_limits(time_limit: float, rungs: Sequence[int]) -> list[float]:
+    """The seconds each rung's training may take, summing to ``time_limit`` exactly: shares
+    in proportion to each rung's new epochs, except that a rung gets at least
+    :data:`MIN_RUNG_SECONDS` (or ``time_limit / len(rungs)`` if that is less), paid by the
+    other rungs in proportion to their epochs. With rungs 1, 3, 5 and 300 s: 60, 120, 120 s;
+    with 1, 10 and 300 s: 60, 240 (not 60, 270: the floor never adds to the budget)."""
+    new = [r - (rungs[i - 1] if i > 0 else 0) for i, r in enumerate(rungs)]
+    floor = min(MIN_RUNG_SECONDS, time_limit / len(rungs))
+    floored: set[int] = set()
+    while True:  # water-filling: floor the rungs whose share is below it, share the rest
+        free = [i for i in range(len(rungs)) if i not in floored]
+        budget = time_limit - floor * len(floored)
+        epochs = sum(new[i] for i in free)
+        shares = {i: budget * new[i] / epochs for i in free}
+        low = {i for i, v in shares.items() if v < floor}
+        if not low:
+            return [floor if i in floored else shares[i] for i in range(len(rungs))]
+        floored |= low
+
+
 def rung_time_limit(time_limit: float | None, rungs: Sequence[int], rung: int) -> float | None:
-    """Seconds the training of rung ``rung`` may take: the candidate's ``time_limit`` shared in
-    proportion to the rung's new epochs, at least :data:`MIN_RUNG_SECONDS` (or the whole
-    ``time_limit`` if that is less; ``None``: no limit). With rungs 1, 3, 5 and 300 s: 60, 120
-    and 120 s; a single rung gets the whole ``time_limit``."""
+    """Seconds the training of rung ``rung`` may take (:func:`rung_time_limits`; ``None``: no
+    limit); a single rung gets the whole ``time_limit``."""
     if time_limit is None:
         return None
-    new_epochs = rungs[rung] - (rungs[rung - 1] if rung > 0 else 0)
-    return max(min(MIN_RUNG_SECONDS, time_limit), time_limit * new_epochs / rungs[-1])
+    return rung_time_limits(time_limit, rungs)[rung]

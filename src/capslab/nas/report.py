@@ -60,6 +60,14 @@ def pareto_front(records: Sequence[EvaluationRecord],
     return [ok[i] for i in sorted(int(i) for i in idx)]
 
 
+def full_fidelity(r: EvaluationRecord, records: Sequence[EvaluationRecord]) -> bool:
+    """Was ``r`` trained as long as the longest-trained candidate of ``records`` (the last rung
+    with ``--rungs``)? A candidate stopped at a lower rung carries a low-fidelity accuracy;
+    fronts and reports mark it."""
+    most = max((x.epochs for x in records if x.ok and x.epochs), default=None)
+    return r.epochs is None or most is None or r.epochs >= most
+
+
 def candidate_rows(records: Sequence[EvaluationRecord], front_keys: set[str]) -> list[dict]:
     rows = []
     for i, r in enumerate(records):
@@ -303,14 +311,15 @@ def write_report(
         paths["pareto_json"],
         "pareto",
         {
-            "objectives": list(OBJECTIVE_NAMES),
+            "objectives": list(objectives),
             "evaluated": len(records),
             "failed": sum(not r.ok for r in records),  # timeouts included
             "timeouts": sum(r.status == "timeout" for r in records),
             "accuracy_splits": sorted({r.split for r in records if r.split}),
             **extra,
             "front": [
-                {**r.summary(), "genotype_nascaps": r.genotype_nascaps, "genotype": r.genotype}
+                {**r.summary(), "full_fidelity": full_fidelity(r, records),
+                 "genotype_nascaps": r.genotype_nascaps, "genotype": r.genotype}
                 for r in front
             ],
         },
