@@ -62,3 +62,34 @@ def test_the_training_loop_keeps_freed_memory_from_batch_2_on():
                          env={**os.environ, "CAPSLAB_MALLOC": ""}, timeout=120, check=True)
     # batch 1 leaves malloc alone; batch 2 turns it on, for good (process-wide, one-way)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, False, True, True]
+
+
+RELEASE = r"""
+import json, torch
+from capslab.allocator import keep_freed_memory, keeps_freed_memory, release_freed_memory
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        line = next(l for l in f if l.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+assert release_freed_memory() is False  # nothing kept yet
+keep_freed_memory()
+blocks = [torch.ones(16 * 2**20) for _ in range(8)]  # 512 MiB touched, then freed
+del blocks
+kept = rss_mib()
+released = release_freed_memory()
+after = rss_mib()
+again = keep_freed_memory()  # the next candidate applies the setting again
+print(json.dumps({"kept": kept, "after": after, "released": released, "again": again,
+                  "keeps": keeps_freed_memory()}))
+"""
+
+
+def test_released_memory_goes_back_to_the_system():
+    out = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["released"] and r["again"] and r["keeps"]
+    assert r["kept"] - r["after"] > 400  # MiB: the 512 MiB kept in the heap were returned

@@ -19,7 +19,11 @@ The training loop turns it on with the first epoch whose batch has at least
 large enough to be mapped afresh, and the heap-only setting measured no faster there (52-56
 against 51-53 CapsNet images/s in three alternating pairs of processes on the development
 machine), so a batch-1 process keeps its small footprint; from batch 4 on it is faster. The
-setting is process-wide and one-way: a WarmAdaBatch run switches when its batch grows.
+setting is process-wide: a WarmAdaBatch run switches when its batch grows.
+:func:`release_freed_memory` undoes it and hands the kept memory back to the system; the
+architecture search calls it after every candidate it trains in its own process, so a long
+search holds the memory of the candidate it trains, not the peak of every candidate so far
+(docs/nas.md, "Memory of a long search").
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 #: The largest value ``mallopt`` takes (an ``int``): freed heap memory is never trimmed.
 _KEEP_ALL = 2**31 - 1
+
+#: glibc's defaults, restored by :func:`release_freed_memory` (the trim threshold's initial value)
+DEFAULT_MMAP_MAX = 65536
+DEFAULT_TRIM_THRESHOLD = 128 * 1024
 
 #: The smallest training batch from which the loop keeps freed memory (see the module).
 KEEP_FREED_MIN_BATCH = 2
@@ -55,6 +63,38 @@ def keeps_freed_memory() -> bool:
     return bool(_applied)
 
 
+def _libc():
+    """glibc's handle, or None where there is no ``mallopt`` (musl, other systems)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        return libc
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Undo :func:`keep_freed_memory`: malloc's defaults back, and the freed memory it kept
+    returned to the system (``malloc_trim``). The next :func:`keep_freed_memory` applies the
+    setting again. Returns whether anything was released."""
+    global _applied
+    if not _applied:
+        return False
+    _applied = None
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim.argtypes = (ctypes.c_size_t,)
+        trim(0)
+    return True
+
+
 def keep_freed_memory() -> bool:
     """Serve large CPU allocations from malloc's heap and keep freed memory for reuse (once per
     process; see the module). Returns whether malloc keeps freed memory."""
@@ -64,15 +104,9 @@ def keep_freed_memory() -> bool:
     _applied = False
     if os.environ.get("CAPSLAB_MALLOC", "").strip().lower() == "system":
         return False
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:  # musl and others have no mallopt
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # musl and others have no mallopt
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     # mmap off first: from here on no large block leaves the heap
-    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, _KEEP_ALL))
+    _applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, _KEEP_ALL))
     return _applied

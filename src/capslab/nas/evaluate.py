@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from capslab import train as trainer  # trainer.train is looked up at each call
+from capslab.allocator import release_freed_memory
 from capslab.data import dataset_info
 from capslab.data.registry import split_spec
 from capslab.errors import (
@@ -98,7 +99,10 @@ class TrainedAccuracy:
             out=out, time_limit=time_limit, checkpoints=self.rungs, resume=self.rungs,
             plots=False, stop_after=epochs, eval_weight_bits=self.weight_bits,
         )
-        summary = trainer.train(config, progress=False)
+        try:
+            summary = trainer.train(config, progress=False)
+        finally:  # this process may train hundreds of candidates: keep none's peak memory
+            release_freed_memory()
         best = float(summary[f"best_{self.split}_accuracy"])
         if self.weight_bits is None:
             return Score(best, epochs=summary["epochs_done"])
