@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: pip must never resolve a multi-GB CUDA build
 	$(BIN)/python -m pip install -q -r requirements.txt
-	$(BIN)/python -m pip install -q -e '.[dev,tensorboard]'
+	$(BIN)/python -m pip install -q -e '.[dev,tensorboard,export]'
 	touch $(STAMP)
 
 # MNIST comes from $CAPSLAB_DATA (or ../shared/datasets, see above) when it is there; otherwise it

@@ -44,6 +44,8 @@ def exp_squash(s: Tensor, dim: int = -1, eps: float = EPS) -> Tensor:
         Tensor of the same shape whose vectors keep their direction and have length in [0, 1).
     """
     norm = safe_norm(s, dim=dim, keepdim=True, eps=eps)
+    if torch.onnx.is_in_onnx_export():  # ONNX has no expm1; norm >= eps keeps 1 - exp exact enough
+        return s * ((1.0 - torch.exp(-norm)) / norm)
     return s * (-torch.expm1(-norm) / norm)
 
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "schedule",
     "study",  # study fastrcaps, study pcc
     "hw",
+    "export",
     "memory",
     "search",
     "report",

@@ -90,7 +90,7 @@ class ClassCaps(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         if (self.routing == "rba" and self.share_types is None
-                and u.shape[0] >= FROM_POSES_MIN_BATCH):
+                and u.shape[0] >= FROM_POSES_MIN_BATCH and not torch.onnx.is_in_onnx_export()):
             return dynamic_routing_from_poses(u, self.weight, self.num_out, self.num_iterations)
         u_hat = self.predictions(u)
         if self.routing == "self-attention":

@@ -530,7 +530,7 @@ class MomentumCapsuleStack(nn.Module):
         """One segment: its own reversible autograd function (or plain autograd)."""
         if not self.memory_efficient:
             return self._plain(segment, x)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export():
             return _ReversibleMomentum.apply(x, segment, *segment.flat_parameters())
         # inference: the same fixed-point arithmetic without an autograd node
         state = initial_state(x, self.frac_bits)

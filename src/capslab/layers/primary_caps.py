@@ -55,7 +55,9 @@ class GemmConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu" and x.shape[0] <= gemm_max_batch(torch.is_grad_enabled()):
+        # an exported graph must not depend on the batch it was traced with: the plain path
+        if (x.device.type == "cpu" and not torch.onnx.is_in_onnx_export()
+                and x.shape[0] <= gemm_max_batch(torch.is_grad_enabled())):
             return conv2d_as_gemm(x, self.weight, self.bias, self.stride[0])
         return super().forward(x)
 

@@ -1,0 +1,65 @@
+"""``capslab export``: a trained network (a checkpoint) as an ONNX file, checked against
+PyTorch in onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from capslab.cli import options as opt
+from capslab.cli.output import console, emit
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A last.pt or best.pt written by `capslab train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The ONNX file to write.")],
+    opset: Annotated[int, typer.Option(min=13, help="ONNX operator set.")] = 17,
+    check: Annotated[int, typer.Option(min=0, help="Compare with PyTorch on N test images of the checkpoint's dataset (0: none).")] = 256,
+    data_dir: opt.DataDir = None,
+    as_json: opt.JsonFlag = False,
+) -> None:
+    """Export a trained network to ONNX (routing unrolled, batch size free) and check it in
+    onnxruntime against PyTorch: the same predictions, the class-capsule lengths within 1e-5."""
+    # imported on use, so that the CLI starts without them
+    from capslab.data import load_dataset
+    from capslab.export import LENGTH_TOLERANCE, compare_with_torch, export_onnx
+    from capslab.models.pretrained import load_model
+
+    model = load_model(checkpoint)
+    path = export_onnx(model, out, opset=opset)
+    result = {"checkpoint": str(checkpoint), "onnx": str(path), "bytes": path.stat().st_size,
+              "opset": opset, "model": getattr(model, "model_name", type(model).__name__)}
+    dataset = model.pretrained_cfg.get("dataset")
+    if check and dataset:
+        test = load_dataset(dataset, "test", data_dir=data_dir).stratified(check, 0)
+        agreement = compare_with_torch(model, path, _images(test))
+        result |= {"checked_on": f"{len(test)} {dataset} test images", **agreement.to_dict(),
+                   "tolerance": LENGTH_TOLERANCE}
+
+    def render(r: dict) -> None:
+        table = Table(title=f"{r['model']} -> {r['onnx']}", show_header=False)
+        table.add_row("size", f"{r['bytes'] / 1024:,.0f} KiB (opset {r['opset']})")
+        if "checked_on" in r:
+            table.add_row("checked on", r["checked_on"])
+            table.add_row("same predictions", f"{100 * r['same_predictions']:.2f} %")
+            table.add_row("largest length difference",
+                          f"{r['max_length_difference']:.2e} (tolerance {r['tolerance']:.0e})")
+        console.print(table)
+
+    emit(result, as_json, render)
+
+
+def _images(dataset):
+    """The dataset's images as the network reads them, one tensor ``[N, C, H, W]``."""
+    import torch
+
+    from capslab.data import BatchLoader
+
+    return torch.cat([x for x, _ in BatchLoader(dataset, 256, shuffle=False)]).float()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

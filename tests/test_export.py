@@ -1,0 +1,75 @@
+"""ONNX export: every family of CapsLab network runs in onnxruntime with PyTorch's results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from capslab.cli.main import app
+from capslab.export import LENGTH_TOLERANCE, compare_with_torch, export_onnx, onnx_session
+from capslab.genotype import DEEPCAPS_GENOTYPE, LayerKind
+from capslab.models import create_model
+from tests.test_newer_genes import efficient
+
+TINY = {"conv_channels": 16, "primary_types": 4}
+NETWORKS = {
+    "capsnet": ("capsnet", TINY),
+    "efficient-capsnet": ("efficient-capsnet", {}),
+    "deepcaps": ("deepcaps", {}),
+    "mocapsnet": ("mocapsnet", {**TINY, "num_blocks": 2}),
+    "rescapsnet": ("rescapsnet", {**TINY, "num_blocks": 1, "routing": "sda"}),
+    "genotype-deepcaps": ("genotype", {"genotype": DEEPCAPS_GENOTYPE.to_nascaps(),
+                                       "image_size": 28}),
+    "genotype-newer-genes": ("genotype", {"genotype": efficient(LayerKind.MOMENTUM, 2).to_dict()}),
+}
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_the_exported_network_computes_what_pytorch_does(name, tmp_path):
+    model_name, options = NETWORKS[name]
+    torch.manual_seed(0)
+    model = create_model(model_name, **options).eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    onnx.checker.check_model(onnx.load(str(path)))
+    # batch sizes on both sides of every batch-dependent CPU path (GEMM PrimaryCaps up to a
+    # few images, RBA from the poses from 8): the file has one graph for all
+    images = torch.rand(19, *model.image_shape)
+    for batch in (1, 7, 19):
+        agreement = compare_with_torch(model, path, images[:batch], batch_size=batch)
+        assert agreement.same_predictions == 1.0
+        assert agreement.max_length_difference < LENGTH_TOLERANCE
+    capsules = onnx_session(path).run(["capsules"], {"images": images[:3].numpy()})[0]
+    with torch.no_grad():
+        expected = model(images[:3]).caps.numpy()
+    np.testing.assert_allclose(capsules, expected, atol=LENGTH_TOLERANCE)
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    model = create_model("capsnet", **TINY).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "m.onnx")
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_export_command(mnist_root, tmp_path):
+    from capslab.train import TrainConfig, train
+
+    train(TrainConfig(model="capsnet", model_options=TINY, dataset="mnist", subset=200,
+                      test_subset=100, epochs=1, batch_size=32, out=str(tmp_path / "run"),
+                      plots=False, seed=0), progress=False)
+    out = tmp_path / "capsnet.onnx"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run" / "last.pt"), "--out",
+                                      str(out), "--check", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert out.exists() and r["bytes"] == out.stat().st_size
+    assert r["same_predictions"] == 1.0 and r["max_length_difference"] < LENGTH_TOLERANCE
+    assert r["checked_on"] == "64 mnist test images"
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "nope.pt"), "--out", str(out)])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
