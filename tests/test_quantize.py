@@ -252,3 +252,94 @@ def test_sixteen_bits_keep_the_float_accuracy_of_a_trained_network(mnist_root):
     q2 = evaluate_quantized(net, loader, weight_bits=2, activation_bits=2, routing_bits=2)
     assert q2["test_loss"] != pytest.approx(base["test_loss"], rel=1e-3)
     assert evaluate(net, loader) == base  # evaluate_quantized restored the network
+
+
+# ---------------------------------------------------------------- the accelerator mode
+def test_power_of_two_scales_are_powers_of_two_and_never_clip():
+    from capslab.quantize import power_of_two_scale, quantization_scale, quantize_weight
+
+    scales = torch.tensor([0.0, 1e-3, 0.3, 1.0, 5.5])
+    p2 = power_of_two_scale(scales)
+    assert p2[0] == 0
+    logs = torch.log2(p2[1:])
+    assert torch.equal(logs, torch.round(logs)) and torch.all(p2[1:] >= scales[1:])
+    assert torch.all(p2[1:] < 2 * scales[1:])  # the next power, not more
+    w = torch.randn(1000)
+    q = quantize_weight(w, 8, power_of_two=True)
+    step = power_of_two_scale(quantization_scale(w, 8))
+    assert torch.equal(q / step, torch.round(q / step))  # integers times a power of two
+    assert (w - q).abs().max() <= step / 2  # nothing clipped: the range only grew
+
+
+def test_fixed_scales_saturate_and_the_power_of_two_routing_grid():
+    from capslab.quantize import quantize_unit_interval_power_of_two, quantize_with_scale
+
+    x = torch.tensor([-5.0, -0.26, 0.0, 0.26, 5.0])
+    assert quantize_with_scale(x, 0.5, 3).tolist() == [-1.5, -0.5, 0.0, 0.5, 1.5]
+    c = torch.tensor([0.0, 0.1, 0.49, 1.0])
+    q = quantize_unit_interval_power_of_two(c, 4)  # steps of 1/8
+    assert torch.equal(q * 8, torch.round(q * 8)) and q[-1] == 1.0 and q[0] == 0.0
+
+
+def test_calibration_fixes_one_range_per_layer_input():
+    from capslab.quantize import calibrate
+
+    torch.manual_seed(0)
+    net = create_model("capsnet", **TINY_CAPSNET).eval()
+    images = torch.rand(24, 1, 28, 28)
+    seen: dict[str, float] = {}
+
+    def record(name):
+        def hook(module, args):
+            seen[name] = max(seen.get(name, 0.0), float(args[0].abs().max()))
+        return hook
+
+    settings = calibrate(net, [images[:12], (images[12:], None)], weight_bits=8, activation_bits=8)
+    # the ranges are what the weight-quantized network's layers receive, largest over the set
+    with quantized(net, weight_bits=8) as q:
+        handles = [dict(q.named_modules())[n].register_forward_pre_hook(record(n))
+                   for n in settings.activation_ranges]
+        with torch.no_grad():
+            q(images)
+        for h in handles:
+            h.remove()
+    assert settings.activation_ranges == pytest.approx(seen, rel=1e-6)
+    assert settings.mode == "calibrated" and "calibrated activation scales" in settings.describe()
+    # static scales: an image's quantized inputs lie on the layer's fixed grid, whatever the
+    # image (the per-image mode would put a bright and a dim image on different grids)
+    q = quantize_model(net, settings.replace(power_of_two=True))
+    captured = []
+    site = dict(q.named_modules())["primary.conv"]
+    handle = site.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
+    with torch.no_grad():
+        q(images[:2] * torch.tensor([1.0, 0.2]).view(2, 1, 1, 1))
+    handle.remove()
+    from capslab.quantize import max_level, power_of_two_scale
+
+    step = float(power_of_two_scale(torch.tensor(
+        settings.activation_ranges["primary.conv"] / max_level(8), dtype=torch.float64)))
+    levels = captured[0] / step
+    assert torch.allclose(levels, torch.round(levels), atol=1e-4)
+    with pytest.raises(ConfigError, match="no calibrated range for layer"):
+        quantize_model(net, settings.replace(activation_ranges={"conv.conv": 1.0}))
+    with pytest.raises(ConfigError, match="give activation_bits"):
+        calibrate(net, [images], weight_bits=8)
+
+
+def test_calibrated_eight_bits_keep_the_accuracy_of_a_trained_network(mnist_root):
+    from capslab.quantize import calibrate
+
+    torch.manual_seed(0)
+    train, test = mnist_subsets(1000, 200)
+    net = create_model("capsnet", **LEARNING_CAPSNET)
+    fit_and_score(net, lambda e: BatchLoader(train, 32, shuffle=True, seed=e), test, epochs=1,
+                  lr=1e-2)
+    loader = BatchLoader(test, 100, shuffle=False)
+    base = evaluate(net, loader)
+    assert base["test_accuracy"] > 0.5
+    calibration = [x for x, _ in BatchLoader(train.subset(list(range(256))), 64, shuffle=False)]
+    for power_of_two in (False, True):
+        settings = calibrate(net, calibration, weight_bits=8, activation_bits=8, routing_bits=8,
+                             power_of_two=power_of_two)
+        q = evaluate_quantized(net, loader, settings)
+        assert abs(q["test_accuracy"] - base["test_accuracy"]) <= 0.02

@@ -23,6 +23,16 @@ The grids:
   ``[0, 1]``, so the grid is unsigned and fixed: ``k / (2**N - 1)``, ``k = 0 .. 2**N - 1``.
   They are quantized where every routing computes them (a hook in :mod:`capslab.routing`).
 
+Two modes for the activations. The **per-image** (dynamic) mode above is the default: a
+scale computed from each image at run time, which an accelerator cannot do. The
+**accelerator mode** is static: :func:`calibrate` runs a calibration set through the network
+(its weights already quantized) and fixes one range per quantized layer's input, the largest
+magnitude it saw there (``activation_ranges``); inference then uses those scales for every
+image, saturating what lies beyond. With ``power_of_two`` every scale (weights, activations,
+routing) is rounded UP to a power of two, so the fixed-point hardware shifts instead of
+multiplying: a weight grid keeps its largest magnitude inside the range (fewer levels used:
+up to half), the routing grid becomes ``k / 2**(N-1)`` clamped to ``[0, 1]``.
+
 Layer groups (:data:`GROUPS`, :func:`layer_groups`): ``"conv"`` (plain convolutions: CapsNet's
 stem, DeepCaps' stem, genotype conv genes), ``"primary"`` (PrimaryCaps, the first capsule gene
 of a genotype network), ``"capsule"`` (every capsule transformation matrix: ClassCaps and the
@@ -91,6 +101,25 @@ def quantization_scale(x: Tensor, bits: int) -> Tensor:
     return x.detach().abs().amax() / max_level(bits)
 
 
+def power_of_two_scale(scale: Tensor) -> Tensor:
+    """``scale`` rounded UP to a power of two (``2**ceil(log2 scale)``), elementwise; 0 stays
+    0. The range ``scale * qmax`` only grows, so nothing that fitted is clipped."""
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.where(scale > 0, torch.exp2(torch.ceil(torch.log2(safe))), scale)
+
+
+def quantize_with_scale(x: Tensor, scale: Tensor | float, bits: int) -> Tensor:
+    """Symmetric fake quantization of ``x`` on the FIXED grid of step ``scale`` (the
+    accelerator mode): ``clamp(round(x / scale), -qmax, qmax) * scale``, saturating what lies
+    beyond ``qmax * scale``.
+
+    Shape:
+        ``[*] -> [*]``.
+    """
+    qmax = max_level(bits)
+    return _round_to_grid(x, torch.as_tensor(scale, dtype=x.dtype, device=x.device), -qmax, qmax)
+
+
 def quantize_tensor(x: Tensor, bits: int) -> Tensor:
     """Symmetric per-tensor fake quantization to ``bits`` bits.
 
@@ -106,6 +135,13 @@ def quantize_tensor(x: Tensor, bits: int) -> Tensor:
     """
     qmax = max_level(bits)
     return _round_to_grid(x, quantization_scale(x, bits), -qmax, qmax)
+
+
+def quantize_weight(x: Tensor, bits: int, power_of_two: bool = False) -> Tensor:
+    """:func:`quantize_tensor`, with its scale rounded up to a power of two if asked."""
+    if not power_of_two:
+        return quantize_tensor(x, bits)
+    return quantize_with_scale(x, power_of_two_scale(quantization_scale(x, bits)), bits)
 
 
 def quantize_per_sample(x: Tensor, bits: int) -> Tensor:
@@ -133,6 +169,18 @@ def quantize_unit_interval(x: Tensor, bits: int) -> Tensor:
         ``[*] -> [*]``.
     """
     top = 2 ** check_bits(bits) - 1
+    return torch.clamp(torch.round(x * top), 0, top) / top
+
+
+def quantize_unit_interval_power_of_two(x: Tensor, bits: int) -> Tensor:
+    """The power-of-two grid of ``[0, 1]``: ``k / 2**(bits-1)``, ``k = 0 .. 2**(bits-1)``
+    (the step ``1 / (2**bits - 1)`` rounded up to a power of two; half the levels of
+    :func:`quantize_unit_interval`, but a shift on fixed-point hardware).
+
+    Shape:
+        ``[*] -> [*]``.
+    """
+    top = 2 ** (check_bits(bits) - 1)
     return torch.clamp(torch.round(x * top), 0, top) / top
 
 
@@ -191,15 +239,21 @@ class QuantizationSettings(Settings):
 
     Args:
         weight_bits: bits of the weights of the chosen groups (2-16).
-        activation_bits: bits of the inputs of the chosen groups' layers (per sample).
+        activation_bits: bits of the inputs of the chosen groups' layers.
         routing_bits: bits of every coupling coefficient (all routings of the network).
         groups: layer groups whose weights and activations are quantized (default: all).
+        activation_ranges: the accelerator mode: the fixed range (largest magnitude) of each
+            quantized layer's input, by module name, as :func:`calibrate` measures them;
+            ``None``: per-image scales (the dynamic mode).
+        power_of_two: round every scale up to a power of two (shifts, not multiplications).
     """
 
     weight_bits: int | None = 8
     activation_bits: int | None = None
     routing_bits: int | None = None
     groups: tuple[GroupName, ...] = GROUPS  # type: ignore[assignment]
+    activation_ranges: dict[str, Any] | None = None
+    power_of_two: bool = False
 
     WHAT: ClassVar[str] = "quantization setting"
 
@@ -212,6 +266,14 @@ class QuantizationSettings(Settings):
             raise ConfigError(f"groups must name at least one of {', '.join(GROUPS)}")
         if len(set(self.groups)) != len(self.groups):
             raise ConfigError(f"groups names a group twice: {', '.join(self.groups)}")
+        for name, value in (self.activation_ranges or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"activation range of {name!r} must be a number >= 0, got {value!r}")
+
+    @property
+    def mode(self) -> str:
+        """``"calibrated"`` (the accelerator's static scales) or ``"per-image"``."""
+        return "calibrated" if self.activation_ranges is not None else "per-image"
 
     def describe(self) -> str:
         """``"8-bit weights, 4-bit routing (capsule)"``, or ``"float"`` when nothing is set."""
@@ -221,7 +283,10 @@ class QuantizationSettings(Settings):
         if not parts:
             return "float"
         layered = self.weight_bits is not None or self.activation_bits is not None
-        return ", ".join(parts) + (f" ({', '.join(self.groups)})" if layered else "")
+        text = ", ".join(parts) + (f" ({', '.join(self.groups)})" if layered else "")
+        if self.activation_bits is not None:
+            text += f", {self.mode} activation scales"
+        return text + (", power-of-two scales" if self.power_of_two else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,39 +295,59 @@ class QuantizationSettings(Settings):
 
 
 class _QuantizeInputs:
-    """Forward pre-hook: quantize every float tensor among a module's inputs, per sample."""
+    """Forward pre-hook: quantize every float tensor among a module's inputs, per sample, or
+    on the fixed grid of ``amax`` (its calibrated range) when one is given."""
 
-    def __init__(self, bits: int):
+    def __init__(self, bits: int, amax: float | None = None, power_of_two: bool = False):
         self.bits = bits
+        self.scale = None
+        self.passthrough = amax == 0  # a layer the calibration set never reached: kept float
+        if amax:
+            scale = torch.tensor(float(amax) / max_level(bits), dtype=torch.float64)
+            self.scale = float(power_of_two_scale(scale) if power_of_two else scale)
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple:
-        return tuple(_quantize_nested(a, self.bits) for a in args)
+        if self.passthrough:
+            return args
+        return tuple(_quantize_nested(a, self.bits, self.scale) for a in args)
 
 
-def _quantize_nested(value: Any, bits: int) -> Any:
+def _quantize_nested(value: Any, bits: int, scale: float | None = None) -> Any:
     if isinstance(value, Tensor) and value.is_floating_point():
+        if scale is not None:
+            return quantize_with_scale(value, scale, bits)
         return quantize_per_sample(value, bits)
     if isinstance(value, list | tuple):  # ClassStage takes a list of capsule grids
-        return type(value)(_quantize_nested(v, bits) for v in value)
+        return type(value)(_quantize_nested(v, bits, scale) for v in value)
     return value
 
 
-class _UnitGrid:
-    """The coupling transform: :func:`quantize_unit_interval` at ``bits``."""
+def _largest_magnitude(value: Any) -> float:
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return float(value.detach().abs().amax()) if value.numel() else 0.0
+    if isinstance(value, list | tuple):
+        return max((_largest_magnitude(v) for v in value), default=0.0)
+    return 0.0
 
-    def __init__(self, bits: int):
+
+class _UnitGrid:
+    """The coupling transform: :func:`quantize_unit_interval` at ``bits`` (its power-of-two
+    form with ``power_of_two``)."""
+
+    def __init__(self, bits: int, power_of_two: bool = False):
         self.bits = bits
+        self.grid = quantize_unit_interval_power_of_two if power_of_two else quantize_unit_interval
 
     def __call__(self, c: Tensor) -> Tensor:
-        return quantize_unit_interval(c, self.bits)
+        return self.grid(c, self.bits)
 
 
 class _RoutingDuringForward:
     """Pre-hook and (always-called) forward hook of a model: quantized couplings while its
     ``forward`` runs, the previous transform restored afterwards (even after an exception)."""
 
-    def __init__(self, bits: int):
-        self.grid = _UnitGrid(bits)
+    def __init__(self, bits: int, power_of_two: bool = False):
+        self.grid = _UnitGrid(bits, power_of_two)
         self.previous: list = []
 
     def enter(self, module: nn.Module, args: tuple) -> None:
@@ -288,10 +373,10 @@ def quantized_routing(bits: int | None) -> Iterator[None]:
         set_coupling_transform(previous)
 
 
-def _activation_sites(model: nn.Module, names: Iterable[str]) -> list[nn.Module]:
-    """The modules whose inputs feed the weights ``names``: each weight's owner, except that a
-    genotype network's :class:`ClassStage` calls its ClassCaps' matrices directly, so the stage
-    itself is hooked."""
+def _activation_sites(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """The modules whose inputs feed the weights ``names``, by module name: each weight's
+    owner, except that a genotype network's :class:`ClassStage` calls its ClassCaps' matrices
+    directly, so the stage itself is hooked."""
     modules = dict(model.named_modules())
     sites: dict[str, nn.Module] = {}
     for name in names:
@@ -303,7 +388,7 @@ def _activation_sites(model: nn.Module, names: Iterable[str]) -> list[nn.Module]
                 owner = parent
                 break
         sites.setdefault(owner, modules[owner])
-    return list(sites.values())
+    return sites
 
 
 def _as_settings(settings: QuantizationSettings | None, fields: dict[str, Any]) -> QuantizationSettings:
@@ -324,12 +409,18 @@ def _apply(model: nn.Module, settings: QuantizationSettings) -> tuple[dict[str, 
             for name in names:
                 p = params[name]
                 originals[name] = p.detach().clone()
-                p.copy_(quantize_tensor(p.detach(), settings.weight_bits))
+                p.copy_(quantize_weight(p.detach(), settings.weight_bits, settings.power_of_two))
     if settings.activation_bits is not None:
-        hook = _QuantizeInputs(settings.activation_bits)
-        handles += [m.register_forward_pre_hook(hook) for m in _activation_sites(model, names)]
+        ranges = settings.activation_ranges
+        for site, module in _activation_sites(model, names).items():
+            if ranges is not None and site not in ranges:
+                raise ConfigError(f"no calibrated range for layer {site!r}: calibrate this "
+                                  "network with these settings (capslab.quantize.calibrate)")
+            hook = _QuantizeInputs(settings.activation_bits,
+                                   None if ranges is None else ranges[site], settings.power_of_two)
+            handles.append(module.register_forward_pre_hook(hook))
     if settings.routing_bits is not None:
-        routing = _RoutingDuringForward(settings.routing_bits)
+        routing = _RoutingDuringForward(settings.routing_bits, settings.power_of_two)
         handles.append(model.register_forward_pre_hook(routing.enter))
         handles.append(model.register_forward_hook(routing.exit, always_call=True))
     return originals, handles
@@ -379,6 +470,47 @@ def quantized(model: nn.Module, settings: QuantizationSettings | None = None,
         with torch.no_grad():
             for name, value in originals.items():
                 params[name].copy_(value)
+
+
+def calibrate(model: nn.Module, batches: Iterable, settings: QuantizationSettings | None = None,
+              device: torch.device | str = "cpu", **fields: Any) -> QuantizationSettings:
+    """The accelerator mode of ``settings``: its ``activation_ranges`` measured on
+    ``batches`` (images ``[B, C, H, W]``, or ``(images, labels)`` pairs: a calibration set,
+    e.g. a few hundred training images). The network runs in eval mode with its weights
+    (and routing) already quantized by ``settings``, and each quantized layer's input range
+    is the largest magnitude seen there. Returns new settings (``settings`` is not changed).
+    """
+    settings = _as_settings(settings, fields)
+    if settings.activation_bits is None:
+        raise ConfigError("calibration fixes activation scales: give activation_bits")
+    per_image = settings.replace(activation_ranges=None, activation_bits=None)
+    ranges: dict[str, float] = {}
+    groups = layer_groups(model)
+    names = [n for g in settings.groups for n in groups[g]]
+    was_training = model.training
+    model.eval()
+    with quantized(model, per_image) as m:
+        sites = _activation_sites(m, names)
+
+        def record(site: str):
+            def hook(module: nn.Module, args: tuple) -> None:
+                ranges[site] = max(ranges.get(site, 0.0), _largest_magnitude(args))
+            return hook
+
+        ranges.update({site: 0.0 for site in sites})  # 0: never reached (kept float)
+        handles = [module.register_forward_pre_hook(record(site)) for site, module in sites.items()]
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    images = batch[0] if isinstance(batch, list | tuple) else batch
+                    m(images.to(device))
+        finally:
+            for h in handles:
+                h.remove()
+    model.train(was_training)
+    if not any(ranges.values()):
+        raise ConfigError("the calibration set was empty (no image reached a quantized layer)")
+    return settings.replace(activation_ranges=ranges)
 
 
 def evaluate_quantized(
