@@ -75,7 +75,7 @@ def test_eval_reports_the_quantized_accuracy_beside_the_float_one(trained):
     text = invoke_ok("eval", "--checkpoint", str(path), "--test-subset", "100", "--device", "cpu",
                      "--weight-bits", "8", "--activation-bits", "8", "--quantize-groups", "capsule")
     assert "mnist test accuracy" in text
-    assert "quantized, 8-bit weights, 8-bit activations (capsule):" in text
+    assert "quantized, 8-bit weights, 8-bit activations (capsule), per-image activation scales:" in text
     acc = evaluate_quantized(net, loader, weight_bits=8, activation_bits=8, groups=("capsule",))
     assert f"{100 * acc['test_accuracy']:.2f}%" in text.split("quantized")[1]
 
