@@ -246,6 +246,9 @@ class QuantizationSettings(Settings):
             quantized layer's input, by module name, as :func:`calibrate` measures them;
             ``None``: per-image scales (the dynamic mode).
         power_of_two: round every scale up to a power of two (shifts, not multiplications).
+        layer_bits: bits of single weight tensors, by parameter name (per-layer widths, e.g.
+            found by :func:`capslab.studies.bitwidths.search_bit_widths`); they override
+            ``weight_bits`` and are quantized whatever ``groups`` says.
     """
 
     weight_bits: int | None = 8
@@ -254,6 +257,7 @@ class QuantizationSettings(Settings):
     groups: tuple[GroupName, ...] = GROUPS  # type: ignore[assignment]
     activation_ranges: dict[str, Any] | None = None
     power_of_two: bool = False
+    layer_bits: dict[str, Any] | None = None
 
     WHAT: ClassVar[str] = "quantization setting"
 
@@ -266,6 +270,8 @@ class QuantizationSettings(Settings):
             raise ConfigError(f"groups must name at least one of {', '.join(GROUPS)}")
         if len(set(self.groups)) != len(self.groups):
             raise ConfigError(f"groups names a group twice: {', '.join(self.groups)}")
+        for name, value in (self.layer_bits or {}).items():
+            check_bits(value, f"bits of {name}")
         for name, value in (self.activation_ranges or {}).items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"activation range of {name!r} must be a number >= 0, got {value!r}")
@@ -280,6 +286,9 @@ class QuantizationSettings(Settings):
         parts = [f"{b}-bit {what}" for b, what in (
             (self.weight_bits, "weights"), (self.activation_bits, "activations"),
             (self.routing_bits, "routing")) if b is not None]
+        if self.layer_bits:
+            widths = sorted(set(self.layer_bits.values()))
+            parts.insert(0, f"{len(self.layer_bits)} tensors at {min(widths)}-{max(widths)} bits")
         if not parts:
             return "float"
         layered = self.weight_bits is not None or self.activation_bits is not None
@@ -397,6 +406,18 @@ def _as_settings(settings: QuantizationSettings | None, fields: dict[str, Any]) 
     return settings if settings is not None else QuantizationSettings(**fields)
 
 
+def weight_widths(model: nn.Module, settings: QuantizationSettings) -> dict[str, int]:
+    """The bits of every weight tensor ``settings`` quantizes, by parameter name, in network
+    order: ``weight_bits`` for the tensors of ``groups``, ``layer_bits`` where it says."""
+    groups = layer_groups(model)
+    widths = {}
+    if settings.weight_bits is not None:
+        widths = {n: settings.weight_bits for g in settings.groups for n in groups[g]}
+    widths.update(settings.layer_bits or {})
+    order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
+    return dict(sorted(widths.items(), key=lambda item: order.get(item[0], len(order))))
+
+
 def _apply(model: nn.Module, settings: QuantizationSettings) -> tuple[dict[str, Tensor], list]:
     """Quantize ``model`` in place; returns the original weights and the hook handles."""
     groups = layer_groups(model)
@@ -404,12 +425,15 @@ def _apply(model: nn.Module, settings: QuantizationSettings) -> tuple[dict[str, 
     params = dict(model.named_parameters())
     originals: dict[str, Tensor] = {}
     handles: list = []
-    if settings.weight_bits is not None:
-        with torch.no_grad():
-            for name in names:
-                p = params[name]
-                originals[name] = p.detach().clone()
-                p.copy_(quantize_weight(p.detach(), settings.weight_bits, settings.power_of_two))
+    widths = weight_widths(model, settings)
+    unknown = sorted(set(settings.layer_bits or {}) - set(params))
+    if unknown:
+        raise ConfigError(f"layer_bits names no weight of this network: {', '.join(unknown)}")
+    with torch.no_grad():
+        for name, bits in widths.items():
+            p = params[name]
+            originals[name] = p.detach().clone()
+            p.copy_(quantize_weight(p.detach(), bits, settings.power_of_two))
     if settings.activation_bits is not None:
         ranges = settings.activation_ranges
         for site, module in _activation_sites(model, names).items():
@@ -529,9 +553,13 @@ def evaluate_quantized(
 
 def quantized_parameter_count(model: nn.Module, settings: QuantizationSettings) -> tuple[int, int]:
     """``(tensors, parameters)`` whose weights ``settings`` quantizes (0, 0 without weight bits)."""
-    if settings.weight_bits is None:
-        return 0, 0
-    groups = layer_groups(model)
     params = dict(model.named_parameters())
-    names = [n for g in settings.groups for n in groups[g]]
+    names = list(weight_widths(model, settings))
     return len(names), sum(params[n].numel() for n in names)
+
+
+def weight_memory_bytes(model: nn.Module, settings: QuantizationSettings) -> int:
+    """Bytes of the weights ``settings`` quantizes, each tensor at its width (rounded up to
+    whole bytes per tensor): the weight memory an accelerator holds for them."""
+    params = dict(model.named_parameters())
+    return sum(-(-params[n].numel() * bits // 8) for n, bits in weight_widths(model, settings).items())

@@ -151,3 +151,41 @@ def test_study_on_a_network_without_a_decoder_skips_that_line(tmp_path, mnist_ro
     assert "decoder: skipped (CapsNet has no decoder weights)" in text
     saved = json.loads((tmp_path / "study" / "quantize.json").read_text())
     assert [r["line"] for r in saved["rows"]] == ["capsule"]
+
+
+def test_the_bit_width_search_steps_on_a_made_up_accuracy():
+    from capslab.studies.bitwidths import search_bit_widths
+
+    # accuracy 0.9 minus 0.01 per bit below 6 in layer "a", below 3 in "b"; routing free to 4
+    def accuracy(s):
+        widths = s.layer_bits
+        loss = 0.01 * max(0, 6 - widths["a"]) + 0.01 * max(0, 3 - widths["b"])
+        loss += 0.05 * (s.routing_bits is not None and s.routing_bits < 4)
+        return 0.9 - loss
+
+    found, steps = search_bit_widths(accuracy, ["a", "b"], 0.9, 0.015, max_bits=8)
+    # uniform: 6 bits cost nothing, 5 bits cost 0.01 (kept), 4 bits 0.02 (not)
+    assert found.layer_bits == {"a": 5, "b": 3}  # then b (last) down to 3, a stays (4 is over)
+    assert found.routing_bits == 4
+    assert all(s["kept"] == (s["accuracy"] >= 0.9 - 0.015) for s in steps)
+    assert accuracy(found) >= 0.9 - 0.015
+
+
+def test_bitwidths_command_writes_its_files(trained, tmp_path):
+    checkpoint, net = trained
+    out = tmp_path / "bits"
+    result = runner.invoke(app, ["study", "bitwidths", "--checkpoint", str(checkpoint),
+                                 "--tolerance", "1", "--val-size", "200", "--test-subset", "100",
+                                 "--max-bits", "8", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert {w["bits"] for w in r["widths"].values()} <= set(range(2, 9))
+    assert r["validation"]["quantized"] >= r["validation"]["float"] - 0.01
+    mem = r["weight_memory_bytes"]
+    assert mem["found"] <= mem["8-bit"] < mem["float32"]
+    assert "decoder" not in " ".join(r["widths"])  # the decoder does not score classes
+    for name in ("bitwidths.json", "bitwidths.md", "bitwidths.png"):
+        assert (out / name).exists()
+    bad = runner.invoke(app, ["study", "bitwidths", "--checkpoint", str(checkpoint),
+                              "--min-bits", "9", "--max-bits", "8", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "min_bits <= max_bits" in bad.output

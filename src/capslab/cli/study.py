@@ -250,5 +250,38 @@ def quantize_cmd(
     note("files: " + ", ".join(result["files"].values()), as_json)
 
 
+@study_app.command("bitwidths")
+def bitwidths_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A last.pt or best.pt written by `capslab train`.")],
+    tolerance: Annotated[float, typer.Option(help="Accuracy points the result may lose against float on the validation split.")] = 0.5,
+    val_size: Annotated[int, typer.Option(help="Validation images, held out of the TRAINING split (stratified, seed 0).")] = 2000,
+    max_bits: Annotated[int, typer.Option(help="Widest bit width tried.")] = 16,
+    min_bits: Annotated[int, typer.Option(help="Narrowest bit width tried.")] = 2,
+    test_subset: opt.TestSubset = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 256,
+    out: Annotated[Path, typer.Option(help="Folder of bitwidths.json/.md/.png.")] = opt.default_out("study-bitwidths"),
+    device: opt.Device = "auto",
+    data_dir: opt.DataDir = None,
+    quiet: opt.Quiet = False,
+    as_json: opt.JsonFlag = False,
+) -> None:
+    """Per-layer bit widths (Q-CapsNets' manner): the narrowest weights, layer by layer, and
+    routing coefficients within --tolerance of float on a validation split; the weight
+    memory at those widths beside 8-bit and float32."""
+    # imported on use, so that the CLI starts without it
+    from capslab.studies.bitwidths import BitWidthConfig, markdown, run_bitwidth_search
+
+    config = BitWidthConfig(
+        checkpoint=str(checkpoint), tolerance=tolerance, val_size=val_size, max_bits=max_bits,
+        min_bits=min_bits, test_subset=test_subset, batch_size=batch_size, device=device,
+        data_dir=str(data_dir) if data_dir else None, out=str(out),
+    )
+    with progress_bar(not (quiet or as_json)) as bar:
+        task = bar.add_task("quantized evaluations", total=None)
+        result = run_bitwidth_search(config, on_step=lambda *_: bar.advance(task))
+    emit(result, as_json, lambda r: console.print(markdown(r), markup=False, highlight=False))
+    note("files: " + ", ".join(result["files"].values()), as_json)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
