@@ -254,7 +254,7 @@ def quantize_cmd(
 def bitwidths_cmd(
     checkpoint: Annotated[Path, typer.Option(help="A last.pt or best.pt written by `capslab train`.")],
     tolerance: Annotated[float, typer.Option(help="Accuracy points the result may lose against float on the validation split.")] = 0.5,
-    val_size: Annotated[int, typer.Option(help="Validation images, held out of the TRAINING split (stratified, seed 0).")] = 2000,
+    val_size: Annotated[int, typer.Option(help="Validation images, a stratified subset of the training split (seed 0), never the test split.")] = 2000,
     max_bits: Annotated[int, typer.Option(help="Widest bit width tried.")] = 16,
     min_bits: Annotated[int, typer.Option(help="Narrowest bit width tried.")] = 2,
     test_subset: opt.TestSubset = None,

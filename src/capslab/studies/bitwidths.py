@@ -1,7 +1,9 @@
 """Per-layer bit widths: the narrowest weights (and routing) a trained network tolerates.
 
-After the manner of Q-CapsNets (Marchisio et al., DAC 2020), on a VALIDATION split held out
-of the training data (never the test split, whose accuracy the result reports):
+After the manner of Q-CapsNets (Marchisio et al., DAC 2020), scored on a validation subset
+of the TRAINING split (never the test split, whose accuracy the result reports; the network
+may have trained on those images, which flatters both its float and quantized accuracy alike:
+the search compares the two):
 
 1. **uniform**: the fewest bits ``b`` for every weight tensor at once whose accuracy stays
    within ``tolerance`` (points) of the float network's;
@@ -54,7 +56,7 @@ class BitWidthConfig(Settings):
         checkpoint: a ``last.pt`` / ``best.pt`` written by training.
         tolerance: accuracy (points, 0-100) the result may lose against float on the
             validation split.
-        val_size: validation images, a stratified subset of the TRAINING split (seed 0).
+        val_size: validation images, a stratified subset of the training split (seed 0).
         max_bits / min_bits: the widths tried.
         test_subset: test images the result is reported on (default: all).
         batch_size / device / data_dir: evaluation.
