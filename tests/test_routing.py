@@ -175,3 +175,41 @@ def test_routing_from_poses_applies_the_coupling_hook_to_every_iteration():
             got = dynamic_routing_from_poses(u, w, 10, 3)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
         assert (ref.abs().sum() == 0) == (bits == 2)
+
+
+# --- the couplings each routing returns on request (capslab explain) ----------------------------
+
+
+def test_sda_and_self_attention_return_the_couplings_of_their_output():
+    """``return_couplings`` changes nothing of the output (bit for bit, float64), and the
+    couplings give it back: SDA weights the clipped predictions and adds its bias;
+    self-attention returns ``c_ij + b_ij``, the weights of its sum."""
+    from capslab.ops import exp_squash
+    from capslab.routing import clip_predictions, self_attention_routing
+
+    torch.manual_seed(3)
+    u_hat = torch.randn(2, 9, 4, 5, dtype=torch.float64)
+    u_norm = torch.rand(2, 9, dtype=torch.float64) * 2  # some predictions clipped, some not
+    bias = torch.randn(4, 5, dtype=torch.float64) * 0.1
+    clipped = clip_predictions(u_hat, u_norm)
+    assert (clipped.norm(dim=-1) <= u_norm[:, :, None] + 1e-12).all()
+    assert torch.equal(clipped[u_hat.norm(dim=-1) <= u_norm[:, :, None]],
+                       u_hat[u_hat.norm(dim=-1) <= u_norm[:, :, None]])
+    for b in (None, bias):
+        for r in (1, 3):
+            v, c = scaled_distance_agreement(u_hat, u_norm, r, bias=b, return_couplings=True)
+            assert torch.equal(v, scaled_distance_agreement(u_hat, u_norm, r, bias=b))
+            torch.testing.assert_close(c.sum(dim=2), torch.ones(2, 9, dtype=torch.float64))
+            s = torch.einsum("bij,bijd->bjd", c, clipped) + (0 if b is None else b)
+            torch.testing.assert_close(squash(s), v, rtol=1e-12, atol=1e-12)
+    log_prior = torch.randn(9, 4, dtype=torch.float64) * 0.1
+    for b in (None, log_prior):
+        v, c = self_attention_routing(u_hat, b, return_couplings=True)
+        assert torch.equal(v, self_attention_routing(u_hat, b))
+        softmax = c if b is None else c - b
+        torch.testing.assert_close(softmax.sum(dim=2), torch.ones(2, 9, dtype=torch.float64))
+        torch.testing.assert_close(exp_squash(torch.einsum("bij,bijd->bjd", c, u_hat)), v,
+                                   rtol=1e-12, atol=1e-12)
+    v, c = dynamic_routing(u_hat, 3, return_couplings=True)
+    torch.testing.assert_close(squash(torch.einsum("bij,bijd->bjd", c, u_hat)), v,
+                               rtol=1e-12, atol=1e-12)

@@ -201,7 +201,8 @@ def scaled_distance_agreement(
     p: float = 0.9,
     detach_intermediate: bool = True,
     bias: Tensor | None = None,
-) -> Tensor:
+    return_couplings: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Scaled-distance-agreement routing (SDA).
 
     Args:
@@ -215,24 +216,41 @@ def scaled_distance_agreement(
         bias: optional ``[n_out, D]`` added to every ``s_j`` before the squash, in every
             iteration (the momentum paper's code learns one, initialised to 0.1; the paper's
             text has none). Detached in the first r-1 iterations like the predictions.
+        return_couplings: also return the final couplings ``[B, n_in, n_out]``; they weight
+            the CLIPPED predictions (:func:`clip_predictions`): ``v = squash(sum_i c_ij
+            clip(u_hat)[j|i] + bias_j)``.
     Returns:
-        ``v`` of shape ``[B, n_out, D]``.
+        ``v`` of shape ``[B, n_out, D]`` (and the couplings when asked).
     """
     n_out = u_hat.shape[2]
     # clipped output-major (route's layout: its copy is then a no-op)
-    by_output = u_hat.transpose(1, 2).contiguous()  # [B, n_out, n_in, D]
-    limit = u_norm[:, None, :, None]
-    by_output = by_output * torch.clamp(limit / safe_norm(by_output, dim=-1, keepdim=True), max=1.0)
+    by_output = _clip_by_output(u_hat.transpose(1, 2).contiguous(), u_norm)  # [B, n_out, n_in, D]
 
     def distance_update(_logits: Tensor, u: Tensor, v: Tensor) -> Tensor:
         d = safe_norm(v.unsqueeze(2) - u, dim=-1)  # [B, n_out, n_in] (output-major: route)
         d_o = d.mean(dim=(1, 2), keepdim=True)
         return sda_inverse_temperature(d_o, d_o / 2, n_out, p) * d
 
-    return route(by_output.transpose(1, 2), num_iterations, distance_update, detach_intermediate, bias)[0]
+    v, c = route(by_output.transpose(1, 2), num_iterations, distance_update, detach_intermediate, bias)
+    return (v, c) if return_couplings else v
 
 
-def self_attention_routing(u_hat: Tensor, bias: Tensor | None = None) -> Tensor:
+def _clip_by_output(by_output: Tensor, u_norm: Tensor) -> Tensor:
+    """SDA's clipping on output-major predictions ``[B, n_out, n_in, D]``."""
+    limit = u_norm[:, None, :, None]
+    return by_output * torch.clamp(limit / safe_norm(by_output, dim=-1, keepdim=True), max=1.0)
+
+
+def clip_predictions(u_hat: Tensor, u_norm: Tensor) -> Tensor:
+    """The predictions SDA routes: ``u_hat[b, i, j]`` shortened to at most ``|u_i|``
+    (``u_norm[b, i]``); ``[B, n_in, n_out, D]`` in and out (the same numbers as the copy
+    :func:`scaled_distance_agreement` routes)."""
+    return _clip_by_output(u_hat.transpose(1, 2).contiguous(), u_norm).transpose(1, 2)
+
+
+def self_attention_routing(
+    u_hat: Tensor, bias: Tensor | None = None, return_couplings: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Efficient-CapsNet's non-iterative self-attention routing (Mazzia et al. 2021).
 
     For each output ``j`` the predictions attend to each other: ``A_j = U_j U_j^T / sqrt(D)``
@@ -246,8 +264,10 @@ def self_attention_routing(u_hat: Tensor, bias: Tensor | None = None) -> Tensor:
         u_hat: ``[B, n_in, n_out, D]`` prediction vectors.
         bias: optional ``[n_in, n_out]`` log-prior ``b_ij`` added to the couplings (learned,
             initialised to zero in Efficient-CapsNet).
+        return_couplings: also return the weights of the sum, ``c_ij + b_ij``
+            (``[B, n_in, n_out]``; without a bias, the softmax couplings).
     Returns:
-        ``v`` of shape ``[B, n_out, D]``.
+        ``v`` of shape ``[B, n_out, D]`` (and the weights when asked).
     """
     d = u_hat.shape[-1]
     by_output = u_hat.transpose(1, 2)  # [B, n_out, n_in, D]
@@ -257,7 +277,8 @@ def self_attention_routing(u_hat: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None:
         c = c + bias
     s = torch.einsum("bij,bijd->bjd", c, u_hat)
-    return exp_squash(s)
+    v = exp_squash(s)
+    return (v, c) if return_couplings else v
 
 
 # --- routing over capsule grids (convolutional capsules) ---------------------------------------

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "search",
     "report",
     "repro",
+    "explain",
 ]
 
 app = typer.Typer(

@@ -1,6 +1,7 @@
 """The page shell every report shares: one self-contained HTML file.
 
-Everything the page needs is inside it: plotly.js once (inline, in the head), every figure as
+Everything the page needs is inside it: plotly.js once (inline, in the head; left out of a page
+that draws no plotly figure and runs no script), every figure as
 its own ``<div>`` with the call that draws it, PNG images as ``data:`` URIs, data for the
 page's scripts as ``<script type="application/json">`` blocks, and the style sheet. The page
 names no external address, so it opens offline and from an e-mail attachment alike.
@@ -241,12 +242,14 @@ class Page:
         nav = "".join(f'<a href="#{html.escape(a)}">{html.escape(t)}</a>' for a, t in self._nav)
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         scripts = "".join(f"<script>{code}</script>" for code in self._scripts)
+        plotly = (f'<script type="text/javascript" id="plotlyjs">{_plotlyjs()}</script>'
+                  if self.figure_ids or self._scripts else "")
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(self.title)}</title>"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<style>{_STYLE}</style>"
-            f'<script type="text/javascript" id="plotlyjs">{_plotlyjs()}</script>'
+            f"{plotly}"
             "</head><body>"
             f"<header><h1>{html.escape(self.title)}</h1>"
             f'<div class="sub">{html.escape(self.subtitle)} &middot; CapsLab {html.escape(__version__)}'
