@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from os import PathLike
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from capslab.data import BatchLoader, ImageDataset, load_dataset, stratified_subset
+from capslab.data import BatchLoader, ImageDataset, dataset_info, load_dataset, stratified_subset
+from capslab.errors import TrainingError
 from capslab.losses import capsule_loss
+from capslab.train import Callback, StepInfo
 
 
 def mnist_subsets(train_size: int = 2000, test_size: int = 500,
@@ -65,3 +69,49 @@ def tiny_capsnet_once_per_process() -> nn.Module:
 
 def broken_capsnet() -> nn.Module:
     raise ValueError("this factory is broken")
+
+
+# --- callbacks for the processes of a data-parallel run: module-level, so that they pickle by name
+class StepLosses(Callback):
+    """Writes every step's loss (the global batch's) to ``path`` as a JSON list at the end of
+    the run: what a callback in another process can hand back to a test."""
+
+    def __init__(self, path: str | PathLike):
+        self.path = str(path)
+        self.losses: list[Tensor] = []
+
+    def on_step_end(self, step: StepInfo) -> None:
+        self.losses.append(step.loss)
+
+    def close(self) -> None:
+        Path(self.path).write_text(json.dumps([float(loss) for loss in self.losses]))
+
+
+class StopAfterEpoch(Callback):
+    """Stops a run with an ``error`` (a :class:`~capslab.errors.TrainingError`, or any
+    exception type) once epoch ``epoch`` (1-based) is written: an interruption at a known
+    point."""
+
+    def __init__(self, epoch: int, error: type[BaseException] = TrainingError):
+        self.epoch, self.error = epoch, error
+
+    def on_epoch_end(self, record: dict) -> None:
+        if record["epoch"] == self.epoch:
+            raise self.error(f"stopped by the test after epoch {self.epoch}")
+
+
+# --- datasets whose images can be told apart
+def numbered_dataset(labels) -> ImageDataset:
+    """A dataset whose image i holds the number i in its first two pixels."""
+    n = len(labels)
+    images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n) % 256
+    images[:, 0, 0, 1] = torch.arange(n) // 256
+    return ImageDataset(images, torch.tensor(labels), dataset_info("mnist"), "train")
+
+
+def image_numbers(images: Tensor) -> list[int]:
+    """The numbers :func:`numbered_dataset` wrote into ``images`` (uint8, or floats in [0, 1]
+    as a :class:`~capslab.data.BatchLoader` yields them)."""
+    pixels = images if images.dtype == torch.uint8 else (images * 255).round()
+    return (pixels[:, 0, 0, 0].long() + 256 * pixels[:, 0, 0, 1].long()).tolist()

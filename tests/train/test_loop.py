@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import image_numbers, numbered_dataset
 from typer.testing import CliRunner
 
 from capslab.checkpoint import load_checkpoint
@@ -273,26 +274,15 @@ def test_optimisers_take_their_multi_tensor_step_and_train(name):
 
 
 # ---------------------------------------------------------------------- validation split
-def _numbered_dataset(labels):
-    """A dataset whose image i holds the number i (so images can be told apart)."""
-    from capslab.data import ImageDataset, dataset_info
-
-    n = len(labels)
-    images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
-    images[:, 0, 0, 0] = torch.arange(n) % 256
-    images[:, 0, 0, 1] = torch.arange(n) // 256
-    return ImageDataset(images, torch.tensor(labels), dataset_info("mnist"), "train")
-
-
 def _ids(ds) -> list[int]:
-    return (ds.images[:, 0, 0, 0].long() + 256 * ds.images[:, 0, 0, 1].long()).tolist()
+    return image_numbers(ds.images)
 
 
 def test_hold_out_is_stratified_disjoint_and_fixed_by_the_seed():
     from capslab.train.loop import hold_out
 
     labels = [0] * 500 + [1] * 300 + [2] * 200  # 50 / 30 / 20 %
-    ds = _numbered_dataset(labels)
+    ds = numbered_dataset(labels)
     rest, val = hold_out(ds, 100, seed=7)
     assert val.split == "val" and len(val) == 100 and len(rest) == 900
     assert torch.bincount(val.labels).tolist() == [50, 30, 20]  # class proportions kept

@@ -132,6 +132,10 @@ def register(app: typer.Typer) -> None:
         download: Annotated[bool, typer.Option(help="Download missing dataset files when online (--no-download or CAPSLAB_OFFLINE=1: never).")] = True,
         augment: opt.Augment = True,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+        nproc: Annotated[int, typer.Option(
+            min=1, help="Train data-parallel in N processes on this machine (gloo on the CPU, NCCL "
+            "on GPUs, one GPU each); --batch-size is the global batch and must divide by N. Under "
+            "torchrun, leave it out: torchrun starts the processes.")] = 1,
         tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard in OUT/tensorboard.")] = False,
         reconstruction_weight: float = 0.0005,
         weight_sharing: Annotated[bool, typer.Option(help="FasTrCaps: share ClassCaps matrices per capsule type.")] = False,
@@ -148,6 +152,7 @@ def register(app: typer.Typer) -> None:
         """Train a capsule network and write metrics, checkpoints and plots to --out."""
         # imported on use, so that the CLI starts without it
         from capslab.train import TrainConfig, train
+        from capslab.train.distributed import process_rank
 
         model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, dataset)
         if genotype is not None:
@@ -158,7 +163,7 @@ def register(app: typer.Typer) -> None:
             policy_options=opt.parse_key_values(policy_opt, "policy option"), optimizer=optimizer, subset=subset,
             test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, deterministic=deterministic, resume=resume, tensorboard=tensorboard, augment=augment,
-            reconstruction_weight=reconstruction_weight,
+            reconstruction_weight=reconstruction_weight, nproc=nproc,
         )
         if config is not None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
@@ -169,6 +174,8 @@ def register(app: typer.Typer) -> None:
 
         with download_display(as_json):  # a missing dataset is fetched with a progress bar
             summary = train(cfg, progress=not (quiet or as_json))
+        if process_rank() != 0:  # under torchrun, rank 0 alone reports
+            return
         emit(summary, as_json, _print_summary)
         note(f"results: {out}/metrics.jsonl, {out}/summary.json, {out}/curves.png, "
              f"{out}/reconstructions.png, checkpoints {out}/last.pt and {out}/best.pt", as_json)

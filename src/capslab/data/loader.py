@@ -33,13 +33,22 @@ class BatchLoader:
       epochs also sees a new order each time.
     - ``batch_size`` may be changed between epochs (batch-size schedules); ``len()`` follows.
     - ``device``: the whole dataset is moved there once and batches are cut there.
+    - ``rank`` of ``world_size`` (data-parallel training): ``batch_size`` stays the global
+      batch, and each batch yielded is this rank's share of it, its images ``rank``,
+      ``rank + world_size``, ... (:class:`~torch.utils.data.DistributedSampler`'s split of the
+      epoch's order), with the augmentation they get in a one-process run. The ranks' shares of
+      an epoch hold every image exactly once; ``len()`` counts the global batches, the same on
+      every rank. A share of the epoch's last batch may be smaller than the others, or empty.
     """
 
     def __init__(self, dataset, batch_size: int, shuffle: bool = True, augment: bool = False,
                  seed: int = 0, drop_last: bool = False, *, max_shift: int = 2,
-                 hflip: bool = False, device: str | torch.device | None = None):
+                 hflip: bool = False, device: str | torch.device | None = None,
+                 rank: int = 0, world_size: int = 1):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= int(rank) < int(world_size):
+            raise ValueError(f"rank must be in 0..world_size - 1, got rank {rank} of {world_size}")
         images, labels = dataset.images, dataset.labels
         if device is not None:
             images, labels = images.to(device), labels.to(device)
@@ -53,6 +62,8 @@ class BatchLoader:
         self.drop_last = bool(drop_last)
         self.max_shift = int(max_shift)
         self.hflip = bool(hflip)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -82,18 +93,19 @@ class BatchLoader:
         # with drop_last, len() leaves out the partial last batch
         batches = order.split(self.batch_size)[: len(self)]
         plan = self._augmentation_plan(epoch, [len(idx) for idx in batches]) if self.augment else None
+        share = slice(self.rank, None, self.world_size)  # the whole batch in one process
         start = 0
         for idx in batches:
-            x = self.images[idx]
+            end = start + len(idx)
+            x = self.images[idx[share]]
             if plan is not None:
                 offsets, flips = plan
-                end = start + len(idx)
                 if self.max_shift > 0 and x.numel():
-                    x = shift(x, offsets[:, start:end], self.max_shift)
+                    x = shift(x, offsets[:, start:end][:, share], self.max_shift)
                 if flips is not None and x.numel():
-                    x = flip(x, flips[start:end])
-                start = end
-            yield x / 255.0, self.labels[idx]  # one kernel: uint8 -> float32 in [0, 1]
+                    x = flip(x, flips[start:end][share])
+            start = end
+            yield x / 255.0, self.labels[idx[share]]  # one kernel: uint8 -> float32 in [0, 1]
 
     def _augmentation_plan(self, epoch: int, sizes: list[int]) -> tuple[Tensor, Tensor | None]:
         """The epoch's shift offsets ``[2, N]`` and flips ``[N]``, drawn batch by batch on the

@@ -30,7 +30,8 @@ class StepInfo:
     """One optimiser step: ``epoch`` (0-based), ``step`` within it and ``global_step``
     (both 0-based), the learning rate and batch size it used, and its mean loss: a 0-d
     tensor on the training device, so that reading it (``float(step.loss)``) is the only
-    host-device synchronisation a callback causes."""
+    host-device synchronisation a callback causes. In a data-parallel run the batch size and
+    the loss are the global batch's, as in one process."""
 
     epoch: int
     step: int

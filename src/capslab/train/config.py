@@ -18,6 +18,7 @@ from capslab.errors import ConfigError
 from capslab.models import check_model_options
 from capslab.quantize import check_bits
 from capslab.settings import Settings
+from capslab.train.policies import build_schedule
 from capslab.train.policy_options import make_policy_options
 
 
@@ -113,7 +114,11 @@ class TrainConfig(TrainingSettings):
     planned for ``epochs``; resuming with a larger value continues it exactly: the search's
     rungs). ``eval_weight_bits`` also evaluates every epoch with its weights quantized to that
     many bits (:mod:`capslab.quantize`): ``<split>_quantized_accuracy`` in each epoch's
-    record, ``best_<split>_quantized_accuracy`` in the summary.
+    record, ``best_<split>_quantized_accuracy`` in the summary. ``nproc`` > 1 trains in that
+    many processes, data-parallel (:mod:`capslab.train.distributed`): every batch size of the
+    schedule is the global batch and must divide by ``nproc``; the maths is the one-process
+    run's (up to rounding, and BatchNorm's statistics, which are per process), so ``nproc``
+    is not part of :meth:`identity`, as ``device`` is not.
     """
 
     out: str | None = None
@@ -124,10 +129,11 @@ class TrainConfig(TrainingSettings):
     plots: bool = True
     stop_after: int | None = None
     eval_weight_bits: int | None = None
+    nproc: int = 1
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
         *TrainingSettings.IDENTITY_EXCLUDE, "out", "resume", "tensorboard", "time_limit",
-        "checkpoints", "plots", "stop_after", "eval_weight_bits",
+        "checkpoints", "plots", "stop_after", "eval_weight_bits", "nproc",
     )
 
     @classmethod
@@ -145,6 +151,28 @@ class TrainConfig(TrainingSettings):
                 raise ConfigError(f"stop_after {self.stop_after} is beyond the run's {self.epochs} epochs")
         if self.eval_weight_bits is not None:
             check_bits(self.eval_weight_bits, "eval_weight_bits")
+        _positive("nproc", self.nproc)
+        check_batch_shares(self, self.nproc)
+
+    def batch_sizes(self) -> list[int]:
+        """The global batch size of every epoch (the policy's batch-size schedule)."""
+        schedule = build_schedule(self.policy, self.epochs, 1, self.batch_size, self.lr,
+                                  self.policy_options)
+        return [schedule.batch_size(epoch) for epoch in range(self.epochs)]
+
+
+def check_batch_shares(config: TrainConfig, processes: int) -> None:
+    """Refuse a run whose global batch (in any epoch) does not split evenly over ``processes``
+    data-parallel processes."""
+    if processes == 1:
+        return
+    for size in sorted(set(config.batch_sizes())):
+        if size % processes:
+            raise ConfigError(
+                f"batch size {size} is not divisible by {processes} processes: each process "
+                f"takes an equal share of every batch; choose a batch size that is a multiple "
+                f"of {processes}"
+            )
 
 
 def _positive(name: str, value: float) -> None:

@@ -6,6 +6,9 @@ A run in ``config.out`` holds ``config.json``, ``metrics.jsonl`` (one line per e
 ``summary.json``, ``last.pt`` / ``best.pt`` and PNG plots; ``resume=True`` continues from
 ``last.pt`` and reaches the same result as an uninterrupted run with the same seed. Progress,
 TensorBoard, the time budget and the callers' own hooks are :mod:`~capslab.train.callbacks`.
+With ``nproc`` > 1, or under ``torchrun``, every process runs these phases as one rank of a
+data-parallel group (:mod:`~capslab.train.distributed`): each trains on its share of every
+batch, and rank 0 alone evaluates, writes the files and calls the callbacks.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from capslab.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from capslab.data import BatchLoader, DatasetInfo, ImageDataset, load_dataset, stratified_subset
+from capslab.data import (
+    BatchLoader,
+    DatasetInfo,
+    ImageDataset,
+    load_dataset,
+    require_files,
+    stratified_subset,
+)
 from capslab.device import autocast, check_precision, configure_backends, resolve_device
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.evaluation import evaluate
@@ -48,7 +58,20 @@ from capslab.train.callbacks import (
     TensorBoardLogger,
     TimeBudget,
 )
-from capslab.train.config import TrainConfig
+from capslab.train.config import TrainConfig, check_batch_shares
+from capslab.train.distributed import (
+    SINGLE,
+    Ranks,
+    check_picklable,
+    check_process_count,
+    data_parallel,
+    global_batch,
+    launched_ranks,
+    process_group,
+    rank_device,
+    shared_loss,
+    spawn,
+)
 from capslab.train.plots import plot_history, plot_reconstructions
 from capslab.train.policies import Schedule, build_schedule
 
@@ -156,6 +179,14 @@ def open_run_folder(config: TrainConfig) -> Path | None:
     return out
 
 
+def rank_run_folder(config: TrainConfig, ranks: Ranks) -> Path | None:
+    """``config.out`` as :func:`open_run_folder` opens it on rank 0; the other ranks only read
+    it (a resumed run's ``last.pt``), before rank 0 can write anything."""
+    if ranks.main:
+        return open_run_folder(config)
+    return None if config.out is None else Path(config.out)
+
+
 def resume_state(config: TrainConfig, out: Path | None, model: nn.Module, optimizer) -> RunState:
     """The state in ``out/last.pt`` loaded into ``model`` and ``optimizer`` when resuming,
     else a fresh state."""
@@ -176,23 +207,42 @@ def resume_state(config: TrainConfig, out: Path | None, model: nn.Module, optimi
                     list(ckpt["history"]))
 
 
+def check_same_start(state: RunState, ranks: Ranks, out: Path | None) -> None:
+    """Refuse a rank that starts from another epoch than rank 0: one that found no checkpoint
+    to resume, or another one, in a run folder that the machines of a group do not share."""
+    start = ranks.from_main(state.epoch)
+    if state.epoch != start:
+        raise CheckpointError(
+            f"rank {ranks.rank} would start at epoch {state.epoch + 1} and rank 0 at epoch "
+            f"{start + 1}: they read different checkpoints in {out}; to resume on several "
+            "machines, the output folder must be one that they share"
+        )
+
+
 # --------------------------------------------------------------------------- phase: step
 def train_epoch(
     config: TrainConfig, epoch: int, model: nn.Module, forward: nn.Module, optimizer,
     schedule: Schedule, train_set: ImageDataset, state: RunState, device: torch.device,
-    callbacks: Sequence[Callback], out: Path | None,
+    callbacks: Sequence[Callback], out: Path | None, ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     """One epoch of optimiser steps; returns the epoch's training metrics.
 
     The loss and the correct count are summed on the device: the host waits for the device
     only to check that the loss is finite (every step on the CPU, where that costs nothing,
     every ``FINITE_CHECK_EVERY`` steps elsewhere) and once at the end of the epoch.
+
+    In a data-parallel group each rank steps on its share of every global batch; the losses
+    that are checked, reported and summed are the global batch's (the same on every rank, so
+    all ranks stop together on a non-finite one), and the epoch's counts are summed over the
+    ranks at its end.
     """
     batch_size = schedule.batch_size(epoch)
-    keep_freed_memory_for(device, batch_size)  # no page faults for large tensors (capslab.allocator)
+    # no page faults for large tensors (capslab.allocator)
+    keep_freed_memory_for(device, batch_size // ranks.world_size)
     # the whole split sits on the device, so every batch is ready before its step
     loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment,
-                         seed=config.seed, device=device)
+                         seed=config.seed, device=device, rank=ranks.rank,
+                         world_size=ranks.world_size)
     loader.set_epoch(epoch)
     model.train()
     check_every = 1 if device.type == "cpu" else FINITE_CHECK_EVERY
@@ -204,32 +254,46 @@ def train_epoch(
     steps = len(loader)
     for step, (images, labels) in enumerate(loader):
         lr = schedule.lr(epoch, step)
+        n, whole = labels.shape[0], global_batch(len(train_set), batch_size, step)
+        if n == 0:  # this rank's share of a last batch smaller than the group: it weighs nothing
+            images, labels = _stand_in(loader)
         loss, output, (margin, recon) = step_loss(config, forward, images, labels)
+        loss, batch_loss = shared_loss(loss, n / whole, ranks)
         # the one host synchronisation of a step, and only every check_every steps off the CPU
-        if (step % check_every == 0 or step == steps - 1) and not torch.isfinite(loss):
-            _raise_non_finite(loss, margin, recon, epoch, step, out)
+        if (step % check_every == 0 or step == steps - 1) and not torch.isfinite(batch_loss):
+            _raise_non_finite(batch_loss, margin, recon, epoch, step, out)
         optimizer_step(optimizer, loss, lr)
-        n = labels.shape[0]
-        loss = loss.detach()
-        loss_sum += loss * n
-        correct += (output.lengths.detach().argmax(dim=1) == labels).sum()
+        loss_sum += batch_loss * whole
+        if n:
+            correct += (output.lengths.detach().argmax(dim=1) == labels).sum()
         seen += n
-        info = StepInfo(epoch, step, state.global_step, steps, lr, batch_size, loss)
+        info = StepInfo(epoch, step, state.global_step, steps, lr, batch_size, batch_loss)
         state.global_step += 1
         for cb in callbacks:
             cb.on_step_end(info)
     if not torch.isfinite(loss_sum):  # a non-finite loss between two checks
         _raise_non_finite(loss_sum, margin, recon, epoch, steps - 1, out)
+    correct, seen = ranks.sum(torch.stack([correct, torch.tensor(seen, device=device)])).tolist()
     seconds = time.perf_counter() - started
     return {
         "epoch": epoch + 1,
         "train_loss": loss_sum.item() / max(seen, 1),
-        "train_accuracy": correct.item() / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
         "lr": lr,
         "batch_size": batch_size,
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds if seconds > 0 else float("nan"),
     }
+
+
+def _stand_in(loader: BatchLoader) -> tuple[Tensor, Tensor]:
+    """One image of ``loader``'s split for a rank whose share of a batch is empty: its step
+    must still run (DDP reduces every rank's gradients), with a loss weighted 0.
+
+    Shapes:
+        returns ``([1, C, H, W]`` in [0, 1], ``[1]`` labels).
+    """
+    return loader.images[:1] / 255.0, loader.labels[:1]
 
 
 def step_loss(config: TrainConfig, forward: nn.Module, images: Tensor, labels: Tensor,
@@ -273,7 +337,21 @@ def _raise_non_finite(loss, margin, recon, epoch: int, step: int, out: Path | No
 
 
 # --------------------------------------------------------------------------- phase: evaluate
-@torch.inference_mode()
+def evaluate_epoch(config: TrainConfig, model: nn.Module, forward: nn.Module, loader: BatchLoader,
+                   device: torch.device, split: str) -> dict[str, float]:
+    """The epoch's figures on the held-out ``split`` (``<split>_loss``, ``<split>_accuracy``,
+    with ``eval_weight_bits`` also ``<split>_quantized_accuracy``). ``forward`` is ``model``
+    or its compiled form, never the data-parallel wrapper: rank 0 evaluates alone."""
+    metrics = evaluate(forward, loader, device, config.reconstruction_weight, config.precision)
+    # evaluate() names its figures test_*; on a validation split they are val_*
+    record = {k.replace("test_", f"{split}_", 1): v for k, v in metrics.items()}
+    if config.eval_weight_bits is not None:
+        record[f"{split}_quantized_accuracy"] = evaluate_quantized(
+            model, loader, device=device, weight_bits=config.eval_weight_bits,
+            reconstruction_weight=config.reconstruction_weight)["test_accuracy"]
+    return record
+
+
 # --------------------------------------------------------------------------- phase: checkpoint and log
 def save_epoch(
     out: Path, config: TrainConfig, model: nn.Module, optimizer, schedule: Schedule,
@@ -346,9 +424,53 @@ def train(
 
     ``callbacks`` are called after each step and epoch besides the ones the config asks for
     (progress display, TensorBoard, time budget).
+
+    With ``config.nproc`` > 1 the run trains in that many new processes, each calling this
+    function as one rank (:func:`~capslab.train.distributed.spawn`); under ``torchrun`` this
+    process is one rank already. The progress display and the callbacks run on rank 0 only,
+    in its process (so they must pickle, and their state does not come back here); every rank
+    returns the summary.
     """
+    ranks = launched_ranks()
+    if ranks is None and config.nproc > 1:
+        return spawn_ranks(config, progress, callbacks)
+    ranks = ranks or SINGLE
+    check_process_count(config.nproc, ranks)
+    check_batch_shares(config, ranks.world_size)
+    if config.nproc != ranks.world_size:  # torchrun's group: the run's files say how it ran
+        config = config.replace(nproc=ranks.world_size)
+    device = rank_device(resolve_device(config.device), ranks)
+    with process_group(ranks, device):
+        return run(config, ranks, device, progress and ranks.main,
+                   callbacks if ranks.main else ())
+
+
+def spawn_ranks(config: TrainConfig, progress: bool, callbacks: Sequence[Callback]) -> dict[str, Any]:
+    """Train ``config`` in ``config.nproc`` new processes; the checks that need no worker (what
+    travels to them, the dataset's files, the GPUs, the run folder) are made here first, once."""
+    args = (config, progress, tuple(callbacks))
+    check_picklable(args)
+    splits = ("train",) if config.val_size is not None else ("train", "test")
+    require_files(config.dataset, config.data_dir, splits, download=config.download)
+    last = config.nproc - 1
+    rank_device(resolve_device(config.device), Ranks(last, config.nproc, last))
+    open_run_folder(config)
+    return spawn(train, config.nproc, *args)
+
+
+def compiled(module: nn.Module, config: TrainConfig) -> nn.Module:
+    """``module`` through ``torch.compile`` when the config asks for it (same maths)."""
+    return torch.compile(module) if config.compile else module
+
+
+def run(
+    config: TrainConfig, ranks: Ranks, device: torch.device, progress: bool,
+    callbacks: Sequence[Callback],
+) -> dict[str, Any]:
+    """One rank's run (the only rank of a plain run) on ``device``: data, model and
+    optimiser, resume, then per epoch the steps, rank 0's evaluation (shared with every rank)
+    and rank 0's checkpoint and log."""
     started = time.perf_counter()
-    device = resolve_device(config.device)
     check_precision(device, config.precision)
     configure_backends(device, config.deterministic)
     seed_everything(config.seed)
@@ -358,39 +480,48 @@ def train(
                               config.lr, config.policy_options)
     optimizer = create_optimizer(config.optimizer, model.parameters(), schedule.lr(0, 0),
                                  config.weight_decay, schedule.total_steps)
-    out = open_run_folder(config)
+    out = rank_run_folder(config, ranks)
     state = resume_state(config, out, model, optimizer)
-    if out is not None:
+    check_same_start(state, ranks, out)
+    writes = out is not None and ranks.main
+    if writes:
         write_json(out / "config.json", "config", config.to_dict())
-    hooks = [*default_callbacks(config, out, progress, started), *callbacks]
-    # checkpoints always hold the plain module's state dict; only the calls go through compile
-    forward = torch.compile(model) if config.compile else model
+    hooks = [*default_callbacks(config, out, progress, started), *callbacks] if ranks.main else []
+    # checkpoints always hold the plain module's state dict; only the calls go through DDP and
+    # compile, and the evaluation (rank 0 alone) never goes through DDP
+    step_forward = compiled(data_parallel(model, device, ranks), config)
+    eval_forward = compiled(model, config) if ranks.distributed else step_forward
     split = evaluated_split(config)
     eval_loader = BatchLoader(eval_set, config.eval_batch_size, shuffle=False, augment=False,
-                              seed=config.seed, device=device)
+                              seed=config.seed, device=device) if ranks.main else None
     try:
         for cb in hooks:
             cb.on_train_start(config, state.epoch)
         for epoch in range(state.epoch, config.stop_after or config.epochs):
-            record = train_epoch(config, epoch, model, forward, optimizer, schedule, train_set,
-                                 state, device, hooks, out)
-            metrics = evaluate(forward, eval_loader, device, config.reconstruction_weight,
-                               config.precision)
-            # evaluate() names its figures test_*; on a validation split they are val_*
-            record.update({k.replace("test_", f"{split}_", 1): v for k, v in metrics.items()})
-            if config.eval_weight_bits is not None:
-                record[f"{split}_quantized_accuracy"] = evaluate_quantized(
-                    model, eval_loader, device=device, weight_bits=config.eval_weight_bits,
-                    reconstruction_weight=config.reconstruction_weight)["test_accuracy"]
+            record = train_epoch(config, epoch, model, step_forward, optimizer, schedule,
+                                 train_set, state, device, hooks, out, ranks)
+            if ranks.main:
+                record.update(evaluate_epoch(config, model, eval_forward, eval_loader, device, split))
+            record = ranks.from_main(record)
             record["steps"] = state.global_step
             is_best = state.add(record)
-            if out is not None:
+            if writes:
                 save_epoch(out, config, model, optimizer, schedule, state, is_best)
             for cb in hooks:
                 cb.on_epoch_end(record)
     finally:
         for cb in hooks:
             cb.close()
+    summary = summarize(config, state, model, train_set, eval_set, time.perf_counter() - started)
+    if writes:
+        finish_run(out, config, model, eval_set, summary, device)
+    return summary
+
+
+def summarize(config: TrainConfig, state: RunState, model: nn.Module, train_set: ImageDataset,
+              eval_set: ImageDataset, wall_seconds: float) -> dict[str, Any]:
+    """The run's summary (``summary.json``) from its state after the last epoch."""
+    split = evaluated_split(config)
     history = state.history
     summary = {
         f"best_{split}_accuracy": state.best_accuracy,
@@ -399,7 +530,7 @@ def train(
         "evaluated_on": split,
         "epochs_done": state.epoch,
         "total_seconds": sum(h["epoch_seconds"] for h in history),
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": wall_seconds,
         "parameters": count_parameters(model),
         "model": config.model,
         "dataset": config.dataset,
@@ -414,6 +545,4 @@ def train(
         summary[f"best_{split}_quantized_accuracy"] = max(
             (h[f"{split}_quantized_accuracy"] for h in history
              if f"{split}_quantized_accuracy" in h), default=None)
-    if out is not None:
-        finish_run(out, config, model, eval_set, summary, device)
     return summary
