@@ -189,3 +189,15 @@ def test_bitwidths_command_writes_its_files(trained, tmp_path):
     bad = runner.invoke(app, ["study", "bitwidths", "--checkpoint", str(checkpoint),
                               "--min-bits", "9", "--max-bits", "8", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "min_bits <= max_bits" in bad.output
+
+
+def test_the_search_scores_on_the_split_training_held_out(mnist_root):
+    from capslab.studies.bitwidths import validation_split
+    from capslab.train.loop import hold_out
+
+    train = load_dataset("mnist", "train").stratified(600, 0)
+    val, source = validation_split(train, {"val_size": 50, "seed": 3}, 200)
+    assert source == "held out in training"
+    assert torch.equal(val.labels, hold_out(train, 50, 3)[1].labels) and len(val) == 50
+    val, source = validation_split(train, {"val_size": None, "seed": 3}, 200)
+    assert len(val) == 200 and source.startswith("training images")

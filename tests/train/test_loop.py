@@ -8,6 +8,7 @@ from helpers import image_numbers, numbered_dataset
 from typer.testing import CliRunner
 
 from capslab.checkpoint import load_checkpoint
+from capslab.data import BatchLoader
 from capslab.cli.main import app
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.models.pretrained import load_model_and_checkpoint
@@ -403,3 +404,41 @@ def test_eval_weight_bits_adds_the_quantized_accuracy(mnist_root):
     assert coarse["best_test_quantized_accuracy"] < coarse["best_test_accuracy"] - 0.1
     with pytest.raises(ConfigError, match="eval_weight_bits must be an integer from 2 to 16"):
         tiny_config(None, eval_weight_bits=1)
+
+
+def test_the_accelerator_mode_of_the_quantized_accuracy(mnist_root, monkeypatch):
+    import capslab.train.loop as loop
+    from capslab.data import load_dataset
+
+    config = tiny_config(None, eval_weight_bits=3, eval_accelerator=True, subset=300)
+    train_set = load_dataset("mnist", "train").stratified(300, 0)
+    test = load_dataset("mnist", "test").stratified(100, 0)
+    calibration = loop.calibration_batches(config, train_set)
+    assert sum(len(x) for x in calibration) == 256
+    assert loop.calibration_batches(config.replace(eval_accelerator=False), train_set) is None
+    torch.manual_seed(0)
+    model = loop.build_model(config, train_set.info).eval()
+    loader = BatchLoader(test, 50, shuffle=False, augment=False)
+    calls = []
+    real = loop.calibrate
+    monkeypatch.setattr(loop, "calibrate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    device = torch.device("cpu")
+    accelerator = loop.evaluate_epoch(config, model, model, loader, device, "test", calibration)
+    weights = loop.evaluate_epoch(config, model, model, loader, device, "test")
+    assert calls == [{"weight_bits": 3, "activation_bits": 3, "routing_bits": 3, "device": device}]
+    assert "test_quantized_accuracy" in accelerator and "test_quantized_accuracy" in weights
+    with pytest.raises(ConfigError, match="eval_accelerator quantizes at eval_weight_bits"):
+        tiny_config(None, eval_accelerator=True)
+
+
+def test_the_search_takes_the_accelerator_mode():
+    from capslab.nas.config import SearchConfig
+    from capslab.nas.report import accuracy_meaning
+
+    cfg = SearchConfig(training={"model": "genotype"}, accuracy_bits=8, accuracy_mode="accelerator")
+    assert cfg.evaluator().accuracy_fn.accelerator_mode
+    assert accuracy_meaning(cfg.to_dict()) == "8-bit weights, activations (calibrated) and routing"
+    assert accuracy_meaning({"accuracy_bits": 8}) == "8-bit weights"
+    assert accuracy_meaning({}) == "float32"
+    with pytest.raises(ConfigError, match="accuracy_mode accelerator quantizes at accuracy_bits"):
+        SearchConfig(training={"model": "genotype"}, accuracy_mode="accelerator")

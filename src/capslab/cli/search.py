@@ -177,6 +177,7 @@ def run_cmd(
     rungs: Annotated[str | None, typer.Option(help="Multi-fidelity: successive halving over these epoch counts, e.g. 1,3,5 (each generation's new candidates train 1 epoch, the best --promote share continues to 3, then 5).")] = None,
     promote: Annotated[float, typer.Option(help="With --rungs: the share of a rung's candidates that continues to the next, in (0, 1].")] = 0.5,
     accuracy_bits: Annotated[int | None, typer.Option(help="Accuracy objective of the network with N-bit weights (post-training quantization), as the accelerator computes it; N must be the accelerator's weight_bits (CapsAcc: 8).")] = None,
+    accuracy_mode: Annotated[str, typer.Option(help="With --accuracy-bits: 'weights' (the weights only) or 'accelerator' (weights, activations at static scales calibrated on training images, and routing coefficients, all at those bits).")] = "weights",
     accelerator: Annotated[Path | None, typer.Option(help="Accelerator description (JSON, as for `capslab hw`) for the hardware objectives (default: CapsAcc).")] = None,
     subset: opt.Subset = None,
     test_subset: opt.TestSubset = None,
@@ -227,7 +228,7 @@ def run_cmd(
         generations=generations, population=population, offspring=offspring,
         mutation_prob=mutation_prob, seed=seed, time_limit=time_limit,
         keep_candidates=keep_candidates, space=_space_overrides(space, space_file),
-        rungs=rung_epochs, promote=promote, accuracy_bits=accuracy_bits,
+        rungs=rung_epochs, promote=promote, accuracy_bits=accuracy_bits, accuracy_mode=accuracy_mode,
         accelerator={} if accelerator is None else Accelerator.from_file(accelerator).to_dict(),
         **({} if objectives is None else {"objectives": tuple(opt.split_list(objectives))}),
         limits=opt.parse_key_values(limit, "limit"),
@@ -326,7 +327,13 @@ def register(app: typer.Typer) -> None:
         objectives.png (every pair of objectives)."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import open_journal
-        from capslab.nas.report import rung_summary, search_front, utilisation_summary, write_report
+        from capslab.nas.report import (
+            accuracy_meaning,
+            rung_summary,
+            search_front,
+            utilisation_summary,
+            write_report,
+        )
         from capslab.nas.schema import OBJECTIVE_NAMES
 
         accs = {}
@@ -345,10 +352,12 @@ def register(app: typer.Typer) -> None:
             rungs = journal.rung_records()
         if not records:
             raise ConfigError(f"{run}: the journal holds no evaluation yet")
-        title = f"{info['config']['training']['dataset']}: {len(records)} candidates"
         config = info["config"]
+        title = (f"{config['training']['dataset']}: {len(records)} candidates, accuracy at "
+                 f"{accuracy_meaning(config)}")
         paths = write_report(records, out or Path(run) / "report", baseline_accuracy=accs,
                              title=title, generations=generations, rungs=rungs,
+                             accuracy=accuracy_meaning(config),
                              objectives=config.get("objectives", OBJECTIVE_NAMES),
                              limits=config.get("limits", {}))
         front = search_front(records, config)

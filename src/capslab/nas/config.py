@@ -11,7 +11,9 @@ caps a whole call, is the loop's (:mod:`capslab.nas.search`).
 
 Accuracy at the accelerator's precision (``accuracy_bits``): the accuracy objective is that of
 the network with its weights quantized to the accelerator's ``weight_bits`` (the float one is
-journaled beside it), so the front promises what the accelerator computes.
+journaled beside it), so the front promises what the accelerator computes; with
+``accuracy_mode="accelerator"`` its activations (static scales calibrated on training images)
+and routing coefficients are at those bits too (:mod:`capslab.quantize`).
 
 The run folder: ``run.json`` (:data:`RUN_FILE`: the run id, the journal's URL without its
 password and the configuration), the journal (``journal.sqlite`` unless another database is
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from capslab.data import dataset_info
 from capslab.data.registry import split_spec
@@ -90,7 +92,9 @@ class SearchConfig(Settings):
     ``accelerator`` holds fields of the accelerator description that override CapsAcc's
     (:class:`~capslab.hw.Accelerator`); ``accuracy_bits`` makes the accuracy objective that of
     the network quantized to that many bits, which must be the accelerator's ``weight_bits``
-    (the memory objective counts weights at that width).
+    (the memory objective counts weights at that width); ``accuracy_mode`` ``"weights"`` (the
+    weights only) or ``"accelerator"`` (weights, calibrated activations and routing at those
+    bits).
 
     ``objectives`` are the figures minimised (two or more of
     :data:`~capslab.nas.schema.COST_NAMES`: the paper's four by default, and the training cost
@@ -113,6 +117,7 @@ class SearchConfig(Settings):
     rungs: tuple[int, ...] | None = None
     promote: float = 0.5
     accuracy_bits: int | None = None
+    accuracy_mode: Literal["weights", "accelerator"] = "weights"
     accelerator: dict[str, Any] = field(default_factory=dict)
     objectives: tuple[str, ...] = OBJECTIVE_NAMES
     limits: dict[str, float] = field(default_factory=dict)
@@ -150,6 +155,8 @@ class SearchConfig(Settings):
                     f"description: {accelerator.name} stores {accelerator.weight_bits}-bit "
                     f"weights (give an accelerator with weight_bits {self.accuracy_bits}, or "
                     f"accuracy_bits {accelerator.weight_bits})")
+        if self.accuracy_mode == "accelerator" and self.accuracy_bits is None:
+            raise ConfigError("accuracy_mode accelerator quantizes at accuracy_bits: give those too")
         self.objectives = tuple(self.objectives)
         for name in (*self.objectives, *self.limits):
             if name not in COST_NAMES:
@@ -194,7 +201,8 @@ class SearchConfig(Settings):
             # absolute: Ray workers run in folders of their own
             out = str(Path(run_dir).resolve() / CANDIDATES_DIR)
         accuracy = TrainedAccuracy(self.training, out, weight_bits=self.accuracy_bits,
-                                   rungs=self.rungs is not None)
+                                   rungs=self.rungs is not None,
+                                   accelerator_mode=self.accuracy_mode == "accelerator")
         return Evaluator(accuracy, space=self.build_space(), accelerator=self.accelerator_model(),
                          time_limit=self.time_limit or None, rungs=self.rungs,
                          training_cost=any(n in TRAINING_COST_NAMES for n in self.objectives),

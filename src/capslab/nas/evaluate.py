@@ -66,20 +66,23 @@ class TrainedAccuracy:
     in a folder of its own under it.
 
     ``weight_bits``: the accuracy is that of the network with its weights quantized to that
-    many bits (the best epoch's, as for the float one, which the :class:`Score` keeps too).
+    many bits (the best epoch's, as for the float one, which the :class:`Score` keeps too);
+    with ``accelerator_mode`` its activations (calibrated static scales) and routing too.
     ``rungs``: called with ``epochs=`` (a rung), the candidate trains up to that epoch of its
     ``training.epochs`` schedule, checkpointing in its folder under ``out_dir`` (required), and
     the next call continues from there.
     """
 
     def __init__(self, training: TrainingSettings, out_dir: str | None = None,
-                 weight_bits: int | None = None, rungs: bool = False):
+                 weight_bits: int | None = None, rungs: bool = False,
+                 accelerator_mode: bool = False):
         if rungs and out_dir is None:
             raise ConfigError("training in rungs needs a folder for the candidates' checkpoints")
         self.training = training
         self.out_dir = out_dir
         self.weight_bits = weight_bits
         self.rungs = rungs
+        self.accelerator_mode = accelerator_mode
 
     @property
     def split(self) -> str:
@@ -98,6 +101,7 @@ class TrainedAccuracy:
             self.training.replace(model="genotype", model_options={"genotype": genotype.exchange()}),
             out=out, time_limit=time_limit, checkpoints=self.rungs, resume=self.rungs,
             plots=False, stop_after=epochs, eval_weight_bits=self.weight_bits,
+            eval_accelerator=self.accelerator_mode,
         )
         try:
             summary = trainer.train(config, progress=False)

@@ -60,6 +60,17 @@ def pareto_front(records: Sequence[EvaluationRecord],
     return [ok[i] for i in sorted(int(i) for i in idx)]
 
 
+def accuracy_meaning(config: Mapping[str, Any]) -> str:
+    """What a search's accuracy objective measures, from its configuration: ``"float32"``, or
+    e.g. ``"8-bit weights"`` / ``"8-bit weights, activations (calibrated) and routing"``."""
+    bits = config.get("accuracy_bits")
+    if bits is None:
+        return "float32"
+    if config.get("accuracy_mode", "weights") == "accelerator":
+        return f"{bits}-bit weights, activations (calibrated) and routing"
+    return f"{bits}-bit weights"
+
+
 def full_fidelity(r: EvaluationRecord, records: Sequence[EvaluationRecord]) -> bool:
     """Was ``r`` trained as long as the longest-trained candidate of ``records`` (the last rung
     with ``--rungs``)? A candidate stopped at a lower rung carries a low-fidelity accuracy;
@@ -276,11 +287,13 @@ def write_report(
     rungs: RungRecords | None = None,
     objectives: Sequence[str] = OBJECTIVE_NAMES,
     limits: Mapping[str, float] | None = None,
+    accuracy: str | None = None,
 ) -> dict[str, Path]:
     """Write ``candidates.csv``, ``pareto.json``, ``pareto.csv`` and ``objectives.png`` into
     ``out_dir``, ``generations.csv`` (timing and worker utilisation per generation) when
     ``generations`` are given, and ``rungs.csv`` and ``rungs.png`` (every candidate's accuracy
-    at every rung) for a multi-fidelity search's ``rungs``; returns their paths."""
+    at every rung) for a multi-fidelity search's ``rungs``; returns their paths. ``accuracy``
+    says what the accuracy objective measures (:func:`accuracy_meaning`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     front = pareto_front(records, objectives, limits)
@@ -312,6 +325,7 @@ def write_report(
         "pareto",
         {
             "objectives": list(objectives),
+            "accuracy": accuracy or "float32",
             "evaluated": len(records),
             "failed": sum(not r.ok for r in records),  # timeouts included
             "timeouts": sum(r.status == "timeout" for r in records),

@@ -1,9 +1,9 @@
 """Per-layer bit widths: the narrowest weights (and routing) a trained network tolerates.
 
-After the manner of Q-CapsNets (Marchisio et al., DAC 2020), scored on a validation subset
-of the TRAINING split (never the test split, whose accuracy the result reports; the network
-may have trained on those images, which flatters both its float and quantized accuracy alike:
-the search compares the two):
+After the manner of Q-CapsNets (Marchisio et al., DAC 2020), scored on a validation split,
+never the test split (on which the result is reported): the images the network's training
+held out (``capslab train --val-size``), else a subset of the training split, which it may
+have learned (:func:`validation_split`):
 
 1. **uniform**: the fewest bits ``b`` for every weight tensor at once whose accuracy stays
    within ``tolerance`` (points) of the float network's;
@@ -132,6 +132,19 @@ def search_bit_widths(
     return at(widths, routing), steps
 
 
+def validation_split(train, settings: dict[str, Any], val_size: int):
+    """The images the search scores on, and where they come from: the validation split the
+    network was trained WITHOUT when its training held one out (``--val-size``: the same
+    images, exactly), else ``val_size`` training images it may have learned (which flatters
+    both accuracies alike, but a tolerance met there can be missed on the test split)."""
+    from capslab.train.loop import hold_out
+
+    held = settings.get("val_size")
+    if held:
+        return hold_out(train, held, settings.get("seed", 0))[1], "held out in training"
+    return train.stratified(val_size, 0), "training images (the network may have learned them)"
+
+
 def run_bitwidth_search(config: BitWidthConfig,
                         on_step: Callable[[str, QuantizationSettings, float], None] | None = None
                         ) -> dict[str, Any]:
@@ -144,8 +157,8 @@ def run_bitwidth_search(config: BitWidthConfig,
     cfg = model.pretrained_cfg
     name, test = load_test_split(model, None, config.data_dir, config.test_subset,
                                  config.checkpoint)
-    train = load_dataset(name, "train", data_dir=config.data_dir)
-    val = train.stratified(config.val_size, 0)
+    val, source = validation_split(load_dataset(name, "train", data_dir=config.data_dir),
+                                   cfg["settings"], config.val_size)
     val_loader = BatchLoader(val, config.batch_size, shuffle=False)
     test_loader = BatchLoader(test, config.batch_size, shuffle=False)
     weight = cfg["settings"].get("reconstruction_weight", 0.0005)
@@ -164,7 +177,7 @@ def run_bitwidth_search(config: BitWidthConfig,
     eight = QuantizationSettings(weight_bits=8, groups=SEARCH_GROUPS)
     result = {
         "checkpoint": config.checkpoint, "model": cfg["model_name"], "dataset": name,
-        "validation_images": len(val), "test_images": len(test),
+        "validation_images": len(val), "validation_source": source, "test_images": len(test),
         "tolerance_points": config.tolerance,
         "widths": {n: {"bits": b, "parameters": params[n].numel()}
                    for n, b in weight_widths(model, found).items()},

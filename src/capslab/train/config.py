@@ -114,7 +114,9 @@ class TrainConfig(TrainingSettings):
     planned for ``epochs``; resuming with a larger value continues it exactly: the search's
     rungs). ``eval_weight_bits`` also evaluates every epoch with its weights quantized to that
     many bits (:mod:`capslab.quantize`): ``<split>_quantized_accuracy`` in each epoch's
-    record, ``best_<split>_quantized_accuracy`` in the summary. ``nproc`` > 1 trains in that
+    record, ``best_<split>_quantized_accuracy`` in the summary; with ``eval_accelerator``
+    in the accelerator mode: weights, activations (static scales calibrated on
+    :data:`~capslab.train.loop.CALIBRATION_IMAGES` training images) and routing at those bits. ``nproc`` > 1 trains in that
     many processes, data-parallel (:mod:`capslab.train.distributed`): every batch size of the
     schedule is the global batch and must divide by ``nproc``; the maths is the one-process
     run's (up to rounding, and BatchNorm's statistics, which are per process), so ``nproc``
@@ -129,11 +131,12 @@ class TrainConfig(TrainingSettings):
     plots: bool = True
     stop_after: int | None = None
     eval_weight_bits: int | None = None
+    eval_accelerator: bool = False
     nproc: int = 1
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
         *TrainingSettings.IDENTITY_EXCLUDE, "out", "resume", "tensorboard", "time_limit",
-        "checkpoints", "plots", "stop_after", "eval_weight_bits", "nproc",
+        "checkpoints", "plots", "stop_after", "eval_weight_bits", "eval_accelerator", "nproc",
     )
 
     @classmethod
@@ -151,6 +154,8 @@ class TrainConfig(TrainingSettings):
                 raise ConfigError(f"stop_after {self.stop_after} is beyond the run's {self.epochs} epochs")
         if self.eval_weight_bits is not None:
             check_bits(self.eval_weight_bits, "eval_weight_bits")
+        if self.eval_accelerator and self.eval_weight_bits is None:
+            raise ConfigError("eval_accelerator quantizes at eval_weight_bits: give those too")
         _positive("nproc", self.nproc)
         check_batch_shares(self, self.nproc)
 

@@ -49,7 +49,7 @@ from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import CapsuleOutput, create_model
 from capslab.optim import create_optimizer
-from capslab.quantize import evaluate_quantized
+from capslab.quantize import QuantizationSettings, calibrate, evaluate_quantized
 from capslab.results import SUMMARY_FILE, versioned, write_json
 from capslab.train.callbacks import (
     Callback,
@@ -76,6 +76,8 @@ from capslab.train.plots import plot_history, plot_reconstructions
 from capslab.train.policies import Schedule, build_schedule
 
 METRICS_FILE = "metrics.jsonl"
+#: training images the accelerator mode calibrates its activation scales on (eval_accelerator)
+CALIBRATION_IMAGES = 256
 #: off the CPU, how many steps run between two checks that the loss is finite (a host sync)
 FINITE_CHECK_EVERY = 25
 
@@ -337,17 +339,34 @@ def _raise_non_finite(loss, margin, recon, epoch: int, step: int, out: Path | No
 
 
 # --------------------------------------------------------------------------- phase: evaluate
+def calibration_batches(config: TrainConfig, train_set: ImageDataset) -> list[Tensor] | None:
+    """With ``eval_accelerator``: :data:`CALIBRATION_IMAGES` training images (stratified, the
+    run's seed, no augmentation), the calibration set of the accelerator mode."""
+    if not config.eval_accelerator:
+        return None
+    sample = train_set.stratified(min(CALIBRATION_IMAGES, len(train_set)), config.seed)
+    return [x for x, _ in BatchLoader(sample, 64, shuffle=False, augment=False)]
+
+
 def evaluate_epoch(config: TrainConfig, model: nn.Module, forward: nn.Module, loader: BatchLoader,
-                   device: torch.device, split: str) -> dict[str, float]:
+                   device: torch.device, split: str,
+                   calibration: list[Tensor] | None = None) -> dict[str, float]:
     """The epoch's figures on the held-out ``split`` (``<split>_loss``, ``<split>_accuracy``,
-    with ``eval_weight_bits`` also ``<split>_quantized_accuracy``). ``forward`` is ``model``
-    or its compiled form, never the data-parallel wrapper: rank 0 evaluates alone."""
+    with ``eval_weight_bits`` also ``<split>_quantized_accuracy``: weights only, or with
+    ``calibration`` images the accelerator mode, the activation scales calibrated on them and
+    the routing quantized too). ``forward`` is ``model`` or its compiled form, never the
+    data-parallel wrapper: rank 0 evaluates alone."""
     metrics = evaluate(forward, loader, device, config.reconstruction_weight, config.precision)
     # evaluate() names its figures test_*; on a validation split they are val_*
     record = {k.replace("test_", f"{split}_", 1): v for k, v in metrics.items()}
     if config.eval_weight_bits is not None:
+        bits = config.eval_weight_bits
+        settings = QuantizationSettings(weight_bits=bits)
+        if calibration is not None:
+            settings = calibrate(model, calibration, weight_bits=bits, activation_bits=bits,
+                                 routing_bits=bits, device=device)
         record[f"{split}_quantized_accuracy"] = evaluate_quantized(
-            model, loader, device=device, weight_bits=config.eval_weight_bits,
+            model, loader, settings, device=device,
             reconstruction_weight=config.reconstruction_weight)["test_accuracy"]
     return record
 
@@ -480,6 +499,7 @@ def run(
                               config.lr, config.policy_options)
     optimizer = create_optimizer(config.optimizer, model.parameters(), schedule.lr(0, 0),
                                  config.weight_decay, schedule.total_steps)
+    calibration = calibration_batches(config, train_set)
     out = rank_run_folder(config, ranks)
     state = resume_state(config, out, model, optimizer)
     check_same_start(state, ranks, out)
@@ -501,7 +521,8 @@ def run(
             record = train_epoch(config, epoch, model, step_forward, optimizer, schedule,
                                  train_set, state, device, hooks, out, ranks)
             if ranks.main:
-                record.update(evaluate_epoch(config, model, eval_forward, eval_loader, device, split))
+                record.update(evaluate_epoch(config, model, eval_forward, eval_loader, device, split,
+                                             calibration))
             record = ranks.from_main(record)
             record["steps"] = state.global_step
             is_best = state.add(record)
