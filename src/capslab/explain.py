@@ -43,7 +43,7 @@ from capslab.errors import CheckpointError, ConfigError
 from capslab.io import atomic_write_text
 from capslab.layers import ClassCaps, DepthwisePrimaryCaps, FlatCaps, PrimaryCaps
 from capslab.models.genotype_net import ClassStage
-from capslab.models.pretrained import load_model
+from capslab.models.pretrained import check_fits_dataset, load_model
 from capslab.ops import capsule_lengths, exp_squash, safe_norm, squash
 from capslab.report.html import Page
 from capslab.results import pyplot, save_figure, versioned
@@ -455,12 +455,8 @@ def explain_checkpoint(
     name = dataset or cfg["dataset"]
     if name is None:
         raise ConfigError(f"checkpoint {path} records no dataset; name one with --dataset")
+    check_fits_dataset(model, name, path)
     info = dataset_info(name)
-    if tuple(model.image_shape) != info.shape or model.num_classes != info.num_classes:
-        raise ConfigError(
-            f"checkpoint {path} is a model for images {tuple(model.image_shape)} with "
-            f"{model.num_classes} classes; {name} has {info.shape} with {info.num_classes} classes"
-        )
     test = load_dataset(name, "test", data_dir=data_dir)
     if indices:
         bad = [i for i in indices if not 0 <= i < len(test)]

@@ -8,8 +8,8 @@ from helpers import image_numbers, numbered_dataset
 from typer.testing import CliRunner
 
 from capslab.checkpoint import load_checkpoint
-from capslab.data import BatchLoader
 from capslab.cli.main import app
+from capslab.data import BatchLoader
 from capslab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from capslab.models.pretrained import load_model_and_checkpoint
 from capslab.train import LambdaCallback, TrainConfig, train

@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
         --activation-bits or --routing-bits also quantized (post-training), beside the float result."""
         # imported on use, so that the CLI starts without it
         from capslab.data import BatchLoader, load_dataset
-        from capslab.models.pretrained import load_model
+        from capslab.models.pretrained import check_fits_dataset, load_model
         from capslab.train import evaluate, resolve_device
 
         quantization = eval_quantization(weight_bits, activation_bits, routing_bits, quantize_groups)
@@ -208,7 +208,7 @@ def register(app: typer.Typer) -> None:
         name = dataset or cfg["dataset"]
         if name is None:
             raise ConfigError(f"checkpoint {checkpoint} records no dataset; name one with --dataset")
-        check_model_fits_dataset(model, name, checkpoint)
+        check_fits_dataset(model, name, checkpoint)
         test = load_dataset(name, "test", data_dir=data_dir)
         test = test.stratified(test_subset or None, 0)
         loader = BatchLoader(test, batch_size, shuffle=False)
@@ -260,16 +260,3 @@ def quantized_result(model, loader, settings, device, reconstruction_weight: flo
     return {**settings.to_dict(), "description": settings.describe(), **scores,
             "accuracy_drop": float_accuracy - scores["test_accuracy"],
             "tensors": tensors, "parameters": parameters}
-
-
-def check_model_fits_dataset(model, dataset: str, checkpoint: Path) -> None:
-    """Refuse a dataset whose image shape or number of classes is not the model's."""
-    # imported on use, so that the CLI starts without it
-    from capslab.data import dataset_info
-
-    info = dataset_info(dataset)
-    if tuple(model.image_shape) != info.shape or model.num_classes != info.num_classes:
-        raise ConfigError(
-            f"checkpoint {checkpoint} is a model for images {tuple(model.image_shape)} with "
-            f"{model.num_classes} classes; {dataset} has {info.shape} with {info.num_classes} classes"
-        )

@@ -118,6 +118,17 @@ def load_model_and_checkpoint(
     return model.to(map_location), ckpt
 
 
+def check_fits_dataset(model: nn.Module, dataset: str, source: Any) -> None:
+    """Refuse (:class:`ConfigError`, one line naming ``source``, the checkpoint) a dataset
+    whose image shape or number of classes is not the trained ``model``'s."""
+    info = dataset_info(dataset)
+    if tuple(model.image_shape) != info.shape or model.num_classes != info.num_classes:
+        raise ConfigError(
+            f"checkpoint {source} is a model for images {tuple(model.image_shape)} with "
+            f"{model.num_classes} classes; {dataset} has {info.shape} with {info.num_classes} classes"
+        )
+
+
 def load_model(path: PathLike, map_location: MapLocation = "cpu") -> nn.Module:
     """The trained network of a checkpoint, ready to use: eval mode, on ``map_location``.
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from capslab.data import BatchLoader, dataset_info, load_dataset
+from capslab.data import BatchLoader, load_dataset
 from capslab.errors import ConfigError
-from capslab.models.pretrained import load_model
+from capslab.models.pretrained import check_fits_dataset, load_model
 from capslab.quantize import (
     GROUPS,
     QuantizationSettings,
@@ -124,12 +124,7 @@ def load_test_split(model, dataset: str | None, data_dir: str | None, test_subse
     name = dataset or model.pretrained_cfg["dataset"]
     if name is None:
         raise ConfigError(f"checkpoint {source} records no dataset; name one")
-    info = dataset_info(name)
-    if tuple(model.image_shape) != info.shape or model.num_classes != info.num_classes:
-        raise ConfigError(
-            f"checkpoint {source} is a model for images {tuple(model.image_shape)} with "
-            f"{model.num_classes} classes; {name} has {info.shape} with {info.num_classes} classes"
-        )
+    check_fits_dataset(model, name, source)
     test = load_dataset(name, "test", data_dir=data_dir)
     return name, test.stratified(test_subset or None, 0)
 
