@@ -235,12 +235,19 @@ def test_giving_settings_and_fields_together_is_refused():
 
 
 # ------------------------------------------------------------------------------ a trained network
-def test_sixteen_bits_keep_the_float_accuracy_of_a_trained_network(mnist_root):
+@pytest.fixture(scope="module")
+def trained_capsnet(mnist_root):
+    """A small CapsNet trained one epoch on 1,000 MNIST images, with its data."""
     torch.manual_seed(0)
     train, test = mnist_subsets(1000, 200)
     net = create_model("capsnet", **LEARNING_CAPSNET)
     fit_and_score(net, lambda e: BatchLoader(train, 32, shuffle=True, seed=e), test, epochs=1,
                   lr=1e-2)
+    return net, train, test
+
+
+def test_sixteen_bits_keep_the_float_accuracy_of_a_trained_network(trained_capsnet):
+    net, _, test = trained_capsnet
     loader = BatchLoader(test, 100, shuffle=False)
     base = evaluate(net, loader)
     assert base["test_accuracy"] > 0.5  # it learned something, so the comparison means something
@@ -326,14 +333,10 @@ def test_calibration_fixes_one_range_per_layer_input():
         calibrate(net, [images], weight_bits=8)
 
 
-def test_calibrated_eight_bits_keep_the_accuracy_of_a_trained_network(mnist_root):
+def test_calibrated_eight_bits_keep_the_accuracy_of_a_trained_network(trained_capsnet):
     from capslab.quantize import calibrate
 
-    torch.manual_seed(0)
-    train, test = mnist_subsets(1000, 200)
-    net = create_model("capsnet", **LEARNING_CAPSNET)
-    fit_and_score(net, lambda e: BatchLoader(train, 32, shuffle=True, seed=e), test, epochs=1,
-                  lr=1e-2)
+    net, train, test = trained_capsnet
     loader = BatchLoader(test, 100, shuffle=False)
     base = evaluate(net, loader)
     assert base["test_accuracy"] > 0.5
