@@ -346,3 +346,69 @@ def test_calibrated_eight_bits_keep_the_accuracy_of_a_trained_network(trained_ca
                              power_of_two=power_of_two)
         q = evaluate_quantized(net, loader, settings)
         assert abs(q["test_accuracy"] - base["test_accuracy"]) <= 0.02
+
+
+def test_quantization_aware_training_sees_the_grid_and_keeps_float_weights():
+    from capslab.losses import capsule_loss
+    from capslab.quantize import QuantizationAwareTraining, quantize_weight
+
+    torch.manual_seed(0)
+    net = create_model("capsnet", **TINY_CAPSNET).train()
+    x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+    qat = QuantizationAwareTraining(net, 3)
+    w = net.class_caps.weight
+    before = w.detach().clone()
+    seen = []
+    handle = net.class_caps.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    qat.step()
+    assert torch.equal(w.detach(), quantize_weight(before, 3))  # the forward sees the grid
+    out = net(x, y)
+    capsule_loss(out.lengths, y, out.reconstruction, x)[0].backward()
+    qat.restore()
+    handle.remove()
+    assert torch.equal(w.detach(), before)  # float masters back, their gradients kept
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    levels = seen[0] / (seen[0].abs().reshape(6, -1).amax(dim=1).view(6, 1, 1) / 3)
+    assert torch.allclose(levels, torch.round(levels), atol=1e-4)  # inputs on a 3-bit grid
+    net.eval()
+    seen.clear()
+    handle = net.class_caps.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    net(x)
+    handle.remove()
+    assert len(torch.unique(seen[0])) > 7  # evaluation runs float
+    qat.close()
+
+
+def test_quantization_aware_training_recovers_low_bit_accuracy(trained_capsnet, tmp_path):
+    """Fine-tuning the trained network one epoch with 2-bit (ternary) weights and inputs,
+    quantization-aware, against the same fine-tuning in float, both then quantized to 2-bit
+    weights post training (routing float: 2-bit couplings round 1/10 to 0 for both)."""
+    import copy
+
+    from capslab.losses import capsule_loss
+    from capslab.quantize import QuantizationAwareTraining
+
+    net, train, test = trained_capsnet
+    loader = BatchLoader(test, 100, shuffle=False)
+    scores = {}
+    for aware in (False, True):
+        torch.manual_seed(1)
+        model = copy.deepcopy(net).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        qat = QuantizationAwareTraining(model, 2, routing_bits=0) if aware else None
+        for images, labels in BatchLoader(train, 32, shuffle=True, seed=5):
+            if qat:
+                qat.step()
+            out = model(images, labels)
+            loss = capsule_loss(out.lengths, labels, out.reconstruction, images)[0]
+            opt.zero_grad()
+            loss.backward()
+            if qat:
+                qat.restore()
+            opt.step()
+        if qat:
+            qat.close()
+        settings = QuantizationSettings(weight_bits=2,
+                                        groups=("conv", "primary", "capsule"))
+        scores[aware] = evaluate_quantized(model, loader, settings)["test_accuracy"]
+    assert scores[True] > scores[False] + 0.05, scores

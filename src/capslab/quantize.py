@@ -563,3 +563,101 @@ def weight_memory_bytes(model: nn.Module, settings: QuantizationSettings) -> int
     whole bytes per tensor): the weight memory an accelerator holds for them."""
     params = dict(model.named_parameters())
     return sum(-(-params[n].numel() * bits // 8) for n, bits in weight_widths(model, settings).items())
+
+
+# --------------------------------------------------------------------------------------------
+# quantization-aware training
+# --------------------------------------------------------------------------------------------
+
+
+def straight_through(x: Tensor, q: Tensor) -> Tensor:
+    """``q`` in the forward pass, the identity's gradient in the backward pass: the
+    straight-through estimator (``x + (q - x).detach()``)."""
+    return x + (q - x).detach()
+
+
+class _TrainingInputs:
+    """Forward pre-hook of quantization-aware training: a module's inputs on their per-image
+    grid, straight through, while the module trains (evaluation sees the float inputs)."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        if not module.training:
+            return None
+        return tuple(straight_through(a, quantize_per_sample(a, self.bits))
+                     if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
+class _TrainingCouplings:
+    """The coupling transform of quantization-aware training: the unit grid, straight through."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+
+    def __call__(self, c: Tensor) -> Tensor:
+        return straight_through(c, quantize_unit_interval(c, self.bits))
+
+
+class QuantizationAwareTraining:
+    """Train ``model`` as its quantized form computes (Jacob et al. 2018's fake quantization
+    with straight-through gradients), keeping float master weights.
+
+    Each training step runs inside :meth:`step`: the weights of ``settings`` are replaced by
+    their grid values for the forward and backward pass (so the gradients are those of the
+    quantized network, applied straight through to the float weights), and restored before
+    the optimiser steps (:meth:`restore`); the inputs of the quantized layers and the
+    coupling coefficients are quantized straight through while the model is in training mode.
+    Checkpoints hold the float weights, which post-training quantization at the same bits then
+    maps onto the grid the network learned on.
+
+    Args:
+        model: the network (the module itself, not a data-parallel wrapper).
+        bits: the width of weights and activations.
+        routing_bits: the width of the coupling coefficients (default: ``bits``; ``0``: float).
+        groups: the layer groups quantized (default: conv, primary, capsule; the decoder does
+            not change the class scores).
+    """
+
+    def __init__(self, model: nn.Module, bits: int, routing_bits: int | None = None,
+                 groups: tuple[str, ...] = ("conv", "primary", "capsule")):
+        self.model = model
+        self.bits = check_bits(bits, "qat bits")
+        self.routing_bits = bits if routing_bits is None else routing_bits
+        if self.routing_bits:
+            check_bits(self.routing_bits, "qat routing bits")
+        self.settings = QuantizationSettings(weight_bits=bits, groups=groups)
+        self.params = {n: p for n, p in model.named_parameters()
+                       if n in weight_widths(model, self.settings)}
+        self.masters: dict[str, Tensor] = {}
+        sites = _activation_sites(model, list(self.params))
+        self.handles = [m.register_forward_pre_hook(_TrainingInputs(bits)) for m in sites.values()]
+        self.previous: Any = None
+
+    def step(self) -> QuantizationAwareTraining:
+        """Put the weights on their grid (the float ones kept) and quantize the couplings."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                self.masters[name] = p.detach().clone()
+                p.copy_(quantize_weight(p.detach(), self.bits))
+        if self.routing_bits:
+            self.previous = set_coupling_transform(_TrainingCouplings(self.routing_bits))
+        return self
+
+    def restore(self) -> None:
+        """The float weights back (their gradients stay: straight through), couplings float."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                if name in self.masters:
+                    p.copy_(self.masters.pop(name))
+        if self.routing_bits:
+            set_coupling_transform(self.previous)
+
+    def close(self) -> None:
+        """Remove the hooks (the weights are the float masters)."""
+        if self.masters:
+            self.restore()
+        for h in self.handles:
+            h.remove()
+        self.handles = []

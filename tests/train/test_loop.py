@@ -442,3 +442,19 @@ def test_the_search_takes_the_accelerator_mode():
     assert accuracy_meaning({}) == "float32"
     with pytest.raises(ConfigError, match="accuracy_mode accelerator quantizes at accuracy_bits"):
         SearchConfig(training={"model": "genotype"}, accuracy_mode="accelerator")
+
+
+def test_a_quantization_aware_run(mnist_root, tmp_path):
+    result = CliRunner().invoke(app, [
+        "train", "--model", "capsnet", "--model-opt", "conv_channels=16",
+        "--model-opt", "primary_types=4", "--dataset", "mnist", "--subset", "300",
+        "--test-subset", "100", "--epochs", "1", "--batch-size", "32", "--qat", "4",
+        "--out", str(tmp_path / "q"), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["config"]["qat_bits"] == 4 and summary["quantized_weight_bits"] == 4
+    assert 0 <= summary["best_test_quantized_accuracy"] <= 1
+    assert "test_quantized_accuracy" in summary["history"][0]
+    # the checkpoint holds float weights (the masters), not grid values
+    w = load_model_and_checkpoint(tmp_path / "q" / "last.pt")[0].class_caps.weight
+    assert len(torch.unique(w)) > 2 ** 4

@@ -103,6 +103,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"at epoch {summary['best_epoch']} in {summary['total_seconds']:.1f} s "
         f"({summary['parameters']:,} parameters)"
     )
+    quantized = summary.get(f"best_{split}_quantized_accuracy")
+    if quantized is not None:
+        console.print(f"quantized ({summary['quantized_weight_bits']} bits): best "
+                      f"{100 * quantized:.2f}%")
 
 
 def register(app: typer.Typer) -> None:
@@ -137,6 +141,7 @@ def register(app: typer.Typer) -> None:
             "on GPUs, one GPU each); --batch-size is the global batch and must divide by N. Under "
             "torchrun, leave it out: torchrun starts the processes.")] = 1,
         tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard in OUT/tensorboard.")] = False,
+        qat: Annotated[int | None, typer.Option(help="Quantization-aware training at N bits: weights, layer inputs and routing on their N-bit grids in every step (straight-through gradients); each epoch also reports the accuracy in the accelerator mode at N bits.")] = None,
         reconstruction_weight: float = 0.0005,
         weight_sharing: Annotated[bool, typer.Option(help="FasTrCaps: share ClassCaps matrices per capsule type.")] = False,
         small_decoder: Annotated[bool, typer.Option(help="FasTrCaps: decoder reads only the selected capsule.")] = False,
@@ -163,7 +168,7 @@ def register(app: typer.Typer) -> None:
             policy_options=opt.parse_key_values(policy_opt, "policy option"), optimizer=optimizer, subset=subset,
             test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, deterministic=deterministic, resume=resume, tensorboard=tensorboard, augment=augment,
-            reconstruction_weight=reconstruction_weight, nproc=nproc,
+            reconstruction_weight=reconstruction_weight, nproc=nproc, qat_bits=qat,
         )
         if config is not None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}

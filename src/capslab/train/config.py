@@ -116,7 +116,10 @@ class TrainConfig(TrainingSettings):
     many bits (:mod:`capslab.quantize`): ``<split>_quantized_accuracy`` in each epoch's
     record, ``best_<split>_quantized_accuracy`` in the summary; with ``eval_accelerator``
     in the accelerator mode: weights, activations (static scales calibrated on
-    :data:`~capslab.train.loop.CALIBRATION_IMAGES` training images) and routing at those bits. ``nproc`` > 1 trains in that
+    :data:`~capslab.train.loop.CALIBRATION_IMAGES` training images) and routing at those bits.
+    ``qat_bits`` trains quantization-aware: weights, layer inputs and routing at that many bits
+    in every step, straight through (:class:`~capslab.quantize.QuantizationAwareTraining`), the
+    quantized accuracy of every epoch in the accelerator mode at those bits. ``nproc`` > 1 trains in that
     many processes, data-parallel (:mod:`capslab.train.distributed`): every batch size of the
     schedule is the global batch and must divide by ``nproc``; the maths is the one-process
     run's (up to rounding, and BatchNorm's statistics, which are per process), so ``nproc``
@@ -132,6 +135,7 @@ class TrainConfig(TrainingSettings):
     stop_after: int | None = None
     eval_weight_bits: int | None = None
     eval_accelerator: bool = False
+    qat_bits: int | None = None
     nproc: int = 1
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
@@ -154,6 +158,8 @@ class TrainConfig(TrainingSettings):
                 raise ConfigError(f"stop_after {self.stop_after} is beyond the run's {self.epochs} epochs")
         if self.eval_weight_bits is not None:
             check_bits(self.eval_weight_bits, "eval_weight_bits")
+        if self.qat_bits is not None:
+            check_bits(self.qat_bits, "qat_bits")
         if self.eval_accelerator and self.eval_weight_bits is None:
             raise ConfigError("eval_accelerator quantizes at eval_weight_bits: give those too")
         _positive("nproc", self.nproc)

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,12 @@ from capslab.io import atomic_write_text
 from capslab.losses import capsule_loss
 from capslab.models import CapsuleOutput, create_model
 from capslab.optim import create_optimizer
-from capslab.quantize import QuantizationSettings, calibrate, evaluate_quantized
+from capslab.quantize import (
+    QuantizationAwareTraining,
+    QuantizationSettings,
+    calibrate,
+    evaluate_quantized,
+)
 from capslab.results import SUMMARY_FILE, versioned, write_json
 from capslab.train.callbacks import (
     Callback,
@@ -226,8 +231,10 @@ def train_epoch(
     config: TrainConfig, epoch: int, model: nn.Module, forward: nn.Module, optimizer,
     schedule: Schedule, train_set: ImageDataset, state: RunState, device: torch.device,
     callbacks: Sequence[Callback], out: Path | None, ranks: Ranks = SINGLE,
+    qat: QuantizationAwareTraining | None = None,
 ) -> dict[str, Any]:
-    """One epoch of optimiser steps; returns the epoch's training metrics.
+    """One epoch of optimiser steps; returns the epoch's training metrics. With ``qat`` each
+    step's forward and backward passes see the quantized network (straight through).
 
     The loss and the correct count are summed on the device: the host waits for the device
     only to check that the loss is finite (every step on the CPU, where that costs nothing,
@@ -259,12 +266,18 @@ def train_epoch(
         n, whole = labels.shape[0], global_batch(len(train_set), batch_size, step)
         if n == 0:  # this rank's share of a last batch smaller than the group: it weighs nothing
             images, labels = _stand_in(loader)
-        loss, output, (margin, recon) = step_loss(config, forward, images, labels)
-        loss, batch_loss = shared_loss(loss, n / whole, ranks)
-        # the one host synchronisation of a step, and only every check_every steps off the CPU
-        if (step % check_every == 0 or step == steps - 1) and not torch.isfinite(batch_loss):
-            _raise_non_finite(batch_loss, margin, recon, epoch, step, out)
-        optimizer_step(optimizer, loss, lr)
+        if qat is not None:
+            qat.step()
+        try:
+            loss, output, (margin, recon) = step_loss(config, forward, images, labels)
+            loss, batch_loss = shared_loss(loss, n / whole, ranks)
+            # the one host synchronisation of a step, and only every check_every steps off the CPU
+            if (step % check_every == 0 or step == steps - 1) and not torch.isfinite(batch_loss):
+                _raise_non_finite(batch_loss, margin, recon, epoch, step, out)
+            optimizer_step(optimizer, loss, lr, None if qat is None else qat.restore)
+        finally:
+            if qat is not None and qat.masters:
+                qat.restore()
         loss_sum += batch_loss * whole
         if n:
             correct += (output.lengths.detach().argmax(dim=1) == labels).sum()
@@ -319,12 +332,17 @@ def step_loss(config: TrainConfig, forward: nn.Module, images: Tensor, labels: T
     return loss, output, (margin, recon)
 
 
-def optimizer_step(optimizer, loss: Tensor, lr: float) -> None:
-    """Backward pass and one optimiser step at learning rate ``lr`` (no host synchronisation)."""
+def optimizer_step(optimizer, loss: Tensor, lr: float,
+                   before_step: Callable[[], None] | None = None) -> None:
+    """Backward pass and one optimiser step at learning rate ``lr`` (no host synchronisation);
+    ``before_step`` runs between the two (quantization-aware training restores the float
+    weights there)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if before_step is not None:
+        before_step()
     optimizer.step()
 
 
@@ -339,10 +357,17 @@ def _raise_non_finite(loss, margin, recon, epoch: int, step: int, out: Path | No
 
 
 # --------------------------------------------------------------------------- phase: evaluate
+def quantized_eval_bits(config: TrainConfig) -> int | None:
+    """The bits of the quantized accuracy of every epoch: ``eval_weight_bits``, else a
+    quantization-aware run's ``qat_bits`` (evaluated in the accelerator mode)."""
+    return config.eval_weight_bits if config.eval_weight_bits is not None else config.qat_bits
+
+
 def calibration_batches(config: TrainConfig, train_set: ImageDataset) -> list[Tensor] | None:
-    """With ``eval_accelerator``: :data:`CALIBRATION_IMAGES` training images (stratified, the
-    run's seed, no augmentation), the calibration set of the accelerator mode."""
-    if not config.eval_accelerator:
+    """In the accelerator mode (``eval_accelerator``, or a quantization-aware run):
+    :data:`CALIBRATION_IMAGES` training images (stratified, the run's seed, no augmentation),
+    the calibration set of the accelerator mode."""
+    if not (config.eval_accelerator or config.qat_bits):
         return None
     sample = train_set.stratified(min(CALIBRATION_IMAGES, len(train_set)), config.seed)
     return [x for x, _ in BatchLoader(sample, 64, shuffle=False, augment=False)]
@@ -359,8 +384,8 @@ def evaluate_epoch(config: TrainConfig, model: nn.Module, forward: nn.Module, lo
     metrics = evaluate(forward, loader, device, config.reconstruction_weight, config.precision)
     # evaluate() names its figures test_*; on a validation split they are val_*
     record = {k.replace("test_", f"{split}_", 1): v for k, v in metrics.items()}
-    if config.eval_weight_bits is not None:
-        bits = config.eval_weight_bits
+    bits = quantized_eval_bits(config)
+    if bits is not None:
         settings = QuantizationSettings(weight_bits=bits)
         if calibration is not None:
             settings = calibrate(model, calibration, weight_bits=bits, activation_bits=bits,
@@ -500,6 +525,7 @@ def run(
     optimizer = create_optimizer(config.optimizer, model.parameters(), schedule.lr(0, 0),
                                  config.weight_decay, schedule.total_steps)
     calibration = calibration_batches(config, train_set)
+    qat = None if config.qat_bits is None else QuantizationAwareTraining(model, config.qat_bits)
     out = rank_run_folder(config, ranks)
     state = resume_state(config, out, model, optimizer)
     check_same_start(state, ranks, out)
@@ -519,7 +545,7 @@ def run(
             cb.on_train_start(config, state.epoch)
         for epoch in range(state.epoch, config.stop_after or config.epochs):
             record = train_epoch(config, epoch, model, step_forward, optimizer, schedule,
-                                 train_set, state, device, hooks, out, ranks)
+                                 train_set, state, device, hooks, out, ranks, qat)
             if ranks.main:
                 record.update(evaluate_epoch(config, model, eval_forward, eval_loader, device, split,
                                              calibration))
@@ -561,8 +587,8 @@ def summarize(config: TrainConfig, state: RunState, model: nn.Module, train_set:
         "config": config.to_dict(),
         "history": history,
     }
-    if config.eval_weight_bits is not None:
-        summary["quantized_weight_bits"] = config.eval_weight_bits
+    if quantized_eval_bits(config) is not None:
+        summary["quantized_weight_bits"] = quantized_eval_bits(config)
         summary[f"best_{split}_quantized_accuracy"] = max(
             (h[f"{split}_quantized_accuracy"] for h in history
              if f"{split}_quantized_accuracy" in h), default=None)
