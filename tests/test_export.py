@@ -73,3 +73,24 @@ def test_export_command(mnist_root, tmp_path):
     assert r["checked_on"] == "64 mnist test images"
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "nope.pt"), "--out", str(out)])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_an_operation_onnx_cannot_express_is_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from capslab.errors import ConfigError
+
+    class Unexportable(torch.nn.Module):
+        image_shape = (1, 4, 4)
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            v = torch.expm1(x.flatten(1)[:, :10] * self.scale)  # no ONNX operator for expm1
+            return SimpleNamespace(lengths=v, caps=v[..., None])
+
+    with pytest.raises(ConfigError, match="Unexportable cannot be written as ONNX opset 17: .*expm1"):
+        export_onnx(Unexportable(), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -75,6 +75,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAU
     wrapper = CapsuleOutputs(model.cpu().eval())
     example = torch.rand(2, *model.image_shape)
     buffer = io.BytesIO()
+    unsupported = (torch.onnx.errors.UnsupportedOperatorError, torch.onnx.errors.SymbolicValueError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python-side shapes
@@ -84,6 +85,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAU
                 dynamic_axes={"images": {0: "batch"}, "lengths": {0: "batch"},
                               "capsules": {0: "batch"}},
             )
+    except unsupported as exc:  # the network, not CapsLab: one line naming the operation
+        raise ConfigError(f"{type(model).__name__} cannot be written as ONNX opset {opset}: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
     finally:
         model.train(was_training).to(device)
     data = buffer.getvalue()

@@ -527,6 +527,10 @@ def calibrate(model: nn.Module, batches: Iterable, settings: QuantizationSetting
             with torch.no_grad():
                 for batch in batches:
                     images = batch[0] if isinstance(batch, list | tuple) else batch
+                    shape = tuple(getattr(model, "image_shape", images.shape[1:]))
+                    if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+                        raise ConfigError(f"calibration images of shape {tuple(images.shape)}; "
+                                          f"the network reads [B, {', '.join(map(str, shape))}]")
                     m(images.to(device))
         finally:
             for h in handles:

@@ -201,3 +201,26 @@ def test_the_search_scores_on_the_split_training_held_out(mnist_root):
     assert torch.equal(val.labels, hold_out(train, 50, 3)[1].labels) and len(val) == 50
     val, source = validation_split(train, {"val_size": None, "seed": 3}, 200)
     assert len(val) == 200 and source.startswith("training images")
+
+
+def test_eval_in_the_accelerator_mode(trained):
+    checkpoint, net = trained
+    base = ["eval", "--checkpoint", str(checkpoint), "--test-subset", "100", "--weight-bits", "8"]
+    r = json.loads(invoke_ok(*base, "--activation-bits", "8", "--routing-bits", "8",
+                             "--calibrate", "64", "--power-of-two", "--json"))
+    q = r["quantized"]
+    assert "calibrated activation scales" in q["description"] and "power-of-two" in q["description"]
+    assert abs(q["test_accuracy"] - r["test_accuracy"]) <= 0.03
+    bad = runner.invoke(app, [*base, "--calibrate", "64"])
+    assert bad.exit_code == 2 and "give --activation-bits too" in bad.output
+
+
+def test_a_calibration_set_of_another_shape_is_refused(trained):
+    from capslab.errors import ConfigError
+    from capslab.quantize import calibrate
+
+    _, net = trained
+    with pytest.raises(ConfigError, match=r"calibration images of shape \(4, 1, 32, 32\)"):
+        calibrate(net, [torch.rand(4, 1, 32, 32)], weight_bits=8, activation_bits=8)
+    with pytest.raises(ConfigError, match="the calibration set was empty"):
+        calibrate(net, [], weight_bits=8, activation_bits=8)

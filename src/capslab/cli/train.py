@@ -197,16 +197,25 @@ def register(app: typer.Typer) -> None:
         activation_bits: Annotated[int | None, typer.Option(help="Also quantize the inputs of the quantized layers to N bits (per image).")] = None,
         routing_bits: Annotated[int | None, typer.Option(help="Also quantize every routing coefficient to N bits.")] = None,
         quantize_groups: Annotated[str | None, typer.Option(help="Comma list of layer groups to quantize: conv, primary, capsule, decoder (default: all).")] = None,
+        calibrate: Annotated[int | None, typer.Option(min=1, help="The accelerator mode: fix the activation scales on N training images (static) instead of per image.")] = None,
+        power_of_two: Annotated[bool, typer.Option(help="Round every quantization scale up to a power of two (shifts on fixed-point hardware).")] = False,
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Evaluate a trained network (a checkpoint) on a test split; with --weight-bits,
-        --activation-bits or --routing-bits also quantized (post-training), beside the float result."""
+        --activation-bits or --routing-bits also quantized (post-training), beside the float
+        result; --calibrate N fixes the activation scales on N training images (the accelerator
+        mode)."""
         # imported on use, so that the CLI starts without it
         from capslab.data import BatchLoader, load_dataset
         from capslab.models.pretrained import check_fits_dataset, load_model
         from capslab.train import evaluate, resolve_device
 
         quantization = eval_quantization(weight_bits, activation_bits, routing_bits, quantize_groups)
+        if quantization is not None and power_of_two:
+            quantization = quantization.replace(power_of_two=True)
+        if calibrate is not None and (quantization is None or activation_bits is None):
+            raise ConfigError("--calibrate fixes the scales of quantized activations: give "
+                              "--activation-bits too")
         dev = resolve_device(device)
         model = load_model(checkpoint, map_location=dev)
         cfg = model.pretrained_cfg
@@ -222,6 +231,12 @@ def register(app: typer.Typer) -> None:
         result.update(dataset=name, checkpoint=str(checkpoint), model=cfg["model_name"],
                       epoch=cfg["epoch"], images=len(test),
                       trained_on=cfg["dataset"], recorded_test_accuracy=cfg["test_accuracy"])
+        if calibrate is not None:
+            from capslab.quantize import calibrate as calibrated
+
+            images = load_dataset(name, "train", data_dir=data_dir).stratified(calibrate, 0)
+            quantization = calibrated(model, [x for x, _ in BatchLoader(images, 64, shuffle=False)],
+                                      quantization, dev)
         if quantization is not None:
             result["quantized"] = quantized_result(model, loader, quantization, dev, weight,
                                                    result["test_accuracy"])
