@@ -65,7 +65,10 @@ def _run(tmp_path, share: float) -> tuple[dict, list[dict]]:
     (tmp_path / f"share{share}-serial").mkdir()
     script = tmp_path / "gpus.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_AUTH_MODE disabled: a new local cluster would otherwise write a token to
+    # ~/.ray/auth_token, which every later driver on this machine then presents to other heads
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(script), str(folder), str(share)], env=env,
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -101,7 +101,10 @@ def test_a_node_that_dies_mid_search_loses_nothing(tmp_path):
     _module("ray", "ray")
     script = tmp_path / "nodes.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_AUTH_MODE disabled: a new local cluster would otherwise write a token to
+    # ~/.ray/auth_token, which every later driver on this machine then presents to other heads
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)

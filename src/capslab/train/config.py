@@ -65,6 +65,7 @@ class TrainingSettings(Settings):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     deterministic: bool = False
+    qat_bits: int | None = None
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
         "data_dir", "download", "eval_batch_size", "device", "compile", "deterministic",
@@ -72,6 +73,8 @@ class TrainingSettings(Settings):
     WHAT: ClassVar[str] = "training setting"
 
     def validate(self) -> None:
+        if self.qat_bits is not None:
+            check_bits(self.qat_bits, "qat_bits")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name))
         for name in ("lr", "subset", "test_subset", "val_size"):
@@ -117,9 +120,10 @@ class TrainConfig(TrainingSettings):
     record, ``best_<split>_quantized_accuracy`` in the summary; with ``eval_accelerator``
     in the accelerator mode: weights, activations (static scales calibrated on
     :data:`~capslab.train.loop.CALIBRATION_IMAGES` training images) and routing at those bits.
-    ``qat_bits`` trains quantization-aware: weights, layer inputs and routing at that many bits
-    in every step, straight through (:class:`~capslab.quantize.QuantizationAwareTraining`), the
-    quantized accuracy of every epoch in the accelerator mode at those bits. ``nproc`` > 1 trains in that
+    ``qat_bits`` (a training setting) trains quantization-aware: weights, layer inputs and
+    routing at that many bits in every step, straight through
+    (:class:`~capslab.quantize.QuantizationAwareTraining`), the quantized accuracy of every
+    epoch in the accelerator mode at those bits. ``nproc`` > 1 trains in that
     many processes, data-parallel (:mod:`capslab.train.distributed`): every batch size of the
     schedule is the global batch and must divide by ``nproc``; the maths is the one-process
     run's (up to rounding, and BatchNorm's statistics, which are per process), so ``nproc``
@@ -135,7 +139,6 @@ class TrainConfig(TrainingSettings):
     stop_after: int | None = None
     eval_weight_bits: int | None = None
     eval_accelerator: bool = False
-    qat_bits: int | None = None
     nproc: int = 1
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
@@ -158,8 +161,6 @@ class TrainConfig(TrainingSettings):
                 raise ConfigError(f"stop_after {self.stop_after} is beyond the run's {self.epochs} epochs")
         if self.eval_weight_bits is not None:
             check_bits(self.eval_weight_bits, "eval_weight_bits")
-        if self.qat_bits is not None:
-            check_bits(self.qat_bits, "qat_bits")
         if self.eval_accelerator and self.eval_weight_bits is None:
             raise ConfigError("eval_accelerator quantizes at eval_weight_bits: give those too")
         _positive("nproc", self.nproc)
