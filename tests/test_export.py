@@ -94,3 +94,50 @@ def test_an_operation_onnx_cannot_express_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="Unexportable cannot be written as ONNX opset 17: .*expm1"):
         export_onnx(Unexportable(), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("power_of_two", [False, True])
+def test_the_qdq_form_computes_what_the_quantized_network_does(tmp_path, power_of_two):
+    from capslab.errors import ConfigError
+    from capslab.quantize import QuantizationSettings, calibrate, quantize_model
+
+    torch.manual_seed(0)
+    model = create_model("capsnet", **TINY).eval()
+    calibration = torch.rand(32, *model.image_shape)
+    settings = calibrate(model, [calibration], weight_bits=8, activation_bits=6, routing_bits=8,
+                         groups=("conv", "primary", "capsule"), power_of_two=power_of_two)
+    path = export_onnx(model, tmp_path / "q.onnx", quantization=settings)
+    graph = onnx.load(str(path)).graph
+    kinds = [n.op_type for n in graph.node]
+    assert kinds.count("QuantizeLinear") >= 6 and kinds.count("DequantizeLinear") >= 6
+    reference = quantize_model(model, settings)
+    agreement = compare_with_torch(reference, path, torch.rand(19, *model.image_shape), 19)
+    assert agreement.same_predictions == 1.0
+    assert agreement.max_length_difference < 1e-4
+    # the model itself is left float
+    with torch.no_grad():
+        x = torch.rand(2, *model.image_shape)
+        assert not torch.equal(model(x).lengths, reference(x).lengths)
+    with pytest.raises(ConfigError, match="stores 8 bits at most"):
+        export_onnx(model, tmp_path / "w.onnx", quantization=settings.replace(weight_bits=12))
+    with pytest.raises(ConfigError, match="cannot be written as QDQ: calibrate"):
+        export_onnx(model, tmp_path / "d.onnx",
+                    quantization=QuantizationSettings(weight_bits=8, activation_bits=8))
+
+
+def test_export_command_quantized(mnist_root, tmp_path):
+    from capslab.train import TrainConfig, train
+
+    train(TrainConfig(model="capsnet", model_options=TINY, dataset="mnist", subset=200,
+                      test_subset=100, epochs=1, batch_size=32, out=str(tmp_path / "run"),
+                      plots=False, seed=0), progress=False)
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run" / "last.pt"), "--out",
+                                      str(out), "--quantized", "--bits", "8", "--calibrate", "64",
+                                      "--check", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert "calibrated activation scales" in r["quantization"]
+    assert r["same_predictions"] == 1.0 and r["max_length_difference"] < r["tolerance"]
+    kinds = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "QuantizeLinear" in kinds
