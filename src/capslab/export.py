@@ -154,24 +154,22 @@ def qdq_form(model: nn.Module, settings: Any):
     try:
         for name, bits in widths.items():
             owner, attr = name.rsplit(".", 1)
-            scale = q.quantization_scale(params[name].detach(), bits)
-            if settings.power_of_two:
-                scale = q.power_of_two_scale(scale)
+            scale = q.weight_scale(params[name].detach(), bits, settings.power_of_two)
             parametrize.register_parametrization(modules[owner], attr,
                                                  _QDQWeight(float(scale), q.max_level(bits)))
             parametrized.append((modules[owner], attr))
         if settings.activation_bits is not None:
             qmax = q.max_level(settings.activation_bits)
-            for site, module in q._activation_sites(model, list(widths)).items():
-                hook = q._QuantizeInputs(settings.activation_bits, settings.activation_ranges[site],
-                                         settings.power_of_two)
-                if hook.scale is not None:
+            for site, module in q.activation_sites(model, list(widths)).items():
+                amax = settings.activation_ranges[site]
+                if amax:  # 0: never reached in calibration, kept float as in quantize_model
+                    scale = q.activation_scale(amax, settings.activation_bits,
+                                               settings.power_of_two)
                     handles.append(module.register_forward_pre_hook(
-                        lambda m, args, s=hook.scale: tuple(
+                        lambda m, args, s=scale: tuple(
                             _qdq_signed(a, s, qmax) if isinstance(a, Tensor) else a for a in args)))
         if settings.routing_bits is not None:
-            top = (2 ** (settings.routing_bits - 1) if settings.power_of_two
-                   else 2 ** settings.routing_bits - 1)
+            top = q.unit_levels(settings.routing_bits, settings.power_of_two)
             previous = set_coupling_transform(lambda c: torch.fake_quantize_per_tensor_affine(
                 torch.clamp(c, 0.0, 1.0), 1.0 / top, 0, 0, 255))
         yield model

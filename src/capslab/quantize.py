@@ -137,11 +137,31 @@ def quantize_tensor(x: Tensor, bits: int) -> Tensor:
     return _round_to_grid(x, quantization_scale(x, bits), -qmax, qmax)
 
 
+def weight_scale(x: Tensor, bits: int, power_of_two: bool = False) -> Tensor:
+    """The step of a weight tensor's grid: :func:`quantization_scale`, rounded up to a power of
+    two if asked."""
+    scale = quantization_scale(x, bits)
+    return power_of_two_scale(scale) if power_of_two else scale
+
+
+def activation_scale(amax: float, bits: int, power_of_two: bool = False) -> float:
+    """The fixed step of a layer input's grid whose calibrated range is ``amax`` (the
+    accelerator mode): ``amax / qmax``, rounded up to a power of two if asked."""
+    scale = torch.tensor(float(amax) / max_level(bits), dtype=torch.float64)
+    return float(power_of_two_scale(scale) if power_of_two else scale)
+
+
+def unit_levels(bits: int, power_of_two: bool = False) -> int:
+    """``top``: the coupling grid is ``k / top``, ``k = 0 .. top`` (``2**bits - 1``, or
+    ``2**(bits-1)`` on the power-of-two grid)."""
+    return 2 ** (check_bits(bits) - 1) if power_of_two else 2 ** check_bits(bits) - 1
+
+
 def quantize_weight(x: Tensor, bits: int, power_of_two: bool = False) -> Tensor:
     """:func:`quantize_tensor`, with its scale rounded up to a power of two if asked."""
     if not power_of_two:
         return quantize_tensor(x, bits)
-    return quantize_with_scale(x, power_of_two_scale(quantization_scale(x, bits)), bits)
+    return quantize_with_scale(x, weight_scale(x, bits, power_of_two=True), bits)
 
 
 def quantize_per_sample(x: Tensor, bits: int) -> Tensor:
@@ -168,7 +188,7 @@ def quantize_unit_interval(x: Tensor, bits: int) -> Tensor:
     Shape:
         ``[*] -> [*]``.
     """
-    top = 2 ** check_bits(bits) - 1
+    top = unit_levels(bits)
     return torch.clamp(torch.round(x * top), 0, top) / top
 
 
@@ -180,7 +200,7 @@ def quantize_unit_interval_power_of_two(x: Tensor, bits: int) -> Tensor:
     Shape:
         ``[*] -> [*]``.
     """
-    top = 2 ** (check_bits(bits) - 1)
+    top = unit_levels(bits, power_of_two=True)
     return torch.clamp(torch.round(x * top), 0, top) / top
 
 
@@ -312,8 +332,7 @@ class _QuantizeInputs:
         self.scale = None
         self.passthrough = amax == 0  # a layer the calibration set never reached: kept float
         if amax:
-            scale = torch.tensor(float(amax) / max_level(bits), dtype=torch.float64)
-            self.scale = float(power_of_two_scale(scale) if power_of_two else scale)
+            self.scale = activation_scale(amax, bits, power_of_two)
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple:
         if self.passthrough:
@@ -382,7 +401,7 @@ def quantized_routing(bits: int | None) -> Iterator[None]:
         set_coupling_transform(previous)
 
 
-def _activation_sites(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+def activation_sites(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
     """The modules whose inputs feed the weights ``names``, by module name: each weight's
     owner, except that a genotype network's :class:`ClassStage` calls its ClassCaps' matrices
     directly, so the stage itself is hooked."""
@@ -436,7 +455,7 @@ def _apply(model: nn.Module, settings: QuantizationSettings) -> tuple[dict[str, 
             p.copy_(quantize_weight(p.detach(), bits, settings.power_of_two))
     if settings.activation_bits is not None:
         ranges = settings.activation_ranges
-        for site, module in _activation_sites(model, names).items():
+        for site, module in activation_sites(model, names).items():
             if ranges is not None and site not in ranges:
                 raise ConfigError(f"no calibrated range for layer {site!r}: calibrate this "
                                   "network with these settings (capslab.quantize.calibrate)")
@@ -514,7 +533,7 @@ def calibrate(model: nn.Module, batches: Iterable, settings: QuantizationSetting
     was_training = model.training
     model.eval()
     with quantized(model, per_image) as m:
-        sites = _activation_sites(m, names)
+        sites = activation_sites(m, names)
 
         def record(site: str):
             def hook(module: nn.Module, args: tuple) -> None:
@@ -635,7 +654,7 @@ class QuantizationAwareTraining:
         self.params = {n: p for n, p in model.named_parameters()
                        if n in weight_widths(model, self.settings)}
         self.masters: dict[str, Tensor] = {}
-        sites = _activation_sites(model, list(self.params))
+        sites = activation_sites(model, list(self.params))
         self.handles = [m.register_forward_pre_hook(_TrainingInputs(bits)) for m in sites.values()]
         self.previous: Any = None
 
