@@ -18,13 +18,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import fit_and_score, mnist_subsets  # noqa: E402
+from helpers import fit, fit_and_score, mnist_subsets  # noqa: E402
 
 from capslab.data import BatchLoader  # noqa: E402
 from capslab.device import cpu_name  # noqa: E402
 from capslab.evaluation import evaluate  # noqa: E402
 from capslab.io import atomic_write_text  # noqa: E402
-from capslab.losses import capsule_loss  # noqa: E402
 from capslab.models import create_model  # noqa: E402
 from capslab.quantize import (  # noqa: E402
     QuantizationAwareTraining,
@@ -42,19 +41,10 @@ for bits in (4, 3, 2):
     row = {"bits": bits}
     for aware in (False, True):
         torch.manual_seed(1)
-        model = copy.deepcopy(net).train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model = copy.deepcopy(net)
         qat = QuantizationAwareTraining(model, bits, routing_bits=0) if aware else None
-        for images, labels in BatchLoader(train, 32, shuffle=True, seed=5):
-            if qat:
-                qat.step()
-            out = model(images, labels)
-            loss = capsule_loss(out.lengths, labels, out.reconstruction, images)[0]
-            opt.zero_grad()
-            loss.backward()
-            if qat:
-                qat.restore()
-            opt.step()
+        fit(model, lambda e: BatchLoader(train, 32, shuffle=True, seed=5), epochs=1, lr=1e-3,
+            qat=qat)
         if qat:
             qat.close()
         settings = QuantizationSettings(weight_bits=bits, activation_bits=bits,

@@ -25,19 +25,30 @@ def mnist_subsets(train_size: int = 2000, test_size: int = 500,
             test.subset(stratified_subset(test.labels, test_size, seed=0)))
 
 
-def fit_and_score(model: nn.Module, batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
-                  test: ImageDataset, epochs: int = 2, lr: float = 3e-3) -> float:
+def fit(model: nn.Module, batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+        epochs: int = 2, lr: float = 3e-3, qat=None) -> None:
     """Train ``model`` with Adam on the capsule loss, epoch ``e`` on the batches of
-    ``batches(e)``, then return its accuracy on ``test``."""
+    ``batches(e)``; with ``qat`` (a :class:`~capslab.quantize.QuantizationAwareTraining` of
+    it) every step quantization-aware."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for epoch in range(epochs):
         for images, labels in batches(epoch):
+            if qat is not None:
+                qat.step()
             out = model(images, labels)
             loss = capsule_loss(out.lengths, labels, out.reconstruction, images)[0]
             opt.zero_grad()
             loss.backward()
+            if qat is not None:
+                qat.restore()  # the float masters take the step
             opt.step()
+
+
+def fit_and_score(model: nn.Module, batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+                  test: ImageDataset, epochs: int = 2, lr: float = 3e-3) -> float:
+    """:func:`fit`, then the accuracy on ``test``."""
+    fit(model, batches, epochs, lr)
     model.eval()
     correct = 0
     with torch.no_grad():

@@ -57,14 +57,21 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_export_command(mnist_root, tmp_path):
+@pytest.fixture(scope="module")
+def checkpoint(mnist_root, tmp_path_factory):
+    """A tiny CapsNet trained one epoch on 200 MNIST images by ``capslab.train``."""
     from capslab.train import TrainConfig, train
 
+    out = tmp_path_factory.mktemp("run")
     train(TrainConfig(model="capsnet", model_options=TINY, dataset="mnist", subset=200,
-                      test_subset=100, epochs=1, batch_size=32, out=str(tmp_path / "run"),
-                      plots=False, seed=0), progress=False)
+                      test_subset=100, epochs=1, batch_size=32, out=str(out), plots=False,
+                      seed=0), progress=False)
+    return out / "last.pt"
+
+
+def test_export_command(checkpoint, tmp_path):
     out = tmp_path / "capsnet.onnx"
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "run" / "last.pt"), "--out",
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--out",
                                       str(out), "--check", "64", "--json"])
     assert result.exit_code == 0, result.output
     r = json.loads(result.output)
@@ -125,14 +132,9 @@ def test_the_qdq_form_computes_what_the_quantized_network_does(tmp_path, power_o
                     quantization=QuantizationSettings(weight_bits=8, activation_bits=8))
 
 
-def test_export_command_quantized(mnist_root, tmp_path):
-    from capslab.train import TrainConfig, train
-
-    train(TrainConfig(model="capsnet", model_options=TINY, dataset="mnist", subset=200,
-                      test_subset=100, epochs=1, batch_size=32, out=str(tmp_path / "run"),
-                      plots=False, seed=0), progress=False)
+def test_export_command_quantized(checkpoint, tmp_path):
     out = tmp_path / "q.onnx"
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "run" / "last.pt"), "--out",
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--out",
                                       str(out), "--quantized", "--bits", "8", "--calibrate", "64",
                                       "--check", "64", "--json"])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import fit_and_score, mnist_subsets
+from helpers import fit, fit_and_score, mnist_subsets
 
 import capslab.routing as routing
 from capslab.data import BatchLoader
@@ -385,7 +385,6 @@ def test_quantization_aware_training_recovers_low_bit_accuracy(trained_capsnet, 
     weights post training (routing float: 2-bit couplings round 1/10 to 0 for both)."""
     import copy
 
-    from capslab.losses import capsule_loss
     from capslab.quantize import QuantizationAwareTraining
 
     net, train, test = trained_capsnet
@@ -393,19 +392,10 @@ def test_quantization_aware_training_recovers_low_bit_accuracy(trained_capsnet, 
     scores = {}
     for aware in (False, True):
         torch.manual_seed(1)
-        model = copy.deepcopy(net).train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model = copy.deepcopy(net)
         qat = QuantizationAwareTraining(model, 2, routing_bits=0) if aware else None
-        for images, labels in BatchLoader(train, 32, shuffle=True, seed=5):
-            if qat:
-                qat.step()
-            out = model(images, labels)
-            loss = capsule_loss(out.lengths, labels, out.reconstruction, images)[0]
-            opt.zero_grad()
-            loss.backward()
-            if qat:
-                qat.restore()
-            opt.step()
+        fit(model, lambda e: BatchLoader(train, 32, shuffle=True, seed=5), epochs=1, lr=1e-3,
+            qat=qat)
         if qat:
             qat.close()
         settings = QuantizationSettings(weight_bits=2,
