@@ -184,6 +184,11 @@ def test_bitwidths_command_writes_its_files(trained, tmp_path):
     mem = r["weight_memory_bytes"]
     assert mem["found"] <= mem["8-bit"] < mem["float32"]
     assert "decoder" not in " ".join(r["widths"])  # the decoder does not score classes
+    hw = r["capsacc_memory"]  # the hardware model at the widths found, tensor by tensor
+    assert [p["tensor"] for p in hw["layers"]] == list(r["widths"])
+    assert [p["bits"] for p in hw["layers"]] == [w["bits"] for w in r["widths"].values()]
+    assert hw["found_bytes"] < hw["uniform_bytes"] or max(p["bits"] for p in hw["layers"]) >= 8
+    assert "CapsAcc weight memory" in (out / "bitwidths.md").read_text()
     for name in ("bitwidths.json", "bitwidths.md", "bitwidths.png"):
         assert (out / name).exists()
     bad = runner.invoke(app, ["study", "bitwidths", "--checkpoint", str(checkpoint),

@@ -2,7 +2,13 @@
 (CapsAcc by default). Pure Python, no torch, fast enough for the search loop."""
 
 from capslab.hw.accelerator import CAPSACC, Accelerator
-from capslab.hw.estimate import HardwareEstimate, LayerEstimate, estimate
+from capslab.hw.estimate import (
+    HardwareEstimate,
+    LayerEstimate,
+    LayerMemory,
+    estimate,
+    weight_memory_at_widths,
+)
 from capslab.hw.expand import HardwareLayer, expand
 
 __all__ = [
@@ -11,6 +17,8 @@ __all__ = [
     "HardwareEstimate",
     "HardwareLayer",
     "LayerEstimate",
+    "LayerMemory",
     "estimate",
     "expand",
+    "weight_memory_at_widths",
 ]

@@ -184,3 +184,55 @@ def estimate(
         total_cycles += count * n_cycles
         total_acc_cycles += count * m * n_cycles
     return HardwareEstimate(genotype, accelerator, total_cycles, total_acc_cycles, total_weights)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerMemory:
+    """Weight memory of one hardware layer at its own width (routing layers hold couplings)."""
+
+    name: str
+    kind: str
+    weights: int
+    bits: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def weight_memory_at_widths(
+    genotype: Genotype | list | dict,
+    widths: list[int],
+    routing_bits: int | None = None,
+    accelerator: Accelerator = CAPSACC,
+) -> list[LayerMemory]:
+    """The accelerator's weight memory of ``genotype`` with every layer at its own width.
+
+    ``widths`` gives the bits of the layers that hold trained weights, one per such layer in
+    execution order (:func:`weight_layers`); the routing layers (``sum``/``update``, whose
+    "weights" are the coupling coefficients) take ``routing_bits``, else the accelerator's
+    ``weight_bits``. With every width equal to ``accelerator.weight_bits`` the total is
+    :attr:`HardwareEstimate.memory_bytes` (up to the per-layer rounding to whole bytes).
+    Raises ``ValueError`` when ``widths`` does not give one width per weight layer.
+    """
+    layers = expand(genotype if isinstance(genotype, Genotype) else parse_genotype(genotype))
+    trained = weight_layers(layers)
+    if len(widths) != len(trained):
+        raise ValueError(f"{len(widths)} widths for {len(trained)} weight layers "
+                         f"({', '.join(hl.name for hl in trained)})")
+    bits_of = {id(hl): b for hl, b in zip(trained, widths, strict=True)}
+    out = []
+    for hl in layers:
+        w = cost.weights(hl.kind, hl.inch, hl.incaps, hl.k, hl.outch, hl.outcaps)
+        if hl.kind in cost.ROUTING_KINDS:
+            bits = routing_bits if routing_bits is not None else accelerator.weight_bits
+        else:
+            bits = bits_of[id(hl)]
+        out.append(LayerMemory(hl.name, hl.kind, w, bits, -(-w * bits // 8)))
+    return out
+
+
+def weight_layers(layers: list[HardwareLayer]) -> list[HardwareLayer]:
+    """The hardware layers that hold trained weights (not the routing's couplings), in order:
+    one per weight tensor of the network the genotype describes."""
+    return [hl for hl in layers if hl.kind not in cost.ROUTING_KINDS]

@@ -8,6 +8,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from capslab.errors import ConfigError
+from capslab.genotype import Genotype
 from capslab.layers.decoder import CapsuleDecoder
 from capslab.layers.input_norm import InputNormalization
 from capslab.ops import capsule_lengths
@@ -67,6 +68,12 @@ class CapsuleClassifier(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """``[B, channels, H, W]`` (normalised) -> class capsules ``[B, C, D]``."""
         raise NotImplementedError
+
+    def hardware_genotype(self) -> Genotype | None:
+        """The genotype the hardware model (:mod:`capslab.hw`) costs for this network, its
+        weight layers in the order of the network's weight tensors; ``None`` when the network
+        has no NASCaps description. Subclasses that have one override this."""
+        return None
 
     def forward(self, x: Tensor, target: Tensor | None = None) -> CapsuleOutput:
         """``x [B, channels, H, W]`` in [0, 1]; ``target [B]`` masks the decoder (training)."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from capslab.errors import ConfigError
+from capslab.genotype import Genotype
 from capslab.layers import ClassCaps, ConvStem, PrimaryCaps
 from capslab.layers.primary_caps import conv_output_size
 from capslab.models.base import CapsuleClassifier, decoder_kind
@@ -52,8 +53,28 @@ class CapsNet(CapsuleClassifier):
             routing_iterations, share_types=primary_types if weight_sharing else None,
         )
 
+        self._genes = capsnet_genes(in_channels, image_size, num_classes, conv_channels,
+                                    primary_types, primary_dim, class_dim)
+
     def encode(self, x: Tensor) -> Tensor:
         return self.class_caps(self.primary(self.conv(x)))
+
+    def hardware_genotype(self) -> Genotype:
+        """NASCaps' description of CapsNet at this network's sizes (same padding, as the
+        authors costed it): :data:`~capslab.genotype.CAPSNET_GENOTYPE` at the defaults."""
+        return Genotype.from_nascaps(self._genes)
+
+
+def capsnet_genes(in_channels: int, image_size: int, num_classes: int, conv_channels: int,
+                  primary_types: int, primary_dim: int, class_dim: int) -> list[list[int]]:
+    """The NASCaps genes of a CapsNet: the 9x9 stem, primary capsules (9x9, stride 2) and the
+    class capsules with a 9x9 kernel over the primary grid, each side halved by stride 2
+    (same padding), then no skip and no resize."""
+    s1, s2 = image_size, -(-image_size // 2)
+    return [[0, s1, in_channels, 1, 9, 1, s1, conv_channels, 1],
+            [1, s1, conv_channels, 1, 9, 2, s2, primary_types, primary_dim],
+            [1, s2, primary_types, primary_dim, 9, 2, -(-s2 // 2), num_classes, class_dim],
+            [-1], [1]]
 
 
 register_model("capsnet")(CapsNet)

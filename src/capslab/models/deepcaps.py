@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from capslab.errors import ConfigError
-from capslab.genotype import skip_value
+from capslab.genotype import Genotype, skip_value
 from capslab.layers import ClassCaps
 from capslab.layers.conv_caps import CapsCell, FlatCaps, SameConv2d, features_to_grid
 from capslab.models.base import CapsuleClassifier, decoder_kind
@@ -135,6 +135,14 @@ class DeepCaps(CapsuleClassifier):
             num_in += num_types * sizes[skip_layer - 1] ** 2
         self.class_caps = ClassCaps(num_in, dims[-1], num_classes, class_dim, "rba",
                                     routing_iterations)
+        self._genes = deepcaps_genes(in_channels, image_size * resize, conv_channels, num_types,
+                                     dims, sizes, kernel_size, num_classes, class_dim, skip,
+                                     resize)
+
+    def hardware_genotype(self) -> Genotype:
+        """NASCaps' description of DeepCaps at this network's sizes:
+        :data:`~capslab.genotype.DEEPCAPS_GENOTYPE` for CIFAR-10 (3 x 32 x 32, resize 2)."""
+        return Genotype.from_nascaps(self._genes)
 
     def encode(self, x: Tensor) -> Tensor:
         if self.resize == 2:
@@ -153,3 +161,21 @@ class DeepCaps(CapsuleClassifier):
 
 # registered as the class itself, so create_model / model_options see its real signature
 register_model("deepcaps")(DeepCaps)
+
+
+def deepcaps_genes(in_channels: int, size: int, conv_channels: int, num_types: int,
+                   dims: list[int], sizes: list[int], kernel_size: int, num_classes: int,
+                   class_dim: int, skip: int, resize: int) -> list[list[int]]:
+    """The NASCaps genes of a DeepCaps: the stem at the resized input ``size``, one cell gene
+    per cell (its output side in ``sizes``) and the class capsules with a kernel covering the
+    last grid. As the authors wrote it, the stem's maps enter the first cell as ``num_types``
+    capsule types of ``conv_channels / num_types`` dimensions."""
+    genes = [[0, size, in_channels, 1, kernel_size, 1, size, conv_channels, 1]]
+    types, caps = ((num_types, conv_channels // num_types) if conv_channels % num_types == 0
+                   else (conv_channels, 1))
+    side = size
+    for d, out in zip(dims, sizes, strict=True):
+        genes.append([2, side, types, caps, kernel_size, 2, out, num_types, d])
+        side, types, caps = out, num_types, d
+    genes.append([2, side, types, caps, side, 1, 1, num_classes, class_dim])
+    return genes + [[skip], [resize]]

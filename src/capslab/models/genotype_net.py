@@ -315,6 +315,10 @@ class GenotypeNet(CapsuleClassifier):
             options["genotype"] = self.genotype.exchange()
         self._model_options = options
 
+    def hardware_genotype(self) -> Genotype:
+        """The genotype this network was built from."""
+        return self.genotype
+
     def encode(self, x: Tensor) -> Tensor:
         if self.resize == 2:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)

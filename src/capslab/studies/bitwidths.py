@@ -15,7 +15,9 @@ have learned (:func:`validation_split`):
 
 Every step keeps the accuracy of the network found so far within the tolerance of float, so
 the result does. Its weight memory (each tensor at its width) is set beside 8-bit and float32
-weights, and the test accuracy of the result beside float's. Files in ``out``:
+weights, and the test accuracy of the result beside float's; for a network with a NASCaps
+description (CapsNet, DeepCaps, genotype networks) also CapsAcc's weight memory with each
+hardware layer at the width of its tensor (:func:`capsacc_memory`). Files in ``out``:
 ``bitwidths.json`` (the widths by tensor, each step's accuracy, the memory), ``bitwidths.md``
 and ``bitwidths.png`` (bits per layer).
 """
@@ -29,6 +31,8 @@ from typing import Any, ClassVar
 
 from capslab.data import BatchLoader
 from capslab.errors import ConfigError
+from capslab.hw import CAPSACC, Accelerator, expand, weight_memory_at_widths
+from capslab.hw.estimate import weight_layers
 from capslab.io import atomic_write_json, atomic_write_text
 from capslab.models.pretrained import load_model
 from capslab.quantize import (
@@ -189,10 +193,37 @@ def run_bitwidth_search(config: BitWidthConfig,
         "weight_memory_bytes": {"found": weight_memory_bytes(model, found),
                                 "8-bit": weight_memory_bytes(model, eight),
                                 "float32": 4 * sum(params[n].numel() for n in tensors)},
+        "capsacc_memory": capsacc_memory(model, weight_widths(model, found), found.routing_bits),
         "steps": steps, "settings": config.to_dict(),
     }
     result["files"] = write_files(result, Path(config.out))
     return result
+
+
+def capsacc_memory(model, widths: dict[str, int], routing_bits: int | None,
+                   accelerator: Accelerator = CAPSACC) -> dict[str, Any] | None:
+    """The hardware model's weight memory of ``model`` (its :meth:`hardware_genotype`) with
+    each weight layer at the width of the tensor it holds, and the routing couplings at
+    ``routing_bits`` (32 when they stay float), beside the accelerator's own uniform width
+    (NASCaps' Table 3 figure). ``None`` when the network has no hardware description, or
+    one whose weight layers do not pair one to one with the network's tensors."""
+    genotype = getattr(model, "hardware_genotype", lambda: None)()
+    if genotype is None:
+        return None
+    layers = weight_layers(expand(genotype))
+    if len(layers) != len(widths):
+        return None
+    bits = list(widths.values())
+    found = weight_memory_at_widths(genotype, bits, routing_bits or 32, accelerator)
+    uniform = weight_memory_at_widths(genotype, [accelerator.weight_bits] * len(bits), None,
+                                      accelerator)
+    pairs = [{"tensor": n, "hardware_layer": hl.name, "bits": b}
+             for (n, b), hl in zip(widths.items(), layers, strict=True)]
+    return {"accelerator": accelerator.name, "genotype": genotype.exchange(),
+            "uniform_bits": accelerator.weight_bits,
+            "uniform_bytes": sum(m.bytes for m in uniform),
+            "found_bytes": sum(m.bytes for m in found),
+            "routing_bits": routing_bits or 32, "layers": pairs}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -208,6 +239,12 @@ def markdown(result: dict[str, Any]) -> str:
               f"| 8-bit | {mem['8-bit'] / 1024:,.1f} KiB | | |",
               f"| found | {mem['found'] / 1024:,.1f} KiB | {100 * result['validation']['quantized']:.2f} "
               f"| {100 * result['test']['quantized']:.2f} |"]
+    hw = result.get("capsacc_memory")
+    if hw:
+        lines += ["", f"{hw['accelerator']} weight memory (the hardware model, routing couplings "
+                  f"included): {hw['uniform_bytes'] / 1024:,.1f} KiB at {hw['uniform_bits']} bits, "
+                  f"{hw['found_bytes'] / 1024:,.1f} KiB at the widths found "
+                  f"({hw['uniform_bytes'] / hw['found_bytes']:.2f}x less)"]
     return "\n".join(lines) + "\n"
 
 
