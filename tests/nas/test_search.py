@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,6 +379,35 @@ def test_finalize_reuses_a_network_only_with_the_same_settings(tmp_path):
     saved = json.loads((tmp_path / "three" / "final.json").read_text())
     assert saved["format"] == "capslab-final" and saved["rows"][0]["name"] == "NASCaps-1"
     assert saved["rows"][0]["accuracy"] == 0.53 and "final epoch" in saved["accuracy_reading"]
+
+
+def test_finalize_best_trains_the_most_accurate_members_under_their_front_numbers(tmp_path):
+    from dataclasses import replace
+
+    from capslab.nas.report import finalize, most_accurate
+    from capslab.results import write_json
+    from capslab.train import TrainingSettings
+
+    space = SearchSpace()
+    rng = np.random.default_rng(5)
+    recs = [Evaluator(fake_accuracy, space=space)(sample(space, rng)) for _ in range(4)]
+    recs = [replace(r, accuracy=a, energy_mJ=e)
+            for r, a, e in zip(recs, (0.7, 0.9, 0.9, 0.8), (1.0, 3.0, 2.0, 1.0), strict=True)]
+    assert most_accurate(recs, 2) == [1, 2] and most_accurate(recs, 1) == [2]  # tie: less energy
+    assert most_accurate(recs, None) == most_accurate(recs, 9) == [0, 1, 2, 3]
+    trained = []
+
+    def fake_train(config, progress=False):
+        trained.append(Path(config.out).name)
+        summary = {"final_test_accuracy": 0.5, "identity": config.identity(), "history": [{}],
+                   "parameters": 10, "total_seconds": 1.0}
+        write_json(f"{config.out}/summary.json", "summary", summary)
+        return summary
+
+    rows = finalize(recs, tmp_path, TrainingSettings(model="genotype", epochs=1), best=2,
+                    train_fn=fake_train, progress=False)
+    assert trained == ["NASCaps-2", "NASCaps-3"] and [r["name"] for r in rows] == trained
+    assert [r["partial_accuracy"] for r in rows] == [0.9, 0.9]
 
 
 def test_front_table_shows_failed_candidates():

@@ -397,6 +397,7 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[str | None, typer.Option(help="Training policy (default: the search's, with its options).")] = None,
         device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the search's).")] = None,
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
+        best: Annotated[int | None, typer.Option(min=1, help="Train only the N front members of the highest search accuracy (folders keep the front's numbering).")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Fully train the Pareto set on the whole training split and report test accuracies;
@@ -425,8 +426,11 @@ def register(app: typer.Typer) -> None:
             changes["device"] = device
         training = searched.replace(**changes)
         if not as_json:
-            console.print(f"fully training {len(front)} Pareto-optimal network(s) for {epochs} epochs")
-        rows = finalize(front, out or Path(run) / "final", training, progress=not as_json)
+            n = len(front) if best is None else min(best, len(front))
+            which = "" if n == len(front) else f" (the {n} most accurate of {len(front)})"
+            console.print(f"fully training {n} Pareto-optimal network(s){which} for {epochs} epochs")
+        rows = finalize(front, out or Path(run) / "final", training, progress=not as_json,
+                        best=best)
         emit(rows, as_json, lambda r: console.print(markdown_table(r), markup=False, highlight=False))
 
     app.add_typer(search_app, name="search")

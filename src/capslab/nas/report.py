@@ -372,9 +372,11 @@ def finalize(
     train_fn: Callable[..., dict[str, Any]] | None = None,
     progress: bool = True,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    best: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Fully train every genotype of ``front`` as ``training`` says and write ``final.csv``,
-    ``final.md`` (the paper's Table 3 layout) and ``final.json`` in ``out_dir``.
+    """Fully train every genotype of ``front`` (or its ``best`` most accurate,
+    :func:`most_accurate`) as ``training`` says and write ``final.csv``, ``final.md`` (the
+    paper's Table 3 layout) and ``final.json`` in ``out_dir``.
 
     The networks train on the whole training split and are evaluated on the test split:
     ``training.val_size`` (the search's validation split) is dropped. ``accuracy`` is the test
@@ -388,17 +390,19 @@ def finalize(
     """
     out = Path(out_dir)
     training = training.replace(val_size=None)  # final accuracies are test accuracies
+    chosen = most_accurate(front, best)
+    names = [f"NASCaps-{i + 1}" for i in chosen]  # the front's numbering, whatever is chosen
+    front = [front[i] for i in chosen]
     genotypes = [parse_genotype(rec.genotype_nascaps) for rec in front]
     configs = [
         TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.exchange()}),
-                       out=str(out / f"NASCaps-{i + 1}"))
-        for i, g in enumerate(genotypes)
+                       out=str(out / name))
+        for name, g in zip(names, genotypes, strict=True)
     ]
     for config in configs:  # a folder of other settings is refused before anything trains
         finished_summary(config)
     rows = []
-    for i, (rec, g, config) in enumerate(zip(front, genotypes, configs, strict=True)):
-        name = f"NASCaps-{i + 1}"
+    for name, rec, g, config in zip(names, front, genotypes, configs, strict=True):
         outcome, reason = run_or_failure(config, train_fn, progress=progress)
         summary = outcome.summary if outcome is not None else {}
         row = {
@@ -421,6 +425,17 @@ def finalize(
     write_table(rows, out / "final", "final", FINAL_COLUMNS, csv_keys=FINAL_CSV_KEYS,
                 extra={"training": training.to_dict(), "accuracy_reading": ACCURACY_READING})
     return rows
+
+
+def most_accurate(front: Sequence[EvaluationRecord], n: int | None) -> list[int]:
+    """Indices (in front order) of the ``n`` members of ``front`` with the highest search
+    accuracy, ties to the lower energy; all of them when ``n`` is None. A front's cheapest
+    members are its least accurate: with a fixed budget of full trainings, these are the ones
+    that can reach an accuracy goal."""
+    if n is None or n >= len(front):
+        return list(range(len(front)))
+    ranked = sorted(range(len(front)), key=lambda i: (-front[i].accuracy, front[i].energy_mJ, i))
+    return sorted(ranked[:n])
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
