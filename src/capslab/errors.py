@@ -115,3 +115,9 @@ class ChecksumError(_DamagedFileError):
 
 class DownloadError(DatasetError):
     """A download failed (offline, HTTP error, ...)."""
+
+
+class CustomDataError(DatasetError, ValueError):
+    """Your own data (a folder of images, an .npz file, tensors) that cannot be a dataset as it
+    is: an empty class, images of mixed sizes, an unreadable image, labels out of range, a
+    missing array; the message names the file, folder or array."""

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("isolated_data")  # see conftest.py
 
 
 def test_registry_info():
-    assert list_datasets() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"]
+    assert list_datasets() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "svhn",
+                              "smallnorb", "affnist"]
     info = dataset_info("mnist")
     assert (info.num_classes, info.channels, info.image_size) == (10, 1, 28)
     assert info.mean == (0.1307,) and info.std == (0.3081,)

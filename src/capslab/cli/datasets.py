@@ -39,7 +39,7 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
     row: dict[str, Any] = {
         "dataset": spec.name, "splits": splits, "file": filename, "present": False,
         "path": None, "origin": None, "variant": None, "size": None, "verified": None,
-        "check": "", "md5": fspec.md5, "urls": list(fspec.urls),
+        "check": "", "md5": fspec.md5 or None, "urls": list(fspec.urls),
     }
     loc = locations.locate_file(name, filename, data_dir)
     split = next((spec.splits[s] for s in splits if spec.splits[s].folder), None)
@@ -63,6 +63,9 @@ def file_status(name: str, filename: str, data_dir: str | None, verify: bool) ->
                 row.update(verified=True, check="cached")
             return row
         row["size"] = loc.path.stat().st_size
+        if not fspec.pinned:  # nothing to check it against: said so, never "verified"
+            row.update(check=checksums.UNPINNED)
+            return row
         if verify:
             row.update(verified=True, check=checksums.verify_file(loc.path, fspec, force=True))
         elif cached := checksums.cached_verification(loc.path):
@@ -165,6 +168,8 @@ def _download(names: list[str], data_dir: str | None, as_json: bool) -> None:
 
 def _render(result: dict[str, Any]) -> None:
     """The search folders, then one table row per file, then what to do next."""
+    from capslab.data.checksums import UNPINNED  # deferred: capslab.data imports torch
+
     selected = list(result["datasets"])
     rows = result["files"]
     console.print("Searched, in order:", highlight=False)
@@ -181,8 +186,9 @@ def _render(result: dict[str, Any]) -> None:
         table.add_column(col, justify="right" if col == "size" else "left",
                          overflow="fold" if col in ("where found", "file") else "ellipsis")
     for r in rows:
+        unchecked = "[yellow]no md5 pinned[/]" if r["check"] == UNPINNED else "[yellow]not checked[/]"
         ver = {True: f"[green]ok[/] [dim]{escape(r['check'])}[/]", False: "[bold red]FAILED[/]",
-               None: "[yellow]not checked[/]" if r["present"] else "[dim]-[/]"}[r["verified"]]
+               None: unchecked if r["present"] else "[dim]-[/]"}[r["verified"]]
         where = f"{escape(r['path'])} [dim]({r['origin']})[/]" if r["present"] else "[dim]-[/]"
         table.add_row(r["dataset"], ", ".join(r["splits"]), r["file"], where,
                       "[green]yes[/]" if r["present"] else "[red]no[/]", ver, _human(r["size"]))
@@ -195,13 +201,14 @@ def _render(result: dict[str, Any]) -> None:
         note(f"[dim]Missing: {', '.join(missing)}. Commands that need them download them when "
              "online (unless CAPSLAB_OFFLINE=1); or run `capslab datasets --download NAME`, or "
              "point --data-dir or CAPSLAB_DATA at a folder with the official files.[/]")
-    if any(r["present"] and r["verified"] is None for r in rows):
+    if any(r["present"] and r["verified"] is None and r["check"] != UNPINNED for r in rows):
         note("[dim]Run with --verify to check the md5 of every file found.[/]")
 
 
 def datasets(
     names: Annotated[list[str] | None, typer.Argument(
-        help="Datasets to show (default: all of them).", show_default=False)] = None,
+        help="Datasets to show (default: all of them); the path of your own data (a folder of "
+        "images, an .npz file) shows what was found in it.", show_default=False)] = None,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", "-d", help="Folder searched first (before $CAPSLAB_DATA and the cache).",
         file_okay=False)] = None,
@@ -216,12 +223,19 @@ def datasets(
     """Show each dataset's files: where they were found, their size and whether their md5 is
     the published one. Looks in --data-dir, $CAPSLAB_DATA, ~/.cache/capslab/datasets and known
     system copies; --download fetches missing ones (into --data-dir, else the cache).
-    Exits with 1 when --verify finds a file with a wrong checksum."""
-    from capslab.data import locations  # deferred: capslab.data imports torch
+    Exits with 1 when --verify finds a file with a wrong checksum. Your own data (a path) is
+    read and checked: its classes, image shape, splits and statistics, or the one line that says
+    what is wrong with it."""
+    from capslab.data import is_custom, locations  # deferred: capslab.data imports torch
     from capslab.data.registry import canonical_name, dataset_info, list_datasets
     from capslab.results import versioned
 
     data_dir = str(data_dir) if data_dir is not None else None
+    own = [n for n in names or [] if is_custom(n)]
+    if own and len(own) == len(names):
+        emit(versioned("datasets", {"custom": _own_data(own)}, version=1), as_json, _render_own)
+        return
+    names = [n for n in names or [] if n not in own]
     selected = list(dict.fromkeys(canonical_name(n) for n in names)) if names else list_datasets()
     _download(download_names(download), data_dir, as_json)
 
@@ -231,10 +245,27 @@ def datasets(
                             for d in locations.search_dirs(n, data_dir)] for n in selected},
         "datasets": {n: dataset_info(n).to_dict() for n in selected},
         "files": rows,
+        **({"custom": _own_data(own)} if own else {}),
     }, version=1)
-    emit(result, as_json, _render)
+    emit(result, as_json, lambda r: (_render(r), _render_own(r)))
     if verify and any(r["verified"] is False for r in rows):
         raise typer.Exit(1)
+
+
+def _own_data(values: list[str]) -> dict[str, Any]:
+    """Your own data, read and checked: its info, where it came from and one line about it."""
+    from capslab.data import dataset_info, dataset_origin, describe_dataset
+
+    return {v: {**dataset_info(v).to_dict(), "origin": dataset_origin(v),
+                "summary": describe_dataset(v)} for v in values}
+
+
+def _render_own(result: dict[str, Any]) -> None:
+    for entry in result.get("custom", {}).values():
+        mean = ", ".join(f"{m:.4f}" for m in entry["mean"])
+        std = ", ".join(f"{s:.4f}" for s in entry["std"])
+        console.print(f"{escape(entry['summary'])}; mean {mean}, std {std}", highlight=False,
+                      soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -99,6 +99,17 @@ def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int]:
     return c, h, w
 
 
+def with_resize(dataset: str, resize: int | None) -> str:
+    """The dataset value of ``--dataset PATH --resize N``: ``PATH@N`` (your own data, every image
+    resized to N x N); ``dataset`` itself without ``--resize``."""
+    if resize is None:
+        return dataset
+    head, sep, tail = dataset.rpartition("@")
+    if sep and tail.isdigit():
+        raise ConfigError(f"--dataset {dataset} already gives a size (@{tail}); drop --resize {resize}")
+    return f"{dataset}@{resize}"
+
+
 # ------------------------------------------------------------------ shared options
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 Quiet = Annotated[bool, typer.Option(help="No progress display.")]
@@ -115,4 +126,9 @@ PolicyOpt = Annotated[list[str] | None, typer.Option("--policy-opt", help="Polic
 ModelOpt = Annotated[list[str] | None, typer.Option("--model-opt", help="Model option key=value (repeatable).")]
 SpaceOpt = Annotated[list[str] | None, typer.Option("--space", help="Search-space field key=value, e.g. kernels=3,5 (repeatable).")]
 Optimizer = Annotated[str, typer.Option(help="adam, ranger21 or sgd.")]
-Augment = Annotated[bool, typer.Option(help="Random shift by up to 2 pixels (training only).")]
+Augment = Annotated[bool, typer.Option(help="Random shift by up to 2 pixels (training only; with --pad-to, anywhere on the canvas).")]
+#: ``--dataset`` of the commands that train: a built-in dataset or your own data
+DATASET_HELP = ("A built-in dataset (mnist, fashion-mnist, cifar10, ...: `capslab datasets` lists "
+                "them) or your own data: a folder of images in one subfolder per class (or in "
+                "train/ and test/ subfolders), or an .npz file (docs/data.md).")
+Resize = Annotated[int | None, typer.Option(min=1, help="Your own data: resize every image to N x N pixels (needed when their sizes differ or are not square); the same as --dataset PATH@N.", show_default=False)]

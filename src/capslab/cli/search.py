@@ -169,7 +169,8 @@ DbRetry = Annotated[float, typer.Option(
 
 # ---------------------------------------------------------------------- commands
 def run_cmd(
-    dataset: Annotated[str, typer.Option(help="Dataset to search on (mnist, fashion-mnist, svhn, cifar10, ...).")] = "mnist",
+    dataset: Annotated[str, typer.Option(help="Dataset to search on. " + opt.DATASET_HELP)] = "mnist",
+    resize: opt.Resize = None,
     generations: Annotated[int, typer.Option(min=0, help="Offspring generations after the initial population (paper: 20).")] = 20,
     population: Annotated[int, typer.Option(min=2, help="Parent population |P| (paper: 10).")] = 10,
     offspring: Annotated[int, typer.Option(min=1, help="Offspring per generation |Q| (paper: 10).")] = 10,
@@ -219,7 +220,7 @@ def run_cmd(
     # validated in full (policy options, space keys, ...) before the run folder is created
     config = SearchConfig(
         training=TrainingSettings(
-            model="genotype", dataset=dataset, epochs=epochs, subset=subset, test_subset=test_subset,
+            model="genotype", dataset=opt.with_resize(dataset, resize), epochs=epochs, subset=subset, test_subset=test_subset,
             val_size=val_size,
             policy=policy, policy_options=opt.parse_key_values(policy_opt, "policy option"),
             batch_size=batch_size, lr=lr, seed=seed, device=device,

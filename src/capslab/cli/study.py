@@ -81,7 +81,7 @@ def _render_fastrcaps(result: dict[str, Any], title: str, goal: str, tolerance: 
 
 @study_app.command("fastrcaps")
 def fastrcaps_cmd(
-    dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist (any registered dataset).")] = "mnist",
+    dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist (any registered dataset), or your own data (PATH, PATH@N: see capslab train --help).")] = "mnist",
     subset: opt.Subset = None,
     test_subset: opt.TestSubset = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per run (paper: 30).")] = 30,
@@ -138,7 +138,7 @@ def fastrcaps_cmd(
 
 @study_app.command("pcc")
 def pcc_cmd(
-    dataset: Annotated[str, typer.Option(help="Dataset (mnist, fashion-mnist, svhn, cifar10, ...).")] = "mnist",
+    dataset: Annotated[str, typer.Option(help="Dataset (mnist, fashion-mnist, svhn, cifar10, ...), or your own data (PATH, PATH@N: see capslab train --help).")] = "mnist",
     networks: Annotated[int, typer.Option(min=2, help="Random networks to train (paper: 66).")] = 66,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the full training; the last one is 'final'.")] = 10,
     subset: opt.Subset = None,

@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         ctx: typer.Context,
         model: Annotated[str, typer.Option(help="Registered model name (see `capslab info --list`).")] = "capsnet",
-        dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist, cifar10, cifar100, svhn.")] = "mnist",
+        dataset: Annotated[str, typer.Option(help=opt.DATASET_HELP)] = "mnist",
+        resize: opt.Resize = None,
         epochs: Annotated[int, typer.Option(min=1)] = 10,
         batch_size: opt.BatchSize = 128,
         lr: opt.LearningRate = None,
@@ -135,6 +136,11 @@ def register(app: typer.Typer) -> None:
         data_dir: opt.DataDir = None,
         download: Annotated[bool, typer.Option(help="Download missing dataset files when online (--no-download or CAPSLAB_OFFLINE=1: never).")] = True,
         augment: opt.Augment = True,
+        pad_to: Annotated[int | None, typer.Option(
+            min=1, help="Place every image on a black N x N canvas, at random each training "
+            "epoch and centred for evaluation; the network takes N x N input (--pad-to 40 on "
+            "mnist, then `capslab eval --dataset affnist`: Sabour et al.'s affNIST test).",
+            show_default=False)] = None,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
         nproc: Annotated[int, typer.Option(
             min=1, help="Train data-parallel in N processes on this machine (gloo on the CPU, NCCL "
@@ -159,7 +165,7 @@ def register(app: typer.Typer) -> None:
         from capslab.train import TrainConfig, train
         from capslab.train.distributed import process_rank
 
-        model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, dataset)
+        model_options = model_options_from_flags(weight_sharing, small_decoder, routing, blocks, gamma, genotype, model_opt, opt.with_resize(dataset, resize))
         if genotype is not None:
             model = "genotype"
         values = dict(
@@ -168,14 +174,20 @@ def register(app: typer.Typer) -> None:
             policy_options=opt.parse_key_values(policy_opt, "policy option"), optimizer=optimizer, subset=subset,
             test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, deterministic=deterministic, resume=resume, tensorboard=tensorboard, augment=augment,
-            reconstruction_weight=reconstruction_weight, nproc=nproc, qat_bits=qat,
+            reconstruction_weight=reconstruction_weight, nproc=nproc, qat_bits=qat, pad_to=pad_to,
         )
         if config is not None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
             values = merge_config_file(config, values, given)
+        values["dataset"] = opt.with_resize(values["dataset"], resize)  # --resize N: PATH@N
         cfg = TrainConfig.from_dict(values)
         # imported on use, so that the CLI starts without it
         from capslab.cli.datasets import download_display
+        from capslab.data import describe_dataset
+
+        described = describe_dataset(cfg.dataset)  # your own data: what was found in it
+        if described is not None and process_rank() == 0:
+            note(described, as_json)
 
         with download_display(as_json):  # a missing dataset is fetched with a progress bar
             summary = train(cfg, progress=not (quiet or as_json))
@@ -204,10 +216,17 @@ def register(app: typer.Typer) -> None:
         """Evaluate a trained network (a checkpoint) on a test split; with --weight-bits,
         --activation-bits or --routing-bits also quantized (post-training), beside the float
         result; --calibrate N fixes the activation scales on N training images (the accelerator
-        mode)."""
+        mode). A network trained with --pad-to N sees smaller images centred on its N x N
+        canvas, and takes a dataset of N x N images as it is (--dataset affnist after
+        --pad-to 40 on mnist)."""
         # imported on use, so that the CLI starts without it
         from capslab.data import BatchLoader, load_dataset
-        from capslab.models.pretrained import check_fits_dataset, load_model
+        from capslab.models.pretrained import (
+            check_fits_dataset,
+            check_same_classes,
+            input_padding,
+            load_model,
+        )
         from capslab.train import evaluate, resolve_device
 
         quantization = eval_quantization(weight_bits, activation_bits, routing_bits, quantize_groups)
@@ -219,22 +238,24 @@ def register(app: typer.Typer) -> None:
         dev = resolve_device(device)
         model = load_model(checkpoint, map_location=dev)
         cfg = model.pretrained_cfg
-        name = dataset or cfg["dataset"]
-        if name is None:
-            raise ConfigError(f"checkpoint {checkpoint} records no dataset; name one with --dataset")
-        check_fits_dataset(model, name, checkpoint)
+        name = dataset or recorded_dataset(cfg, checkpoint)
+        pad = input_padding(model, name)  # a network trained with --pad-to: its canvas
+        check_fits_dataset(model, name, checkpoint, pad)
+        check_same_classes(model, name, checkpoint)
         test = load_dataset(name, "test", data_dir=data_dir)
         test = test.stratified(test_subset or None, 0)
+        test = test.padded(pad) if pad else test
         loader = BatchLoader(test, batch_size, shuffle=False)
         weight = cfg["settings"].get("reconstruction_weight", 0.0005)
         result = evaluate(model, loader, dev, weight)
         result.update(dataset=name, checkpoint=str(checkpoint), model=cfg["model_name"],
-                      epoch=cfg["epoch"], images=len(test),
+                      epoch=cfg["epoch"], images=len(test), padded_to=pad,
                       trained_on=cfg["dataset"], recorded_test_accuracy=cfg["test_accuracy"])
         if calibrate is not None:
             from capslab.quantize import calibrate as calibrated
 
             images = load_dataset(name, "train", data_dir=data_dir).stratified(calibrate, 0)
+            images = images.padded(pad) if pad else images
             quantization = calibrated(model, [x for x, _ in BatchLoader(images, 64, shuffle=False)],
                                       quantization, dev)
         if quantization is not None:
@@ -242,8 +263,10 @@ def register(app: typer.Typer) -> None:
                                                    result["test_accuracy"])
 
         def render(r: dict[str, Any]) -> None:
+            padded = f" padded to {pad}x{pad}" if pad else ""
             console.print(f"{name} test accuracy [bold]{100 * r['test_accuracy']:.2f}%[/] "
-                          f"(loss {r['test_loss']:.4f}, {r['images']} images, epoch {r['epoch']})")
+                          f"(loss {r['test_loss']:.4f}, {r['images']} images{padded}, "
+                          f"epoch {r['epoch']})")
             if "quantized" in r:
                 q = r["quantized"]
                 console.print(f"quantized, {q['description']}: [bold]{100 * q['test_accuracy']:.2f}%[/] "
@@ -251,6 +274,31 @@ def register(app: typer.Typer) -> None:
                               f"{q['parameters']:,} weights in {q['tensors']} tensors quantized)")
 
         emit(result, as_json, render)
+
+
+def recorded_dataset(cfg: dict[str, Any], checkpoint: Path) -> str:
+    """The dataset a checkpoint was trained on (its ``pretrained_cfg``), to evaluate on when
+    ``--dataset`` is not given; one line when it is not there any more (your own data that
+    moved, or data registered in another Python process)."""
+    # imported on use, so that the CLI starts without it
+    from capslab.data import is_custom
+    from capslab.errors import DatasetNotFoundError
+
+    name = cfg["dataset"]
+    if name is None:
+        raise ConfigError(f"checkpoint {checkpoint} records no dataset; name one with --dataset")
+    origin = cfg.get("dataset_origin") or {}
+    if origin.get("path") and not Path(origin["path"]).exists():
+        raise DatasetNotFoundError(
+            f"checkpoint {checkpoint} was trained on {origin['path']}, which does not exist any "
+            "more; evaluate it on the data's new place with --dataset PATH"
+        )
+    if origin.get("format") == "registered" and not is_custom(name):
+        raise ConfigError(
+            f"checkpoint {checkpoint} was trained on {name!r}, data registered from Python in "
+            "another process; evaluate it with --dataset PATH (a folder of images or an .npz file)"
+        )
+    return name
 
 
 def eval_quantization(weight_bits: int | None, activation_bits: int | None,

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -98,24 +99,49 @@ def verify_file(path: str | os.PathLike, fspec: FileSpec, md5: str | None = None
 
     A file matches its published md5, or, for gzip'd files, the pinned md5 of the decompressed
     bytes (rewritten gzip headers, or a gunzipped copy). Returns ``"md5"`` or ``"decompressed
-    md5"`` (which one matched); raises :class:`ChecksumError` naming the file otherwise.
+    md5"`` (which one matched); raises :class:`ChecksumError` naming the file otherwise. A file
+    with no checksum pinned (and no ``md5`` given) is not hashed: :data:`UNPINNED` is returned
+    after a one-line warning (:func:`warn_unpinned`).
     """
     path = Path(path)
     expected = (md5 or fspec.md5).lower()
     raw_expected = None if md5 else fspec.raw_md5
+    if not expected and not raw_expected:
+        warn_unpinned(path, fspec, what)
+        return UNPINNED
     digests = _file_digests(path, False, force)
-    if digests["md5"] == expected:
+    if expected and digests["md5"] == expected:
         return "md5"
     if raw_expected:
         digests = _file_digests(path, True, force)
         if digests.get("raw_md5") == raw_expected:
             return "decompressed md5"
-    extra = f" or decompressed md5 {raw_expected}" if raw_expected else ""
+    wanted = " or ".join(([f"{expected}"] if expected else [])
+                         + ([f"decompressed md5 {raw_expected}"] if raw_expected else []))
     raise ChecksumError(
         f"{path}: checksum mismatch{' for ' + what if what else ''}: md5 {digests['md5']}, "
-        f"expected {expected}{extra} (file {fspec.name}): it is corrupt, truncated or not the "
+        f"expected {wanted} (file {fspec.name}): it is corrupt, truncated or not the "
         "official one."
     )
+
+
+#: what :func:`verify_file` returns for a file with no checksum pinned
+UNPINNED = "not pinned"
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_unpinned(path: str | os.PathLike, fspec: FileSpec, what: str = "") -> None:
+    """Say on stderr, once per file and process, that ``path`` is used unverified: no md5 of
+    ``fspec`` is pinned in the registry (``checksums=`` pins one for a call)."""
+    key = str(Path(path).resolve())
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    print(f"capslab: warning: {path} is used unverified: no md5 of {fspec.name} is known for "
+          f"certain{' (' + what + ')' if what else ''}, so none is pinned; pass your own with "
+          "checksums= to check it.", file=sys.stderr, flush=True)
 
 
 def verify_member(path: str | os.PathLike, expected_md5: str, force: bool = False) -> str:

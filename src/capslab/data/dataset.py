@@ -16,6 +16,7 @@ from torch import Tensor
 from capslab.data import locations, readers, sources
 from capslab.data.checksums import verify_file, verify_member
 from capslab.data.registry import DatasetInfo, get_spec, split_spec
+from capslab.data.transforms import center_pad, resize_area
 from capslab.errors import DatasetFormatError
 
 
@@ -58,6 +59,15 @@ class ImageDataset:
         if n is None or n >= len(self):
             return self
         return self.subset(stratified_subset(self.labels, n, seed))
+
+    def padded(self, size: int) -> ImageDataset:
+        """Every image centred on a black ``size`` x ``size`` canvas (:func:`center_pad`), with
+        the info of the padded images (:meth:`DatasetInfo.padded`); the dataset itself when
+        its images already have that size."""
+        if self.info.image_size == size:
+            return self
+        return ImageDataset(center_pad(self.images, size), self.labels, self.info.padded(size),
+                            self.split, self.sources)
 
 
 def stratified_subset(labels, n: int, seed: int = 0) -> Tensor:
@@ -154,6 +164,11 @@ def _decode(spec, split, found: list[locations.Located]) -> tuple[np.ndarray, np
         return readers.read_cifar(found[0].path, split.members, label_key, n_classes)
     if split.reader == "svhn":
         return readers.read_svhn(found[0].path)
+    if split.reader == "smallnorb":  # 96x96 stereo pairs, presented at the registered size
+        images, labels = readers.read_smallnorb(*(loc.path for loc in found), n_classes)
+        return resize_area(images, spec.info.image_size).numpy(), labels
+    if split.reader == "affnist":
+        return readers.read_affnist(found[0].path, split.members[0], n_classes)
     raise ValueError(f"unknown reader {split.reader!r}")
 
 

@@ -102,8 +102,11 @@ def download_feedback(report: Callable[[str], None] | None = _note_on_stderr,
 
 def _check_download(path: Path, fspec: FileSpec, md5: str | None) -> tuple[bool, dict]:
     """Whether ``path`` is the file (its md5, or for gzip'd files the md5 of the decompressed
-    bytes when no ``md5`` override is given), with the digests computed."""
+    bytes when no ``md5`` override is given), with the digests computed. A file with no
+    checksum pinned is taken as it arrived (the download's report says it is not verified)."""
     digests = {"md5": md5_file(path)}
+    if not md5 and not fspec.pinned:
+        return True, digests
     if digests["md5"] == (md5 or fspec.md5).lower():
         return True, digests
     if fspec.raw_md5 and not md5:
@@ -191,12 +194,17 @@ def _size_text(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
-def _report(name: str, fetched: list[Path]) -> None:
+def _report(name: str, fetched: list[Path], checksums: dict[str, str] | None = None) -> None:
     report = _current_feedback().report
     if fetched and report is not None:
         size = sum(p.stat().st_size for p in fetched)
+        files = get_spec(name).files
+        unpinned = [p.name for p in fetched if p.name in files and not files[p.name].pinned
+                    and p.name not in (checksums or {})]
+        check = (f"NOT verified: no md5 is pinned for {', '.join(unpinned)}" if unpinned
+                 else "md5 verified")
         report(f"downloaded {name} {', '.join(p.name for p in fetched)} ({_size_text(size)}, "
-               f"md5 verified) into {fetched[0].parent}")
+               f"{check}) into {fetched[0].parent}")
 
 
 def _download_one(spec: DatasetSpec, filename: str, data_dir, md5: str | None, timeout: float,
@@ -248,7 +256,7 @@ def download(name: str, data_dir: str | os.PathLike | None = None, splits=None,
                 fetched.append(path)
             paths.append(path)
     finally:
-        _report(spec.name, fetched)
+        _report(spec.name, fetched, checksums)
     return paths
 
 
@@ -265,5 +273,5 @@ def download_missing(name: str, filenames, data_dir: str | os.PathLike | None = 
             md5 = (checksums or {}).get(filename)
             fetched.append(_download_one(spec, filename, data_dir, md5, timeout, None))
     finally:
-        _report(spec.name, fetched)
+        _report(spec.name, fetched, checksums)
     return fetched

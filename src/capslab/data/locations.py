@@ -11,7 +11,8 @@ Search order for every file (the first folder that holds it wins):
 In each folder ``<folder>/<dataset>/<file>`` (also the usual sub-folder spellings such as
 ``MNIST/raw``) and ``<folder>/<file>`` are accepted. A gzip'd IDX file may also be kept
 gunzipped (``train-images-idx3-ubyte``); it is then verified by the md5 of the decompressed bytes
-(:mod:`capslab.data.checksums`).
+(:mod:`capslab.data.checksums`). A zip of one file (affNIST's ``test.mat.zip``) may also be
+kept extracted (``test.mat``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Located:
 
     spec_file: str  # the registry file name it stands for
     path: Path
-    variant: str  # "published", "gunzipped" or "extracted"
+    variant: str  # "published", "gunzipped", "unzipped" or "extracted"
     origin: str  # which search folder it came from
 
 
@@ -84,7 +85,8 @@ def locate_file(name: str, filename: str, data_dir=None) -> Located | None:
     spec = get_spec(name)
     fspec = spec.files[filename]
     for d in search_dirs(name, data_dir):
-        for variant, rel in (("published", fspec.name), ("gunzipped", fspec.gunzipped_name)):
+        for variant, rel in (("published", fspec.name), ("gunzipped", fspec.gunzipped_name),
+                             ("unzipped", fspec.unzipped_name)):
             if rel is None:
                 continue
             for p in candidate_paths(spec, d.path, rel):

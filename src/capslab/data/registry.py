@@ -5,7 +5,8 @@ Nothing here reads a file: :func:`dataset_info` and :func:`list_datasets` are fr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 
 from capslab.errors import UnknownDatasetError
 
@@ -40,14 +41,29 @@ class DatasetInfo:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def padded(self, size: int) -> DatasetInfo:
+        """This dataset's images placed on a black ``size`` x ``size`` canvas (``pad_to``):
+        the same classes, ``image_size=size``, and the exact statistics of the padded images
+        (the zeros added lower the mean and change the spread, wherever the image is placed)."""
+        if size < self.image_size:
+            raise ValueError(f"cannot pad {self.image_size}x{self.image_size} images to {size}")
+        share = self.image_size**2 / size**2  # the fraction of the canvas the image covers
+        mean = tuple(m * share for m in self.mean)
+        # E[x^2] scales like the mean: the padding adds zeros only
+        std = tuple(math.sqrt(max((s * s + m * m) * share - mp * mp, 0.0))
+                    for m, s, mp in zip(self.mean, self.std, mean, strict=True))
+        return replace(self, image_size=size, mean=mean, std=std)
+
 
 @dataclass(frozen=True)
 class FileSpec:
     """One file as its authors publish it.
 
-    ``md5`` is the published checksum of the file itself. For gzip'd files ``raw_md5`` is the md5
-    of the DECOMPRESSED bytes: mirrors that rewrite the gzip header (Debian's
-    ``dataset-fashion-mnist``) or users who keep the files gunzipped are verified with it.
+    ``md5`` is the published checksum of the file itself; ``""`` when none is known for certain
+    (not pinned: the file is used with a one-line warning that it is not verified). For gzip'd
+    files ``raw_md5`` is the md5 of the DECOMPRESSED bytes: mirrors that rewrite the gzip header
+    (Debian's ``dataset-fashion-mnist``) or users who keep the files gunzipped are verified
+    with it.
     ``urls`` are the official locations, tried in order; ``dataset`` (the registry name) places
     the file on a mirror given by ``$CAPSLAB_MIRRORS`` (see :func:`capslab.data.downloads.file_urls`).
     """
@@ -64,6 +80,17 @@ class FileSpec:
         """The name of the decompressed variant (``x.gz`` -> ``x``), ``None`` if not gzip'd."""
         return self.name[:-3] if self.name.endswith(".gz") else None
 
+    @property
+    def unzipped_name(self) -> str | None:
+        """The name of the file a ``.zip`` of one file extracts to (``x.mat.zip`` -> ``x.mat``),
+        ``None`` if not a zip."""
+        return self.name[:-4] if self.name.endswith(".zip") else None
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a checksum of this file is known (``md5`` or ``raw_md5``)."""
+        return bool(self.md5 or self.raw_md5)
+
 
 @dataclass(frozen=True)
 class SplitSpec:
@@ -71,7 +98,9 @@ class SplitSpec:
 
     ``reader`` is one of ``"idx"`` (``files`` = images, labels), ``"cifar10"``/``"cifar100"``
     (``files`` = the tarball, ``members`` = the pickle batches inside it, also accepted as an
-    extracted folder ``folder``) or ``"svhn"`` (``files`` = the .mat file).
+    extracted folder ``folder``), ``"svhn"`` (``files`` = the .mat file), ``"smallnorb"``
+    (``files`` = the ``dat``, ``cat`` and ``info`` binary matrices) or ``"affnist"`` (``files``
+    = the ``.mat.zip``, ``members`` = the one ``.mat`` inside it).
     """
 
     files: tuple[str, ...]
@@ -233,9 +262,72 @@ _add(DatasetSpec(
     homepage="http://ufldl.stanford.edu/housenumbers/",
 ))
 
+# smallNORB (Huang & LeCun): stereo pairs of 96x96 images in NORB's binary-matrix format,
+# presented as both cameras (2 channels) reduced to 48x48 by area averaging at decode time.
+# NYU publishes no checksums: these md5s are the ones public smallNORB loaders pin (of the
+# .gz and of the decompressed .mat), the same in independent code bases. The mean/std are a
+# PLACEHOLDER, not measured (the files were not at hand; docs/data.md says how to).
+_NORB_URLS = ("https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",)
+_NORB_TRAIN = "smallnorb-5x46789x9x18x6x2x96x96-training"
+_NORB_TEST = "smallnorb-5x01235x9x18x6x2x96x96-testing"
+
+_add(DatasetSpec(
+    info=DatasetInfo("smallnorb", 5, 2, 48, (0.5, 0.5), (0.25, 0.25),
+                     ("animal", "human", "airplane", "truck", "car")),
+    files=_files(
+        "smallnorb", _NORB_URLS,
+        (f"{_NORB_TRAIN}-dat.mat.gz", "66054832f9accfe74a0f4c36a75bc0a2", None,
+         "8138a0902307b32dfa0025a36dfa45ec"),
+        (f"{_NORB_TRAIN}-cat.mat.gz", "23c8b86101fbf0904a000b43d3ed2fd9", None,
+         "fd5120d3f770ad57ebe620eb61a0b633"),
+        (f"{_NORB_TRAIN}-info.mat.gz", "51dee1210a742582ff607dfd94e332e3", None,
+         "19faee774120001fc7e17980d6960451"),
+        (f"{_NORB_TEST}-dat.mat.gz", "e4ad715691ed5a3a5f138751a4ceb071", None,
+         "e9920b7f7b2869a8f1a12e945b2c166c"),
+        (f"{_NORB_TEST}-cat.mat.gz", "5aa791cd7e6016cf957ce9bdb93b8603", None,
+         "fd5120d3f770ad57ebe620eb61a0b633"),
+        (f"{_NORB_TEST}-info.mat.gz", "a9454f3864d7fd4bb3ea7fc3eb84924e", None,
+         "7c5b871cc69dcadec1bf6a18141f5edc"),
+    ),
+    splits={
+        split: SplitSpec(tuple(f"{stem}-{kind}.mat.gz" for kind in ("dat", "cat", "info")),
+                         "smallnorb", 24300)
+        for split, stem in (("train", _NORB_TRAIN), ("test", _NORB_TEST))
+    },
+    folders=("smallnorb", "smallNORB", "small_norb", "norb"),
+    homepage="https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",
+))
+
+# affNIST (Tieleman): MNIST digits on a 40x40 canvas. The test split is the transformed test
+# set (each MNIST test digit under 32 random affine transforms); the training split is MNIST's
+# 60,000 training digits just centred on the canvas. No checksum is published or known for
+# certain: the files are not pinned (used with a warning). Mean/std: MNIST's on a 40x40 canvas.
+_AFFNIST_URL = "https://www.cs.toronto.edu/~tijmen/affNIST/32x/"
+_ON_40 = DATASETS["mnist"].info.padded(40)
+
+_add(DatasetSpec(
+    info=replace(_ON_40, name="affnist", mean=tuple(round(m, 4) for m in _ON_40.mean),
+                 std=tuple(round(s, 4) for s in _ON_40.std)),
+    files={
+        "training_and_validation.mat.zip": FileSpec(
+            "training_and_validation.mat.zip", "",
+            (_AFFNIST_URL + "just_centered/training_and_validation.mat.zip",), dataset="affnist"),
+        "test.mat.zip": FileSpec(
+            "test.mat.zip", "", (_AFFNIST_URL + "transformed/test.mat.zip",), dataset="affnist"),
+    },
+    splits={
+        "train": SplitSpec(("training_and_validation.mat.zip",), "affnist", 60000,
+                           ("training_and_validation.mat",)),
+        "test": SplitSpec(("test.mat.zip",), "affnist", 320000, ("test.mat",)),
+    },
+    folders=("affnist", "affNIST"),
+    homepage="https://www.cs.toronto.edu/~tijmen/affNIST/",
+))
+
 _ALIASES = {
     "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
     "cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "cifar100", "cifar_100": "cifar100",
+    "small-norb": "smallnorb", "small_norb": "smallnorb", "norb": "smallnorb",
 }
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from capslab.data.dataset import ImageDataset
-from capslab.data.registry import dataset_info
+from capslab.data.readers import NORB_BYTE_MAGIC, NORB_DTYPES, NORB_INT_MAGIC
+from capslab.data.registry import dataset_info, split_spec
 
 
 def md5(data: bytes) -> str:
@@ -125,6 +126,77 @@ def write_svhn(path: Path, n: int = 9, seed: int = 0):
     path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(str(path), {"X": x, "y": y})
     return md5(path.read_bytes()), x, y.reshape(-1)
+
+
+def norb_matrix_bytes(arr: np.ndarray, magic: int) -> bytes:
+    """``arr`` as a NORB binary matrix: little-endian magic, ndim, ``max(3, ndim)`` dimensions
+    (1 for the unused ones), then the data in the type ``magic`` names."""
+    dims = list(arr.shape) + [1] * max(0, 3 - arr.ndim)
+    header = struct.pack(f"<II{len(dims)}i", magic, arr.ndim, *dims)
+    return header + np.ascontiguousarray(arr, dtype=NORB_DTYPES[magic]).tobytes()
+
+
+def smallnorb_names(split: str) -> tuple[str, ...]:
+    """The registry's ``dat``, ``cat`` and ``info`` file names of smallNORB split ``split``."""
+    return split_spec("smallnorb", split).files
+
+
+def write_smallnorb(folder: Path, split: str = "test", n: int = 10, seed: int = 0,
+                    gzipped: bool = True):
+    """A small smallNORB split (``n`` stereo pairs of random 96x96 images, labels ``i % 5``)
+    under the official names (gunzipped, ``.mat``, when ``gzipped`` is false).
+
+    Returns ``(images uint8 [n, 2, 96, 96], labels [n], {registry file name: md5})``; the md5s
+    are of the files written (pass them as ``checksums=``).
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 2, 96, 96), dtype=np.uint8)
+    labels = (np.arange(n) % 5).astype(np.int32)
+    info = np.stack([np.arange(n) % 10, np.arange(n) % 9, 2 * (np.arange(n) % 18),
+                     np.arange(n) % 6], axis=1).astype(np.int32)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    md5s = {}
+    payloads = (norb_matrix_bytes(images, NORB_BYTE_MAGIC), norb_matrix_bytes(labels, NORB_INT_MAGIC),
+                norb_matrix_bytes(info, NORB_INT_MAGIC))
+    for name, payload in zip(smallnorb_names(split), payloads, strict=True):
+        data = gzip.compress(payload, mtime=0) if gzipped else payload
+        (folder / (name if gzipped else name[:-3])).write_bytes(data)
+        md5s[name] = md5(data)
+    return images, labels.astype(np.int64), md5s
+
+
+def affnist_struct(images: np.ndarray, labels) -> dict:
+    """The ``affNISTdata`` struct of the official files for ``images`` uint8 ``[N, 40, 40]``:
+    ``image`` ``[1600, N]`` (column n = image n row by row), ``label_int`` ``[1, N]`` and
+    ``label_one_of_n`` ``[10, N]``."""
+    labels = np.asarray(labels, dtype=np.uint8).reshape(-1)
+    images = np.asarray(images, dtype=np.uint8)
+    one_hot = np.zeros((10, len(labels)), dtype=np.uint8)
+    one_hot[labels, np.arange(len(labels))] = 1
+    return {"image": np.ascontiguousarray(images.reshape(len(images), -1).T),
+            "label_int": labels.reshape(1, -1), "label_one_of_n": one_hot}
+
+
+def write_affnist(path: Path, images: np.ndarray, labels, member: str | None = None) -> str:
+    """An affNIST file as published: ``path`` a ``.mat.zip`` holding ``member`` (default: the
+    zip's name less ``.zip``, e.g. ``test.mat``), or a plain ``.mat`` when ``path`` does not
+    end in ``.zip``. ``images``: uint8 ``[N, 40, 40]``, upright. Returns the file's md5."""
+    import zipfile
+
+    import scipy.io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = io.BytesIO()
+    scipy.io.savemat(content, {"affNISTdata": affnist_struct(images, labels)})
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            info = zipfile.ZipInfo(member or path.name[:-4], date_time=(2013, 1, 1, 0, 0, 0))
+            archive.writestr(info, content.getvalue(), zipfile.ZIP_DEFLATED)
+    else:
+        path.write_bytes(content.getvalue())
+    return md5(path.read_bytes())
 
 
 def write_fake_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> dict[str, str]:

@@ -4,10 +4,14 @@ The random draws (:func:`shift_offsets`, :func:`flip_mask`) are made on the CPU 
 generator and kept apart from their application (:func:`shift`, :func:`flip`), so that a loader
 on a GPU can draw a whole epoch's offsets at once and copy them to the device in one transfer
 instead of waiting for a copy at every step.
+
+Also the fixed, deterministic ways a dataset's images are presented: :func:`center_pad` (a
+black canvas around each image, ``pad_to``) and :func:`resize_area` (smallNORB's 96 -> 48).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -66,4 +70,36 @@ def augment_batch(images: Tensor, generator: torch.Generator | None = None, max_
     out = random_shift(images, max_shift, generator)
     if hflip:
         out = random_hflip(out, 0.5, generator)
+    return out
+
+
+def center_pad(images: Tensor, size: int) -> Tensor:
+    """Place every image in the middle of a black ``size`` x ``size`` canvas (``pad_to``); an
+    odd margin leaves the extra row and column below and right.
+
+    Shape: ``[B, C, H, W]`` -> ``[B, C, size, size]``, same dtype and device.
+    """
+    h, w = images.shape[-2:]
+    if size < h or size < w:
+        raise ValueError(f"cannot pad {h}x{w} images to {size}x{size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return F.pad(images, (left, size - w - left, top, size - h - top))
+
+
+def resize_area(images: Tensor | np.ndarray, size: int, chunk: int = 1024) -> Tensor:
+    """uint8 images resized to ``size`` x ``size`` by area averaging (each output pixel the
+    mean of the input pixels it covers; 96 -> 48 averages 2x2 blocks), rounded to the nearest
+    integer (halves to even): deterministic, the same on every machine. Done ``chunk`` images
+    at a time, so the float copy stays small; a numpy array (also a read-only view of a file's
+    bytes) is read chunk by chunk, never copied whole.
+
+    Shape: ``[B, C, H, W]`` uint8 -> ``[B, C, size, size]`` uint8 tensor (on the images' device).
+    """
+    device = images.device if isinstance(images, Tensor) else torch.device("cpu")
+    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8, device=device)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start : start + chunk]
+        part = part.float() if isinstance(part, Tensor) else torch.from_numpy(part.astype(np.float32))
+        resized = F.interpolate(part, size=(size, size), mode="area")
+        out[start : start + chunk] = resized.round().clamp_(0, 255).to(torch.uint8)
     return out

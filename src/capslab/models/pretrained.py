@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from capslab.checkpoint import load_checkpoint
-from capslab.data import dataset_info
-from capslab.errors import CheckpointError, ConfigError, UnknownDatasetError
+from capslab.data import dataset_info, is_custom
+from capslab.errors import CheckpointError, ConfigError, DatasetError
 from capslab.models.registry import (
     check_model_options,
     effective_options,
@@ -61,8 +61,11 @@ def pretrained_cfg(ckpt: dict[str, Any], path: PathLike, model: nn.Module | None
     Keys: ``model_name``, ``model_options``, ``dataset`` (the training dataset, or ``None``),
     ``classes`` (class names, or ``[]``), ``input_shape`` ``[C, H, W]``, ``num_classes``,
     ``normalization``, ``mean``, ``std``, ``epoch`` (epochs trained), ``test_accuracy`` (of that
-    epoch), ``best_epoch``, ``best_accuracy``, ``settings`` (the training settings) and
-    ``source`` (the checkpoint file). Accuracies are fractions.
+    epoch), ``best_epoch``, ``best_accuracy``, ``settings`` (the training settings),
+    ``source`` (the checkpoint file), ``dataset_info`` (the training dataset's info as recorded:
+    for your own data computed from it; ``None`` in older checkpoints) and ``dataset_origin``
+    (your own data's path, format and test split; ``None`` for a built-in dataset).
+    Accuracies are fractions.
     """
     name, options = ckpt["model_name"], ckpt["model_options"]
     full = effective_options(name, options) if name in list_models() else dict(options)
@@ -87,6 +90,8 @@ def pretrained_cfg(ckpt: dict[str, Any], path: PathLike, model: nn.Module | None
         "best_accuracy": best if best is not None and best >= 0 else None,  # -1: no epoch yet
         "settings": settings,
         "source": str(path),
+        "dataset_info": ckpt.get("dataset_info"),
+        "dataset_origin": ckpt.get("dataset_origin"),
     }
 
 
@@ -96,7 +101,7 @@ def _dataset_classes(dataset: str | None) -> tuple[str, ...]:
 
     try:
         return dataset_info(dataset).classes
-    except UnknownDatasetError:  # a dataset this installation does not know: no names
+    except DatasetError:  # a dataset this installation does not know, data gone: no names
         return ()
 
 
@@ -118,15 +123,64 @@ def load_model_and_checkpoint(
     return model.to(map_location), ckpt
 
 
-def check_fits_dataset(model: nn.Module, dataset: str, source: Any) -> None:
+def check_fits_dataset(model: nn.Module, dataset: str, source: Any,
+                       padded_to: int | None = None) -> None:
     """Refuse (:class:`ConfigError`, one line naming ``source``, the checkpoint) a dataset
-    whose image shape or number of classes is not the trained ``model``'s."""
+    whose image shape (once centred on a ``padded_to`` canvas, when given) or number of
+    classes is not the trained ``model``'s. When only the image size differs, the line says
+    how to train a network for the dataset's size (``pad_to``)."""
     info = dataset_info(dataset)
-    if tuple(model.image_shape) != info.shape or model.num_classes != info.num_classes:
+    if padded_to is not None:
+        info = info.padded(padded_to)
+    shape = tuple(model.image_shape)
+    if shape == info.shape and model.num_classes == info.num_classes:
+        return
+    hint = ""
+    if shape[0] == info.channels and model.num_classes == info.num_classes:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        trained, side, size = cfg.get("dataset") or "its dataset", shape[-1], info.image_size
+        if size > side:
+            hint = (f": a network takes the image size it was trained on; to evaluate on "
+                    f"{dataset}, train on {trained} placed on a {size}x{size} canvas (capslab "
+                    f"train --pad-to {size}, or pad_to={size} in the training settings)")
+        elif (cfg.get("settings") or {}).get("pad_to") == side:
+            hint = (f": it was trained on images centred on a {side}x{side} canvas (pad_to); "
+                    f"centre {dataset}'s on it too (ImageDataset.padded({side}), as capslab "
+                    "eval does)")
+        else:
+            hint = (f": a network takes the image size it was trained on; evaluate it on "
+                    f"{side}x{side} images, or train one on {dataset}")
+    raise ConfigError(
+        f"checkpoint {source} is a model for images {shape} with "
+        f"{model.num_classes} classes; {dataset} has {info.shape} with {info.num_classes} "
+        f"classes{hint}"
+    )
+
+
+def check_same_classes(model: nn.Module, dataset: str, source: Any) -> None:
+    """Refuse (:class:`ConfigError`, one line naming ``source``) your own data whose classes
+    are not the ones ``model`` was trained on (names and order), as recorded in its checkpoint.
+    Built-in datasets are left to :func:`check_fits_dataset` (their classes are fixed)."""
+    trained = list((getattr(model, "pretrained_cfg", None) or {}).get("classes") or [])
+    if not trained or not is_custom(dataset):
+        return
+    classes = list(dataset_info(dataset).classes)
+    if classes != trained:
         raise ConfigError(
-            f"checkpoint {source} is a model for images {tuple(model.image_shape)} with "
-            f"{model.num_classes} classes; {dataset} has {info.shape} with {info.num_classes} classes"
+            f"checkpoint {source} was trained on the classes {', '.join(trained)}; {dataset} "
+            f"has {', '.join(classes)}"
         )
+
+
+def input_padding(model: nn.Module, dataset: str) -> int | None:
+    """The canvas size to centre ``dataset``'s images on for ``model``: its input size, when it
+    was trained on images padded to it (``pad_to`` in its training settings) and ``dataset``'s
+    images are smaller; ``None`` otherwise (the images are used as they are)."""
+    settings = (getattr(model, "pretrained_cfg", None) or {}).get("settings") or {}
+    size = int(model.image_shape[-1])
+    if settings.get("pad_to") == size and dataset_info(dataset).image_size < size:
+        return size
+    return None
 
 
 def load_model(path: PathLike, map_location: MapLocation = "cpu") -> nn.Module:

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from capslab.data import dataset_info
-from capslab.data.registry import split_spec
+from capslab.data import dataset_info, split_size
 from capslab.errors import ConfigError, RunMismatchError
 from capslab.hw import CAPSACC, Accelerator
 from capslab.nas.evaluate import Evaluator, TrainedAccuracy, default_time_limit
@@ -63,7 +62,7 @@ def default_val_size(training: TrainingSettings) -> int:
     ``VAL_FRACTION`` x the images it would otherwise train on (``subset`` when given, else the
     whole training split), between one per class and ``VAL_MAX``. MNIST: 5,000; ``--subset
     500``: 100 (the 500 training images are then drawn from the other 59,900)."""
-    available = split_spec(training.dataset, "train").size
+    available = split_size(training.dataset, "train")
     used = available if training.subset is None else min(training.subset, available)
     size = min(VAL_MAX, round(VAL_FRACTION * used))
     return max(size, dataset_info(training.dataset).num_classes)

@@ -28,8 +28,7 @@ from typing import Any
 
 from capslab import train as trainer  # trainer.train is looked up at each call
 from capslab.allocator import release_freed_memory
-from capslab.data import dataset_info
-from capslab.data.registry import split_spec
+from capslab.data import dataset_info, split_size
 from capslab.errors import (
     CandidateFailed,
     CandidateTimeout,
@@ -218,13 +217,13 @@ def device_kind(device: str) -> str:
 
 def data_sizes(training: TrainingSettings) -> tuple[int, int]:
     """(training images, evaluated images) of one epoch of ``training`` (from the dataset's
-    registered split sizes: no file is read)."""
-    available = split_spec(training.dataset, "train").size
+    registered split sizes: no file is read; your own data's once it is read)."""
+    available = split_size(training.dataset, "train")
     if training.val_size is not None:
         available -= training.val_size
         evaluated = training.val_size
     else:
-        evaluated = split_spec(training.dataset, "test").size
+        evaluated = split_size(training.dataset, "test")
         if training.test_subset is not None:
             evaluated = min(evaluated, training.test_subset)
     trained = available if training.subset is None else min(available, training.subset)

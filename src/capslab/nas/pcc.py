@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from capslab.data.sources import require_files
+from capslab.data import require_files
 from capslab.errors import ConfigError
 from capslab.experiments import run_or_failure
 from capslab.genotype import Genotype

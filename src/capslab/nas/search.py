@@ -46,7 +46,7 @@ from typing import Any
 
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
-from capslab.data.sources import require_files
+from capslab.data import check_reachable, require_files
 from capslab.errors import ConfigError, GenotypeError, JournalUnavailableError, RunMismatchError
 from capslab.genotype import Genotype
 from capslab.hw import estimate
@@ -141,6 +141,12 @@ def _deadline(max_time: float | None) -> float | None:
     if max_time <= 0:
         raise ConfigError(f"max_time must be positive seconds, got {max_time:g}")
     return time.monotonic() + max_time
+
+
+def _check_reachable(config: SearchConfig, pool: SerialPool) -> None:
+    """Refuse data registered from Python when candidates train in other processes."""
+    if type(pool) is not SerialPool:
+        check_reachable(config.training.dataset, "the search's worker processes (use workers=1)")
 
 
 def _drive(
@@ -428,6 +434,7 @@ def run_search(
     # the pool first: a Ray address that refuses the connection leaves no run folder behind
     with make_pool(evaluator, workers, ray_address, mp_context,
                    device_kind(config.training.device), gpus_per_candidate) as pool:
+        _check_reachable(config, pool)
         url = database_url(db, run_dir)
         # the journal's run id column holds 128 characters
         run_id = run_id or f"{run_dir.name[:100]}-{uuid.uuid4().hex[:8]}"
@@ -473,4 +480,5 @@ def resume(
             evaluator = evaluator or config.evaluator(run_dir)
             with make_pool(evaluator, workers, ray_address, mp_context,
                            device_kind(config.training.device), gpus_per_candidate) as pool:
+                _check_reachable(config, pool)
                 return _drive(config, journal, pool, progress, run_dir, deadline, lease)

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from capslab.data import dataset_info
-from capslab.data.registry import split_spec
+from capslab.data import canonical_dataset, dataset_info, split_size
 from capslab.device import check_device_name
 from capslab.errors import ConfigError
 from capslab.models import check_model_options
@@ -37,7 +36,11 @@ class TrainingSettings(Settings):
     downloaded from the official URLs (never when ``$CAPSLAB_OFFLINE`` is set; see docs/data.md).
     ``deterministic=True`` makes a CUDA run repeatable bit for bit (cuDNN's deterministic
     algorithms, no TF32; :func:`capslab.device.configure_backends`), at a cost in speed; CPU
-    runs are repeatable either way. ``device``, ``data_dir``, ``download``, ``eval_batch_size``,
+    runs are repeatable either way. ``pad_to`` places every image on a black ``pad_to`` x
+    ``pad_to`` canvas (the network's input size): at random in each training epoch (the
+    augmentation's shift then spans the whole margin; ``augment=False`` keeps it centred),
+    centred in the split evaluated, as Sabour et al. (2017) train on MNIST in 40x40 to test on
+    affNIST. ``device``, ``data_dir``, ``download``, ``eval_batch_size``,
     ``compile`` and ``deterministic`` do not change what is trained (only, on a GPU, its last
     bits) and are not part of :meth:`identity`.
     """
@@ -66,6 +69,7 @@ class TrainingSettings(Settings):
     compile: bool = False
     deterministic: bool = False
     qat_bits: int | None = None
+    pad_to: int | None = None
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
         "data_dir", "download", "eval_batch_size", "device", "compile", "deterministic",
@@ -88,9 +92,16 @@ class TrainingSettings(Settings):
                 "optimizer ranger21 plans its own warm-up and warm-down of the learning rate; "
                 f"use policy 'fixed' with it (got {self.policy!r})"
             )
-        dataset_info(self.dataset)  # an unknown dataset is refused here, before any file
+        # your own data's path made absolute, so that the run's files name it from anywhere
+        self.dataset = canonical_dataset(self.dataset)
+        info = dataset_info(self.dataset)  # an unknown dataset is refused here, before any file
+        if self.pad_to is not None and self.pad_to <= info.image_size:
+            raise ConfigError(
+                f"pad_to {self.pad_to} must be larger than the {info.image_size}x"
+                f"{info.image_size} images of {self.dataset} (the canvas they are placed on)"
+            )
         if self.val_size is not None:
-            available = split_spec(self.dataset, "train").size
+            available = split_size(self.dataset, "train")
             if self.val_size >= available:
                 raise ConfigError(
                     f"val_size {self.val_size} leaves no training image: the {self.dataset} "

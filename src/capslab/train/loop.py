@@ -38,6 +38,9 @@ from capslab.data import (
     BatchLoader,
     DatasetInfo,
     ImageDataset,
+    check_reachable,
+    dataset_info,
+    dataset_origin,
     load_dataset,
     require_files,
     stratified_subset,
@@ -85,6 +88,8 @@ METRICS_FILE = "metrics.jsonl"
 CALIBRATION_IMAGES = 256
 #: off the CPU, how many steps run between two checks that the loss is finite (a host sync)
 FINITE_CHECK_EVERY = 25
+#: the training augmentation's largest shift in pixels, each way (without ``pad_to``)
+DEFAULT_SHIFT = 2
 
 
 def seed_everything(seed: int) -> None:
@@ -120,7 +125,9 @@ def prepare_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
 
     Without ``val_size`` that is the test split (``test_subset`` of it). With ``val_size``
     the validation split is held out of the whole training split first (:func:`hold_out`),
-    ``subset`` is then drawn from the rest, and the test split is not read at all.
+    ``subset`` is then drawn from the rest, and the test split is not read at all. With
+    ``pad_to`` both are centred on their canvas (the training images then move on it by
+    :func:`augmentation_shift`).
     """
     train_set = load_dataset(config.dataset, "train", data_dir=config.data_dir, download=config.download)
     if config.val_size is not None:
@@ -128,7 +135,19 @@ def prepare_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
     else:
         eval_set = load_dataset(config.dataset, "test", data_dir=config.data_dir, download=config.download)
         eval_set = eval_set.stratified(config.test_subset, config.seed)
-    return train_set.stratified(config.subset, config.seed), eval_set
+    train_set = train_set.stratified(config.subset, config.seed)
+    if config.pad_to is not None:
+        train_set, eval_set = train_set.padded(config.pad_to), eval_set.padded(config.pad_to)
+    return train_set, eval_set
+
+
+def augmentation_shift(config: TrainConfig) -> int:
+    """The largest shift (pixels, each way) of the training augmentation: 2, or with
+    ``pad_to`` half the margin around the centred image, so that each epoch places every image
+    at random anywhere on its canvas (all of it for an even margin; 40 - 28: 6 each way)."""
+    if config.pad_to is None:
+        return DEFAULT_SHIFT
+    return (config.pad_to - dataset_info(config.dataset).image_size) // 2
 
 
 def evaluated_split(config: TrainConfig) -> str:
@@ -251,7 +270,7 @@ def train_epoch(
     # the whole split sits on the device, so every batch is ready before its step
     loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment,
                          seed=config.seed, device=device, rank=ranks.rank,
-                         world_size=ranks.world_size)
+                         world_size=ranks.world_size, max_shift=augmentation_shift(config))
     loader.set_epoch(epoch)
     model.train()
     check_every = 1 if device.type == "cpu" else FINITE_CHECK_EVERY
@@ -401,11 +420,16 @@ def save_epoch(
     out: Path, config: TrainConfig, model: nn.Module, optimizer, schedule: Schedule,
     state: RunState, is_best: bool,
 ) -> None:
-    """``metrics.jsonl`` (the whole history, rewritten atomically) and the checkpoints."""
+    """``metrics.jsonl`` (the whole history, rewritten atomically) and the checkpoints. A
+    checkpoint records the dataset's info (for your own data: computed from it) and, for your
+    own data, where it came from, so that the network loads without the data."""
     atomic_write_text(out / METRICS_FILE,
                       "".join(json.dumps(versioned("metrics", h)) + "\n" for h in state.history))
     if not config.checkpoints:
         return
+    info = dataset_info(config.dataset)
+    if config.pad_to is not None:  # the network's input: the images on their canvas
+        info = info.padded(config.pad_to)
     payload = {
         "model_name": config.model,
         "model_options": _jsonable(getattr(model, "model_options", config.model_options)),
@@ -420,6 +444,9 @@ def save_epoch(
         "global_step": state.global_step,
         "best_accuracy": state.best_accuracy,
         "best_epoch": state.best_epoch,
+        "classes": list(info.classes),
+        "dataset_info": info.to_dict(),
+        "dataset_origin": dataset_origin(config.dataset),
     }
     save_checkpoint(out / "last.pt", **payload)
     if is_best:
@@ -495,6 +522,7 @@ def spawn_ranks(config: TrainConfig, progress: bool, callbacks: Sequence[Callbac
     args = (config, progress, tuple(callbacks))
     check_picklable(args)
     splits = ("train",) if config.val_size is not None else ("train", "test")
+    check_reachable(config.dataset, f"the {config.nproc} training processes (nproc)")
     require_files(config.dataset, config.data_dir, splits, download=config.download)
     last = config.nproc - 1
     rank_device(resolve_device(config.device), Ranks(last, config.nproc, last))
