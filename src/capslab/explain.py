@@ -37,13 +37,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from capslab.data import dataset_info, load_dataset
 from capslab.device import resolve_device
 from capslab.errors import CheckpointError, ConfigError
 from capslab.io import atomic_write_text
 from capslab.layers import ClassCaps, DepthwisePrimaryCaps, FlatCaps, PrimaryCaps
 from capslab.models.genotype_net import ClassStage
-from capslab.models.pretrained import check_fits_dataset, load_model
+from capslab.models.pretrained import load_model, model_split
 from capslab.ops import capsule_lengths, exp_squash, safe_norm, squash
 from capslab.report.html import Page
 from capslab.results import pyplot, save_figure, versioned
@@ -455,9 +454,8 @@ def explain_checkpoint(
     name = dataset or cfg["dataset"]
     if name is None:
         raise ConfigError(f"checkpoint {path} records no dataset; name one with --dataset")
-    check_fits_dataset(model, name, path)
-    info = dataset_info(name)
-    test = load_dataset(name, "test", data_dir=data_dir)
+    test = model_split(model, name, "test", path, data_dir)
+    info = test.info
     if indices:
         bad = [i for i in indices if not 0 <= i < len(test)]
         if bad:

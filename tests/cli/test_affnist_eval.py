@@ -118,3 +118,19 @@ def test_pad_to_must_be_larger_than_the_images(mnist_root):
     train_set, eval_set = prepare_data(config)
     assert train_set.images.shape[1:] == eval_set.images.shape[1:] == (1, 36, 36)
     assert np.isclose(train_set.info.mean[0], 0.1307 * 28**2 / 36**2)
+
+
+def test_every_command_reading_a_checkpoints_data_centres_it_on_the_canvas(padded_run, tmp_path):
+    from capslab.studies.quantize import load_test_split
+
+    path, summary = padded_run
+    model = load_model(path)
+    name, test = load_test_split(model, None, None, 50, str(path))  # study quantize, bitwidths
+    assert name == "mnist" and tuple(test.images.shape[1:]) == (1, 40, 40)
+    study = json.loads(invoke_ok("study", "quantize", "--checkpoint", str(path), "--bits", "8",
+                                 "--test-subset", "100", "--device", "cpu",
+                                 "--out", str(tmp_path / "q"), "--json"))
+    assert study["float"]["test_accuracy"] > 0.3  # the padded network scores on padded digits, not on 28x28 ones
+    onnx = json.loads(invoke_ok("export", str(path), "--out", str(tmp_path / "n.onnx"),
+                                "--check", "20", "--json"))
+    assert onnx["checked_on"].startswith("20 mnist") and onnx["same_predictions"]

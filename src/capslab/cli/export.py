@@ -29,7 +29,6 @@ def export(
     the accelerator mode as QDQ pairs) and check it in onnxruntime against PyTorch: the same
     predictions, the class-capsule lengths within 1e-5 (1e-3 quantized)."""
     # imported on use, so that the CLI starts without them
-    from capslab.data import load_dataset
     from capslab.errors import ConfigError
     from capslab.export import (
         LENGTH_TOLERANCE,
@@ -37,7 +36,7 @@ def export(
         compare_with_torch,
         export_onnx,
     )
-    from capslab.models.pretrained import load_model
+    from capslab.models.pretrained import load_model, model_split
     from capslab.quantize import calibrate as calibrated
     from capslab.quantize import quantize_model
 
@@ -47,7 +46,7 @@ def export(
     if quantized:
         if not dataset:
             raise ConfigError(f"{checkpoint} records no dataset to calibrate --quantized on")
-        images = _images(load_dataset(dataset, "train", data_dir=data_dir).stratified(calibrate, 0))
+        images = _images(model_split(model, dataset, "train", checkpoint, data_dir).stratified(calibrate, 0))
         settings = calibrated(model, [images], weight_bits=bits, activation_bits=bits,
                               routing_bits=bits, groups=("conv", "primary", "capsule"),
                               power_of_two=power_of_two)
@@ -58,7 +57,7 @@ def export(
               "opset": opset, "model": getattr(model, "model_name", type(model).__name__),
               "quantization": "float" if settings is None else settings.describe()}
     if check and dataset:
-        test = load_dataset(dataset, "test", data_dir=data_dir).stratified(check, 0)
+        test = model_split(model, dataset, "test", checkpoint, data_dir).stratified(check, 0)
         agreement = compare_with_torch(reference, path, _images(test))
         result |= {"checked_on": f"{len(test)} {dataset} test images", **agreement.to_dict(),
                    "tolerance": tolerance}

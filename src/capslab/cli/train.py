@@ -220,13 +220,8 @@ def register(app: typer.Typer) -> None:
         canvas, and takes a dataset of N x N images as it is (--dataset affnist after
         --pad-to 40 on mnist)."""
         # imported on use, so that the CLI starts without it
-        from capslab.data import BatchLoader, load_dataset
-        from capslab.models.pretrained import (
-            check_fits_dataset,
-            check_same_classes,
-            input_padding,
-            load_model,
-        )
+        from capslab.data import BatchLoader
+        from capslab.models.pretrained import input_padding, load_model, model_split
         from capslab.train import evaluate, resolve_device
 
         quantization = eval_quantization(weight_bits, activation_bits, routing_bits, quantize_groups)
@@ -240,11 +235,7 @@ def register(app: typer.Typer) -> None:
         cfg = model.pretrained_cfg
         name = dataset or recorded_dataset(cfg, checkpoint)
         pad = input_padding(model, name)  # a network trained with --pad-to: its canvas
-        check_fits_dataset(model, name, checkpoint, pad)
-        check_same_classes(model, name, checkpoint)
-        test = load_dataset(name, "test", data_dir=data_dir)
-        test = test.stratified(test_subset or None, 0)
-        test = test.padded(pad) if pad else test
+        test = model_split(model, name, "test", checkpoint, data_dir).stratified(test_subset or None, 0)
         loader = BatchLoader(test, batch_size, shuffle=False)
         weight = cfg["settings"].get("reconstruction_weight", 0.0005)
         result = evaluate(model, loader, dev, weight)
@@ -254,8 +245,7 @@ def register(app: typer.Typer) -> None:
         if calibrate is not None:
             from capslab.quantize import calibrate as calibrated
 
-            images = load_dataset(name, "train", data_dir=data_dir).stratified(calibrate, 0)
-            images = images.padded(pad) if pad else images
+            images = model_split(model, name, "train", checkpoint, data_dir).stratified(calibrate, 0)
             quantization = calibrated(model, [x for x, _ in BatchLoader(images, 64, shuffle=False)],
                                       quantization, dev)
         if quantization is not None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from capslab.checkpoint import load_checkpoint
-from capslab.data import dataset_info, is_custom
+from capslab.data import ImageDataset, dataset_info, is_custom, load_dataset
 from capslab.errors import CheckpointError, ConfigError, DatasetError
 from capslab.models.registry import (
     check_model_options,
@@ -181,6 +181,19 @@ def input_padding(model: nn.Module, dataset: str) -> int | None:
     if settings.get("pad_to") == size and dataset_info(dataset).image_size < size:
         return size
     return None
+
+
+def model_split(model: nn.Module, dataset: str, split: str, source: Any,
+                data_dir: str | None = None) -> ImageDataset:
+    """Split ``split`` of ``dataset`` as ``model`` takes it: refused in one line when it does
+    not fit (:func:`check_fits_dataset`, :func:`check_same_classes`), centred on the model's
+    canvas when it was trained with ``pad_to`` on smaller images (:func:`input_padding`).
+    ``source`` (the checkpoint) names the network in the errors."""
+    pad = input_padding(model, dataset)
+    check_fits_dataset(model, dataset, source, pad)
+    check_same_classes(model, dataset, source)
+    images = load_dataset(dataset, split, data_dir=data_dir)
+    return images.padded(pad) if pad else images
 
 
 def load_model(path: PathLike, map_location: MapLocation = "cpu") -> nn.Module:

@@ -34,7 +34,7 @@ from capslab.errors import ConfigError
 from capslab.hw import CAPSACC, Accelerator, expand, weight_memory_at_widths
 from capslab.hw.estimate import weight_layers
 from capslab.io import atomic_write_json, atomic_write_text
-from capslab.models.pretrained import load_model
+from capslab.models.pretrained import load_model, model_split
 from capslab.quantize import (
     MAX_BITS,
     MIN_BITS,
@@ -154,14 +154,13 @@ def run_bitwidth_search(config: BitWidthConfig,
                         ) -> dict[str, Any]:
     """Load the checkpoint, search on the validation split, report on the test split; write
     the files. Returns the result (also ``bitwidths.json``)."""
-    from capslab.data import load_dataset
-
     device = resolve_device(config.device)
     model = load_model(config.checkpoint, map_location=device)
     cfg = model.pretrained_cfg
     name, test = load_test_split(model, None, config.data_dir, config.test_subset,
                                  config.checkpoint)
-    val, source = validation_split(load_dataset(name, "train", data_dir=config.data_dir),
+    val, source = validation_split(model_split(model, name, "train", config.checkpoint,
+                                               config.data_dir),
                                    cfg["settings"], config.val_size)
     val_loader = BatchLoader(val, config.batch_size, shuffle=False)
     test_loader = BatchLoader(test, config.batch_size, shuffle=False)

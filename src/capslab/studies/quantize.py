@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from capslab.data import BatchLoader, load_dataset
+from capslab.data import BatchLoader
 from capslab.errors import ConfigError
-from capslab.models.pretrained import check_fits_dataset, load_model
+from capslab.models.pretrained import load_model, model_split
 from capslab.quantize import (
     GROUPS,
     QuantizationSettings,
@@ -124,9 +124,7 @@ def load_test_split(model, dataset: str | None, data_dir: str | None, test_subse
     name = dataset or model.pretrained_cfg["dataset"]
     if name is None:
         raise ConfigError(f"checkpoint {source} records no dataset; name one")
-    check_fits_dataset(model, name, source)
-    test = load_dataset(name, "test", data_dir=data_dir)
-    return name, test.stratified(test_subset or None, 0)
+    return name, model_split(model, name, "test", source, data_dir).stratified(test_subset or None, 0)
 
 
 def run_quantize_study(
