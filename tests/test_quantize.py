@@ -402,3 +402,20 @@ def test_quantization_aware_training_recovers_low_bit_accuracy(trained_capsnet, 
                                         groups=("conv", "primary", "capsule"))
         scores[aware] = evaluate_quantized(model, loader, settings)["test_accuracy"]
     assert scores[True] > scores[False] + 0.05, scores
+
+
+def test_evaluation_builds_no_autograd_graph():
+    """Summing the loss over batches with a graph kept every batch's activations alive (a
+    DeepCaps evaluation of 2,000 images took 7.6 GB at batch 32, 24 GB at 256)."""
+    from capslab.data import BatchLoader, ImageDataset, dataset_info
+    from capslab.evaluation import evaluate
+    from capslab.models import create_model
+
+    model = create_model("capsnet", conv_channels=8, primary_types=4, class_dim=8)
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    data = ImageDataset(torch.zeros(6, 1, 28, 28, dtype=torch.uint8), torch.arange(6) % 10,
+                        dataset_info("mnist"))
+    result = evaluate(model, BatchLoader(data, 3, shuffle=False))
+    assert seen == [False, False] and isinstance(result["test_loss"], float)
+    assert torch.is_grad_enabled()  # restored for the caller
