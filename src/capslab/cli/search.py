@@ -430,8 +430,10 @@ def register(app: typer.Typer) -> None:
             n = len(front) if best is None else min(best, len(front))
             which = "" if n == len(front) else f" (the {n} most accurate of {len(front)})"
             console.print(f"fully training {n} Pareto-optimal network(s){which} for {epochs} epochs")
+        searched_cfg = info["config"]
         rows = finalize(front, out or Path(run) / "final", training, progress=not as_json,
-                        best=best)
+                        best=best, weight_bits=searched_cfg.get("accuracy_bits"),
+                        accelerator_mode=searched_cfg.get("accuracy_mode") == "accelerator")
         emit(rows, as_json, lambda r: console.print(markdown_table(r), markup=False, highlight=False))
 
     app.add_typer(search_app, name="search")

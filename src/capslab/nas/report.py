@@ -350,6 +350,7 @@ def write_report(
 FINAL_COLUMNS = [
     Column("name", "network"),
     Column("accuracy", "accuracy [%]", ".2f", 100),
+    Column("quantized_accuracy", "at the search's precision [%]", ".2f", 100),
     Column("energy_mJ", "energy [mJ]", ".3f"),
     Column("latency_ms", "latency [ms]", ".3f"),
     Column("memory_KiB", "memory [KiB]", ",.1f"),
@@ -359,7 +360,7 @@ FINAL_COLUMNS = [
 #: what ``final.json``'s ``accuracy`` is
 ACCURACY_READING = "test accuracy at the final epoch (no epoch chosen on the test set)"
 FINAL_CSV_KEYS = (
-    "name", "accuracy", "partial_accuracy", "energy_mJ", "latency_ms", "memory_KiB",
+    "name", "accuracy", "quantized_accuracy", "partial_accuracy", "energy_mJ", "latency_ms", "memory_KiB",
     "parameters", "epochs", "seconds", "status", "description",
 )
 
@@ -373,10 +374,14 @@ def finalize(
     progress: bool = True,
     on_done: Callable[[dict[str, Any]], None] | None = None,
     best: int | None = None,
+    weight_bits: int | None = None,
+    accelerator_mode: bool = False,
 ) -> list[dict[str, Any]]:
     """Fully train every genotype of ``front`` (or its ``best`` most accurate,
     :func:`most_accurate`) as ``training`` says and write ``final.csv``, ``final.md`` (the
-    paper's Table 3 layout) and ``final.json`` in ``out_dir``.
+    paper's Table 3 layout) and ``final.json`` in ``out_dir``. ``weight_bits`` /
+    ``accelerator_mode`` (the search's ``accuracy_bits`` and ``accuracy_mode``) also evaluate
+    the final epoch at the search's precision: ``quantized_accuracy`` beside the float one.
 
     The networks train on the whole training split and are evaluated on the test split:
     ``training.val_size`` (the search's validation split) is dropped. ``accuracy`` is the test
@@ -396,7 +401,8 @@ def finalize(
     genotypes = [parse_genotype(rec.genotype_nascaps) for rec in front]
     configs = [
         TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.exchange()}),
-                       out=str(out / name))
+                       out=str(out / name), eval_weight_bits=weight_bits,
+                       eval_accelerator=accelerator_mode and weight_bits is not None)
         for name, g in zip(names, genotypes, strict=True)
     ]
     for config in configs:  # a folder of other settings is refused before anything trains
@@ -408,6 +414,7 @@ def finalize(
         row = {
             "name": name,
             "accuracy": summary.get("final_test_accuracy"),
+            "quantized_accuracy": (summary.get("history") or [{}])[-1].get("test_quantized_accuracy"),
             "partial_accuracy": rec.accuracy,
             "energy_mJ": rec.energy_mJ,
             "latency_ms": rec.latency_ms,
