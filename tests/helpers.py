@@ -177,3 +177,19 @@ def write_shape_folder(root: str | PathLike, per_class: int = 10, size: int = 20
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"{i:04d}.png")
     return root
+
+
+def datasets_app():
+    """The ``datasets`` command as ``capslab.cli.main`` registers it (wrapped in
+    ``report_errors``), without importing every other command module."""
+    import typer
+
+    from capslab.cli import datasets as datasets_cli
+    from capslab.cli.output import report_errors
+
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.callback()(lambda: None)
+    datasets_cli.register(app)
+    for info in app.registered_commands:
+        info.callback = report_errors(info.callback)
+    return app

@@ -8,11 +8,9 @@ import json
 import socket
 
 import pytest
-import typer
+from helpers import datasets_app
 from typer.testing import CliRunner
 
-from capslab.cli import datasets as datasets_cli
-from capslab.cli.output import report_errors
 from capslab.data import checksums, default_data_dir, list_datasets
 from capslab.data.registry import get_spec
 from capslab.data.testing import FileServer, write_fake_mnist
@@ -27,18 +25,9 @@ def _offline(monkeypatch):
     monkeypatch.setenv("CAPSLAB_OFFLINE", "1")
 
 
-def _app() -> typer.Typer:
-    """The ``datasets`` command as ``capslab.cli.main`` registers it (wrapped in
-    ``report_errors``), without importing every other command module."""
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.callback()(lambda: None)
-    datasets_cli.register(app)
-    for info in app.registered_commands:
-        info.callback = report_errors(info.callback)
-    return app
 
 
-APP = _app()
+APP = datasets_app()
 
 
 def run(*args: str):

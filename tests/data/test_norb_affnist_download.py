@@ -9,11 +9,9 @@ import json
 
 import numpy as np
 import pytest
-import typer
+from helpers import datasets_app
 from typer.testing import CliRunner
 
-from capslab.cli import datasets as datasets_cli
-from capslab.cli.output import report_errors
 from capslab.data import default_data_dir, downloads, load_dataset
 from capslab.data.testing import FileServer, smallnorb_names, write_affnist, write_smallnorb
 from capslab.errors import ChecksumError
@@ -80,17 +78,10 @@ def test_affnist_part_of_an_interrupted_run_is_continued_by_load_dataset(tmp_pat
     assert err[1].startswith("capslab: warning:") and "used unverified" in err[1]
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.callback()(lambda: None)
-    datasets_cli.register(app)
-    for info in app.registered_commands:
-        info.callback = report_errors(info.callback)
-    return app
 
 
 def test_capslab_datasets_lists_and_downloads_them(tmp_path, online):
-    runner, app = CliRunner(), _app()
+    runner, app = CliRunner(), datasets_app()
     write_affnist(tmp_path / "served" / "test.mat.zip", np.zeros((3, 40, 40), np.uint8), [1, 2, 3])
     write_affnist(tmp_path / "served" / "training_and_validation.mat.zip",
                   np.zeros((2, 40, 40), np.uint8), [4, 5])
