@@ -110,3 +110,13 @@ def test_missing_data_stops_a_search_before_it_writes(tmp_path, monkeypatch):
                               "--out", str(out)])
     assert res.exit_code == 2 and "not found" in res.output
     assert not out.exists()
+
+
+def test_the_console_commands_version_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['capslab', '--version']; from capslab.cli.entry import main; "
+            "main(); print('torch' in sys.modules, 'capslab.cli.main' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == [f"capslab {__import__('capslab').__version__}", "False False"]
