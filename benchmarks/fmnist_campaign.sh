@@ -3,7 +3,8 @@
 # efficient preset, all 60,000 training images (5,000 held out for selection), the accuracy
 # objective at CapsAcc's 8 bits, NASCaps's hardware figures as limits; then the most accurate
 # front members fully trained and tested once. Every step resumes: run the script again after
-# an interruption (or `kill -STOP`/`-CONT` its process group to pause it).
+# an interruption (stop it with Ctrl-C, or `kill -TERM` when it runs in the background, where
+# Ctrl-C's SIGINT is ignored; do not pause it with SIGSTOP: candidates have a wall-clock limit).
 #
 #   CAPSLAB_DATA=../shared/datasets bash benchmarks/fmnist_campaign.sh          # all of it
 #   STEP=search bash benchmarks/fmnist_campaign.sh                              # one step

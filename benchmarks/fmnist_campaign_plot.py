@@ -6,7 +6,7 @@ has run) and writes ``fmnist_campaign.json`` (the figures docs/nas.md quotes) an
 finalists' test accuracies, the published points and the goal's corner).
 
     .venv/bin/python benchmarks/fmnist_campaign_plot.py runs/fmnist-efficient \
-        --out benchmarks/results
+        [--final runs/fmnist-efficient/final-15] --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -53,12 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--final", type=Path, default=None,
+                        help="the folder search finalize wrote (default: RUN/final)")
     args = parser.parse_args()
     report = args.run / "report"
     with open(report / "candidates.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     pareto = json.loads((report / "pareto.json").read_text())
-    final_path = args.run / "final" / "final.json"
+    final_path = (args.final or args.run / "final") / "final.json"
     final = json.loads(final_path.read_text())["rows"] if final_path.exists() else []
     ok = [r for r in rows if r["status"] == "ok" and r["accuracy"]]
     front = [r for r in ok if r["pareto"] == "True"]
