@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 
 from capslab.data import locations
 from capslab.data.arrays import Split, dataset_items, pair, read_npz
-from capslab.data.dataset import ImageDataset, stratified_subset
+from capslab.data.dataset import ImageDataset, read_decoded, stratified_subset, write_decoded
 from capslab.data.folders import decode_images, scan_folder
 from capslab.data.images import resize, to_rgb
 from capslab.data.registry import DatasetInfo, canonical_name
@@ -208,7 +207,7 @@ def _load_folder(source: Source, cache: bool) -> CustomDataset:
         if images is None:
             images = decode_images(layout.files(), source.size, root)
             if cache:
-                _write_pixels(disk, images)
+                write_decoded(disk, images=images)
         n = len(layout.train.files)
         train = (images[:n], np.asarray(layout.train.labels, dtype=np.int64))
         test = None if layout.test is None else (
@@ -243,31 +242,15 @@ def clear_custom_cache() -> None:
 def _pixel_cache_path(root: str, size: int | None, fingerprint: tuple) -> Path:
     digest = hashlib.sha1(repr((root, size, fingerprint)).encode(),
                           usedforsecurity=False).hexdigest()[:20]
-    return locations.cache_root() / "decoded" / f"custom-{digest}.npy"
+    return locations.cache_root() / "decoded" / f"custom-{digest}.npz"
 
 
 def _read_pixels(path: Path, count: int) -> np.ndarray | None:
-    """The pixels :func:`_write_pixels` kept, or ``None`` (absent, unreadable, not ``count``)."""
-    try:
-        images = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    ok = images.dtype == np.uint8 and images.ndim == 4 and len(images) == count
+    """The pixels kept by :func:`~capslab.data.dataset.write_decoded`, or ``None`` (absent,
+    unreadable, not ``count`` uint8 images)."""
+    images = (read_decoded(path) or {}).get("images")
+    ok = images is not None and images.dtype == np.uint8 and images.ndim == 4 and len(images) == count
     return images if ok else None
-
-
-def _write_pixels(path: Path, images: np.ndarray) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, images, allow_pickle=False)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only cache: decode again next time
 
 
 # ---------------------------------------------------------------- splits, classes, statistics

@@ -129,29 +129,40 @@ def _decoded_cache_path(key: tuple) -> Path:
     return locations.cache_root() / "decoded" / f"{key[0]}-{key[1]}-{digest}.npz"
 
 
-def _read_decoded(path: Path, shape: tuple[int, int, int]):
-    """The arrays :func:`_write_decoded` kept at ``path``, or ``None`` (absent, unreadable or not
-    of the dataset's shape)."""
+def read_decoded(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays :func:`write_decoded` kept at ``path``, by name, or ``None`` (absent or
+    unreadable); the caller checks they are what it expects."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
-    except (OSError, ValueError, KeyError):
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError):
         return None
-    return (images, labels) if images.shape[1:] == shape and len(images) == len(labels) else None
 
 
-def _write_decoded(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+def write_decoded(path: Path, **arrays: np.ndarray) -> None:
+    """Keep decoded ``arrays`` at ``path`` (an ``.npz`` written atomically) so the next process
+    need not decode again; nothing when the cache folder is read-only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, images=images, labels=labels)
+                np.savez(f, **arrays)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
     except OSError:
         pass  # read-only cache folder: decode again next time
+
+
+def _read_split(path: Path, shape: tuple[int, int, int]):
+    """A split's ``(images, labels)`` from the decoded cache, or ``None`` (absent, unreadable or
+    not of the dataset's shape)."""
+    arrays = read_decoded(path)
+    if arrays is None or not {"images", "labels"} <= arrays.keys():
+        return None
+    images, labels = arrays["images"], arrays["labels"]
+    return (images, labels) if images.shape[1:] == shape and len(images) == len(labels) else None
 
 
 def _decode(spec, split, found: list[locations.Located]) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +226,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
             hit = _memory_cache.get(key)
         if hit is not None:
             return ImageDataset(*hit, spec.info, split, paths)
-    arrays = _read_decoded(_decoded_cache_path(key), spec.info.shape) if cache else None
+    arrays = _read_split(_decoded_cache_path(key), spec.info.shape) if cache else None
     from_disk_cache = arrays is not None
     images_np, labels_np = arrays if from_disk_cache else _decode(spec, sspec, found)
     if images_np.shape[1:] != spec.info.shape:
@@ -228,7 +239,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     labels = torch.from_numpy(np.require(labels_np, np.int64, ["C", "W"]))
     if cache:
         if not from_disk_cache and sspec.reader != "idx":  # IDX decodes as fast as it loads
-            _write_decoded(_decoded_cache_path(key), images.numpy(), labels.numpy())
+            write_decoded(_decoded_cache_path(key), images=images.numpy(), labels=labels.numpy())
         with _memory_lock:
             _memory_cache[key] = (images, labels)
     return ImageDataset(images, labels, spec.info, split, paths)
