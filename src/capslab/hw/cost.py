@@ -96,9 +96,10 @@ def latency_ms(n_cycles: int, acc: Accelerator) -> float:
     return n_cycles * acc.clock_ns * 1e-6
 
 
-def memory_bytes(w: int, acc: Accelerator) -> int:
-    """Weight memory: W weights of ``weight_bits`` bits, rounded up to whole bytes."""
-    return -(-w * acc.weight_bits // 8)
+def memory_bytes(w: int, acc: Accelerator, bits: int | None = None) -> int:
+    """Weight memory: W weights of ``bits`` (default ``weight_bits``) bits, rounded up to whole
+    bytes."""
+    return -(-w * (acc.weight_bits if bits is None else bits) // 8)
 
 
 def layer_counts(

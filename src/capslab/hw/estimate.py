@@ -220,15 +220,15 @@ def weight_memory_at_widths(
     if len(widths) != len(trained):
         raise ValueError(f"{len(widths)} widths for {len(trained)} weight layers "
                          f"({', '.join(hl.name for hl in trained)})")
-    bits_of = {id(hl): b for hl, b in zip(trained, widths, strict=True)}
+    trained_bits = iter(widths)  # the weight layers take them in order
     out = []
     for hl in layers:
         w = cost.weights(hl.kind, hl.inch, hl.incaps, hl.k, hl.outch, hl.outcaps)
         if hl.kind in cost.ROUTING_KINDS:
             bits = routing_bits if routing_bits is not None else accelerator.weight_bits
         else:
-            bits = bits_of[id(hl)]
-        out.append(LayerMemory(hl.name, hl.kind, w, bits, -(-w * bits // 8)))
+            bits = next(trained_bits)
+        out.append(LayerMemory(hl.name, hl.kind, w, bits, cost.memory_bytes(w, accelerator, bits)))
     return out
 
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from capslab.data import BatchLoader
 from capslab.errors import ConfigError
-from capslab.hw import CAPSACC, Accelerator, expand, weight_memory_at_widths
+from capslab.hw import CAPSACC, Accelerator, estimate, expand, weight_memory_at_widths
 from capslab.hw.estimate import weight_layers
 from capslab.io import atomic_write_json, atomic_write_text
 from capslab.models.pretrained import load_model, model_split
@@ -214,13 +214,11 @@ def capsacc_memory(model, widths: dict[str, int], routing_bits: int | None,
         return None
     bits = list(widths.values())
     found = weight_memory_at_widths(genotype, bits, routing_bits or 32, accelerator)
-    uniform = weight_memory_at_widths(genotype, [accelerator.weight_bits] * len(bits), None,
-                                      accelerator)
     pairs = [{"tensor": n, "hardware_layer": hl.name, "bits": b}
              for (n, b), hl in zip(widths.items(), layers, strict=True)]
     return {"accelerator": accelerator.name, "genotype": genotype.exchange(),
             "uniform_bits": accelerator.weight_bits,
-            "uniform_bytes": sum(m.bytes for m in uniform),
+            "uniform_bytes": estimate(genotype, accelerator, check=False).memory_bytes,
             "found_bytes": sum(m.bytes for m in found),
             "routing_bits": routing_bits or 32, "layers": pairs}
 
