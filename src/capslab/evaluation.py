@@ -15,7 +15,7 @@ from capslab.device import autocast
 from capslab.losses import capsule_loss
 
 
-@torch.no_grad()  # no graph: the loss summed over batches would otherwise hold every batch's
+@torch.no_grad()  # a graph would keep every batch's activations alive through the summed loss
 def evaluate(
     model: nn.Module,
     loader: Iterable,

@@ -406,14 +406,15 @@ def register(app: typer.Typer) -> None:
         same settings are not retrained."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import SearchConfig, open_journal
-        from capslab.nas.report import finalize, markdown_table, search_front
+        from capslab.nas.report import finalize, markdown_table, most_accurate, search_front
 
         journal, info = open_journal(run, db)
         with journal:
             front = search_front(journal.evaluations(), info["config"])
         if not front:
             raise ConfigError(f"{run}: no successful candidate to finalize")
-        searched = SearchConfig.from_dict(info["config"]).training
+        search_config = SearchConfig.from_dict(info["config"])
+        searched = search_config.training
         # the search's validation split goes back into training: final accuracies are on the test split
         changes: dict[str, Any] = {"epochs": epochs, "subset": subset, "test_subset": test_subset,
                                    "val_size": None}
@@ -427,13 +428,12 @@ def register(app: typer.Typer) -> None:
             changes["device"] = device
         training = searched.replace(**changes)
         if not as_json:
-            n = len(front) if best is None else min(best, len(front))
+            n = len(most_accurate(front, best))
             which = "" if n == len(front) else f" (the {n} most accurate of {len(front)})"
             console.print(f"fully training {n} Pareto-optimal network(s){which} for {epochs} epochs")
-        searched_cfg = info["config"]
         rows = finalize(front, out or Path(run) / "final", training, progress=not as_json,
-                        best=best, weight_bits=searched_cfg.get("accuracy_bits"),
-                        accelerator_mode=searched_cfg.get("accuracy_mode") == "accelerator")
+                        best=best, weight_bits=search_config.accuracy_bits,
+                        accelerator_mode=search_config.accuracy_mode == "accelerator")
         emit(rows, as_json, lambda r: console.print(markdown_table(r), markup=False, highlight=False))
 
     app.add_typer(search_app, name="search")
