@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from capslab.data.images import item_to_chw, resize, to_nchw, to_rgb
+from capslab.data.images import item_to_chw, to_nchw, to_rgb
+from capslab.data.transforms import resize_bilinear
 from capslab.errors import CustomDataError
 
 #: the forms of an .npz file: (train images, train labels, test images, test labels)
@@ -88,7 +89,7 @@ def pair(images, labels, what: str, labels_what: str | None = None,
     """
     x = to_nchw(images, what)
     if size is not None:
-        x = resize(x, size)
+        x = resize_bilinear(x, size)
     y = as_labels(labels, labels_what or f"the labels of {what}")
     if len(x) != len(y):
         raise CustomDataError(f"{what} holds {len(x)} images but {labels_what or 'its labels'} "
@@ -141,7 +142,7 @@ def dataset_items(dataset, what: str, size: int | None = None) -> Split:
             raise CustomDataError(f"item {i} of {what} is not an (image, label) pair")
         image = item_to_chw(item[0], f"image {i} of {what}")
         if size is not None:
-            image = resize(image[None], size)[0]
+            image = resize_bilinear(image[None], size)[0]
         elif images and image.shape[1:] != images[0].shape[1:]:
             raise CustomDataError(
                 f"images of different sizes in {what}: item 0 is {_hw(images[0])}, item {i} is "

@@ -37,8 +37,9 @@ from capslab.data import locations
 from capslab.data.arrays import Split, dataset_items, pair, read_npz
 from capslab.data.dataset import ImageDataset, read_decoded, stratified_subset, write_decoded
 from capslab.data.folders import decode_images, scan_folder
-from capslab.data.images import resize, to_rgb
+from capslab.data.images import to_rgb
 from capslab.data.registry import DatasetInfo, canonical_name
+from capslab.data.transforms import resize_bilinear
 from capslab.errors import (
     ConfigError,
     CustomDataError,
@@ -400,7 +401,7 @@ def samples(data, what: str, size: int | None = None) -> Split:
     """
     if isinstance(data, ImageDataset):
         images = data.images.numpy()
-        return (images if size is None else resize(images, size)), data.labels.numpy()
+        return (images if size is None else resize_bilinear(images, size)), data.labels.numpy()
     if isinstance(data, tuple | list) and len(data) == 2:
         return pair(data[0], data[1], f"the images of {what}", f"the labels of {what}", size)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capslab.data.images import IMAGE_SUFFIXES, is_image_file, read_image, resize, to_rgb
+from capslab.data.images import IMAGE_SUFFIXES, is_image_file, read_image, to_rgb
+from capslab.data.transforms import resize_bilinear
 from capslab.errors import CustomDataError
 
 #: the names a test split's folder may have beside ``train/`` (the first one present is used)
@@ -120,7 +121,7 @@ def decode_images(files: tuple[Path, ...], size: int | None, root: Path) -> np.n
 
     Grey and colour images may mix (all become RGB when any is). Without ``size`` every image
     must have the size of the first one, and be square; with it, each is resized to ``size``
-    x ``size`` (:func:`~capslab.data.images.resize`).
+    x ``size`` (:func:`~capslab.data.transforms.resize_bilinear`).
 
     Shape:
         returns ``[len(files), C, H, W]`` uint8.
@@ -133,7 +134,7 @@ def decode_images(files: tuple[Path, ...], size: int | None, root: Path) -> np.n
     for path in files:
         image = read_image(path)
         if size is not None:
-            image = resize(image[None], size)[0]
+            image = resize_bilinear(image[None], size)[0]
         elif first is None:
             first = (path, image.shape[1:])
             if image.shape[1] != image.shape[2]:

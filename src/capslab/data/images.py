@@ -1,5 +1,6 @@
 """Pixels of your own data: one image file decoded, any array or item of images brought to
-CapsLab's form (uint8, channels first, 1 or 3 channels), and resizing.
+CapsLab's form (uint8, channels first, 1 or 3 channels). Resizing them is
+:func:`capslab.data.transforms.resize_bilinear`.
 
 The readers of your own data (:mod:`~capslab.data.folders`, :mod:`~capslab.data.arrays`) stand
 on these; every error names what it read (a file, an array, an item) and says what was wrong.
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from capslab.errors import CustomDataError, MissingDependencyError
 
@@ -156,18 +156,3 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     """A ``[C, H, W]`` (or ``[N, C, H, W]``) image with three channels: grey repeated."""
     axis = image.ndim - 3
     return image if image.shape[axis] == 3 else np.repeat(image, 3, axis=axis)
-
-
-def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Images brought to ``size`` x ``size`` pixels: bilinear, antialiased when shrinking
-    (aspect ratios are not kept).
-
-    Shape:
-        ``images``: ``[N, C, H, W]`` uint8; returns ``[N, C, size, size]`` uint8.
-    """
-    if images.shape[2:] == (size, size):
-        return images
-    x = torch.from_numpy(images.astype(np.float32))  # a copy: the pixels may be read-only
-    out = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                        antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8).numpy()

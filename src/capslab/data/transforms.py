@@ -6,7 +6,8 @@ on a GPU can draw a whole epoch's offsets at once and copy them to the device in
 instead of waiting for a copy at every step.
 
 Also the fixed, deterministic ways a dataset's images are presented: :func:`center_pad` (a
-black canvas around each image, ``pad_to``) and :func:`resize_area` (smallNORB's 96 -> 48).
+black canvas around each image, ``pad_to``), :func:`resize_area` (smallNORB's 96 -> 48) and
+:func:`resize_bilinear` (your own data's ``--resize``: any size, up or down).
 """
 
 from __future__ import annotations
@@ -103,3 +104,18 @@ def resize_area(images: Tensor | np.ndarray, size: int, chunk: int = 1024) -> Te
         resized = F.interpolate(part, size=(size, size), mode="area")
         out[start : start + chunk] = resized.round().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """Images brought to ``size`` x ``size`` pixels: bilinear, antialiased when shrinking
+    (aspect ratios are not kept).
+
+    Shape:
+        ``images``: ``[N, C, H, W]`` uint8; returns ``[N, C, size, size]`` uint8.
+    """
+    if images.shape[2:] == (size, size):
+        return images
+    x = torch.from_numpy(images.astype(np.float32))  # a copy: the pixels may be read-only
+    out = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8).numpy()
