@@ -19,7 +19,9 @@ STEP=${STEP:-all}
 
 search() {
     if [ -f "$RUN/run.json" ]; then
-        "$CAPSLAB" search resume "$RUN"   # to the generations it was started with
+        # to the generations it was started with; one worker, as started (resume's default
+        # is one per core, and two candidates on two cores time out)
+        "$CAPSLAB" search resume "$RUN" --workers 1
     else
         # limits: the strictest reading of NASCaps's 92.15 % network (-88 % energy, -79 %
         # latency, -63 % memory against the lower of CapsNet's and DeepCaps's Table 3 figures)
