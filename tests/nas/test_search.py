@@ -398,7 +398,8 @@ def test_finalize_best_trains_the_most_accurate_members_under_their_front_number
     trained = []
 
     def fake_train(config, progress=False):
-        trained.append((Path(config.out).name, config.eval_weight_bits, config.eval_accelerator))
+        trained.append((Path(config.out).name, config.eval_weight_bits, config.eval_accelerator,
+                        config.eval_final_only))
         summary = {"final_test_accuracy": 0.5, "identity": config.identity(),
                    "history": [{"test_quantized_accuracy": 0.4}], "parameters": 10,
                    "total_seconds": 1.0}
@@ -407,7 +408,7 @@ def test_finalize_best_trains_the_most_accurate_members_under_their_front_number
 
     rows = finalize(recs, tmp_path, TrainingSettings(model="genotype", epochs=1), best=2,
                     train_fn=fake_train, progress=False, weight_bits=8, accelerator_mode=True)
-    assert trained == [("NASCaps-2", 8, True), ("NASCaps-3", 8, True)]
+    assert trained == [("NASCaps-2", 8, True, True), ("NASCaps-3", 8, True, True)]  # test read once
     assert [r["name"] for r in rows] == ["NASCaps-2", "NASCaps-3"]
     assert [r["partial_accuracy"] for r in rows] == [0.9, 0.9]
     assert [r["quantized_accuracy"] for r in rows] == [0.4, 0.4]  # at the search's precision

@@ -124,8 +124,9 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
     out = tmp_path / "cli"
     res = runner.invoke(app, ["train", "--epochs", "1", "--subset", "300", "--test-subset", "100",
                               "--model-opt", "conv_channels=8", "--model-opt", "primary_types=2",
-                              "--out", str(out), "--quiet"])
+                              "--out", str(out), "--quiet", "--eval-final-only"])
     assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["eval_final_only"] is True
     model, ckpt = load_model_and_checkpoint(out / "best.pt")
     assert ckpt["model_name"] == "capsnet" and model.class_caps.num_in == 2 * 36
     res = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--test-subset", "100", "--json"])
@@ -458,3 +459,29 @@ def test_a_quantization_aware_run(mnist_root, tmp_path):
     # the checkpoint holds float weights (the masters), not grid values
     w = load_model_and_checkpoint(tmp_path / "q" / "last.pt")[0].class_caps.weight
     assert len(torch.unique(w)) > 2 ** 4
+
+
+def test_eval_final_only_reads_the_held_out_split_once_after_the_last_epoch(mnist_root, tmp_path,
+                                                                            monkeypatch):
+    """The finalists' test: one reading, after the last epoch, equal to that epoch's reading in
+    a run evaluated every epoch (same training: evaluating changes no weight)."""
+    import capslab.train.loop as loop
+    from capslab.report.run import build_page
+
+    every = train(tiny_config(None), progress=False)
+    reads = []
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: reads.append(1) or real(*a, **k))
+    once = train(tiny_config(tmp_path / "once", eval_final_only=True, plots=True), progress=True)
+    assert len(reads) == 1
+    first, last = once["history"]
+    assert "test_accuracy" not in first and "train_accuracy" in first
+    assert once["final_test_accuracy"] == last["test_accuracy"] == every["history"][-1]["test_accuracy"]
+    assert once["best_epoch"] == 2 and (tmp_path / "once" / "best.pt").is_file()
+    assert (tmp_path / "once" / "curves.png").stat().st_size > 0
+    assert "final test accuracy" in build_page(tmp_path / "once", evaluate=False).render()
+    # the search's rungs: a run stopped after epoch 1 and resumed is read once, at epoch 2
+    reads.clear()
+    train(tiny_config(tmp_path / "rung", eval_final_only=True, stop_after=1, resume=True), progress=False)
+    assert len(reads) == 1  # stop_after's epoch is that run's last
+    assert not tiny_config(None, eval_final_only=True).identity().keys() - tiny_config(None).identity().keys()

@@ -396,14 +396,16 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the search's).")] = None,
         lr: Annotated[float | None, typer.Option(help="Learning rate (default: the search's).")] = None,
         policy: Annotated[str | None, typer.Option(help="Training policy (default: the search's, with its options).")] = None,
+        policy_opt: opt.PolicyOpt = None,
         device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the search's).")] = None,
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
         best: Annotated[int | None, typer.Option(min=1, help="Train only the N front members of the highest search accuracy (folders keep the front's numbering).")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Fully train the Pareto set on the whole training split and report test accuracies;
-        table like the paper's Table 3 (final.csv/.md/.json). Networks already trained with the
-        same settings are not retrained."""
+        table like the paper's Table 3 (final.csv/.md/.json). The test split is read once per
+        network, after its last epoch. Networks already trained with the same settings are not
+        retrained."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import SearchConfig, open_journal
         from capslab.nas.report import finalize, markdown_table, most_accurate, search_front
@@ -424,6 +426,9 @@ def register(app: typer.Typer) -> None:
             changes["lr"] = lr
         if policy is not None:
             changes.update(policy=policy, policy_options={})
+        if policy_opt:
+            changes["policy_options"] = {**(changes.get("policy_options", searched.policy_options)),
+                                         **opt.parse_key_values(policy_opt, "policy option")}
         if device is not None:
             changes["device"] = device
         training = searched.replace(**changes)

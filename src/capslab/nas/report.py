@@ -358,7 +358,7 @@ FINAL_COLUMNS = [
     Column("status", "status"),
 ]
 #: what ``final.json``'s ``accuracy`` is
-ACCURACY_READING = "test accuracy at the final epoch (no epoch chosen on the test set)"
+ACCURACY_READING = "test accuracy read once, after the final epoch (no epoch chosen on the test set)"
 FINAL_CSV_KEYS = (
     "name", "accuracy", "quantized_accuracy", "partial_accuracy", "energy_mJ", "latency_ms", "memory_KiB",
     "parameters", "epochs", "seconds", "status", "description",
@@ -384,9 +384,10 @@ def finalize(
     the final epoch at the search's precision: ``quantized_accuracy`` beside the float one.
 
     The networks train on the whole training split and are evaluated on the test split:
-    ``training.val_size`` (the search's validation split) is dropped. ``accuracy`` is the test
-    accuracy of the final epoch: the best epoch's would be an epoch chosen on the test set,
-    which flatters the figure (``final.json`` says so in ``accuracy_reading``).
+    ``training.val_size`` (the search's validation split) is dropped. The test split is read
+    once, after the final epoch (``eval_final_only``), and ``accuracy`` is that reading: a best
+    epoch's would be an epoch chosen on the test set, which flatters the figure
+    (``final.json`` says so in ``accuracy_reading``).
 
     Each network is a run through :func:`capslab.experiments.run_or_reuse` in
     ``out_dir/NASCaps-<k>``: one trained earlier with these settings is reused, an interrupted
@@ -402,7 +403,8 @@ def finalize(
     configs = [
         TrainConfig.of(training.replace(model="genotype", model_options={"genotype": g.exchange()}),
                        out=str(out / name), eval_weight_bits=weight_bits,
-                       eval_accelerator=accelerator_mode and weight_bits is not None)
+                       eval_accelerator=accelerator_mode and weight_bits is not None,
+                       eval_final_only=True)
         for name, g in zip(names, genotypes, strict=True)
     ]
     for config in configs:  # a folder of other settings is refused before anything trains

@@ -176,7 +176,7 @@ def curves_figure(history: list[dict[str, Any]], title: str = ""):
                         subplot_titles=("Accuracy (%)", "Loss (log scale)", "Learning rate (end of epoch)",
                                         "Batch size"))
     colors = {"train": "#1f77b4", "test": "#d62728", "val": "#d62728"}
-    for split in ("train", held_out_split(history[0]) if history else "test"):
+    for split in ("train", held_out_split(history[-1]) if history else "test"):
         acc = [100 * h[f"{split}_accuracy"] if f"{split}_accuracy" in h else None for h in history]
         loss = [h.get(f"{split}_loss") for h in history]
         style = dict(mode="lines+markers", legendgroup=split, line=dict(color=colors[split],
@@ -313,9 +313,10 @@ def build_page(run_dir: str | Path, evaluate: bool = True) -> Page:
     page = Page(f"Training run: {run.path.resolve().name}", str(run.path.resolve()))
 
     page.section("Summary", "summary")
-    split = held_out_split(history[0]) if history else "test"
+    split = held_out_split(history[-1]) if history else "test"
     held = "validation" if split == "val" else "test"
-    best = max(history, key=lambda h: h[f"{split}_accuracy"], default=None)
+    evaluated = [h for h in history if f"{split}_accuracy" in h]  # all but with eval_final_only
+    best = max(evaluated, key=lambda h: h[f"{split}_accuracy"], default=None)
     page.key_values([
         ("status", "finished" if run.summary else "unfinished (no summary.json yet)"),
         ("model", cfg.get("model")),
@@ -323,7 +324,7 @@ def build_page(run_dir: str | Path, evaluate: bool = True) -> Page:
         ("parameters", f"{summary['parameters']:,}" if "parameters" in summary else None),
         ("epochs", f"{len(history)} of {cfg.get('epochs')}"),
         (f"best {held} accuracy", f"{_pct(best[f'{split}_accuracy'])} (epoch {best['epoch']})" if best else None),
-        (f"final {held} accuracy", _pct(history[-1][f"{split}_accuracy"]) if history else None),
+        (f"final {held} accuracy", _pct(history[-1].get(f"{split}_accuracy")) if history else None),
         (f"training / {held} images", f"{summary['train_size']:,} / {summary[f'{split}_size']:,}"
          if "train_size" in summary else None),
         ("policy", cfg.get("policy")),

@@ -136,13 +136,16 @@ class ProgressDisplay(Callback):
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         split = held_out_split(record)
-        accuracy = record[f"{split}_accuracy"]
-        if accuracy > self.best[0]:
-            self.best = (accuracy, record["epoch"])
+        accuracy = record.get(f"{split}_accuracy")
+        if accuracy is None:  # eval_final_only: the held-out split is read after the last epoch
+            shown = f"training accuracy {100 * record['train_accuracy']:.2f}%"
+        else:
+            if accuracy > self.best[0]:
+                self.best = (accuracy, record["epoch"])
+            shown = (f"{'validation' if split == 'val' else 'test'} accuracy {100 * accuracy:.2f}% "
+                     f"(best {100 * self.best[0]:.2f}% @ {self.best[1]})")
         self.bar.console.print(
-            f"epoch {record['epoch']}: {'validation' if split == 'val' else 'test'} accuracy "
-            f"{100 * accuracy:.2f}% "
-            f"(best {100 * self.best[0]:.2f}% @ {self.best[1]}), lr {record['lr']:.2e}, "
+            f"epoch {record['epoch']}: {shown}, lr {record['lr']:.2e}, "
             f"batch {record['batch_size']}, {record['images_per_second']:.0f} img/s"
         )
 
@@ -180,7 +183,8 @@ class TensorBoardLogger(Callback):
         self._write_losses()
         split = held_out_split(record)
         for key in ("train_loss", f"{split}_loss", f"{split}_accuracy", "lr", "batch_size"):
-            self.writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
+            if key in record:  # an epoch not evaluated (eval_final_only) has no held-out figures
+                self.writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
 
     def close(self) -> None:
         self._write_losses()  # an interrupted epoch's steps too

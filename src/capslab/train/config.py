@@ -131,6 +131,9 @@ class TrainConfig(TrainingSettings):
     record, ``best_<split>_quantized_accuracy`` in the summary; with ``eval_accelerator``
     in the accelerator mode: weights, activations (static scales calibrated on
     :data:`~capslab.train.loop.CALIBRATION_IMAGES` training images) and routing at those bits.
+    ``eval_final_only`` evaluates the held-out split once, after the run's last epoch
+    (``stop_after``'s, else ``epochs``'s), not after every epoch: a test split read once, as a
+    final figure must be (the other epochs' records hold the training figures only).
     ``qat_bits`` (a training setting) trains quantization-aware: weights, layer inputs and
     routing at that many bits in every step, straight through
     (:class:`~capslab.quantize.QuantizationAwareTraining`), the quantized accuracy of every
@@ -150,11 +153,13 @@ class TrainConfig(TrainingSettings):
     stop_after: int | None = None
     eval_weight_bits: int | None = None
     eval_accelerator: bool = False
+    eval_final_only: bool = False
     nproc: int = 1
 
     IDENTITY_EXCLUDE: ClassVar[tuple[str, ...]] = (
         *TrainingSettings.IDENTITY_EXCLUDE, "out", "resume", "tensorboard", "time_limit",
-        "checkpoints", "plots", "stop_after", "eval_weight_bits", "eval_accelerator", "nproc",
+        "checkpoints", "plots", "stop_after", "eval_weight_bits", "eval_accelerator", "eval_final_only",
+        "nproc",
     )
 
     @classmethod

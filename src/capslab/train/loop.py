@@ -182,11 +182,11 @@ class RunState:
 
     def add(self, record: dict[str, Any]) -> bool:
         """Append an epoch's record; ``True`` when it is the best so far (by its validation
-        accuracy when it has one, else its test accuracy)."""
+        accuracy when it has one, else its test accuracy; an epoch not evaluated is never)."""
         self.history.append(record)
         self.epoch = record["epoch"]
-        accuracy = record["val_accuracy"] if "val_accuracy" in record else record["test_accuracy"]
-        if accuracy > self.best_accuracy:
+        accuracy = record.get("val_accuracy", record.get("test_accuracy"))
+        if accuracy is not None and accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch = accuracy, record["epoch"]
             return True
         return False
@@ -571,10 +571,11 @@ def run(
     try:
         for cb in hooks:
             cb.on_train_start(config, state.epoch)
-        for epoch in range(state.epoch, config.stop_after or config.epochs):
+        last_epoch = config.stop_after or config.epochs
+        for epoch in range(state.epoch, last_epoch):
             record = train_epoch(config, epoch, model, step_forward, optimizer, schedule,
                                  train_set, state, device, hooks, out, ranks, qat)
-            if ranks.main:
+            if ranks.main and (not config.eval_final_only or epoch + 1 == last_epoch):
                 record.update(evaluate_epoch(config, model, eval_forward, eval_loader, device, split,
                                              calibration))
             record = ranks.from_main(record)
@@ -601,7 +602,7 @@ def summarize(config: TrainConfig, state: RunState, model: nn.Module, train_set:
     summary = {
         f"best_{split}_accuracy": state.best_accuracy,
         "best_epoch": state.best_epoch,
-        f"final_{split}_accuracy": history[-1][f"{split}_accuracy"] if history else None,
+        f"final_{split}_accuracy": history[-1].get(f"{split}_accuracy") if history else None,
         "evaluated_on": split,
         "epochs_done": state.epoch,
         "total_seconds": sum(h["epoch_seconds"] for h in history),

@@ -18,16 +18,20 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
     plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
-    split = held_out_split(history[0]) if history else "test"
+    split = held_out_split(history[-1]) if history else "test"
     label = "validation" if split == "val" else "test"
+    # with eval_final_only only the last epoch has held-out figures: one point, not a line
+    held_out = [h for h in history if f"{split}_accuracy" in h]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_acc.plot(epochs, [100 * h[f"{split}_accuracy"] for h in history], "o-", label=label)
+    ax_acc.plot([h["epoch"] for h in held_out], [100 * h[f"{split}_accuracy"] for h in held_out],
+                "o-", label=label)
     if all("train_accuracy" in h for h in history):
         ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "s--", label="train")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax_acc.legend()
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "s--", label="train")
-    ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], "o-", label=label)
+    ax_loss.plot([h["epoch"] for h in held_out], [h[f"{split}_loss"] for h in held_out], "o-",
+                 label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss", yscale="log")
     ax_loss.legend()
     for ax in (ax_acc, ax_loss):
