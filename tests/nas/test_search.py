@@ -438,3 +438,28 @@ def test_journal_url_without_its_driver_says_what_to_install():
         pytest.skip("psycopg is installed here")
     with pytest.raises(ImportError, match="postgresql driver 'psycopg'.*pip install psycopg"):
         Journal("postgresql+psycopg://user:secret@localhost/capslab", "run")
+
+
+def test_resume_takes_the_workers_the_search_was_started_with(tmp_path, monkeypatch):
+    """Candidates sized for one worker time out when two share the cores: a resume without
+    --workers keeps the started number; a run.json written before it was recorded gets one."""
+    import json
+
+    import capslab.nas.search as search_module
+
+    cfg = _config(generations=1)
+    space = cfg.build_space()
+    real = search_module.make_pool
+    pools = []
+    monkeypatch.setattr(search_module, "make_pool",
+                        lambda evaluator, workers, *a, **k: pools.append(workers) or real(evaluator, 1, *a, **k))
+    run_search(cfg, tmp_path / "run", evaluator=Counting(space), workers=3)
+    path = tmp_path / "run" / "run.json"
+    assert json.loads(path.read_text())["workers"] == 3
+    resume(tmp_path / "run", evaluator=Counting(space))
+    resume(tmp_path / "run", evaluator=Counting(space), workers=2)
+    info = json.loads(path.read_text())
+    del info["workers"]
+    path.write_text(json.dumps(info))
+    resume(tmp_path / "run", evaluator=Counting(space))
+    assert pools == [3, 3, 2, 1]

@@ -296,7 +296,7 @@ def register(app: typer.Typer) -> None:
     def resume_cmd(
         run: Annotated[Path, typer.Argument(help="Run folder of `capslab search run`.")],
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json (e.g. to give a password).")] = None,
-        workers: Annotated[int, typer.Option(min=0, help="Worker processes; 0 = one per CPU core on the CPU, one on CUDA.")] = 0,
+        workers: Annotated[int | None, typer.Option(min=0, help="Worker processes; 0 = one per CPU core on the CPU, one on CUDA (default: as the search was started; 1 for a search started before run.json recorded it).", show_default=False)] = None,
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
         device: Annotated[str | None, typer.Option(help="Continue on another device (auto, cpu, cuda or cuda:N); a default candidate time budget is recomputed for it.")] = None,
         max_time: MaxTime = None,

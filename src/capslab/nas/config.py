@@ -217,10 +217,13 @@ class SearchConfig(Settings):
 
 
 # ---------------------------------------------------------------------- run folder
-def write_run_file(run_dir: Path, run_id: str, url: str, config: SearchConfig) -> None:
-    """Write ``run.json``: the run id, the journal URL without its password, the config."""
+def write_run_file(run_dir: Path, run_id: str, url: str, config: SearchConfig, workers: int = 1) -> None:
+    """Write ``run.json``: the run id, the journal URL without its password, the config and
+    the workers it was started with (``resume``'s default: candidates sized for one worker a
+    core pair time out when two share it)."""
     write_json(run_dir / RUN_FILE, "search-run",
-               {"run_id": run_id, "db": masked_url(url), "config": config.to_dict()})
+               {"run_id": run_id, "db": masked_url(url), "config": config.to_dict(),
+                "workers": workers})
 
 
 def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:

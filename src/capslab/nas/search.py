@@ -441,7 +441,7 @@ def run_search(
         with Journal(url, run_id, retry_seconds=db_retry) as journal:
             journal.create_run(config.seed, config.identity(), data_split=config.data_split())
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_run_file(run_dir, run_id, url, config)
+            write_run_file(run_dir, run_id, url, config, workers)
             with _resumable(run_dir, url), RunLease(journal) as lease:
                 return _drive(config, journal, pool, progress, run_dir, deadline, lease)
 
@@ -451,7 +451,7 @@ def resume(
     *,
     db: str | None = None,
     evaluator: Callable[[Genotype], EvaluationRecord] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     ray_address: str | None = None,
     mp_context: str = "spawn",
     device: str | None = None,
@@ -461,11 +461,14 @@ def resume(
     gpus_per_candidate: float = 0.0,
 ) -> SearchResult:
     """Continue the search in ``run_dir`` where it stopped (a finished run is just replayed).
-    ``max_time`` caps this call afresh (the time spent before does not count); ``db_retry``
-    and ``gpus_per_candidate`` as for :func:`run_search`."""
+    ``workers=None`` takes the number the search was started with (``run.json``; 1 for a
+    search started before it was recorded). ``max_time`` caps this call afresh (the time spent
+    before does not count); ``db_retry`` and ``gpus_per_candidate`` as for :func:`run_search`."""
     run_dir = Path(run_dir)
     deadline = _deadline(max_time)
     journal, info = open_journal(run_dir, db, retry_seconds=db_retry)
+    if workers is None:
+        workers = int(info.get("workers", 1))
     with journal, _resumable(run_dir, journal.url):
         config = SearchConfig.from_dict(info["config"])
         recorded = journal.run_info()["config"]
