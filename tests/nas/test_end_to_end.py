@@ -137,13 +137,14 @@ def test_search_command_line(tmp_path):
                               "--test-subset", "100"])
     assert res.exit_code == 2 and "other settings (epochs)" in res.output, res.output
     # a schedule of its own: policy options on top of the search's, a bad one refused first
-    schedule = ["--policy", "exp-decay", "--policy-opt", "decay_every=epoch", "--policy-opt", "rate=0.9"]
+    schedule = ["--policy", "exp-decay", "--policy-opt", "decay_every=epoch", "--policy-opt", "rate=0.9",
+                "--hflip"]
     res = runner.invoke(app, ["search", "finalize", str(out), "--epochs", "1", "--subset", "100",
                               "--test-subset", "100", "--out", str(tmp_path / "decayed"), *schedule])
     assert res.exit_code == 0, res.output
     trained = json.loads(next((tmp_path / "decayed").glob("NASCaps-*/summary.json")).read_text())
     assert trained["config"]["policy_options"] == {"decay_every": "epoch", "rate": 0.9}
-    assert trained["config"]["eval_final_only"] is True
+    assert trained["config"]["eval_final_only"] is True and trained["config"]["hflip"] is True
     res = runner.invoke(app, ["search", "finalize", str(out), "--policy-opt", "speed=9",
                               "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "speed" in res.output and not (tmp_path / "bad").exists(), res.output

@@ -485,3 +485,20 @@ def test_eval_final_only_reads_the_held_out_split_once_after_the_last_epoch(mnis
     train(tiny_config(tmp_path / "rung", eval_final_only=True, stop_after=1, resume=True), progress=False)
     assert len(reads) == 1  # stop_after's epoch is that run's last
     assert not tiny_config(None, eval_final_only=True).identity().keys() - tiny_config(None).identity().keys()
+
+
+def test_hflip_is_part_of_the_augmentation_and_of_the_run_identity(mnist_root, monkeypatch):
+    import capslab.train.loop as loop
+
+    seen = []
+    real = loop.BatchLoader
+    monkeypatch.setattr(loop, "BatchLoader", lambda *a, **k: seen.append(k.get("hflip")) or real(*a, **k))
+    flipped = train(tiny_config(None, epochs=1, hflip=True), progress=False)
+    assert seen.count(True) == 1  # the training loader flips (1 epoch); the evaluation loader not
+    plain = train(tiny_config(None, epochs=1), progress=False)
+    assert flipped["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    assert tiny_config(None, hflip=True).identity()["hflip"] is True
+    assert tiny_config(None).identity_matches({k: v for k, v in tiny_config(None).identity().items()
+                                               if k != "hflip"})  # runs from before it still match
+    with pytest.raises(ConfigError, match="hflip is part of the training augmentation"):
+        tiny_config(None, hflip=True, augment=False)

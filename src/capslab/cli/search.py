@@ -397,6 +397,7 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float | None, typer.Option(help="Learning rate (default: the search's).")] = None,
         policy: Annotated[str | None, typer.Option(help="Training policy (default: the search's, with its options).")] = None,
         policy_opt: opt.PolicyOpt = None,
+        hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Flip half the training images left-right too (default: as the search trained).", show_default=False)] = None,
         device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the search's).")] = None,
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
         best: Annotated[int | None, typer.Option(min=1, help="Train only the N front members of the highest search accuracy (folders keep the front's numbering).")] = None,
@@ -429,6 +430,8 @@ def register(app: typer.Typer) -> None:
         if policy_opt:
             changes["policy_options"] = {**(changes.get("policy_options", searched.policy_options)),
                                          **opt.parse_key_values(policy_opt, "policy option")}
+        if hflip is not None:
+            changes["hflip"] = hflip
         if device is not None:
             changes["device"] = device
         training = searched.replace(**changes)

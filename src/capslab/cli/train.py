@@ -147,6 +147,7 @@ def register(app: typer.Typer) -> None:
             "on GPUs, one GPU each); --batch-size is the global batch and must divide by N. Under "
             "torchrun, leave it out: torchrun starts the processes.")] = 1,
         tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard in OUT/tensorboard.")] = False,
+        hflip: Annotated[bool, typer.Option(help="Also flip half the training images left-right (classes that look the same mirrored: Fashion-MNIST, CIFAR; not digits).")] = False,
         eval_final_only: Annotated[bool, typer.Option(help="Read the held-out split once, after the last epoch, not after every epoch (a test accuracy no epoch was chosen on; the other epochs show the training accuracy).")] = False,
         qat: Annotated[int | None, typer.Option(help="Quantization-aware training at N bits: weights, layer inputs and routing on their N-bit grids in every step (straight-through gradients); each epoch also reports the accuracy in the accelerator mode at N bits.")] = None,
         reconstruction_weight: float = 0.0005,
@@ -176,7 +177,7 @@ def register(app: typer.Typer) -> None:
             test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, deterministic=deterministic, resume=resume, tensorboard=tensorboard, augment=augment,
             reconstruction_weight=reconstruction_weight, nproc=nproc, qat_bits=qat, pad_to=pad_to,
-            eval_final_only=eval_final_only,
+            eval_final_only=eval_final_only, hflip=hflip,
         )
         if config is not None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}

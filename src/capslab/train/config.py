@@ -40,7 +40,9 @@ class TrainingSettings(Settings):
     ``pad_to`` canvas (the network's input size): at random in each training epoch (the
     augmentation's shift then spans the whole margin; ``augment=False`` keeps it centred),
     centred in the split evaluated, as Sabour et al. (2017) train on MNIST in 40x40 to test on
-    affNIST. ``device``, ``data_dir``, ``download``, ``eval_batch_size``,
+    affNIST. ``hflip`` adds a left-right flip of half the images to the augmentation: for
+    classes that look the same mirrored (Fashion-MNIST's clothes, CIFAR's objects), never for
+    digits or letters. ``device``, ``data_dir``, ``download``, ``eval_batch_size``,
     ``compile`` and ``deterministic`` do not change what is trained (only, on a GPU, its last
     bits) and are not part of :meth:`identity`.
     """
@@ -59,6 +61,7 @@ class TrainingSettings(Settings):
     weight_decay: float = 0.0
     reconstruction_weight: float = 0.0005
     augment: bool = True
+    hflip: bool = False
     subset: int | None = None
     test_subset: int | None = None
     val_size: int | None = None
@@ -84,6 +87,8 @@ class TrainingSettings(Settings):
         for name in ("lr", "subset", "test_subset", "val_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.hflip and not self.augment:
+            raise ConfigError("hflip is part of the training augmentation: it needs augment")
         if self.reconstruction_weight < 0 or self.weight_decay < 0:
             raise ConfigError("reconstruction_weight and weight_decay must be >= 0")
         check_device_name(self.device)

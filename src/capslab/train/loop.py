@@ -270,7 +270,8 @@ def train_epoch(
     # the whole split sits on the device, so every batch is ready before its step
     loader = BatchLoader(train_set, batch_size, shuffle=True, augment=config.augment,
                          seed=config.seed, device=device, rank=ranks.rank,
-                         world_size=ranks.world_size, max_shift=augmentation_shift(config))
+                         world_size=ranks.world_size, max_shift=augmentation_shift(config),
+                         hflip=config.hflip)
     loader.set_epoch(epoch)
     model.train()
     check_every = 1 if device.type == "cpu" else FINITE_CHECK_EVERY
