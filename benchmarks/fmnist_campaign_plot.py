@@ -6,7 +6,8 @@ has run) and writes ``fmnist_campaign.json`` (the figures docs/nas.md quotes) an
 finalists' test accuracies, the published points and the goal's corner).
 
     .venv/bin/python benchmarks/fmnist_campaign_plot.py runs/fmnist-efficient \
-        [--final runs/fmnist-efficient/final-15] --out benchmarks/results
+        [--final runs/fmnist-efficient/final-15 --final runs/fmnist-efficient/final-decay] \
+        --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -53,15 +54,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--final", type=Path, default=None,
-                        help="the folder search finalize wrote (default: RUN/final)")
+    parser.add_argument("--final", type=Path, action="append", default=None,
+                        help="a folder search finalize wrote (repeatable; default: RUN/final)")
     args = parser.parse_args()
     report = args.run / "report"
     with open(report / "candidates.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     pareto = json.loads((report / "pareto.json").read_text())
-    final_path = (args.final or args.run / "final") / "final.json"
-    final = json.loads(final_path.read_text())["rows"] if final_path.exists() else []
+    final = []  # every finalized network, with the folder (its training) it comes from
+    for folder in args.final or [args.run / "final"]:
+        if (folder / "final.json").exists():
+            saved = json.loads((folder / "final.json").read_text())
+            final += [{**r, "folder": folder.name, "training_epochs": saved["training"]["epochs"]}
+                      for r in saved["rows"]]
     ok = [r for r in rows if r["status"] == "ok" and r["accuracy"]]
     front = [r for r in ok if r["pareto"] == "True"]
     best = max(ok, key=lambda r: float(r["accuracy"]), default=None)
@@ -96,10 +101,13 @@ def main() -> None:
                s=12, color="0.7", label="candidates (validation, 1-3 epochs, 8-bit)")
     ax.scatter([float(r["energy_mJ"]) for r in front], [100 * float(r["accuracy"]) for r in front],
                s=30, facecolors="none", edgecolors="tab:blue", label="front (validation)")
-    done = [r for r in final if r.get("accuracy") is not None]
-    if done:
-        ax.scatter([r["energy_mJ"] for r in done], [100 * r["accuracy"] for r in done],
-                   marker="*", s=120, color="tab:red", label="finalists (test, final epoch)")
+    trainings = dict.fromkeys((r["folder"], r["training_epochs"]) for r in final)
+    for (folder, epochs), marker, color in zip(trainings, ("P", "*", "X", "D"),
+                                               ("tab:orange", "tab:red", "tab:purple", "tab:brown"),
+                                               strict=False):
+        done = [r for r in final if r["folder"] == folder and r.get("accuracy") is not None]
+        ax.scatter([r["energy_mJ"] for r in done], [100 * r["accuracy"] for r in done], marker=marker,
+                   s=110, color=color, label=f"finalists, {epochs} epochs (test, final epoch)")
     below = {"DeepCaps", "CapsNet"}  # C10-best and DeepCaps sit at nearly one accuracy
     for name, (energy, acc) in published_points().items():
         ax.scatter([energy], [100 * acc], marker="s", color="black", s=25)
