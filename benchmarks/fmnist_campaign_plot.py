@@ -122,7 +122,8 @@ def main() -> None:
     ax.set_ylim(max(50.0, min([100 * float(r["accuracy"]) for r in ok] or [80.0]) - 2), 96)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"Fashion-MNIST search: {len(ok)} candidates trained, "
-                 f"{summary['search_hours']:.1f} h on 2 cores")
+                 f"generations 0-{summary['generations'] - 1} in {summary['search_hours']:.1f} h "
+                 "on 2 cores", fontsize=10)
     fig.tight_layout()
     save_figure(fig, args.out / "fmnist_campaign.png")
     print(json.dumps({k: summary[k] for k in ("candidates", "trained", "generations",
