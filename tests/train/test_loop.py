@@ -502,3 +502,16 @@ def test_hflip_is_part_of_the_augmentation_and_of_the_run_identity(mnist_root, m
                                                if k != "hflip"})  # runs from before it still match
     with pytest.raises(ConfigError, match="hflip is part of the training augmentation"):
         tiny_config(None, hflip=True, augment=False)
+
+
+def test_held_out_history_names_the_split_from_the_evaluated_epochs():
+    from capslab.train.callbacks import held_out_history
+
+    trained_only = {"epoch": 1, "train_accuracy": 0.5}
+    # a validation run with eval_final_only: its first epoch says nothing of the split
+    assert held_out_history([trained_only, {"epoch": 2, "val_accuracy": 0.7}]) == (
+        "val", [{"epoch": 2, "val_accuracy": 0.7}])
+    assert held_out_history([trained_only]) == ("test", [])  # unfinished: nothing read yet
+    assert held_out_history([]) == ("test", [])
+    every = [{"epoch": e, "test_accuracy": 0.1 * e} for e in (1, 2)]
+    assert held_out_history(every) == ("test", every)

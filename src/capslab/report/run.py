@@ -23,7 +23,7 @@ from capslab.models.pretrained import load_model_and_checkpoint
 from capslab.report.html import Page
 from capslab.results import SUMMARY_FILE, read_json
 from capslab.train import resolve_device
-from capslab.train.callbacks import held_out_split
+from capslab.train.callbacks import held_out_history
 from capslab.train.loop import METRICS_FILE
 
 CONFIG_FILE = "config.json"
@@ -176,7 +176,7 @@ def curves_figure(history: list[dict[str, Any]], title: str = ""):
                         subplot_titles=("Accuracy (%)", "Loss (log scale)", "Learning rate (end of epoch)",
                                         "Batch size"))
     colors = {"train": "#1f77b4", "test": "#d62728", "val": "#d62728"}
-    for split in ("train", held_out_split(history[-1]) if history else "test"):
+    for split in ("train", held_out_history(history)[0]):
         acc = [100 * h[f"{split}_accuracy"] if f"{split}_accuracy" in h else None for h in history]
         loss = [h.get(f"{split}_loss") for h in history]
         style = dict(mode="lines+markers", legendgroup=split, line=dict(color=colors[split],
@@ -313,9 +313,8 @@ def build_page(run_dir: str | Path, evaluate: bool = True) -> Page:
     page = Page(f"Training run: {run.path.resolve().name}", str(run.path.resolve()))
 
     page.section("Summary", "summary")
-    split = held_out_split(history[-1]) if history else "test"
+    split, evaluated = held_out_history(history)  # with eval_final_only, the last epoch only
     held = "validation" if split == "val" else "test"
-    evaluated = [h for h in history if f"{split}_accuracy" in h]  # all but with eval_final_only
     best = max(evaluated, key=lambda h: h[f"{split}_accuracy"], default=None)
     page.key_values([
         ("status", "finished" if run.summary else "unfinished (no summary.json yet)"),

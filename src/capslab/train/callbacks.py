@@ -48,6 +48,14 @@ def held_out_split(record: dict[str, Any]) -> str:
     return "val" if "val_accuracy" in record else "test"
 
 
+def held_out_history(history: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The split a run's ``history`` was evaluated on (:func:`held_out_split` of its evaluated
+    epochs; ``"test"`` when none is) and those epochs' records: every epoch's, or with
+    ``eval_final_only`` only the last one's (none before the run ends)."""
+    evaluated = [h for h in history if "val_accuracy" in h or "test_accuracy" in h]
+    return (held_out_split(evaluated[0]) if evaluated else "test"), evaluated
+
+
 class Callback:
     """Base class: override the hooks you need (each does nothing here)."""
 

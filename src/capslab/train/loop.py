@@ -65,6 +65,7 @@ from capslab.train.callbacks import (
     StepInfo,
     TensorBoardLogger,
     TimeBudget,
+    held_out_split,
 )
 from capslab.train.config import TrainConfig, check_batch_shares
 from capslab.train.distributed import (
@@ -185,7 +186,7 @@ class RunState:
         accuracy when it has one, else its test accuracy; an epoch not evaluated is never)."""
         self.history.append(record)
         self.epoch = record["epoch"]
-        accuracy = record.get("val_accuracy", record.get("test_accuracy"))
+        accuracy = record.get(f"{held_out_split(record)}_accuracy")
         if accuracy is not None and accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch = accuracy, record["epoch"]
             return True

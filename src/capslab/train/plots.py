@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from capslab.results import pyplot, save_figure
-from capslab.train.callbacks import held_out_split
+from capslab.train.callbacks import held_out_history
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
@@ -18,10 +18,9 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path:
     plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
-    split = held_out_split(history[-1]) if history else "test"
-    label = "validation" if split == "val" else "test"
     # with eval_final_only only the last epoch has held-out figures: one point, not a line
-    held_out = [h for h in history if f"{split}_accuracy" in h]
+    split, held_out = held_out_history(history)
+    label = "validation" if split == "val" else "test"
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     ax_acc.plot([h["epoch"] for h in held_out], [100 * h[f"{split}_accuracy"] for h in held_out],
                 "o-", label=label)
