@@ -202,7 +202,16 @@ class Settings:
             f = fields[name]
             return plain(f.default if f.default is not dataclasses.MISSING else f.default_factory())
 
-        return all(recorded[k] == v if k in recorded else v == default(k) for k, v in wanted.items())
+        def matches(name: str, value: Any) -> bool:
+            if name not in recorded:
+                return value == default(name)
+            nested = getattr(self, name)
+            if isinstance(nested, Settings) and isinstance(recorded[name], dict):
+                # nested settings (a search's training) apply the same rule to their own fields
+                return nested.identity_matches(recorded[name])
+            return recorded[name] == value
+
+        return all(matches(k, v) for k, v in wanted.items())
 
     def replace(self: S, **changes: Any) -> S:
         """A validated copy with ``changes``."""

@@ -160,6 +160,37 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
         resume(tmp_path / "nothing")
 
 
+def test_a_search_recorded_before_a_training_field_existed_resumes(tmp_path):
+    """The nested training settings follow the same rule as the search's own: a key the
+    record lacks matches its default (here ``hflip``, added after searches had been run)."""
+    import json
+    import sqlite3
+
+    cfg = _config(generations=1)
+    crashing = Counting(cfg.build_space(), stop_after=8)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, tmp_path / "run", evaluator=crashing)
+    path = tmp_path / "run" / "run.json"
+    info = json.loads(path.read_text())
+    del info["config"]["training"]["hflip"]
+    path.write_text(json.dumps(info))
+    with sqlite3.connect(tmp_path / "run" / "journal.sqlite") as db:
+        (recorded,) = db.execute("SELECT config FROM nas_runs").fetchone()
+        older = json.loads(recorded)
+        del older["training"]["hflip"]
+        db.execute("UPDATE nas_runs SET config = ?", (json.dumps(older),))
+    again = Counting(cfg.build_space())
+    res = resume(tmp_path / "run", evaluator=again)
+    assert again.calls == res.evaluations - 8 > 0
+
+    # a nested field that differs is still another search
+    info["config"]["training"]["hflip"] = True
+    info["config"]["training"]["augment"] = True
+    path.write_text(json.dumps(info))
+    with pytest.raises(RunMismatchError, match="does not match"):
+        resume(tmp_path / "run", evaluator=Counting(cfg.build_space()))
+
+
 def _run_id(run_dir):
     import json
 
