@@ -14,7 +14,7 @@ import torch
 
 from capslab.errors import CheckpointError
 from capslab.io import atomic_write_bytes
-from capslab.settings import identity_difference
+from capslab.settings import Settings
 
 FORMAT = "capslab-checkpoint"
 VERSION = 1
@@ -105,11 +105,13 @@ def _unreadable(path: Path) -> str:
     return f"{path} is not a CapsLab checkpoint (not a PyTorch file)"
 
 
-def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: str | Path) -> None:
-    """Refuse to continue from a checkpoint of another model or configuration."""
+def check_compatible(ckpt: dict[str, Any], config: Settings, path: str | Path) -> None:
+    """Refuse to continue from a checkpoint of another model or configuration than ``config``'s
+    (a checkpoint written before a field existed matches that field's default)."""
     saved = ckpt.get("identity", {})
-    diff = identity_difference(saved, identity)
+    diff = config.identity_difference(saved)
     if diff:
+        identity = config.identity()
         lines = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {identity.get(k)!r}" for k in diff)
         raise CheckpointError(
             f"checkpoint {path} belongs to another model or config ({lines}); "

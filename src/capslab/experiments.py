@@ -20,7 +20,6 @@ from typing import Any
 from capslab import train as trainer  # the package: trainer.train is looked up at each call
 from capslab.errors import CapsLabError, RunMismatchError, TrainingError
 from capslab.results import SUMMARY_FILE, read_json
-from capslab.settings import identity_difference
 from capslab.train import TrainConfig
 
 
@@ -40,7 +39,7 @@ def finished_summary(config: TrainConfig) -> dict[str, Any] | None:
     summary = read_json(path, "summary")
     if summary is None:
         return None
-    diff = identity_difference(summary.get("identity", {}), config.identity())
+    diff = config.identity_difference(summary.get("identity", {}))
     if diff:
         raise RunMismatchError(
             f"{config.out} holds a finished run with other settings ({', '.join(diff)}); "

@@ -191,33 +191,33 @@ class Settings:
             out[name] = value.identity() if isinstance(value, Settings) else plain(value)
         return json.loads(json.dumps(out))
 
-    def identity_matches(self, recorded: dict[str, Any]) -> bool:
-        """Whether an identity recorded earlier is this one's. A key the record lacks (written
-        before the field existed) matches when this config leaves that field at its default,
-        so adding a field with a default keeps older runs resumable."""
-        wanted = self.identity()
+    def identity_difference(self, recorded: dict[str, Any]) -> list[str]:
+        """The identity keys in which an identity recorded earlier (a journal's, a checkpoint's,
+        a summary's) differs from this one's. A key the record lacks (written before the field
+        existed) matches when this config leaves that field at its default, nested settings
+        included, so adding a field with a default keeps older runs resumable."""
         fields = {f.name: f for f in dataclasses.fields(self)}
 
         def default(name: str) -> Any:
             f = fields[name]
             return plain(f.default if f.default is not dataclasses.MISSING else f.default_factory())
 
-        def matches(name: str, value: Any) -> bool:
+        def differs(name: str, value: Any) -> bool:
             if name not in recorded:
-                return value == default(name)
+                return value != default(name)
             nested = getattr(self, name)
             if isinstance(nested, Settings) and isinstance(recorded[name], dict):
-                # nested settings (a search's training) apply the same rule to their own fields
-                return nested.identity_matches(recorded[name])
-            return recorded[name] == value
+                return bool(nested.identity_difference(recorded[name]))
+            return recorded[name] != value
 
-        return all(matches(k, v) for k, v in wanted.items())
+        wanted = self.identity()
+        extra = set(recorded) - set(wanted)  # a field since removed: another run's settings
+        return sorted(extra | {k for k, v in wanted.items() if differs(k, v)})
+
+    def identity_matches(self, recorded: dict[str, Any]) -> bool:
+        """Whether an identity recorded earlier is this one's (see :meth:`identity_difference`)."""
+        return not self.identity_difference(recorded)
 
     def replace(self: S, **changes: Any) -> S:
         """A validated copy with ``changes``."""
         return dataclasses.replace(self, **changes)
-
-
-def identity_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two identities (missing counts as different)."""
-    return [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]

@@ -504,6 +504,22 @@ def test_hflip_is_part_of_the_augmentation_and_of_the_run_identity(mnist_root, m
         tiny_config(None, hflip=True, augment=False)
 
 
+def test_a_checkpoint_written_before_a_field_existed_resumes(tmp_path, mnist_root):
+    """A search's candidates continue from their rung-1 checkpoints: one saved before
+    ``hflip`` existed must resume (its key missing matches the default), and not with hflip."""
+    from capslab.checkpoint import load_checkpoint, save_checkpoint
+
+    first = train(tiny_config(tmp_path, epochs=2, stop_after=1, resume=True), progress=False)
+    last = tmp_path / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["identity"]["hflip"]
+    save_checkpoint(last, **{k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    with pytest.raises(CheckpointError, match=r"\(hflip: checkpoint None vs now True\)"):
+        train(tiny_config(tmp_path, epochs=2, hflip=True, resume=True), progress=False)
+    done = train(tiny_config(tmp_path, epochs=2, resume=True), progress=False)
+    assert [h["epoch"] for h in done["history"]] == [1, 2] and done["history"][0] == first["history"][0]
+
+
 def test_held_out_history_names_the_split_from_the_evaluated_epochs():
     from capslab.train.callbacks import held_out_history
 

@@ -223,7 +223,7 @@ def resume_state(config: TrainConfig, out: Path | None, model: nn.Module, optimi
     # read on the CPU: load_state_dict copies the weights and optimiser state to the model's
     # device, and the random-number states must stay CPU byte tensors
     ckpt = load_checkpoint(last, map_location="cpu")
-    check_compatible(ckpt, config.identity(), last)
+    check_compatible(ckpt, config, last)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
