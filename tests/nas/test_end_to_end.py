@@ -148,6 +148,13 @@ def test_search_command_line(tmp_path):
     res = runner.invoke(app, ["search", "finalize", str(out), "--policy-opt", "speed=9",
                               "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "speed" in res.output and not (tmp_path / "bad").exists(), res.output
+    # chosen members by their front numbers; a number off the front, or with --best, is one line
+    res = runner.invoke(app, ["search", "finalize", str(out), "--epochs", "1", "--subset", "100",
+                              "--test-subset", "100", "--members", "1"])
+    assert res.exit_code == 0 and "| NASCaps-1 |" in res.output, res.output
+    for bad in (["--members", "9"], ["--members", "x"], ["--members", "1", "--best", "1"]):
+        res = runner.invoke(app, ["search", "finalize", str(out), "--out", str(tmp_path / "bad"), *bad])
+        assert res.exit_code == 2 and not (tmp_path / "bad").exists(), res.output
     # a second run into the same folder is refused with a hint, not a traceback
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "resume" in res.output

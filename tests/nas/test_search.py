@@ -14,7 +14,7 @@ import pytest
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from capslab.errors import NonFiniteLossError, RunMismatchError
+from capslab.errors import ConfigError, NonFiniteLossError, RunMismatchError
 from capslab.genotype import CAPSNET_GENOTYPE
 from capslab.nas.config import SearchConfig
 from capslab.nas.evaluate import Evaluator
@@ -443,6 +443,37 @@ def test_finalize_best_trains_the_most_accurate_members_under_their_front_number
     assert [r["name"] for r in rows] == ["NASCaps-2", "NASCaps-3"]
     assert [r["partial_accuracy"] for r in rows] == [0.9, 0.9]
     assert [r["quantized_accuracy"] for r in rows] == [0.4, 0.4]  # at the search's precision
+
+
+def test_finalize_members_trains_the_members_named_by_their_front_numbers(tmp_path):
+    from capslab.nas.report import finalize, front_members
+    from capslab.results import write_json
+    from capslab.train import TrainingSettings
+
+    space = SearchSpace()
+    rng = np.random.default_rng(6)
+    recs = [Evaluator(fake_accuracy, space=space)(sample(space, rng)) for _ in range(4)]
+    assert front_members(recs, (4, 1, 1)) == [0, 3]
+    with pytest.raises(ConfigError, match=r"the front has members 1-4; 0, 5 named"):
+        front_members(recs, (0, 2, 5))
+    with pytest.raises(ConfigError, match="no member named"):
+        front_members(recs, ())
+    trained = []
+
+    def fake_train(config, progress=False):
+        trained.append(Path(config.out).name)
+        summary = {"final_test_accuracy": 0.5, "identity": config.identity(), "history": [{}]}
+        write_json(f"{config.out}/summary.json", "summary", summary)
+        return summary
+
+    one = TrainingSettings(model="genotype", epochs=1)
+    rows = finalize(recs, tmp_path, one, members=(3, 1), train_fn=fake_train, progress=False)
+    assert trained == ["NASCaps-1", "NASCaps-3"] and [r["name"] for r in rows] == trained
+    # a later call with more members reuses the ones trained and tables them all
+    rows = finalize(recs, tmp_path, one, members=(1, 2, 3), train_fn=fake_train, progress=False)
+    assert trained == ["NASCaps-1", "NASCaps-3", "NASCaps-2"] and len(rows) == 3
+    with pytest.raises(ConfigError, match="by best or by members, not both"):
+        finalize(recs, tmp_path, one, best=1, members=(1,), train_fn=fake_train, progress=False)
 
 
 def test_front_table_shows_failed_candidates():

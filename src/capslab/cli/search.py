@@ -401,6 +401,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the search's).")] = None,
         db: Annotated[str | None, typer.Option(help="Journal URL, if not the one in run.json.")] = None,
         best: Annotated[int | None, typer.Option(min=1, help="Train only the N front members of the highest search accuracy (folders keep the front's numbering).")] = None,
+        members: Annotated[str | None, typer.Option(help="Train only these front members, by their numbers in the report's front table, e.g. 1,2,7 or 1-3.")] = None,
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Fully train the Pareto set on the whole training split and report test accuracies;
@@ -409,8 +410,17 @@ def register(app: typer.Typer) -> None:
         retrained."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import SearchConfig, open_journal
-        from capslab.nas.report import finalize, markdown_table, most_accurate, search_front
+        from capslab.nas.report import (
+            finalize,
+            front_members,
+            markdown_table,
+            most_accurate,
+            search_front,
+        )
 
+        if members is not None and best is not None:
+            raise ConfigError("--best and --members both choose the networks to train: give one")
+        numbers = opt.parse_int_list(members, "--members") if members is not None else None
         journal, info = open_journal(run, db)
         with journal:
             front = search_front(journal.evaluations(), info["config"])
@@ -435,12 +445,15 @@ def register(app: typer.Typer) -> None:
         if device is not None:
             changes["device"] = device
         training = searched.replace(**changes)
+        chosen = front_members(front, numbers) if numbers is not None else most_accurate(front, best)
         if not as_json:
-            n = len(most_accurate(front, best))
-            which = "" if n == len(front) else f" (the {n} most accurate of {len(front)})"
+            n = len(chosen)
+            which = "" if n == len(front) else (
+                f" (the {n} most accurate of {len(front)})" if numbers is None
+                else f" (members {', '.join(str(i + 1) for i in chosen)} of {len(front)})")
             console.print(f"fully training {n} Pareto-optimal network(s){which} for {epochs} epochs")
         rows = finalize(front, out or Path(run) / "final", training, progress=not as_json,
-                        best=best, weight_bits=search_config.accuracy_bits,
+                        best=best, members=numbers, weight_bits=search_config.accuracy_bits,
                         accelerator_mode=search_config.accuracy_mode == "accelerator")
         emit(rows, as_json, lambda r: console.print(markdown_table(r), markup=False, highlight=False))
 

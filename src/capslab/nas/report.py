@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from capslab.errors import ConfigError
 from capslab.experiments import finished_summary, run_or_failure
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE, parse_genotype
 from capslab.hw import CAPSACC, estimate
@@ -374,11 +375,13 @@ def finalize(
     progress: bool = True,
     on_done: Callable[[dict[str, Any]], None] | None = None,
     best: int | None = None,
+    members: Sequence[int] | None = None,
     weight_bits: int | None = None,
     accelerator_mode: bool = False,
 ) -> list[dict[str, Any]]:
     """Fully train every genotype of ``front`` (or its ``best`` most accurate,
-    :func:`most_accurate`) as ``training`` says and write ``final.csv``, ``final.md`` (the
+    :func:`most_accurate`, or the ``members`` named by their front numbers,
+    :func:`front_members`) as ``training`` says and write ``final.csv``, ``final.md`` (the
     paper's Table 3 layout) and ``final.json`` in ``out_dir``. ``weight_bits`` /
     ``accelerator_mode`` (the search's ``accuracy_bits`` and ``accuracy_mode``) also evaluate
     the final epoch at the search's precision: ``quantized_accuracy`` beside the float one.
@@ -396,7 +399,9 @@ def finalize(
     """
     out = Path(out_dir)
     training = training.replace(val_size=None)  # final accuracies are test accuracies
-    chosen = most_accurate(front, best)
+    if members is not None and best is not None:
+        raise ConfigError("choose the networks to train by best or by members, not both")
+    chosen = front_members(front, members) if members is not None else most_accurate(front, best)
     names = [f"NASCaps-{i + 1}" for i in chosen]  # the front's numbering, whatever is chosen
     front = [front[i] for i in chosen]
     genotypes = [parse_genotype(rec.genotype_nascaps) for rec in front]
@@ -445,6 +450,17 @@ def most_accurate(front: Sequence[EvaluationRecord], n: int | None) -> list[int]
         return list(range(len(front)))
     ranked = sorted(range(len(front)), key=lambda i: (-front[i].accuracy, front[i].energy_mJ, i))
     return sorted(ranked[:n])
+
+
+def front_members(front: Sequence[EvaluationRecord], numbers: Sequence[int]) -> list[int]:
+    """Indices (in front order) of the members numbered ``numbers`` (1-based, as the front's
+    tables and the ``NASCaps-<k>`` folders number them): to train chosen members, such as
+    the cheap ones that ``best`` would leave out."""
+    wrong = sorted({k for k in numbers if not 1 <= k <= len(front)})
+    if wrong or not numbers:
+        raise ConfigError(f"the front has members 1-{len(front)}; "
+                          f"{', '.join(map(str, wrong)) or 'no member'} named")
+    return sorted({k - 1 for k in numbers})
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
