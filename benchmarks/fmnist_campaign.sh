@@ -8,13 +8,15 @@
 #
 #   CAPSLAB_DATA=../shared/datasets bash benchmarks/fmnist_campaign.sh          # all of it
 #   STEP=search bash benchmarks/fmnist_campaign.sh                              # one step
+#   STEP=final MEMBERS=1-9 bash benchmarks/fmnist_campaign.sh                   # these front members
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/fmnist-efficient}
 CAPSLAB=${CAPSLAB:-.venv/bin/capslab}
 GENERATIONS=${GENERATIONS:-8}       # 10 + 8 x 10 = 90 candidates
 FINAL_EPOCHS=${FINAL_EPOCHS:-30}
-BEST=${BEST:-3}
+BEST=${BEST:-4}
+MEMBERS=${MEMBERS:-}                # front numbers (e.g. 1,2,7 or 1-9) instead of the BEST most accurate
 STEP=${STEP:-all}
 
 search() {
@@ -39,7 +41,8 @@ final() {
     # the whole training split (the validation images go back in), shift and left-right flip
     # augmentation (clothes look the same mirrored), the learning rate decayed 10 % an epoch
     # (0.047x after 30); the test split read once, after the final epoch
-    "$CAPSLAB" search finalize "$RUN" --best "$BEST" --epochs "$FINAL_EPOCHS" \
+    if [ -n "$MEMBERS" ]; then chosen=(--members "$MEMBERS"); else chosen=(--best "$BEST"); fi
+    "$CAPSLAB" search finalize "$RUN" "${chosen[@]}" --epochs "$FINAL_EPOCHS" \
         --policy exp-decay --policy-opt decay_every=epoch --policy-opt rate=0.9 --hflip \
         --out "$RUN/final-decay"
 }
