@@ -410,16 +410,8 @@ def register(app: typer.Typer) -> None:
         retrained."""
         # imported on use, so that the CLI starts without it
         from capslab.nas.config import SearchConfig, open_journal
-        from capslab.nas.report import (
-            finalize,
-            front_members,
-            markdown_table,
-            most_accurate,
-            search_front,
-        )
+        from capslab.nas.report import finalists, finalize, markdown_table, search_front
 
-        if members is not None and best is not None:
-            raise ConfigError("--best and --members both choose the networks to train: give one")
         numbers = opt.parse_int_list(members, "--members") if members is not None else None
         journal, info = open_journal(run, db)
         with journal:
@@ -445,7 +437,7 @@ def register(app: typer.Typer) -> None:
         if device is not None:
             changes["device"] = device
         training = searched.replace(**changes)
-        chosen = front_members(front, numbers) if numbers is not None else most_accurate(front, best)
+        chosen = finalists(front, best, numbers)  # refused here, before anything is written
         if not as_json:
             n = len(chosen)
             which = "" if n == len(front) else (

@@ -379,9 +379,8 @@ def finalize(
     weight_bits: int | None = None,
     accelerator_mode: bool = False,
 ) -> list[dict[str, Any]]:
-    """Fully train every genotype of ``front`` (or its ``best`` most accurate,
-    :func:`most_accurate`, or the ``members`` named by their front numbers,
-    :func:`front_members`) as ``training`` says and write ``final.csv``, ``final.md`` (the
+    """Fully train every genotype of ``front`` (or its ``best`` most accurate, or the
+    ``members`` named by their front numbers: :func:`finalists`) as ``training`` says and write ``final.csv``, ``final.md`` (the
     paper's Table 3 layout) and ``final.json`` in ``out_dir``. ``weight_bits`` /
     ``accelerator_mode`` (the search's ``accuracy_bits`` and ``accuracy_mode``) also evaluate
     the final epoch at the search's precision: ``quantized_accuracy`` beside the float one.
@@ -399,9 +398,7 @@ def finalize(
     """
     out = Path(out_dir)
     training = training.replace(val_size=None)  # final accuracies are test accuracies
-    if members is not None and best is not None:
-        raise ConfigError("choose the networks to train by best or by members, not both")
-    chosen = front_members(front, members) if members is not None else most_accurate(front, best)
+    chosen = finalists(front, best, members)
     names = [f"NASCaps-{i + 1}" for i in chosen]  # the front's numbering, whatever is chosen
     front = [front[i] for i in chosen]
     genotypes = [parse_genotype(rec.genotype_nascaps) for rec in front]
@@ -450,6 +447,16 @@ def most_accurate(front: Sequence[EvaluationRecord], n: int | None) -> list[int]
         return list(range(len(front)))
     ranked = sorted(range(len(front)), key=lambda i: (-front[i].accuracy, front[i].energy_mJ, i))
     return sorted(ranked[:n])
+
+
+def finalists(front: Sequence[EvaluationRecord], best: int | None = None,
+              members: Sequence[int] | None = None) -> list[int]:
+    """Indices (in front order) of the members to train fully: those numbered ``members``
+    (:func:`front_members`), else the ``best`` most accurate (:func:`most_accurate`; all of
+    them when both are None). Both given is a :class:`ConfigError`."""
+    if members is not None and best is not None:
+        raise ConfigError("choose the networks to train by best or by members, not both")
+    return front_members(front, members) if members is not None else most_accurate(front, best)
 
 
 def front_members(front: Sequence[EvaluationRecord], numbers: Sequence[int]) -> list[int]:
