@@ -9,6 +9,7 @@
 #   CAPSLAB_DATA=../shared/datasets bash benchmarks/fmnist_campaign.sh          # all of it
 #   STEP=search bash benchmarks/fmnist_campaign.sh                              # one step
 #   STEP=final MEMBERS=1-9 bash benchmarks/fmnist_campaign.sh                   # these front members
+#   SPACE=preset=nascaps RUN=runs/fmnist-paper MAX_TIME=3600 STEP=search bash ... # the paper's space, 1 h
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/fmnist-efficient}
@@ -18,21 +19,24 @@ FINAL_EPOCHS=${FINAL_EPOCHS:-30}
 BEST=${BEST:-4}
 MEMBERS=${MEMBERS:-}                # front numbers (e.g. 1,2,7 or 1-9) instead of the BEST most accurate
 STEP=${STEP:-all}
+SPACE=${SPACE:-preset=efficient}    # preset=nascaps: the paper's space (used when the search starts)
+MAX_TIME=${MAX_TIME:-}              # seconds of search in this call; the next call resumes
+capped=(); if [ -n "$MAX_TIME" ]; then capped=(--max-time "$MAX_TIME"); fi
 
 search() {
     if [ -f "$RUN/run.json" ]; then
         # to the generations it was started with; one worker, as started (resume's default
         # is one per core, and two candidates on two cores time out)
-        "$CAPSLAB" search resume "$RUN" --workers 1
+        "$CAPSLAB" search resume "$RUN" --workers 1 "${capped[@]}"
     else
         # limits: the strictest reading of NASCaps's 92.15 % network (-88 % energy, -79 %
         # latency, -63 % memory against the lower of CapsNet's and DeepCaps's Table 3 figures)
-        "$CAPSLAB" search run --dataset fashion-mnist --space preset=efficient \
+        "$CAPSLAB" search run --dataset fashion-mnist --space "$SPACE" \
             --accuracy-mode accelerator --accuracy-bits 8 \
             --limit energy_mJ=4.20 --limit latency_ms=0.376 --limit memory_KiB=3168 \
             --rungs 1,3 --promote 0.5 --population 10 --offspring 10 \
             --generations "$GENERATIONS" --val-size 5000 --workers 1 --time-limit 900 \
-            --seed 0 --out "$RUN"
+            --seed 0 --out "$RUN" "${capped[@]}"
     fi
     "$CAPSLAB" search report "$RUN"
 }

@@ -1,11 +1,12 @@
 """The Fashion-MNIST campaign against NASCaps (docs/nas.md, "Fashion-MNIST at full scale").
 
-Reads a search folder after ``capslab search report RUN`` (and ``search finalize``, when it
-has run) and writes ``fmnist_campaign.json`` (the figures docs/nas.md quotes) and
-``fmnist_campaign.png`` (accuracy against CapsAcc energy: every candidate, the front, the
-finalists' test accuracies, the published points and the goal's corner).
+Reads one or more search folders (one per search space) after ``capslab search report RUN``
+(and ``search finalize``, when it has run) and writes ``fmnist_campaign.json`` (the figures
+docs/nas.md quotes) and ``fmnist_campaign.png`` (accuracy against CapsAcc energy: every
+candidate, each front, the finalists' test accuracies, the published points and the goal's
+corner).
 
-    .venv/bin/python benchmarks/fmnist_campaign_plot.py runs/fmnist-efficient \
+    .venv/bin/python benchmarks/fmnist_campaign_plot.py runs/fmnist-efficient [runs/fmnist-paper] \
         [--final runs/fmnist-efficient/final-15 --final runs/fmnist-efficient/final-decay] \
         --out benchmarks/results
 """
@@ -50,41 +51,59 @@ def within_goal_hardware(row: dict) -> bool:
     return all(float(row[k]) <= GOAL[k] for k in ("energy_mJ", "latency_ms", "memory_KiB"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--final", type=Path, action="append", default=None,
-                        help="a folder search finalize wrote (repeatable; default: RUN/final)")
-    args = parser.parse_args()
-    report = args.run / "report"
+def space_name(run: Path) -> str:
+    """The search space a run searched, as ``--space`` named it (the paper's when unnamed)."""
+    space = json.loads((run / "run.json").read_text())["config"].get("space") or {}
+    return {"efficient": "efficient preset", "nascaps": "paper's space"}.get(
+        space.get("preset", "nascaps"), str(space))
+
+
+def search_summary(run: Path) -> tuple[dict, list[dict], list[dict]]:
+    """(summary, trained rows, front rows) of one search folder after ``search report``."""
+    report = run / "report"
     with open(report / "candidates.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     pareto = json.loads((report / "pareto.json").read_text())
-    final = []  # every finalized network, with the folder (its training) it comes from
-    for folder in args.final or [args.run / "final"]:
-        if (folder / "final.json").exists():
-            saved = json.loads((folder / "final.json").read_text())
-            final += [{**r, "folder": folder.name, "training_epochs": saved["training"]["epochs"]}
-                      for r in saved["rows"]]
     ok = [r for r in rows if r["status"] == "ok" and r["accuracy"]]
     front = [r for r in ok if r["pareto"] == "True"]
     best = max(ok, key=lambda r: float(r["accuracy"]), default=None)
+
+    def figures(r: dict) -> dict:
+        return {"accuracy": float(r["accuracy"]), "epochs": int(r["epochs"]),
+                "energy_mJ": float(r["energy_mJ"]), "latency_ms": float(r["latency_ms"]),
+                "memory_KiB": float(r["memory_KiB"]), "network": r["description"]}
+
     summary = {
-        "run": str(args.run), "accuracy": pareto.get("accuracy"),
+        "run": str(run), "space": space_name(run), "accuracy": pareto.get("accuracy"),
         "candidates": len(rows), "trained": len(ok),
         "infeasible": sum(r["status"] == "infeasible" for r in rows),
         "failed_or_timed_out": sum(r["status"] not in ("ok", "infeasible") for r in rows),
         "generations": pareto["workers"]["generations"],
         "search_hours": pareto["workers"]["wall_seconds"] / 3600,
-        "best_validation": None if best is None else {
-            "accuracy": float(best["accuracy"]), "epochs": int(best["epochs"]),
-            "energy_mJ": float(best["energy_mJ"]), "latency_ms": float(best["latency_ms"]),
-            "memory_KiB": float(best["memory_KiB"]), "network": best["description"]},
-        "front": [{"accuracy": float(r["accuracy"]), "epochs": int(r["epochs"]),
-                   "energy_mJ": float(r["energy_mJ"]), "latency_ms": float(r["latency_ms"]),
-                   "memory_KiB": float(r["memory_KiB"]), "network": r["description"]}
-                  for r in front],
+        "best_validation": None if best is None else figures(best),
+        "front": [figures(r) for r in front],
+    }
+    return summary, ok, front
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                        help="search folders (one per search space)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--final", type=Path, action="append", default=None,
+                        help="a folder search finalize wrote (repeatable; default: RUN/final)")
+    args = parser.parse_args()
+    searches = [search_summary(run) for run in args.runs]
+    final = []  # every finalized network, with the training (folder) and space it comes from
+    for folder in args.final or [run / "final" for run in args.runs]:
+        if (folder / "final.json").exists():
+            saved = json.loads((folder / "final.json").read_text())
+            final += [{**r, "folder": f"{folder.parent.name}/{folder.name}",
+                       "space": space_name(folder.parent),
+                       "training_epochs": saved["training"]["epochs"]} for r in saved["rows"]]
+    summary = {
+        "searches": [s for s, _, _ in searches],
         "final": final,
         "goal": GOAL,
         "goal_met": [r["name"] for r in final if r.get("accuracy") is not None
@@ -97,17 +116,23 @@ def main() -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([float(r["energy_mJ"]) for r in ok], [100 * float(r["accuracy"]) for r in ok],
-               s=12, color="0.7", label="candidates (validation, 1-3 epochs, 8-bit)")
-    ax.scatter([float(r["energy_mJ"]) for r in front], [100 * float(r["accuracy"]) for r in front],
-               s=30, facecolors="none", edgecolors="tab:blue", label="front (validation)")
-    trainings = dict.fromkeys((r["folder"], r["training_epochs"]) for r in final)
-    for (folder, epochs), marker, color in zip(trainings, ("P", "*", "X", "D"),
-                                               ("tab:orange", "tab:red", "tab:purple", "tab:brown"),
-                                               strict=False):
+    for (search, ok, front), marker, color in zip(searches, ("o", "^"), ("0.7", "tab:cyan"),
+                                                  strict=False):
+        ax.scatter([float(r["energy_mJ"]) for r in ok], [100 * float(r["accuracy"]) for r in ok],
+                   s=12, marker=marker, color=color,
+                   label=f"{search['space']}: candidates (validation, 1-3 epochs, 8-bit)")
+        ax.scatter([float(r["energy_mJ"]) for r in front],
+                   [100 * float(r["accuracy"]) for r in front], s=30, marker=marker,
+                   facecolors="none", edgecolors="tab:blue" if marker == "o" else "tab:cyan",
+                   label=f"{search['space']}: front (validation)")
+    trainings = dict.fromkeys((r["folder"], r["space"], r["training_epochs"]) for r in final)
+    for (folder, space, epochs), marker, color in zip(
+            trainings, ("P", "*", "X", "D"), ("tab:orange", "tab:red", "tab:purple", "tab:brown"),
+            strict=False):
         done = [r for r in final if r["folder"] == folder and r.get("accuracy") is not None]
         ax.scatter([r["energy_mJ"] for r in done], [100 * r["accuracy"] for r in done], marker=marker,
-                   s=110, color=color, label=f"finalists, {epochs} epochs (test, final epoch)")
+                   s=110, color=color,
+                   label=f"{space}: finalists, {epochs} epochs (test, final epoch)")
     below = {"DeepCaps", "CapsNet"}  # C10-best and DeepCaps sit at nearly one accuracy
     for name, (energy, acc) in published_points().items():
         ax.scatter([energy], [100 * acc], marker="s", color="black", s=25)
@@ -116,19 +141,22 @@ def main() -> None:
     ax.axvline(GOAL["energy_mJ"], color="tab:green", linestyle=":", linewidth=1)
     ax.axhline(100 * GOAL["accuracy"], color="tab:green", linestyle=":", linewidth=1,
                label="goal: >= 93.87 %, <= 4.20 mJ")
+    trained = [100 * float(r["accuracy"]) for _, ok, _ in searches for r in ok]
     ax.set_xscale("log")
     ax.set_xlabel("CapsAcc energy per inference [mJ]")
     ax.set_ylabel("Fashion-MNIST accuracy [%]")
-    ax.set_ylim(max(50.0, min([100 * float(r["accuracy"]) for r in ok] or [80.0]) - 2), 96)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"Fashion-MNIST search: {len(ok)} candidates trained, "
-                 f"generations 0-{summary['generations'] - 1} in {summary['search_hours']:.1f} h "
-                 "on 2 cores", fontsize=10)
+    ax.set_ylim(max(50.0, min(trained or [80.0]) - 2), 96)
+    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title("Fashion-MNIST search on 2 cores: " + "; ".join(
+        f"{s['space']} {s['trained']} trained, {s['search_hours']:.1f} h" for s, _, _ in searches),
+        fontsize=9)
     fig.tight_layout()
     save_figure(fig, args.out / "fmnist_campaign.png")
-    print(json.dumps({k: summary[k] for k in ("candidates", "trained", "generations",
-                                              "search_hours", "best_validation", "goal_met")},
-                     indent=1))
+    print(json.dumps({"searches": [{k: s[k] for k in ("space", "candidates", "trained",
+                                                      "generations", "search_hours",
+                                                      "best_validation")}
+                                   for s in summary["searches"]],
+                      "goal_met": summary["goal_met"]}, indent=1))
 
 
 if __name__ == "__main__":
