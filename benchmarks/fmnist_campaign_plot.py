@@ -123,7 +123,7 @@ def main() -> None:
                    label=f"{search['space']}: candidates (validation, 1-3 epochs, 8-bit)")
         ax.scatter([float(r["energy_mJ"]) for r in front],
                    [100 * float(r["accuracy"]) for r in front], s=30, marker=marker,
-                   facecolors="none", edgecolors="tab:blue" if marker == "o" else "tab:cyan",
+                   facecolors="none", edgecolors="tab:blue" if marker == "o" else "darkslategray",
                    label=f"{search['space']}: front (validation)")
     trainings = dict.fromkeys((r["folder"], r["space"], r["training_epochs"]) for r in final)
     for (folder, space, epochs), marker, color in zip(
