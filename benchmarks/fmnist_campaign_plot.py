@@ -116,15 +116,14 @@ def main() -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (search, ok, front), marker, color in zip(searches, ("o", "^"), ("0.7", "tab:cyan"),
-                                                  strict=False):
+    styles = (("o", "0.7", "tab:blue"), ("^", "tab:cyan", "darkslategray"))  # marker, dot, front
+    for (search, ok, front), (marker, color, edge) in zip(searches, styles, strict=False):
         ax.scatter([float(r["energy_mJ"]) for r in ok], [100 * float(r["accuracy"]) for r in ok],
                    s=12, marker=marker, color=color,
                    label=f"{search['space']}: candidates (validation, 1-3 epochs, 8-bit)")
         ax.scatter([float(r["energy_mJ"]) for r in front],
                    [100 * float(r["accuracy"]) for r in front], s=30, marker=marker,
-                   facecolors="none", edgecolors="tab:blue" if marker == "o" else "darkslategray",
-                   label=f"{search['space']}: front (validation)")
+                   facecolors="none", edgecolors=edge, label=f"{search['space']}: front (validation)")
     trainings = dict.fromkeys((r["folder"], r["space"], r["training_epochs"]) for r in final)
     for (folder, space, epochs), marker, color in zip(
             trainings, ("P", "*", "X", "D"), ("tab:orange", "tab:red", "tab:purple", "tab:brown"),

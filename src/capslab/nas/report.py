@@ -380,10 +380,11 @@ def finalize(
     accelerator_mode: bool = False,
 ) -> list[dict[str, Any]]:
     """Fully train every genotype of ``front`` (or its ``best`` most accurate, or the
-    ``members`` named by their front numbers: :func:`finalists`) as ``training`` says and write ``final.csv``, ``final.md`` (the
-    paper's Table 3 layout) and ``final.json`` in ``out_dir``. ``weight_bits`` /
-    ``accelerator_mode`` (the search's ``accuracy_bits`` and ``accuracy_mode``) also evaluate
-    the final epoch at the search's precision: ``quantized_accuracy`` beside the float one.
+    ``members`` named by their front numbers: :func:`finalists`) as ``training`` says and
+    write ``final.csv``, ``final.md`` (the paper's Table 3 layout) and ``final.json`` in
+    ``out_dir``. ``weight_bits`` / ``accelerator_mode`` (the search's ``accuracy_bits`` and
+    ``accuracy_mode``) also evaluate the final epoch at the search's precision:
+    ``quantized_accuracy`` beside the float one.
 
     The networks train on the whole training split and are evaluated on the test split:
     ``training.val_size`` (the search's validation split) is dropped. The test split is read
