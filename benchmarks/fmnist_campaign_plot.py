@@ -2,7 +2,8 @@
 
 Reads one or more search folders (one per search space) after ``capslab search report RUN``
 (and ``search finalize``, when it has run) and writes ``fmnist_campaign.json`` (the figures
-docs/nas.md quotes) and ``fmnist_campaign.png`` (accuracy against CapsAcc energy: every
+docs/nas.md quotes, with the proxy's agreement with the full trainings, Kendall's tau, and the
+networks no other fully trained one beats on test accuracy and hardware together) and ``fmnist_campaign.png`` (accuracy against CapsAcc energy: every
 candidate, each front, the finalists' test accuracies, the published points and the goal's
 corner).
 
@@ -17,6 +18,8 @@ import argparse
 import csv
 import json
 from pathlib import Path
+
+from scipy.stats import kendalltau
 
 from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
 from capslab.hw import estimate
@@ -49,6 +52,32 @@ def published_points() -> dict[str, tuple[float, float]]:
 
 def within_goal_hardware(row: dict) -> bool:
     return all(float(row[k]) <= GOAL[k] for k in ("energy_mJ", "latency_ms", "memory_KiB"))
+
+
+def proxy_agreement(rows: list[dict]) -> dict:
+    """Kendall's tau between the search's accuracy (validation, 1-3 epochs) and the final
+    test accuracy of fully trained ``rows``: does the proxy order networks as training does?"""
+    done = [r for r in rows if r.get("accuracy") is not None]
+    if len(done) < 3:
+        return {"networks": len(done), "kendall_tau": None}
+    tau = kendalltau([r["partial_accuracy"] for r in done], [r["accuracy"] for r in done])
+    return {"networks": len(done), "kendall_tau": float(tau.statistic),
+            "gain_points": [round(100 * min(r["accuracy"] - r["partial_accuracy"] for r in done), 2),
+                            round(100 * max(r["accuracy"] - r["partial_accuracy"] for r in done), 2)]}
+
+
+def tested_front(rows: list[dict]) -> list[str]:
+    """Names (space: name) of the fully trained ``rows`` that no other one beats on test
+    accuracy and all three CapsAcc figures together."""
+    keys = ("energy_mJ", "latency_ms", "memory_KiB")
+    done = [r for r in rows if r.get("accuracy") is not None]
+
+    def beats(a: dict, b: dict) -> bool:
+        no_worse = a["accuracy"] >= b["accuracy"] and all(a[k] <= b[k] for k in keys)
+        return no_worse and (a["accuracy"] > b["accuracy"] or any(a[k] < b[k] for k in keys))
+
+    return [f"{r['space']}: {r['name']}" for r in done
+            if not any(beats(other, r) for other in done)]
 
 
 def space_name(run: Path) -> str:
@@ -102,9 +131,16 @@ def main() -> None:
             final += [{**r, "folder": f"{folder.parent.name}/{folder.name}",
                        "space": space_name(folder.parent),
                        "training_epochs": saved["training"]["epochs"]} for r in saved["rows"]]
+    longest = max((r["training_epochs"] for r in final), default=None)
+    recipe = [r for r in final if r["training_epochs"] == longest]  # the final recipe's runs
+    spaces = dict.fromkeys(r["space"] for r in recipe)
     summary = {
         "searches": [s for s, _, _ in searches],
         "final": final,
+        # the full trainings of the final recipe (the longest), per space and all together
+        "proxy_agreement": {**{sp: proxy_agreement([r for r in recipe if r["space"] == sp])
+                               for sp in spaces}, "all": proxy_agreement(recipe)},
+        "tested_front": tested_front(recipe),
         "goal": GOAL,
         "goal_met": [r["name"] for r in final if r.get("accuracy") is not None
                      and r["accuracy"] >= GOAL["accuracy"] and within_goal_hardware(r)],
