@@ -67,12 +67,26 @@ class ClassCaps(nn.Module):
         self.routing = routing
         self.num_iterations = num_iterations
         self.share_types = share_types
+        self.init_std = init_std
         n_mat = share_types if share_types is not None else num_in
         # [n_mat, d_in, n_out * d_out]: one batched matmul per forward, no big temporaries
-        self.weight = nn.Parameter(torch.randn(n_mat, in_dim, num_out * out_dim) * init_std)
-        self.bias = nn.Parameter(torch.full((num_out, out_dim), SDA_BIAS_INIT)) if sda_bias else None
-        self.routing_bias = (nn.Parameter(torch.zeros(num_in, num_out))
+        self.weight = nn.Parameter(torch.empty(n_mat, in_dim, num_out * out_dim))
+        self.bias = nn.Parameter(torch.empty(num_out, out_dim)) if sda_bias else None
+        self.routing_bias = (nn.Parameter(torch.empty(num_in, num_out))
                              if routing == "self-attention" else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Matrices from ``N(0, init_std^2)``, the SDA bias at :data:`SDA_BIAS_INIT`, the
+        self-attention routing's log-priors at zero."""
+        with torch.no_grad():
+            # drawn on the CPU generator as float32 whatever the weight's device, so that a
+            # seed gives the same network everywhere
+            self.weight.copy_(torch.randn(self.weight.shape) * self.init_std)
+            if self.bias is not None:
+                self.bias.fill_(SDA_BIAS_INIT)
+            if self.routing_bias is not None:
+                self.routing_bias.zero_()
 
     def predictions(self, u: Tensor) -> Tensor:
         """``[B, n_in, d_in] -> u_hat [B, n_in, n_out, d_out]``."""

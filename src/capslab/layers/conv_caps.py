@@ -157,7 +157,12 @@ class ConvCaps2D(_CapsGridConv):
             # groups=T_in: the votes of input type i only see that type's D_in channels
             self.conv = nn.Conv2d(in_types * in_dim, in_types * out_types * out_dim, kernel_size,
                                   stride, groups=in_types, bias=bias)
-        capsule_conv_init_(self.conv.weight, in_dim, out_dim, init_gain)
+        self.init_gain = init_gain
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weights by :func:`capsule_conv_init_` (``init_gain``), biases at zero."""
+        capsule_conv_init_(self.conv.weight, self.in_dim, self.out_dim, self.init_gain)
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
 
@@ -224,8 +229,15 @@ class ConvCaps3D(_CapsGridConv):
         self.coupling = coupling
         self.conv = nn.Conv3d(1, out_types * out_dim, (in_dim, kernel_size, kernel_size),
                               (in_dim, stride, stride), bias=False)
-        capsule_conv_init_(self.conv.weight, in_dim, out_dim, init_gain)
-        self.bias = nn.Parameter(torch.full((out_types, out_dim), float(bias_init)))
+        self.init_gain, self.bias_init = init_gain, float(bias_init)
+        self.bias = nn.Parameter(torch.empty(out_types, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The shared kernel by :func:`capsule_conv_init_` (``init_gain``), the bias at
+        ``bias_init``."""
+        capsule_conv_init_(self.conv.weight, self.in_dim, self.out_dim, self.init_gain)
+        nn.init.constant_(self.bias, self.bias_init)
 
     def votes(self, x: Tensor) -> Tensor:
         """``[B, T_in, D_in, H, W] -> [B, T_in, T_out, D_out, H', W']``."""
