@@ -80,8 +80,9 @@ class ClassCaps(nn.Module):
         """Matrices from ``N(0, init_std^2)``, the SDA bias at :data:`SDA_BIAS_INIT`, the
         self-attention routing's log-priors at zero."""
         with torch.no_grad():
-            # drawn on the CPU generator as float32 whatever the weight's device, so that a
-            # seed gives the same network everywhere
+            # torch.randn on the default device, copied: a seed gives the matrices it gave
+            # before this method existed (normal_ in place rounds differently on small tensors),
+            # also for a layer since moved to another device
             self.weight.copy_(torch.randn(self.weight.shape) * self.init_std)
             if self.bias is not None:
                 self.bias.fill_(SDA_BIAS_INIT)
