@@ -3,9 +3,9 @@
 Reads one or more search folders (one per search space) after ``capslab search report RUN``
 (and ``search finalize``, when it has run) and writes ``fmnist_campaign.json`` (the figures
 docs/nas.md quotes, with the proxy's agreement with the full trainings, Kendall's tau, and the
-networks no other fully trained one beats on test accuracy and hardware together) and ``fmnist_campaign.png`` (accuracy against CapsAcc energy: every
-candidate, each front, the finalists' test accuracies, the published points and the goal's
-corner).
+networks no other fully trained one beats on test accuracy and hardware together) and
+``fmnist_campaign.png`` (accuracy against CapsAcc energy: every candidate, each front, the
+finalists' test accuracies, the published points and the goal's corner).
 
     .venv/bin/python benchmarks/fmnist_campaign_plot.py runs/fmnist-efficient [runs/fmnist-paper] \
         [--final runs/fmnist-efficient/final-15 --final runs/fmnist-efficient/final-decay] \
@@ -25,6 +25,7 @@ from capslab.genotype import CAPSNET_GENOTYPE, DEEPCAPS_GENOTYPE
 from capslab.hw import estimate
 from capslab.io import atomic_write_json
 from capslab.results import pyplot, save_figure
+from capslab.studies.fastrcaps import pareto_mask
 
 #: the goal of the campaign: the strictest reading of NASCaps's 92.15 % network (Sec. 4.4.2:
 #: -88.43 % energy, -79.38 % latency, -63.05 % memory against the lower of CapsNet's and
@@ -54,30 +55,23 @@ def within_goal_hardware(row: dict) -> bool:
     return all(float(row[k]) <= GOAL[k] for k in ("energy_mJ", "latency_ms", "memory_KiB"))
 
 
-def proxy_agreement(rows: list[dict]) -> dict:
+def proxy_agreement(done: list[dict]) -> dict:
     """Kendall's tau between the search's accuracy (validation, 1-3 epochs) and the final
-    test accuracy of fully trained ``rows``: does the proxy order networks as training does?"""
-    done = [r for r in rows if r.get("accuracy") is not None]
+    test accuracy of fully trained rows: does the proxy order networks as training does?"""
     if len(done) < 3:
         return {"networks": len(done), "kendall_tau": None}
     tau = kendalltau([r["partial_accuracy"] for r in done], [r["accuracy"] for r in done])
+    gains = [100 * (r["accuracy"] - r["partial_accuracy"]) for r in done]
     return {"networks": len(done), "kendall_tau": float(tau.statistic),
-            "gain_points": [round(100 * min(r["accuracy"] - r["partial_accuracy"] for r in done), 2),
-                            round(100 * max(r["accuracy"] - r["partial_accuracy"] for r in done), 2)]}
+            "gain_points": [round(min(gains), 2), round(max(gains), 2)]}
 
 
-def tested_front(rows: list[dict]) -> list[str]:
-    """Names (space: name) of the fully trained ``rows`` that no other one beats on test
+def tested_front(done: list[dict]) -> list[str]:
+    """Names (space: name) of the fully trained rows that no other one beats on test
     accuracy and all three CapsAcc figures together."""
-    keys = ("energy_mJ", "latency_ms", "memory_KiB")
-    done = [r for r in rows if r.get("accuracy") is not None]
-
-    def beats(a: dict, b: dict) -> bool:
-        no_worse = a["accuracy"] >= b["accuracy"] and all(a[k] <= b[k] for k in keys)
-        return no_worse and (a["accuracy"] > b["accuracy"] or any(a[k] < b[k] for k in keys))
-
-    return [f"{r['space']}: {r['name']}" for r in done
-            if not any(beats(other, r) for other in done)]
+    keys = ("accuracy", "energy_mJ", "latency_ms", "memory_KiB")
+    front = pareto_mask([[r[k] for k in keys] for r in done], maximize=(True, False, False, False))
+    return [f"{r['space']}: {r['name']}" for r, kept in zip(done, front, strict=True) if kept]
 
 
 def space_name(run: Path) -> str:
@@ -132,7 +126,8 @@ def main() -> None:
                        "space": space_name(folder.parent),
                        "training_epochs": saved["training"]["epochs"]} for r in saved["rows"]]
     longest = max((r["training_epochs"] for r in final), default=None)
-    recipe = [r for r in final if r["training_epochs"] == longest]  # the final recipe's runs
+    # the final recipe's runs (the longest trainings) that finished
+    recipe = [r for r in final if r["training_epochs"] == longest and r.get("accuracy") is not None]
     spaces = dict.fromkeys(r["space"] for r in recipe)
     summary = {
         "searches": [s for s, _, _ in searches],
