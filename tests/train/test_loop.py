@@ -393,6 +393,31 @@ def test_stop_after_then_resume_continues_the_same_schedule(mnist_root, tmp_path
         tiny_config(None, stop_after=3)
 
 
+def test_cli_stop_after_trains_a_long_run_in_parts(mnist_root, tmp_path):
+    """`capslab train --stop-after`: the first call ends after one of the two planned epochs, at
+    the 2-epoch schedule's learning rate; `--resume --stop-after 2` adds the second and ends
+    where one uninterrupted call ends; a stop beyond --epochs is one line and exit code 2."""
+    args = ["train", "--epochs", "2", "--subset", "64", "--test-subset", "32", "--batch-size", "32",
+            "--policy", "exp-decay", "--policy-opt", "decay_every=epoch", "--policy-opt", "rate=0.5",
+            "--model-opt", "conv_channels=8", "--model-opt", "primary_types=2", "--quiet"]
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert CliRunner().invoke(app, [*args, "--out", str(full)]).exit_code == 0
+    first = CliRunner().invoke(app, [*args, "--stop-after", "1", "--out", str(parts)])
+    assert first.exit_code == 0, first.output
+    assert json.loads((parts / "summary.json").read_text())["epochs_done"] == 1
+    second = CliRunner().invoke(app, [*args, "--stop-after", "2", "--resume", "--out", str(parts)])
+    assert second.exit_code == 0, second.output
+    records = [json.loads(line) for line in (parts / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["lr"] for r in records] == pytest.approx([1e-3, 5e-4])
+    a = load_checkpoint(full / "last.pt")["model"]
+    b = load_checkpoint(parts / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bad = CliRunner().invoke(app, [*args, "--stop-after", "3", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "stop_after 3 is beyond the run's 2 epochs" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_weight_bits_adds_the_quantized_accuracy(mnist_root):
     coarse = train(tiny_config(None, eval_weight_bits=2), progress=False)
     fine = train(tiny_config(None, eval_weight_bits=16), progress=False)

@@ -142,6 +142,10 @@ def register(app: typer.Typer) -> None:
             "mnist, then `capslab eval --dataset affnist`: Sabour et al.'s affNIST test).",
             show_default=False)] = None,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+        stop_after: Annotated[int | None, typer.Option(
+            min=1, help="End after N of the --epochs (the learning-rate schedule stays the one of "
+            "--epochs); --resume with a larger N, or without it, continues the same run: a long "
+            "training in parts.", show_default=False)] = None,
         nproc: Annotated[int, typer.Option(
             min=1, help="Train data-parallel in N processes on this machine (gloo on the CPU, NCCL "
             "on GPUs, one GPU each); --batch-size is the global batch and must divide by N. Under "
@@ -177,7 +181,7 @@ def register(app: typer.Typer) -> None:
             test_subset=test_subset, val_size=val_size, seed=seed, out=str(out), device=device,
             precision=precision, compile=compile_, deterministic=deterministic, resume=resume, tensorboard=tensorboard, augment=augment,
             reconstruction_weight=reconstruction_weight, nproc=nproc, qat_bits=qat, pad_to=pad_to,
-            eval_final_only=eval_final_only, hflip=hflip,
+            eval_final_only=eval_final_only, hflip=hflip, stop_after=stop_after,
         )
         if config is not None:
             given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
