@@ -42,6 +42,8 @@ class ClassCaps(nn.Module):
         sda_bias: SDA routing only: a learned ``[n_out, d_out]`` bias, initialised to
             :data:`SDA_BIAS_INIT`, added to every ``s_j`` before the squash (the momentum
             paper's code; its text has none).
+        device, dtype: where and in which type the parameters are created (``torch.nn``'s
+            factory arguments; ``device="meta"`` builds the layer without memory).
     """
 
     def __init__(
@@ -55,8 +57,12 @@ class ClassCaps(nn.Module):
         share_types: int | None = None,
         init_std: float = 0.01,
         sda_bias: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         if routing not in ROUTINGS:
             raise ConfigError(f"routing must be one of {ROUTINGS}, got {routing!r}")
         if sda_bias and routing != "sda":
@@ -70,9 +76,9 @@ class ClassCaps(nn.Module):
         self.init_std = init_std
         n_mat = share_types if share_types is not None else num_in
         # [n_mat, d_in, n_out * d_out]: one batched matmul per forward, no big temporaries
-        self.weight = nn.Parameter(torch.empty(n_mat, in_dim, num_out * out_dim))
-        self.bias = nn.Parameter(torch.empty(num_out, out_dim)) if sda_bias else None
-        self.routing_bias = (nn.Parameter(torch.empty(num_in, num_out))
+        self.weight = nn.Parameter(torch.empty(n_mat, in_dim, num_out * out_dim, **factory))
+        self.bias = nn.Parameter(torch.empty(num_out, out_dim, **factory)) if sda_bias else None
+        self.routing_bias = (nn.Parameter(torch.empty(num_in, num_out, **factory))
                              if routing == "self-attention" else None)
         self.reset_parameters()
 
@@ -82,7 +88,7 @@ class ClassCaps(nn.Module):
         with torch.no_grad():
             # torch.randn on the default device, copied: a seed gives the matrices it gave
             # before this method existed (normal_ in place rounds differently on small tensors),
-            # also for a layer since moved to another device
+            # also for a layer built on, or since moved to, another device or dtype
             self.weight.copy_(torch.randn(self.weight.shape) * self.init_std)
             if self.bias is not None:
                 self.bias.fill_(SDA_BIAS_INIT)

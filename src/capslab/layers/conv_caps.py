@@ -50,9 +50,10 @@ class SameConv2d(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = True):
+                 groups: int = 1, bias: bool = True, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups,
-                         bias=bias)
+                         bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(pad_same(x, self.kernel_size[0], self.stride[0]))
@@ -143,6 +144,9 @@ class ConvCaps2D(_CapsGridConv):
         routing_iterations: int = 0,
         bias: bool = True,
         init_gain: float = DEFAULT_INIT_GAIN,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride) < 1:
             raise ConfigError("ConvCaps2D sizes, kernel and stride must all be >= 1")
@@ -152,11 +156,11 @@ class ConvCaps2D(_CapsGridConv):
                          routing_iterations)
         if routing_iterations == 0:
             self.conv = nn.Conv2d(in_types * in_dim, out_types * out_dim, kernel_size, stride,
-                                  bias=bias)
+                                  bias=bias, device=device, dtype=dtype)
         else:
             # groups=T_in: the votes of input type i only see that type's D_in channels
             self.conv = nn.Conv2d(in_types * in_dim, in_types * out_types * out_dim, kernel_size,
-                                  stride, groups=in_types, bias=bias)
+                                  stride, groups=in_types, bias=bias, device=device, dtype=dtype)
         self.init_gain = init_gain
         self.reset_parameters()
 
@@ -219,6 +223,9 @@ class ConvCaps3D(_CapsGridConv):
         coupling: str = "types+positions",
         bias_init: float = 0.1,
         init_gain: float = DEFAULT_INIT_GAIN,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         if min(in_types, in_dim, out_types, out_dim, kernel_size, stride, routing_iterations) < 1:
             raise ConfigError("ConvCaps3D sizes, kernel, stride and routing_iterations must be >= 1")
@@ -228,9 +235,9 @@ class ConvCaps3D(_CapsGridConv):
                          routing_iterations)
         self.coupling = coupling
         self.conv = nn.Conv3d(1, out_types * out_dim, (in_dim, kernel_size, kernel_size),
-                              (in_dim, stride, stride), bias=False)
+                              (in_dim, stride, stride), bias=False, device=device, dtype=dtype)
         self.init_gain, self.bias_init = init_gain, float(bias_init)
-        self.bias = nn.Parameter(torch.empty(out_types, out_dim))
+        self.bias = nn.Parameter(torch.empty(out_types, out_dim, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -296,6 +303,9 @@ class CapsCell(nn.Module):
         routing_iterations: int = 3,
         coupling: str = "types+positions",
         squash_sum: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if skip not in ("2d", "3d"):
@@ -303,14 +313,15 @@ class CapsCell(nn.Module):
         self.stride = stride
         self.skip_kind = skip
         self.squash_sum = squash_sum
-        self.conv1 = ConvCaps2D(in_types, in_dim, out_types, out_dim, kernel_size, stride)
-        self.conv2 = ConvCaps2D(out_types, out_dim, out_types, out_dim, kernel_size, 1)
-        self.conv3 = ConvCaps2D(out_types, out_dim, out_types, out_dim, kernel_size, 1)
+        factory = {"device": device, "dtype": dtype}
+        self.conv1 = ConvCaps2D(in_types, in_dim, out_types, out_dim, kernel_size, stride, **factory)
+        self.conv2 = ConvCaps2D(out_types, out_dim, out_types, out_dim, kernel_size, 1, **factory)
+        self.conv3 = ConvCaps2D(out_types, out_dim, out_types, out_dim, kernel_size, 1, **factory)
         if skip == "3d":
             self.skip = ConvCaps3D(out_types, out_dim, out_types, out_dim, kernel_size, 1,
-                                   routing_iterations, coupling)
+                                   routing_iterations, coupling, **factory)
         else:
-            self.skip = ConvCaps2D(out_types, out_dim, out_types, out_dim, kernel_size, 1)
+            self.skip = ConvCaps2D(out_types, out_dim, out_types, out_dim, kernel_size, 1, **factory)
 
     def output_size(self, size: int) -> int:
         return same_output_size(size, self.stride)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from capslab.ops import mask_capsules, selected_capsule
@@ -18,6 +19,8 @@ class CapsuleDecoder(nn.Module):
         image_shape: ``(channels, height, width)`` of the image to reconstruct.
         small: FasTrCaps small decoder: read only the selected ``D``-vector instead of the
             masked ``C x D`` capsules.
+        hidden: widths of the two hidden layers.
+        device, dtype: where and in which type the parameters are created.
     Forward: ``v [B, C, D]``, ``target [B] | None`` -> ``[B, *image_shape]`` in [0, 1].
     """
 
@@ -28,17 +31,21 @@ class CapsuleDecoder(nn.Module):
         image_shape: tuple[int, int, int],
         small: bool = False,
         hidden: tuple[int, int] = (512, 1024),
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.small = small
         self.image_shape = tuple(image_shape)
         in_features = capsule_dim if small else num_classes * capsule_dim
+        factory = {"device": device, "dtype": dtype}
         self.net = nn.Sequential(
-            nn.Linear(in_features, hidden[0]),
+            nn.Linear(in_features, hidden[0], **factory),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden[0], hidden[1]),
+            nn.Linear(hidden[0], hidden[1], **factory),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden[1], math.prod(self.image_shape)),
+            nn.Linear(hidden[1], math.prod(self.image_shape), **factory),
             nn.Sigmoid(),
         )
 

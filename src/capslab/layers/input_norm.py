@@ -18,7 +18,8 @@ class InputNormalization(nn.Module):
 
     ``mode="dataset"``: ``(x - mean_c) / std_c`` with per-channel dataset statistics;
     ``mode="per-image"``: each image standardised by its own mean and std (the momentum
-    paper's choice); ``mode="none"``: identity.
+    paper's choice); ``mode="none"``: identity. ``device``, ``dtype``: of the ``mean`` and
+    ``std`` buffers (float32 by default).
     """
 
     def __init__(
@@ -27,6 +28,9 @@ class InputNormalization(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         channels: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if mode not in NORMALIZATIONS:
@@ -34,8 +38,9 @@ class InputNormalization(nn.Module):
         self.mode = mode
         mean = list(mean) if mean is not None else [0.0] * channels
         std = list(std) if std is not None else [1.0] * channels
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        factory = {"device": device, "dtype": dtype or torch.float32}
+        self.register_buffer("mean", torch.tensor(mean, **factory).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, **factory).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "dataset":

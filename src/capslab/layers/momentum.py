@@ -82,12 +82,13 @@ def scaled_init_std(num_in: int, num_out: int, out_dim: int) -> float:
 
 def capsule_layer(
     num_in: int, in_dim: int, num_out: int, out_dim: int, routing: str = "rba",
-    num_iterations: int = 3, init_std: float | None = None, sda_bias: bool = False,
+    num_iterations: int = 3, init_std: float | None = None, sda_bias: bool = False, *,
+    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
 ) -> ClassCaps:
     """:class:`ClassCaps` with ``init_std=None`` meaning :func:`scaled_init_std`."""
     std = scaled_init_std(num_in, num_out, out_dim) if init_std is None else init_std
     return ClassCaps(num_in, in_dim, num_out, out_dim, routing, num_iterations, init_std=std,
-                     sda_bias=sda_bias)
+                     sda_bias=sda_bias, device=device, dtype=dtype)
 
 
 class CapsuleBlock(nn.Module):
@@ -100,16 +101,19 @@ class CapsuleBlock(nn.Module):
         num_iterations: routing iterations of each layer.
         init_std: std of the matrices; ``None`` = :func:`scaled_init_std`.
         sda_bias: give both layers the learned SDA bias (``routing="sda"`` only).
+        device, dtype: where and in which type the parameters are created.
     """
 
     def __init__(
         self, num_capsules: int, capsule_dim: int, routing: str = "rba", num_iterations: int = 3,
-        init_std: float | None = None, sda_bias: bool = False,
+        init_std: float | None = None, sda_bias: bool = False, *,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ):
         super().__init__()
         n, d = num_capsules, capsule_dim
-        self.caps1 = capsule_layer(n, d, n, d, routing, num_iterations, init_std, sda_bias)
-        self.caps2 = capsule_layer(n, d, n, d, routing, num_iterations, init_std, sda_bias)
+        factory = {"device": device, "dtype": dtype}
+        self.caps1 = capsule_layer(n, d, n, d, routing, num_iterations, init_std, sda_bias, **factory)
+        self.caps2 = capsule_layer(n, d, n, d, routing, num_iterations, init_std, sda_bias, **factory)
 
     def layers(self) -> tuple[nn.Module, nn.Module]:
         """The two capsule layers, in order (each gets its own shortcut with ``"layer"``)."""
@@ -121,13 +125,15 @@ class CapsuleBlock(nn.Module):
 
 def make_blocks(
     num_blocks: int, num_capsules: int, capsule_dim: int, routing: str = "rba",
-    num_iterations: int = 3, init_std: float | None = None, sda_bias: bool = False,
+    num_iterations: int = 3, init_std: float | None = None, sda_bias: bool = False, *,
+    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
 ) -> nn.ModuleList:
     """``num_blocks`` independent :class:`CapsuleBlock`s (``num_blocks >= 0``)."""
     if num_blocks < 0:
         raise ConfigError(f"num_blocks must be >= 0, got {num_blocks}")
     return nn.ModuleList(
-        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations, init_std, sda_bias)
+        CapsuleBlock(num_capsules, capsule_dim, routing, num_iterations, init_std, sda_bias,
+                     device=device, dtype=dtype)
         for _ in range(num_blocks)
     )
 

@@ -16,11 +16,17 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> i
 
 
 class ConvStem(nn.Module):
-    """Plain convolution + ReLU: ``[B, C_in, H, W] -> [B, C_out, H', W']`` (valid padding)."""
+    """Plain convolution + ReLU: ``[B, C_in, H, W] -> [B, C_out, H', W']`` (valid padding).
 
-    def __init__(self, in_channels: int, out_channels: int = 256, kernel_size: int = 9, stride: int = 1):
+    ``device``, ``dtype``: where and in which type the parameters are created (``torch.nn``'s
+    factory arguments), as for every layer of :mod:`capslab.layers`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 256, kernel_size: int = 9, stride: int = 1,
+                 *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, device=device,
+                              dtype=dtype)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -51,8 +57,9 @@ class GemmConv2d(nn.Conv2d):
     the names of a plain convolution.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         # an exported graph must not depend on the batch it was traced with: the plain path
@@ -77,12 +84,16 @@ class PrimaryCaps(nn.Module):
         capsule_dim: int = 8,
         kernel_size: int = 9,
         stride: int = 2,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.num_types = num_types
         self.capsule_dim = capsule_dim
         # small batches (WarmAdaBatch, AdaBatch) run as GEMMs: faster there, see GemmConv2d
-        self.conv = GemmConv2d(in_channels, num_types * capsule_dim, kernel_size, stride)
+        self.conv = GemmConv2d(in_channels, num_types * capsule_dim, kernel_size, stride,
+                               device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x)  # [B, T*D, H, W]
@@ -104,13 +115,15 @@ class DepthwisePrimaryCaps(nn.Module):
     """
 
     def __init__(self, channels: int = 128, capsule_dim: int = 8, kernel_size: int = 9,
-                 stride: int = 1):
+                 stride: int = 1, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         if channels % capsule_dim:
             raise ConfigError(f"{channels} channels do not split into capsules of {capsule_dim}")
         self.num_types = channels // capsule_dim
         self.capsule_dim = capsule_dim
-        self.conv = nn.Conv2d(channels, channels, kernel_size, stride, groups=channels)
+        self.conv = nn.Conv2d(channels, channels, kernel_size, stride, groups=channels,
+                              device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] == self.conv.weight.shape[-2:]:
