@@ -268,7 +268,8 @@ def _interrupt_hint(run_dir: Path):
         raise typer.Exit(130) from None
 
 
-def _finish(result, as_json: bool) -> None:
+def _finish(result, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Show the front and what to do next (``extra``: more keys of the ``--json`` result)."""
     if not result.stopped:
         title = f"Pareto front of the final population ({result.run_id})"
     elif result.generations:
@@ -277,7 +278,7 @@ def _finish(result, as_json: bool) -> None:
         title = f"No generation finished yet ({result.run_id})"
     most = max((r.epochs for r in result.population + result.front if r.ok and r.epochs),
                default=None)
-    emit(_result_dict(result), as_json,
+    emit({**_result_dict(result), **(extra or {})}, as_json,
          lambda _: console.print(_front_table(result.front, title, most)))
     busy = "" if result.utilisation is None else f", workers busy {100 * result.utilisation:.0f}%"
     note(f"{result.evaluations} candidates in the journal, {result.evaluated_now} trained now{busy}.",
@@ -302,19 +303,28 @@ def register(app: typer.Typer) -> None:
         max_time: MaxTime = None,
         db_retry: DbRetry = 120.0,
         gpus_per_candidate: GpusPerCandidate = 0.0,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="First forget the failed and timed-out candidates of the earliest generation that has some, and every later generation, so that this resume trains them again (an SQLite journal is copied to RUN/journal.before-retry-<UTC time>.sqlite first).")] = False,
         quiet: opt.Quiet = False,
         as_json: opt.JsonFlag = False,
     ) -> None:
         """Continue an interrupted or stopped search: journaled evaluations are reused, never
-        repeated."""
+        repeated (failed ones too, unless --retry-failed)."""
         # imported on use, so that the CLI starts without it
+        from capslab.nas.retry import retry_failed as forget_failures
         from capslab.nas.search import resume
 
+        extra: dict[str, Any] = {}
+        if retry_failed:
+            plan = forget_failures(run, db=db, db_retry=db_retry)
+            if plan.backup is not None:
+                note(f"journal copied to {plan.backup}", as_json)
+            note(plan.describe(), as_json)
+            extra["retry"] = plan.to_dict()
         with _interrupt_hint(run), _Progress(not (quiet or as_json)) as progress:
             result = resume(run, db=db, workers=workers, ray_address=ray_address,
                             device=device, progress=progress, max_time=max_time,
                             db_retry=db_retry, gpus_per_candidate=gpus_per_candidate)
-        _finish(result, as_json)
+        _finish(result, as_json, extra)
 
     @search_app.command("report")
     def report_cmd(

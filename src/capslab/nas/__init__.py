@@ -6,6 +6,7 @@ See docs/nas.md. The pieces: :mod:`~capslab.nas.space` (search space, sampler),
 (the journal's tables and records), :mod:`~capslab.nas.journal` (SQLAlchemy journal: its
 queries), :mod:`~capslab.nas.config` (search settings, run folder),
 :mod:`~capslab.nas.search` (NSGA-II ask/tell loop, resume),
+:mod:`~capslab.nas.retry` (training failed candidates again),
 :mod:`~capslab.nas.parallel` (processes, Ray), :mod:`~capslab.nas.fidelity` (multi-fidelity
 rungs: the promotion rule), :mod:`~capslab.nas.report`,
 :mod:`~capslab.nas.pcc` (partial-training correlation study).
@@ -33,6 +34,7 @@ from capslab.nas.operators import (
 )
 from capslab.nas.parallel import utilisation
 from capslab.nas.problem import CachedEvaluations, NASCapsProblem
+from capslab.nas.retry import RetryPlan, retry_failed
 from capslab.nas.schema import FAILED_OBJECTIVES, OBJECTIVE_NAMES, EvaluationRecord
 from capslab.nas.search import STOPPED_MAX_TIME, SearchResult, build_algorithm, resume, run_search
 from capslab.nas.space import SearchSpace, genotype_key, sample
@@ -50,6 +52,7 @@ __all__ = [
     "GenotypeSampling",
     "Journal",
     "NASCapsProblem",
+    "RetryPlan",
     "Score",
     "SearchConfig",
     "SearchResult",
@@ -66,6 +69,7 @@ __all__ = [
     "promote",
     "promotion_count",
     "resume",
+    "retry_failed",
     "run_search",
     "rung_time_limit",
     "sample",

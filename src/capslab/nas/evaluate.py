@@ -115,13 +115,14 @@ class TrainedAccuracy:
 
 def candidate_folder(out_dir: str | Path, genotype: Genotype) -> Path:
     """The folder of one candidate's training run under ``out_dir``."""
-    return Path(out_dir) / _short_name(genotype)
+    return key_folder(out_dir, genotype_key(genotype))
 
 
-def _short_name(genotype: Genotype) -> str:
+def key_folder(out_dir: str | Path, key: str) -> Path:
+    """:func:`candidate_folder` of the genotype whose key is ``key`` (what the journal holds)."""
     import hashlib
 
-    return hashlib.sha1(genotype_key(genotype).encode()).hexdigest()[:12]
+    return Path(out_dir) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 _IMPORT_RETRY_S = 0.05

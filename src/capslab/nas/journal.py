@@ -16,9 +16,12 @@ generation that is already there changes nothing, so a write repeated after a lo
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, delete, func, insert, select, update
@@ -427,6 +430,61 @@ class Journal:
                              None if workers is None else GenerationTiming(workers, wall, busy))
             for gen, offspring, pop, rng, n, workers, wall, busy in rows
         ]
+
+    # --- retrying failed candidates ----------------------------------------------------------
+    def drop_for_retry(self, keys: Iterable[str], generation: int,
+                       status: str | None = None) -> dict[str, int]:
+        """Forget, in one transaction, what a resume recomputes when generation ``generation``
+        is evaluated again (:func:`capslab.nas.retry.retry_failed`): the evaluations and rung
+        results of ``keys`` (its candidates to train again), the evaluations and rung results
+        first journaled in a later generation, and the generation records from ``generation``
+        on; ``status`` (if given) becomes the run's. Returns the rows deleted: ``retried``
+        (evaluations of ``keys``), ``evaluations`` (of later generations), ``rungs`` and
+        ``generations``."""
+        keys = sorted(set(keys))
+        e, r, g = evaluations_table.c, rungs_table.c, generations_table.c
+
+        def work(conn: Connection) -> dict[str, int]:
+            counts = {
+                "retried": conn.execute(delete(evaluations_table).where(
+                    e.run_id == self.run_id, e.key.in_(keys))).rowcount,
+                "evaluations": conn.execute(delete(evaluations_table).where(
+                    e.run_id == self.run_id, e.generation > generation)).rowcount,
+                "rungs": conn.execute(delete(rungs_table).where(
+                    r.run_id == self.run_id, r.key.in_(keys))).rowcount,
+            }
+            counts["rungs"] += conn.execute(delete(rungs_table).where(
+                r.run_id == self.run_id, r.generation > generation)).rowcount
+            counts["generations"] = conn.execute(delete(generations_table).where(
+                g.run_id == self.run_id, g.generation >= generation)).rowcount
+            self._touch_run(conn, **({} if status is None else {"status": status}))
+            return counts
+
+        return self._write(work)
+
+    def backup(self, path: str | os.PathLike) -> Path:
+        """Copy this SQLite journal's whole database to ``path``, atomically (written beside
+        it, then renamed), with SQLite's online backup: the copy holds what the write-ahead
+        log holds too, which a plain file copy would miss. Another database: ConfigError."""
+        if self.engine.dialect.name != "sqlite":
+            raise ConfigError(f"only an SQLite journal can be copied to a file, not "
+                              f"{masked_url(self.url)}")
+        path = Path(path)
+        part = path.with_name(f".{path.name}.part")
+        raw = self.engine.raw_connection()
+        try:
+            copy = sqlite3.connect(part)
+            try:
+                raw.driver_connection.backup(copy)
+            finally:
+                copy.close()
+            os.replace(part, path)
+        except (OSError, sqlite3.Error) as exc:
+            part.unlink(missing_ok=True)
+            raise ConfigError(f"cannot copy the journal to {path}: {_first_line(exc)}") from exc
+        finally:
+            raw.close()
+        return path
 
     def close(self) -> None:
         self.engine.dispose()

@@ -8,6 +8,8 @@ generator, and an evaluation's result depends only on the genotype. ``resume(run
 therefore re-runs the loop from the seed and answers every evaluation already in the journal
 from it; it re-evaluates only what was in flight when the run stopped, and ends on the same
 front as an uninterrupted run. Each replayed generation is checked against the journaled one.
+A failed or timed-out candidate is a journaled result too: :mod:`capslab.nas.retry` forgets
+it (and the generations that followed it) so that the next resume trains it again.
 
 Generations: generation 0 evaluates the random initial population (``population`` genotypes);
 each of the ``generations`` that follow evaluates ``offspring`` children. With the paper's
@@ -446,6 +448,15 @@ def run_search(
                 return _drive(config, journal, pool, progress, run_dir, deadline, lease)
 
 
+def run_config(run_dir: Path, journal: Journal, info: dict[str, Any]) -> SearchConfig:
+    """The configuration of the run in ``run_dir`` (``info``: its ``run.json``), refused with
+    :class:`RunMismatchError` unless it is the one its journal recorded."""
+    config = SearchConfig.from_dict(info["config"])
+    if not config.identity_matches(journal.run_info()["config"]):
+        raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
+    return config
+
+
 def resume(
     run_dir: str | os.PathLike,
     *,
@@ -470,10 +481,7 @@ def resume(
     if workers is None:
         workers = int(info.get("workers", 1))
     with journal, _resumable(run_dir, journal.url):
-        config = SearchConfig.from_dict(info["config"])
-        recorded = journal.run_info()["config"]
-        if not config.identity_matches(recorded):
-            raise RunMismatchError(f"{run_dir / RUN_FILE} does not match the journal's configuration")
+        config = run_config(run_dir, journal, info)
         if device is not None:
             config = config.on_device(device)
         check_gpus_per_candidate(gpus_per_candidate, ray_address,
