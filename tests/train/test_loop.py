@@ -404,9 +404,11 @@ def test_cli_stop_after_trains_a_long_run_in_parts(mnist_root, tmp_path):
     assert CliRunner().invoke(app, [*args, "--out", str(full)]).exit_code == 0
     first = CliRunner().invoke(app, [*args, "--stop-after", "1", "--out", str(parts)])
     assert first.exit_code == 0, first.output
+    assert "stopped after 1 of 2 epochs" in first.output
     assert json.loads((parts / "summary.json").read_text())["epochs_done"] == 1
     second = CliRunner().invoke(app, [*args, "--stop-after", "2", "--resume", "--out", str(parts)])
     assert second.exit_code == 0, second.output
+    assert "stopped after" not in second.output
     records = [json.loads(line) for line in (parts / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert [r["lr"] for r in records] == pytest.approx([1e-3, 5e-4])

@@ -203,6 +203,9 @@ def register(app: typer.Typer) -> None:
         emit(summary, as_json, _print_summary)
         note(f"results: {out}/metrics.jsonl, {out}/summary.json, {out}/curves.png, "
              f"{out}/reconstructions.png, checkpoints {out}/last.pt and {out}/best.pt", as_json)
+        if summary["epochs_done"] < cfg.epochs:
+            note(f"stopped after {summary['epochs_done']} of {cfg.epochs} epochs: the same command "
+                 "with --resume and a larger --stop-after (or none) continues it", as_json)
 
     @app.command("eval")
     def eval_cmd(
