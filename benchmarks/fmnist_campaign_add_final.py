@@ -6,7 +6,7 @@ trained with the finalists' exact settings from its genotype in the committed fr
 (``capslab train --genotype ...``; the run's identity is finalize's). This appends its row,
 in finalize's ``final.csv`` layout, to the space's final table, and recomputes the figures of
 ``fmnist_campaign.json`` that depend on the final rows (``final``, ``proxy_agreement``,
-``tested_front``, ``goal_met``) with :mod:`fmnist_campaign_plot`'s own functions. The plot
+``tested_front``, ``goal_met``) with :mod:`fmnist_campaign_plot`'s ``final_figures``. The plot
 needs the search folders and is not redrawn.
 
     .venv/bin/python benchmarks/fmnist_campaign_add_final.py runs/fmnist-paper-nascaps11 \
@@ -22,7 +22,7 @@ import io
 import json
 from pathlib import Path
 
-from fmnist_campaign_plot import GOAL, proxy_agreement, tested_front, within_goal_hardware
+from fmnist_campaign_plot import final_figures
 
 from capslab.io import atomic_write_json, atomic_write_text
 
@@ -73,17 +73,7 @@ def main() -> None:
     summary = json.loads(args.json.read_text())
     final = [r for r in summary["final"] if not (r["space"] == args.space and r["name"] == name)]
     final.append({**row, "folder": args.run.name, "space": args.space, "training_epochs": row["epochs"]})
-    longest = max(r["training_epochs"] for r in final)
-    recipe = [r for r in final if r["training_epochs"] == longest and r.get("accuracy") is not None]
-    spaces = dict.fromkeys(r["space"] for r in recipe)
-    summary.update(
-        final=final,
-        proxy_agreement={**{sp: proxy_agreement([r for r in recipe if r["space"] == sp])
-                            for sp in spaces}, "all": proxy_agreement(recipe)},
-        tested_front=tested_front(recipe),
-        goal_met=[r["name"] for r in final if r.get("accuracy") is not None
-                  and r["accuracy"] >= GOAL["accuracy"] and within_goal_hardware(r)],
-    )
+    summary.update(final=final, **final_figures(final))
     atomic_write_json(args.json, summary)
     print(json.dumps({"row": {k: row[k] for k in ("name", "accuracy", "quantized_accuracy",
                                                    "energy_mJ", "seconds")},

@@ -74,6 +74,22 @@ def tested_front(done: list[dict]) -> list[str]:
     return [f"{r['space']}: {r['name']}" for r, kept in zip(done, front, strict=True) if kept]
 
 
+def final_figures(final: list[dict]) -> dict:
+    """The JSON's figures of the finalized rows (each with ``space`` and ``training_epochs``):
+    ``proxy_agreement`` and ``tested_front`` over the full trainings of the final recipe (the
+    longest) that finished, per space and all together, and ``goal_met``."""
+    longest = max((r["training_epochs"] for r in final), default=None)
+    recipe = [r for r in final if r["training_epochs"] == longest and r.get("accuracy") is not None]
+    spaces = dict.fromkeys(r["space"] for r in recipe)
+    return {
+        "proxy_agreement": {**{sp: proxy_agreement([r for r in recipe if r["space"] == sp])
+                               for sp in spaces}, "all": proxy_agreement(recipe)},
+        "tested_front": tested_front(recipe),
+        "goal_met": [r["name"] for r in final if r.get("accuracy") is not None
+                     and r["accuracy"] >= GOAL["accuracy"] and within_goal_hardware(r)],
+    }
+
+
 def space_name(run: Path) -> str:
     """The search space a run searched, as ``--space`` named it (the paper's when unnamed)."""
     space = json.loads((run / "run.json").read_text())["config"].get("space") or {}
@@ -125,20 +141,14 @@ def main() -> None:
             final += [{**r, "folder": f"{folder.parent.name}/{folder.name}",
                        "space": space_name(folder.parent),
                        "training_epochs": saved["training"]["epochs"]} for r in saved["rows"]]
-    longest = max((r["training_epochs"] for r in final), default=None)
-    # the final recipe's runs (the longest trainings) that finished
-    recipe = [r for r in final if r["training_epochs"] == longest and r.get("accuracy") is not None]
-    spaces = dict.fromkeys(r["space"] for r in recipe)
+    figures = final_figures(final)
     summary = {
         "searches": [s for s, _, _ in searches],
         "final": final,
-        # the full trainings of the final recipe (the longest), per space and all together
-        "proxy_agreement": {**{sp: proxy_agreement([r for r in recipe if r["space"] == sp])
-                               for sp in spaces}, "all": proxy_agreement(recipe)},
-        "tested_front": tested_front(recipe),
+        "proxy_agreement": figures["proxy_agreement"],
+        "tested_front": figures["tested_front"],
         "goal": GOAL,
-        "goal_met": [r["name"] for r in final if r.get("accuracy") is not None
-                     and r["accuracy"] >= GOAL["accuracy"] and within_goal_hardware(r)],
+        "goal_met": figures["goal_met"],
         "published": {name: {"energy_mJ": e, "accuracy": a, "source": PUBLISHED[name][1]}
                       for name, (e, a) in published_points().items()},
     }
