@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from capslab.errors import ConfigError, JournalUnavailableError, RunBusyError, RunMismatchError
+from capslab.io import atomic_write_bytes
 from capslab.nas.schema import (
     JOURNAL_VERSION,
     EvaluationRecord,
@@ -463,24 +464,18 @@ class Journal:
         return self._write(work)
 
     def backup(self, path: str | os.PathLike) -> Path:
-        """Copy this SQLite journal's whole database to ``path``, atomically (written beside
-        it, then renamed), with SQLite's online backup: the copy holds what the write-ahead
-        log holds too, which a plain file copy would miss. Another database: ConfigError."""
+        """Copy this SQLite journal's whole database to ``path``, atomically
+        (:func:`capslab.io.atomic_write_bytes`), as SQLite serialises it through a connection:
+        the copy holds what the write-ahead log holds too, which a plain file copy would miss.
+        Another database: ConfigError."""
         if self.engine.dialect.name != "sqlite":
             raise ConfigError(f"only an SQLite journal can be copied to a file, not "
                               f"{masked_url(self.url)}")
         path = Path(path)
-        part = path.with_name(f".{path.name}.part")
         raw = self.engine.raw_connection()
         try:
-            copy = sqlite3.connect(part)
-            try:
-                raw.driver_connection.backup(copy)
-            finally:
-                copy.close()
-            os.replace(part, path)
+            atomic_write_bytes(path, raw.driver_connection.serialize())
         except (OSError, sqlite3.Error) as exc:
-            part.unlink(missing_ok=True)
             raise ConfigError(f"cannot copy the journal to {path}: {_first_line(exc)}") from exc
         finally:
             raw.close()
