@@ -55,6 +55,7 @@ from capslab.nas.config import CANDIDATES_DIR, open_journal
 from capslab.nas.evaluate import key_folder
 from capslab.nas.journal import RETRY_SECONDS, Journal
 from capslab.nas.lease import RunLease
+from capslab.nas.schema import EvaluationRecord
 from capslab.nas.search import run_config
 
 #: The statuses of a result that a retry keeps (any other, ``failed`` or ``timeout``, is retried).
@@ -118,11 +119,16 @@ class RetryPlan:
 def plan_retry(journal: Journal) -> RetryPlan:
     """What a retry of ``journal``'s run would train again (nothing is changed; the counts of
     dropped rows are left at 0). See the module for the rule."""
+    return _plan(journal.evaluations(), journal.rung_records())
+
+
+def _plan(evaluations: list[EvaluationRecord],
+          rungs: dict[str, dict[int, EvaluationRecord]]) -> RetryPlan:
+    """:func:`plan_retry` from the journal's evaluations and rung results."""
     failed: dict[str, int] = {}  # key -> the generation that evaluated it
-    for rec in journal.evaluations():
+    for rec in evaluations:
         if rec.status not in KEPT_STATUSES:
             failed[rec.key] = rec.generation
-    rungs = journal.rung_records()
     failed_at: dict[str, int] = {}  # key -> the rung it failed at
     for key, by_rung in rungs.items():
         for r, rec in sorted(by_rung.items()):
@@ -144,10 +150,11 @@ def plan_retry(journal: Journal) -> RetryPlan:
     return RetryPlan(generation, tuple(retried), rung, tuple(rerun))
 
 
-def _later_keys(journal: Journal, generation: int) -> set[str]:
+def _later_keys(evaluations: list[EvaluationRecord],
+                rungs: dict[str, dict[int, EvaluationRecord]], generation: int) -> set[str]:
     """The candidates first journaled after ``generation`` (evaluated, or at some rung)."""
-    keys = {rec.key for rec in journal.evaluations() if rec.generation > generation}
-    return keys | {key for key, by_rung in journal.rung_records().items()
+    keys = {rec.key for rec in evaluations if rec.generation > generation}
+    return keys | {key for key, by_rung in rungs.items()
                    if any(rec.generation > generation for rec in by_rung.values())}
 
 
@@ -199,10 +206,11 @@ def retry_failed(run_dir: str | os.PathLike, db: str | None = None, *,
     with journal:
         run_config(run_dir, journal, info)  # what resume refuses is refused before any change
         with RunLease(journal):  # no search may write while rows are forgotten
-            plan = plan_retry(journal)
+            evaluations, rungs = journal.evaluations(), journal.rung_records()
+            plan = _plan(evaluations, rungs)
             if plan.nothing:
                 return plan
-            later = _later_keys(journal, plan.generation)
+            later = _later_keys(evaluations, rungs, plan.generation)
             backup = _backup(journal, run_dir) if journal.engine.dialect.name == "sqlite" else None
             again = [*plan.retried, *plan.rerun]
             counts = journal.drop_for_retry(again, plan.generation, status=RETRY_PENDING)
